@@ -1,0 +1,221 @@
+"""The Audio Spectrogram Transformer (AST, Gong et al. 2021), the baseline DATAR is compared with.
+
+A ViT over (overlapping) 16x16 spectrogram patches with CLS and distillation
+tokens whose outputs are averaged. The learned positional embedding lives on the
+patch grid of the training length; shorter clips use its first columns (which is
+what padding them to the training length would give), longer clips an
+interpolated copy. Patches beyond a clip's valid length are masked out of
+attention, so a clip's embedding does not depend on its batch (up to the
+training length).
+"""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechbrain_datar.nnet.layers import DropPath, FeedForward
+from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
+
+#: ViT sizes. ``base`` is ViT-B/16 as in AST.
+PRESETS = {
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "micro": dict(embed_dim=64, depth=2, num_heads=2),
+}
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """ViT self-attention with a fused qkv projection and an optional key mask.
+
+    Example
+    -------
+    >>> attn = MultiHeadSelfAttention(16, 4)
+    >>> attn(torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)).shape
+    torch.Size([2, 7, 16])
+    """
+
+    def __init__(self, dim, num_heads, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x, key_valid=None):
+        """``x``: ``[batch, tokens, dim]``; ``key_valid``: boolean ``[batch, tokens]`` or None."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if key_valid is None else key_valid[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm ViT block (LayerNorm eps 1e-6 as in timm/AST).
+
+    Example
+    -------
+    >>> ViTBlock(16, 4)(torch.randn(2, 7, 16)).shape
+    torch.Size([2, 7, 16])
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, drop=0.0, attn_drop=0.0, drop_path=0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = MultiHeadSelfAttention(dim, num_heads, attn_drop, drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = FeedForward(dim, mlp_ratio, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x, key_valid=None):
+        """Self-attention then MLP, both residual."""
+        x = x + self.drop_path(self.attn(self.norm1(x), key_valid))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class AST(nn.Module):
+    """AST encoder: ``embedding_model(feats, lengths) -> [batch, 1, embed_dim]``.
+
+    Arguments
+    ---------
+    preset : str
+        ``"base"`` (ViT-B, the AST of the paper), ``"small"``, ``"tiny"`` or ``"micro"``.
+    n_mels : int
+        Mel bins of the input.
+    target_length : int
+        Training clip length in frames; the positional embedding is sized for it.
+    patch_size : int
+        Square patch size (16 in AST).
+    fstride, tstride : int
+        Patch strides along frequency and time (10 in AST: 6-frame overlap).
+    embed_dim, depth, num_heads : int
+        Override the preset.
+    mlp_ratio : float
+        MLP expansion.
+    drop_rate, attn_drop_rate, drop_path_rate : float
+        Dropout, attention dropout, stochastic depth (linear over blocks).
+
+    Example
+    -------
+    >>> model = AST(preset="micro", target_length=100).eval()
+    >>> model(torch.randn(2, 100, 128), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 1, 64])
+    """
+
+    def __init__(
+        self,
+        preset="base",
+        n_mels=128,
+        target_length=1024,
+        patch_size=16,
+        fstride=10,
+        tstride=10,
+        embed_dim=None,
+        depth=None,
+        num_heads=None,
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+    ):
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        config = copy.deepcopy(PRESETS[preset])
+        for key, value in dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads).items():
+            if value is not None:
+                config[key] = value
+        if n_mels < patch_size:
+            raise ValueError(f"n_mels {n_mels} is smaller than the patch size {patch_size}")
+        dim = config["embed_dim"]
+        self.n_mels = n_mels
+        self.patch_size = patch_size
+        self.fstride, self.tstride = fstride, tstride
+        self.embedding_dim = dim
+        self.f_dim = (n_mels - patch_size) // fstride + 1
+        self.t_dim = (max(target_length, patch_size) - patch_size) // tstride + 1
+
+        self.patch_embed = nn.Conv2d(1, dim, patch_size, stride=(fstride, tstride))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.f_dim * self.t_dim + 2, dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, config["depth"]).tolist()
+        self.blocks = nn.ModuleList(
+            ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        for param in (self.cls_token, self.dist_token, self.pos_embed):
+            nn.init.trunc_normal_(param, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_time_patches(self, frames):
+        """Patches along time for ``frames`` frames (clips shorter than a patch are padded)."""
+        frames = torch.as_tensor(frames).clamp(min=self.patch_size)
+        return torch.div(frames - self.patch_size, self.tstride, rounding_mode="floor") + 1
+
+    def patch_position_embedding(self, n_time):
+        """Positional embedding ``[1, f_dim * n_time, dim]`` of the patches for ``n_time`` columns."""
+        grid = self.pos_embed[:, 2:].reshape(1, self.f_dim, self.t_dim, -1).permute(0, 3, 1, 2)
+        if n_time <= self.t_dim:
+            grid = grid[..., :n_time]
+        else:
+            grid = F.interpolate(grid, size=(self.f_dim, n_time), mode="bilinear", align_corners=False)
+        return grid.flatten(2).transpose(1, 2)
+
+    def forward_features(self, feats, lengths=None):
+        """Returns all output tokens ``[batch, 2 + patches, dim]`` and the token mask."""
+        if feats.dim() != 3:
+            raise ValueError(f"AST expects features [batch, time, n_mels], got shape {tuple(feats.shape)}")
+        batch, time, n_mels = feats.shape
+        if n_mels != self.n_mels:
+            raise ValueError(f"AST was built for {self.n_mels} mel bins, got features with {n_mels}")
+        frames = relative_to_absolute_lengths(lengths, time)
+        x = feats
+        if frames is not None:
+            frames = frames.to(feats.device)
+            frame_ok = torch.arange(time, device=feats.device)[None, :] < frames[:, None]
+            x = x.masked_fill(~frame_ok.unsqueeze(-1), 0.0)
+        if time < self.patch_size:
+            x = F.pad(x, (0, 0, 0, self.patch_size - time))
+        x = self.patch_embed(x.transpose(1, 2).unsqueeze(1))  # B, D, f, t
+        n_time = x.shape[-1]
+        x = x.flatten(2).transpose(1, 2) + self.patch_position_embedding(n_time)
+        special = torch.cat((self.cls_token, self.dist_token), dim=1) + self.pos_embed[:, :2]
+        x = torch.cat((special.expand(batch, -1, -1), x), dim=1)
+        x = self.pos_drop(x)
+
+        key_valid = None
+        if frames is not None:
+            valid_t = self.num_time_patches(frames)
+            if bool((valid_t < n_time).any()):
+                t_index = torch.arange(n_time, device=x.device).repeat(self.f_dim)
+                patch_ok = t_index[None, :] < valid_t[:, None]
+                key_valid = torch.cat(
+                    (torch.ones(batch, 2, dtype=torch.bool, device=x.device), patch_ok), dim=1
+                )
+        for block in self.blocks:
+            x = block(x, key_valid)
+        return self.norm(x), key_valid
+
+    def forward(self, feats, lengths=None):
+        """Embeds ``[batch, time, n_mels]`` features: mean of the CLS and distillation outputs."""
+        tokens, _ = self.forward_features(feats, lengths)
+        return ((tokens[:, 0] + tokens[:, 1]) / 2).unsqueeze(1)

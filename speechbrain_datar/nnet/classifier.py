@@ -1,0 +1,75 @@
+"""Classification heads returning log-probabilities, as SpeechBrain's classifiers do."""
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Linear head on an embedding: ``[batch, 1, dim] -> log-probabilities [batch, 1, n_classes]``.
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding size.
+    n_classes : int
+        Number of classes.
+    input_norm : bool
+        Apply LayerNorm first (AST's ``mlp_head`` is LayerNorm + Linear).
+    dropout : float
+        Dropout on the embedding.
+
+    Example
+    -------
+    >>> head = Classifier(16, 5)
+    >>> out = head(torch.randn(3, 1, 16))
+    >>> out.shape, bool(torch.allclose(out.exp().sum(-1), torch.ones(3, 1)))
+    (torch.Size([3, 1, 5]), True)
+    """
+
+    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
+        super().__init__()
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be positive, got {n_classes}")
+        self.norm = nn.LayerNorm(input_size) if input_norm else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(input_size, n_classes)
+
+    def forward(self, x):
+        """Log-probabilities ``[batch, 1, n_classes]`` (a 2-D input gets the middle axis added)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return torch.log_softmax(self.out(self.dropout(self.norm(x))), dim=-1)
+
+
+class MultiHeadClassifier(nn.Module):
+    """Several named heads on one embedding (EPIC-Kitchens: verb and noun).
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding size.
+    n_classes : dict
+        Head name -> number of classes, e.g. ``{verb: 97, noun: 300}``.
+    input_norm : bool
+        LayerNorm before each head.
+    dropout : float
+        Dropout on the embedding.
+
+    Example
+    -------
+    >>> heads = MultiHeadClassifier(16, {"verb": 4, "noun": 7})
+    >>> {name: out.shape for name, out in heads(torch.randn(2, 1, 16)).items()}
+    {'verb': torch.Size([2, 1, 4]), 'noun': torch.Size([2, 1, 7])}
+    """
+
+    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
+        super().__init__()
+        if not n_classes:
+            raise ValueError("n_classes must name at least one head")
+        self.heads = nn.ModuleDict(
+            {name: Classifier(input_size, int(n), input_norm, dropout) for name, n in n_classes.items()}
+        )
+
+    def forward(self, x):
+        """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""
+        return {name: head(x) for name, head in self.heads.items()}

@@ -1,0 +1,429 @@
+"""Deformable multi-head attention (DAT, Xia et al. CVPR 2022; used by DATAR).
+
+Queries come from every position of the map. Keys and values come from a grid of
+reference points (the map down-sampled by ``r``) moved by offsets that a small
+convolutional network predicts from the queries, and read from the map by
+bilinear interpolation. Attention logits get a relative position bias read by
+bilinear interpolation from a ``(2H-1) x (2W-1)`` table at the continuous
+query-key displacement.
+
+Two grid conventions are available:
+
+``"token"`` (default)
+    Everything is in token (pixel) units of the unpadded map: reference point
+    ``(i, j)`` sits exactly on pixel ``(i*r, j*r)``, offsets are
+    ``s * tanh(.) * r / 2`` tokens (DAT's scale), and the bias table is indexed by
+    the displacement in tokens, its centre at zero displacement, clamped at its
+    border. With zero offsets and ``r = 1`` the keys are exactly the map's
+    features, and a clip's result does not depend on the padded size of its batch.
+``"dat_v1"``
+    DAT's CVPR 2022 code: reference points at pixel centres normalised to
+    ``[-1, 1]`` by the key grid, offsets ``s * tanh(.) / H_k``, sampling with
+    ``align_corners=True`` (so zero-offset samples sit half a pixel off the
+    grid), and the bias table indexed by half the normalised displacement.
+    Kept for exact parity with ImageNet DAT weights; it depends on the padded
+    map size.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from speechbrain_datar.nnet.layers import LayerNorm2d
+from speechbrain_datar.nnet.masking import attention_mask_value
+
+GRID_CONVENTIONS = ("token", "dat_v1")
+
+
+def _pair(value):
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def pixel_to_grid(coords, size):
+    """Maps pixel coordinates to ``grid_sample``'s ``[-1, 1]`` range (``align_corners=False``).
+
+    Exact for any size >= 1: pixel ``p`` maps back to ``p`` whatever the map size.
+
+    Example
+    -------
+    >>> pixel_to_grid(torch.tensor([0.0, 3.0]), 4)
+    tensor([-0.7500,  0.7500])
+    """
+    return (2.0 * coords + 1.0) / size - 1.0
+
+
+def bilinear_sample(feature_map, positions):
+    """Reads a channels-first map at continuous pixel positions, zero outside the map.
+
+    Arguments
+    ---------
+    feature_map : torch.Tensor
+        ``[N, C, H, W]``.
+    positions : torch.Tensor
+        ``[N, h, w, 2]`` pixel coordinates ``(y, x)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, C, h, w]``: ``sum g(py, ry) g(px, rx) map[:, :, ry, rx]`` with
+        ``g(a, b) = max(0, 1 - |a - b|)`` (the paper's Eq. 3).
+
+    Example
+    -------
+    >>> fmap = torch.arange(6.0).reshape(1, 1, 2, 3)
+    >>> bilinear_sample(fmap, torch.tensor([[[[0.0, 1.0], [0.5, 1.5], [0.0, 2.5]]]]))
+    tensor([[[[1., 3., 1.]]]])
+    """
+    height, width = feature_map.shape[-2:]
+    grid = torch.stack(
+        (pixel_to_grid(positions[..., 1], width), pixel_to_grid(positions[..., 0], height)), dim=-1
+    )
+    return F.grid_sample(
+        feature_map.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False
+    ).to(feature_map.dtype)
+
+
+class OffsetGenerator(nn.Sequential):
+    """DAT's offset network: depthwise kxk conv (stride r) -> LayerNorm -> GELU -> 1x1 conv without bias.
+
+    Arguments
+    ---------
+    channels : int
+        Channels of one group.
+    kernel_size : int
+        Odd kernel of the depthwise convolution (the paper uses 5).
+    stride : int
+        Down-sampling factor r of the reference grid.
+
+    Example
+    -------
+    >>> OffsetGenerator(4, kernel_size=5, stride=2)(torch.randn(3, 4, 8, 9)).shape
+    torch.Size([3, 2, 4, 5])
+    """
+
+    def __init__(self, channels, kernel_size=5, stride=1):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"offset kernel_size must be odd, got {kernel_size}")
+        super().__init__(
+            nn.Conv2d(
+                channels, channels, kernel_size, stride, kernel_size // 2, groups=channels
+            ),
+            LayerNorm2d(channels),
+            nn.GELU(),
+            nn.Conv2d(channels, 2, 1, 1, 0, bias=False),
+        )
+
+
+class DeformableAttention(nn.Module):
+    """Deformable multi-head attention on a channels-last map ``[batch, H, W, dim]``.
+
+    Arguments
+    ---------
+    dim : int
+        Channels of the map.
+    num_heads : int
+        Attention heads; must be divisible by ``num_groups``.
+    num_groups : int
+        Channel groups; the heads and channels of a group share one set of offsets.
+    bias_table_size : tuple
+        ``(H, W)`` of the map the relative position bias table is sized for; the
+        table has ``(2H-1) x (2W-1)`` entries per head.
+    offset_range_factor : float
+        ``s`` in ``Δp = s·tanh(θ(q))``. Offsets never exceed ``s·r/2`` tokens (in
+        DAT's normalised units, ``s/H_k``). A value <= 0 leaves offsets unbounded
+        (DAT's convention for no range).
+    offset_stride : int
+        ``r``, the reference grid's down-sampling factor.
+    offset_kernel_size : int
+        Kernel of the offset network's depthwise convolution.
+    attn_drop, proj_drop : float
+        Dropout on attention weights and on the output projection.
+    use_rel_pos_bias : bool
+        Whether to add the deformable relative position bias.
+    grid_convention : str
+        ``"token"`` (default) or ``"dat_v1"``, see the module documentation.
+    query_chunk_size : int or None
+        Queries are processed in chunks of this many positions. ``None`` (default)
+        uses one chunk when gradients are enabled and, in inference, chunks that
+        keep the bias under 2**25 elements, so that inference memory grows
+        linearly with the clip length.
+
+    Example
+    -------
+    >>> attn = DeformableAttention(dim=8, num_heads=2, num_groups=2, bias_table_size=(4, 6))
+    >>> x = torch.randn(2, 4, 6, 8)
+    >>> out, positions, references = attn(x, return_sampling=True)
+    >>> out.shape, positions.shape
+    (torch.Size([2, 4, 6, 8]), torch.Size([2, 2, 4, 6, 2]))
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_heads,
+        num_groups,
+        bias_table_size,
+        offset_range_factor=2.0,
+        offset_stride=1,
+        offset_kernel_size=5,
+        attn_drop=0.0,
+        proj_drop=0.0,
+        use_rel_pos_bias=True,
+        grid_convention="token",
+        query_chunk_size=None,
+    ):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if num_heads % num_groups != 0:
+            raise ValueError(f"num_heads {num_heads} is not divisible by num_groups {num_groups}")
+        if grid_convention not in GRID_CONVENTIONS:
+            raise ValueError(f"grid_convention must be one of {GRID_CONVENTIONS}, got {grid_convention!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.num_groups = num_groups
+        self.group_channels = dim // num_groups
+        self.group_heads = num_heads // num_groups
+        self.offset_range_factor = float(offset_range_factor)
+        self.offset_stride = int(offset_stride)
+        self.grid_convention = grid_convention
+        self.query_chunk_size = query_chunk_size
+        self.attn_drop = attn_drop
+        self.bias_table_size = _pair(bias_table_size)
+
+        self.proj_q = nn.Linear(dim, dim)
+        self.proj_k = nn.Linear(dim, dim)
+        self.proj_v = nn.Linear(dim, dim)
+        self.proj_out = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.offset_generator = OffsetGenerator(
+            self.group_channels, offset_kernel_size, self.offset_stride
+        )
+        if use_rel_pos_bias:
+            th, tw = self.bias_table_size
+            self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1))
+            nn.init.trunc_normal_(self.rpe_table, std=0.01)
+        else:
+            self.register_parameter("rpe_table", None)
+        self.zero_offsets = False
+
+    # ------------------------------------------------------------------ grids
+    def _reference_points(self, key_h, key_w, device):
+        """Reference points ``[key_h, key_w, 2]`` as (y, x): pixels (token) or normalised (dat_v1)."""
+        ys = torch.arange(key_h, device=device, dtype=torch.float32)
+        xs = torch.arange(key_w, device=device, dtype=torch.float32)
+        if self.grid_convention == "token":
+            ys, xs = ys * self.offset_stride, xs * self.offset_stride
+        else:
+            ys = (ys + 0.5) / key_h * 2.0 - 1.0
+            xs = (xs + 0.5) / key_w * 2.0 - 1.0
+        return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
+
+    def _offset_scale(self, key_h, key_w, device):
+        """Multiplier of ``tanh`` for (y, x) offsets in the convention's units."""
+        s = self.offset_range_factor
+        if self.grid_convention == "token":
+            scale = torch.tensor([s * self.offset_stride / 2.0] * 2, device=device)
+        else:
+            scale = torch.tensor([s / key_h, s / key_w], device=device)
+        return scale
+
+    def sampling_positions(self, queries):
+        """Deformed key positions for a channels-first query map.
+
+        Arguments
+        ---------
+        queries : torch.Tensor
+            ``[batch * groups, group_channels, H, W]``.
+
+        Returns
+        -------
+        positions : torch.Tensor
+            ``[batch * groups, H_k, W_k, 2]`` (y, x) in the convention's units.
+        references : torch.Tensor
+            ``[H_k, W_k, 2]`` undeformed reference points.
+        """
+        offsets = self.offset_generator(queries).float()  # B*G, 2, Hk, Wk
+        key_h, key_w = offsets.shape[-2:]
+        references = self._reference_points(key_h, key_w, queries.device)
+        if self.zero_offsets:
+            offsets = torch.zeros_like(offsets)
+        elif self.offset_range_factor > 0:
+            scale = self._offset_scale(key_h, key_w, queries.device).reshape(1, 2, 1, 1)
+            offsets = offsets.tanh() * scale
+        positions = references.unsqueeze(0) + offsets.permute(0, 2, 3, 1)
+        return positions, references
+
+    def _to_pixels(self, positions, height, width):
+        """Converts positions of the current convention to pixel coordinates of the map."""
+        if self.grid_convention == "token":
+            return positions
+        scale = positions.new_tensor([(height - 1) / 2.0, (width - 1) / 2.0])
+        return (positions + 1.0) * scale
+
+    # -------------------------------------------------------------- the bias
+    def _relative_position_bias(self, positions, query_rows, query_cols, height, width):
+        """Bias ``[batch*groups, group_heads, n_queries, n_keys]`` for the given queries."""
+        batch_groups = positions.shape[0]
+        keys = positions.reshape(batch_groups, 1, -1, 2)
+        if self.grid_convention == "token":
+            queries = torch.stack((query_rows, query_cols), dim=-1).float()
+            displacement = queries.reshape(1, -1, 1, 2) - keys  # tokens
+            th, tw = self.bias_table_size
+            grid = torch.stack(
+                (
+                    pixel_to_grid(displacement[..., 1] + (tw - 1), 2 * tw - 1),
+                    pixel_to_grid(displacement[..., 0] + (th - 1), 2 * th - 1),
+                ),
+                dim=-1,
+            )
+            padding_mode, align_corners = "border", False
+        else:
+            queries = torch.stack(
+                ((query_rows + 0.5) / height * 2.0 - 1.0, (query_cols + 0.5) / width * 2.0 - 1.0),
+                dim=-1,
+            ).float()
+            displacement = (queries.reshape(1, -1, 1, 2) - keys) * 0.5
+            grid = displacement[..., (1, 0)]
+            padding_mode, align_corners = "zeros", True
+        batch = batch_groups // self.num_groups
+        table = self.rpe_table.float().unsqueeze(0).expand(batch, -1, -1, -1)
+        table = table.reshape(batch_groups, self.group_heads, *self.rpe_table.shape[-2:])
+        return F.grid_sample(
+            table, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners
+        )
+
+    def sample_keys(self, x, queries):
+        """Reads the map at the deformed reference points.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, H, W, dim]`` map the keys and values are read from.
+        queries : torch.Tensor
+            ``[batch, H, W, dim]`` projected queries the offsets are computed from.
+
+        Returns
+        -------
+        sampled : torch.Tensor
+            ``[batch, H_k * W_k, dim]`` features at the sampling positions (each
+            channel group at its own positions).
+        positions : torch.Tensor
+            ``[batch * groups, H_k, W_k, 2]`` in the convention's units.
+        references : torch.Tensor
+            ``[H_k, W_k, 2]`` in the convention's units.
+        """
+        batch, height, width, dim = x.shape
+        groups, group_channels = self.num_groups, self.group_channels
+        q_groups = queries.permute(0, 3, 1, 2).reshape(batch * groups, group_channels, height, width)
+        positions, references = self.sampling_positions(q_groups)
+        x_groups = x.permute(0, 3, 1, 2).reshape(batch * groups, group_channels, height, width)
+        if self.grid_convention == "token":
+            sampled = bilinear_sample(x_groups, positions)
+        else:
+            sampled = F.grid_sample(
+                x_groups.float(), positions[..., (1, 0)], mode="bilinear", align_corners=True
+            ).to(x.dtype)
+        n_keys = positions.shape[1] * positions.shape[2]
+        return sampled.reshape(batch, dim, n_keys).transpose(1, 2), positions, references
+
+    def _query_chunk(self, n_queries, n_keys):
+        """Queries per chunk: all of them in training, a memory-bounded number in inference."""
+        if self.query_chunk_size:
+            return self.query_chunk_size
+        if torch.is_grad_enabled():
+            return n_queries
+        budget = 2**25  # bias elements per chunk (128 MiB in fp32)
+        return max(1, min(n_queries, budget // max(1, n_keys * self.num_heads)))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x, mask=None, return_sampling=False):
+        """Deformable attention.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, H, W, dim]``; padded positions should be zero.
+        mask : torch.Tensor or None
+            Boolean ``[batch, H, W]``, ``True`` at valid positions.
+        return_sampling : bool
+            Also return the sampling positions and reference points, in pixel
+            coordinates (y, x) of the map.
+
+        Returns
+        -------
+        out : torch.Tensor
+            ``[batch, H, W, dim]``, zero at masked positions.
+        positions : torch.Tensor, optional
+            ``[batch, groups, H_k, W_k, 2]`` where each group's keys were read.
+        references : torch.Tensor, optional
+            ``[H_k, W_k, 2]`` the undeformed reference grid.
+        """
+        batch, height, width, dim = x.shape
+        head_dim = dim // self.num_heads
+
+        q = self.proj_q(x)
+        if mask is not None:
+            q = q.masked_fill(~mask.unsqueeze(-1), 0.0)
+        sampled, positions, references = self.sample_keys(x, q)
+        key_h, key_w = positions.shape[1:3]
+        n_keys = key_h * key_w
+        pixel_positions = self._to_pixels(positions, height, width)
+        k = self.proj_k(sampled).reshape(batch, n_keys, self.num_heads, head_dim).transpose(1, 2)
+        v = self.proj_v(sampled).reshape(batch, n_keys, self.num_heads, head_dim).transpose(1, 2)
+        q = q.reshape(batch, height * width, self.num_heads, head_dim).transpose(1, 2)
+
+        key_invalid = None
+        if mask is not None:
+            stride = self.offset_stride
+            key_valid = mask[:, ::stride, ::stride][:, :key_h, :key_w]
+            key_invalid = ~key_valid.reshape(batch, 1, 1, n_keys)
+
+        rows = torch.arange(height, device=x.device).repeat_interleave(width)
+        cols = torch.arange(width, device=x.device).repeat(height)
+        n_queries = height * width
+        chunk = self._query_chunk(n_queries, n_keys)
+        outputs = []
+        for start in range(0, n_queries, chunk):
+            stop = min(start + chunk, n_queries)
+            attn_bias = None
+            if self.rpe_table is not None:
+                attn_bias = self._relative_position_bias(
+                    positions, rows[start:stop], cols[start:stop], height, width
+                ).reshape(batch, self.num_heads, stop - start, n_keys).to(q.dtype)
+            if key_invalid is not None:
+                fill = attention_mask_value(q.dtype)
+                if attn_bias is None:
+                    attn_bias = torch.zeros(batch, 1, 1, n_keys, dtype=q.dtype, device=x.device)
+                attn_bias = attn_bias.masked_fill(key_invalid, fill)
+            outputs.append(
+                F.scaled_dot_product_attention(
+                    q[:, :, start:stop],
+                    k,
+                    v,
+                    attn_mask=attn_bias,
+                    dropout_p=self.attn_drop if self.training else 0.0,
+                )
+            )
+        out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+        out = out.transpose(1, 2).reshape(batch, height, width, dim)
+        out = self.proj_drop(self.proj_out(out))
+        if mask is not None:
+            out = out.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if return_sampling:
+            pixel_refs = self._to_pixels(references, height, width)
+            return (
+                out,
+                pixel_positions.reshape(batch, self.num_groups, key_h, key_w, 2),
+                pixel_refs,
+            )
+        return out
+
+    def extra_repr(self):
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, num_groups={self.num_groups}, "
+            f"offset_range_factor={self.offset_range_factor}, offset_stride={self.offset_stride}, "
+            f"bias_table_size={self.bias_table_size}, grid_convention={self.grid_convention!r}"
+        )

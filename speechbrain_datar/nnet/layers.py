@@ -1,0 +1,85 @@
+"""Small layers shared by the transformer encoders: stochastic depth, MLP, 2-D LayerNorm."""
+
+import torch
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch of a sample with probability ``drop_prob``.
+
+    Arguments
+    ---------
+    drop_prob : float
+        Probability of dropping the branch during training.
+
+    Example
+    -------
+    >>> layer = DropPath(0.5).eval()
+    >>> x = torch.ones(2, 3)
+    >>> torch.equal(layer(x), x)
+    True
+    """
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        """Scales kept samples by ``1 / (1 - p)`` and zeroes dropped ones."""
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        noise = x.new_empty(shape).bernoulli_(keep)
+        return x * noise / keep
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class FeedForward(nn.Module):
+    """Transformer MLP: Linear -> GELU -> Dropout -> Linear -> Dropout.
+
+    Arguments
+    ---------
+    dim : int
+        Input and output size.
+    mlp_ratio : float
+        Hidden size as a multiple of ``dim``.
+    dropout : float
+        Dropout after each linear layer's activation and output.
+
+    Example
+    -------
+    >>> FeedForward(8, 4)(torch.randn(2, 5, 8)).shape
+    torch.Size([2, 5, 8])
+    """
+
+    def __init__(self, dim, mlp_ratio=4.0, dropout=0.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x):
+        """Applies the MLP on the last dimension."""
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a channels-first map ``[batch, channels, height, width]``.
+
+    Example
+    -------
+    >>> LayerNorm2d(4)(torch.randn(2, 4, 3, 5)).shape
+    torch.Size([2, 4, 3, 5])
+    """
+
+    def forward(self, x):
+        """Normalises each position's channel vector."""
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -1,0 +1,137 @@
+"""Helpers that turn SpeechBrain relative lengths into masks over padded maps.
+
+Every encoder in this package pads its input map and keeps a boolean mask of the
+valid (unpadded) positions. Padded positions are kept exactly at zero through
+every layer, so that a clip's output does not depend on what else is in the batch.
+"""
+
+import math
+
+import torch
+
+
+def relative_to_absolute_lengths(lengths, max_len):
+    """Converts SpeechBrain relative lengths in (0, 1] to frame counts.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        Relative lengths ``[batch]``; ``None`` means every item is full length.
+    max_len : int
+        Number of frames of the padded batch.
+
+    Returns
+    -------
+    torch.Tensor
+        Integer frame counts ``[batch]``, each in ``[1, max_len]``.
+
+    Example
+    -------
+    >>> relative_to_absolute_lengths(torch.tensor([1.0, 0.5]), 10)
+    tensor([10,  5])
+    """
+    if max_len < 1:
+        raise ValueError("The input has no frames: nothing to embed.")
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1:
+        raise ValueError(
+            f"lengths must be a 1-D tensor of relative lengths, got shape {tuple(lengths.shape)}"
+        )
+    if torch.any(lengths <= 0) or torch.any(lengths > 1.0 + 1e-6):
+        raise ValueError(
+            "lengths must be relative lengths in (0, 1] as SpeechBrain passes them; "
+            f"got min {lengths.min().item():.4g}, max {lengths.max().item():.4g}"
+        )
+    frames = torch.round(lengths.float() * max_len).long()
+    return frames.clamp(min=1, max=max_len)
+
+
+def ceil_div(value, divisor):
+    """Ceiling division that works on ints and integer tensors.
+
+    Example
+    -------
+    >>> ceil_div(7, 2)
+    4
+    >>> ceil_div(torch.tensor([7, 8]), 2)
+    tensor([4, 4])
+    """
+    if isinstance(value, torch.Tensor):
+        return torch.div(value + divisor - 1, divisor, rounding_mode="floor")
+    return int(math.ceil(value / divisor))
+
+
+def grid_mask(valid_w, valid_h, height, width):
+    """Boolean mask ``[batch, height, width]`` of valid positions of a 2-D map.
+
+    Arguments
+    ---------
+    valid_w : torch.Tensor
+        Valid width (time) of each item ``[batch]``.
+    valid_h : int
+        Valid height (frequency), the same for every item.
+    height, width : int
+        Size of the padded map.
+
+    Returns
+    -------
+    torch.Tensor
+        ``True`` where the position holds data.
+
+    Example
+    -------
+    >>> grid_mask(torch.tensor([3, 1]), 2, 3, 4).int()[1]
+    tensor([[1, 0, 0, 0],
+            [1, 0, 0, 0],
+            [0, 0, 0, 0]], dtype=torch.int32)
+    """
+    cols = torch.arange(width, device=valid_w.device)
+    rows = torch.arange(height, device=valid_w.device)
+    col_ok = cols[None, :] < valid_w[:, None]  # B, W
+    row_ok = rows < valid_h  # H
+    return row_ok[None, :, None] & col_ok[:, None, :]
+
+
+def masked_mean(x, mask):
+    """Mean over the valid positions of a channels-last map.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[batch, height, width, channels]``.
+    mask : torch.Tensor or None
+        Boolean ``[batch, height, width]``; ``None`` averages everything.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, channels]``.
+
+    Example
+    -------
+    >>> x = torch.ones(1, 2, 2, 3); x[0, :, 1] = 5.0
+    >>> masked_mean(x, torch.tensor([[[True, False], [True, False]]]))
+    tensor([[1., 1., 1.]])
+    """
+    if mask is None:
+        return x.mean(dim=(1, 2))
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    total = (x * weights).sum(dim=(1, 2))
+    count = weights.sum(dim=(1, 2)).clamp(min=1.0)
+    return total / count
+
+
+def attention_mask_value(dtype):
+    """A large negative, finite logit for masked keys in ``dtype``.
+
+    Finite (unlike ``-inf``) so that a fully padded window gives finite values
+    that are then zeroed, instead of NaNs that would poison the backward pass.
+
+    Example
+    -------
+    >>> attention_mask_value(torch.float16) < -1e4
+    True
+    """
+    return torch.finfo(dtype).min / 2
