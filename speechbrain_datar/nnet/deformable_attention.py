@@ -44,8 +44,6 @@ def _pair(value):
 def pixel_to_grid(coords, size):
     """Maps pixel coordinates to ``grid_sample``'s ``[-1, 1]`` range (``align_corners=False``).
 
-    Exact for any size >= 1: pixel ``p`` maps back to ``p`` whatever the map size.
-
     Example
     -------
     >>> pixel_to_grid(torch.tensor([0.0, 3.0]), 4)
@@ -55,34 +53,48 @@ def pixel_to_grid(coords, size):
 
 
 def bilinear_sample(feature_map, positions):
-    """Reads a channels-first map at continuous pixel positions, zero outside the map.
+    """Reads a channels-last map at continuous pixel positions, zero outside the map.
+
+    This is the paper's Eq. 3, ``sum g(py, ry) g(px, rx) map[ry, rx]`` with
+    ``g(a, b) = max(0, 1 - |a - b|)``, computed in pixel units: a position on a
+    pixel returns that pixel's features exactly, and the result never depends on
+    how much padding surrounds the map.
 
     Arguments
     ---------
     feature_map : torch.Tensor
-        ``[N, C, H, W]``.
+        ``[N, H, W, C]``.
     positions : torch.Tensor
-        ``[N, h, w, 2]`` pixel coordinates ``(y, x)``.
+        ``[N, ...]`` + ``(2,)``: pixel coordinates ``(y, x)``.
 
     Returns
     -------
     torch.Tensor
-        ``[N, C, h, w]``: ``sum g(py, ry) g(px, rx) map[:, :, ry, rx]`` with
-        ``g(a, b) = max(0, 1 - |a - b|)`` (the paper's Eq. 3).
+        ``[N, ..., C]``.
 
     Example
     -------
-    >>> fmap = torch.arange(6.0).reshape(1, 1, 2, 3)
-    >>> bilinear_sample(fmap, torch.tensor([[[[0.0, 1.0], [0.5, 1.5], [0.0, 2.5]]]]))
-    tensor([[[[1., 3., 1.]]]])
+    >>> fmap = torch.arange(6.0).reshape(1, 2, 3, 1)
+    >>> bilinear_sample(fmap, torch.tensor([[[0.0, 1.0], [0.5, 1.5], [0.0, 2.5]]]))[..., 0]
+    tensor([[1., 3., 1.]])
     """
-    height, width = feature_map.shape[-2:]
-    grid = torch.stack(
-        (pixel_to_grid(positions[..., 1], width), pixel_to_grid(positions[..., 0], height)), dim=-1
-    )
-    return F.grid_sample(
-        feature_map.float(), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False
-    ).to(feature_map.dtype)
+    batch, height, width, channels = feature_map.shape
+    out_shape = positions.shape[:-1]
+    y = positions[..., 0].reshape(batch, -1).float()
+    x = positions[..., 1].reshape(batch, -1).float()
+    y0, x0 = y.floor(), x.floor()
+    fy, fx = y - y0, x - x0
+    flat = feature_map.reshape(batch * height * width, channels)
+    base = (torch.arange(batch, device=feature_map.device) * (height * width)).unsqueeze(1)
+    out = 0.0
+    for row, weight_y in ((y0, 1.0 - fy), (y0 + 1.0, fy)):
+        for col, weight_x in ((x0, 1.0 - fx), (x0 + 1.0, fx)):
+            inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+            index = row.clamp(0, height - 1).long() * width + col.clamp(0, width - 1).long()
+            values = flat.index_select(0, (index + base).reshape(-1)).reshape(batch, -1, channels)
+            weight = (weight_y * weight_x).masked_fill(~inside, 0.0)
+            out = out + values.float() * weight.unsqueeze(-1)
+    return out.to(feature_map.dtype).reshape(*out_shape, channels)
 
 
 class OffsetGenerator(nn.Sequential):
@@ -319,15 +331,15 @@ class DeformableAttention(nn.Module):
         groups, group_channels = self.num_groups, self.group_channels
         q_groups = queries.permute(0, 3, 1, 2).reshape(batch * groups, group_channels, height, width)
         positions, references = self.sampling_positions(q_groups)
-        x_groups = x.permute(0, 3, 1, 2).reshape(batch * groups, group_channels, height, width)
-        if self.grid_convention == "token":
-            sampled = bilinear_sample(x_groups, positions)
-        else:
-            sampled = F.grid_sample(
-                x_groups.float(), positions[..., (1, 0)], mode="bilinear", align_corners=True
-            ).to(x.dtype)
+        x_groups = (
+            x.reshape(batch, height, width, groups, group_channels)
+            .permute(0, 3, 1, 2, 4)
+            .reshape(batch * groups, height, width, group_channels)
+        )
+        sampled = bilinear_sample(x_groups, self._to_pixels(positions, height, width))
         n_keys = positions.shape[1] * positions.shape[2]
-        return sampled.reshape(batch, dim, n_keys).transpose(1, 2), positions, references
+        sampled = sampled.reshape(batch, groups, n_keys, group_channels).transpose(1, 2)
+        return sampled.reshape(batch, n_keys, dim), positions, references
 
     def _query_chunk(self, n_queries, n_keys):
         """Queries per chunk: all of them in training, a memory-bounded number in inference."""
