@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from speechbrain_datar.nnet.layers import record_init_kwargs
+
 
 class Classifier(nn.Module):
     """Linear head on an embedding: ``[batch, 1, dim] -> log-probabilities [batch, 1, n_classes]``.
@@ -28,6 +30,7 @@ class Classifier(nn.Module):
 
     def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
         super().__init__()
+        self.init_kwargs = record_init_kwargs(locals())
         if n_classes < 1:
             raise ValueError(f"n_classes must be positive, got {n_classes}")
         self.norm = nn.LayerNorm(input_size) if input_norm else nn.Identity()
@@ -64,6 +67,7 @@ class MultiHeadClassifier(nn.Module):
 
     def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
         super().__init__()
+        self.init_kwargs = record_init_kwargs(locals())
         if not n_classes:
             raise ValueError("n_classes must name at least one head")
         self.heads = nn.ModuleDict(

@@ -83,3 +83,25 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x):
         """Normalises each position's channel vector."""
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def record_init_kwargs(arguments):
+    """The constructor arguments of a module, as plain YAML-friendly values.
+
+    Call it first thing in ``__init__`` with ``locals()``; exporting a trained
+    model writes these into its inference ``hyperparams.yaml``.
+
+    Example
+    -------
+    >>> record_init_kwargs({"self": None, "__class__": None, "dims": (1, 2), "preset": "tiny"})
+    {'dims': [1, 2], 'preset': 'tiny'}
+    """
+
+    def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {k: plain(v) for k, v in arguments.items() if k not in ("self", "__class__")}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.layers import DropPath, FeedForward
+from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs
 from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
 
 #: ViT sizes. ``base`` is ViT-B/16 as in AST.
@@ -128,6 +128,7 @@ class AST(nn.Module):
         drop_path_rate=0.0,
     ):
         super().__init__()
+        self.init_kwargs = record_init_kwargs(locals())
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         config = copy.deepcopy(PRESETS[preset])

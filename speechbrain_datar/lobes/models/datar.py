@@ -20,7 +20,7 @@ from torch import nn
 
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import build_input_adaptor
-from speechbrain_datar.nnet.layers import DropPath, FeedForward
+from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs
 from speechbrain_datar.nnet.masking import (
     ceil_div,
     grid_mask,
@@ -227,6 +227,7 @@ class DATAR(nn.Module):
         query_chunk_size=None,
     ):
         super().__init__()
+        self.init_kwargs = record_init_kwargs(locals())
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         config = copy.deepcopy(PRESETS[preset])

@@ -1,0 +1,146 @@
+"""Export a trained classifier as a self-contained folder for SpeechBrain's inference interfaces.
+
+The folder holds ``hyperparams.yaml`` (the inference graph: features,
+normalisation, sliding-window embedding and score averaging, label encoder),
+``embedding_model.ckpt``, ``classifier.ckpt`` and ``label_encoder.ckpt``. It loads
+offline with ``EncoderClassifier.from_hparams(source=folder)`` and has the layout
+of a SpeechBrain model on a model hub.
+"""
+
+import json
+import os
+
+import torch
+import yaml
+
+INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
+# Load with: EncoderClassifier.from_hparams(source=<this folder>)
+
+sample_rate: {sample_rate}
+
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+
+compute_features: !new:speechbrain.lobes.features.Fbank
+{features}
+mean_var_norm: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
+    mean: {mean!r}
+    std: {std!r}
+
+encoder: !new:{encoder_class}
+{encoder}
+# Clips longer than the window are embedded window by window; window scores are averaged.
+embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEmbedding
+    encoder: !ref <encoder>
+    window_frames: {window_frames}
+    hop_frames: {hop_frames}
+
+head: !new:{head_class}
+{head}
+classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
+    classifier: !ref <head>
+    windows: !ref <embedding_model>
+
+{label_encoders}
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <encoder>
+        classifier: !ref <head>
+{loadables}
+"""
+
+
+def _indented_yaml(mapping, indent=4):
+    text = yaml.safe_dump(mapping, default_flow_style=None, sort_keys=False).rstrip("\n")
+    return "\n".join(" " * indent + line for line in text.splitlines()) + "\n"
+
+
+def _class_path(module):
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def _unwrap(module):
+    """The plain module behind DataParallel / DistributedDataParallel wrappers."""
+    return getattr(module, "module", module)
+
+
+def export_classifier(
+    folder,
+    encoder,
+    head,
+    normalizer,
+    label_encoders,
+    feature_options,
+    window_frames,
+    hop_frames,
+    sample_rate=16000,
+    extra_files=None,
+):
+    """Writes the inference folder.
+
+    Arguments
+    ---------
+    folder : str
+        Destination (created).
+    encoder : torch.nn.Module
+        Trained encoder with ``init_kwargs`` (``DATAR`` or ``AST``).
+    head : torch.nn.Module
+        Trained ``Classifier`` or ``MultiHeadClassifier``.
+    normalizer : DatasetNormalization
+        Normalisation with the training statistics.
+    label_encoders : dict
+        ``{"label": CategoricalEncoder}``; several keys for several heads.
+    feature_options : dict
+        Keyword arguments of SpeechBrain's ``Fbank`` used in training.
+    window_frames, hop_frames : int
+        Sliding-window layout for long clips.
+    sample_rate : int
+        Rate the model expects; other rates are resampled on load.
+    extra_files : dict or None
+        ``{name: dict}`` written as JSON beside the model (e.g. test metrics).
+
+    Returns
+    -------
+    str
+        The folder.
+    """
+    encoder, head = _unwrap(encoder), _unwrap(head)
+    for module in (encoder, head):
+        if not hasattr(module, "init_kwargs"):
+            raise TypeError(f"{type(module).__name__} does not record its constructor arguments")
+    os.makedirs(folder, exist_ok=True)
+    encoder_names = []
+    blocks = []
+    for key, label_encoder in label_encoders.items():
+        name = "label_encoder" if key == "label" else f"label_encoder_{key}"
+        encoder_names.append(name)
+        blocks.append(f"{name}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n")
+        label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
+    text = INFERENCE_TEMPLATE.format(
+        sample_rate=int(sample_rate),
+        features=_indented_yaml(feature_options),
+        mean=float(normalizer.mean),
+        std=float(normalizer.std),
+        encoder_class=_class_path(encoder),
+        encoder=_indented_yaml(encoder.init_kwargs),
+        window_frames=int(window_frames),
+        hop_frames=int(hop_frames),
+        head_class=_class_path(head),
+        head=_indented_yaml(head.init_kwargs),
+        label_encoders="".join(blocks),
+        loadables="".join(f"        {n}: !ref <{n}>\n" for n in encoder_names),
+    )
+    with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
+        f.write(text)
+    torch.save(encoder.state_dict(), os.path.join(folder, "embedding_model.ckpt"))
+    torch.save(head.state_dict(), os.path.join(folder, "classifier.ckpt"))
+    for name, content in (extra_files or {}).items():
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump(content, f, indent=2)
+    return folder

@@ -1,0 +1,84 @@
+"""Top-k accuracy, per-clip predictions and confusion matrices for classification recipes."""
+
+import csv
+
+import torch
+
+
+class ClassificationMetrics:
+    """Accumulates predictions of one head over an epoch.
+
+    Arguments
+    ---------
+    n_classes : int
+        Number of classes.
+    topk : tuple
+        The k of the top-k accuracies to report.
+
+    Example
+    -------
+    >>> metrics = ClassificationMetrics(3, topk=(1, 2))
+    >>> log_probs = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]))
+    >>> metrics.append(["a", "b"], log_probs, torch.tensor([0, 1]))
+    >>> metrics.summarize()
+    {'top1': 0.5, 'top2': 1.0}
+    >>> metrics.confusion_matrix().tolist()
+    [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    """
+
+    def __init__(self, n_classes, topk=(1, 5)):
+        self.n_classes = n_classes
+        self.topk = tuple(k for k in topk if k <= n_classes) or (1,)
+        self.ids, self.targets, self.ranked = [], [], []
+
+    def append(self, ids, log_probs, targets):
+        """Adds a batch: ``log_probs`` ``[batch, C]`` (or ``[batch, 1, C]``), ``targets`` ``[batch]``."""
+        log_probs = log_probs.detach().reshape(len(ids), -1).float().cpu()
+        top = log_probs.topk(max(self.topk), dim=-1).indices
+        self.ids.extend(ids)
+        self.targets.append(targets.detach().reshape(-1).cpu())
+        self.ranked.append(top)
+
+    def _stacked(self):
+        return torch.cat(self.targets), torch.cat(self.ranked)
+
+    def correct(self, k=1):
+        """Boolean per clip: target among the top ``k``."""
+        targets, ranked = self._stacked()
+        return (ranked[:, :k] == targets[:, None]).any(dim=1)
+
+    def summarize(self):
+        """``{"top1": ..., "top5": ...}`` as fractions."""
+        if not self.ids:
+            return {f"top{k}": 0.0 for k in self.topk}
+        return {f"top{k}": self.correct(k).float().mean().item() for k in self.topk}
+
+    def predictions(self):
+        """Per clip: id, target index, predicted index."""
+        targets, ranked = self._stacked()
+        return list(zip(self.ids, targets.tolist(), ranked[:, 0].tolist()))
+
+    def confusion_matrix(self):
+        """``[true, predicted]`` counts."""
+        targets, ranked = self._stacked()
+        matrix = torch.zeros(self.n_classes, self.n_classes, dtype=torch.long)
+        matrix.index_put_((targets, ranked[:, 0]), torch.ones_like(targets), accumulate=True)
+        return matrix
+
+
+def write_predictions(path, rows, decode):
+    """Writes ``id, target, prediction`` rows (decoded to label names) as CSV."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "target", "prediction"])
+        for clip_id, target, predicted in rows:
+            writer.writerow([clip_id, decode(target), decode(predicted)])
+
+
+def write_confusion_matrix(path, matrix, labels):
+    """Writes the confusion matrix as CSV with label names."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted"] + list(labels))
+        for label, row in zip(labels, matrix.tolist()):
+            writer.writerow([label] + row)
