@@ -10,8 +10,6 @@ The recipe's evaluation and the exported model both go through these functions,
 so ``EncoderClassifier.classify_file`` returns what the recipe measured.
 """
 
-import math
-
 import torch
 from torch import nn
 
@@ -196,12 +194,13 @@ class WindowScoreAverage(nn.Module):
         return average_window_scores(self.classifier, embeddings, valid)
 
 
-def window_frames_for(seconds, hop_length_ms=10.0):
-    """Frames in ``seconds`` of audio at a frame shift of ``hop_length_ms``.
+def frames_in_clip(seconds, sample_rate=16000, hop_length=10.0):
+    """Feature frames SpeechBrain's ``Fbank`` (centred STFT) gives for ``seconds`` of audio.
 
     Example
     -------
-    >>> window_frames_for(10.0)
-    1000
+    >>> frames_in_clip(10.0)
+    1001
     """
-    return int(math.floor(seconds * 1000.0 / hop_length_ms))
+    hop_samples = int(round(sample_rate * hop_length / 1000.0))
+    return int(round(seconds * sample_rate)) // hop_samples + 1

@@ -77,3 +77,18 @@ class MultiHeadClassifier(nn.Module):
     def forward(self, x):
         """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""
         return {name: head(x) for name, head in self.heads.items()}
+
+
+def build_classifier(input_size, n_classes, input_norm=False, dropout=0.0):
+    """A ``Classifier`` for an int ``n_classes``, a ``MultiHeadClassifier`` for a dict.
+
+    Lets one hparams file serve single-head recipes and EPIC-Kitchens' verb/noun heads.
+
+    Example
+    -------
+    >>> type(build_classifier(8, 3)).__name__, type(build_classifier(8, {"verb": 2, "noun": 3})).__name__
+    ('Classifier', 'MultiHeadClassifier')
+    """
+    if isinstance(n_classes, dict):
+        return MultiHeadClassifier(input_size, n_classes, input_norm, dropout)
+    return Classifier(input_size, int(n_classes), input_norm, dropout)

@@ -120,7 +120,9 @@ def export_classifier(
     for key, label_encoder in label_encoders.items():
         name = "label_encoder" if key == "label" else f"label_encoder_{key}"
         encoder_names.append(name)
-        blocks.append(f"{name}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n")
+        blocks.append(
+            f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
+        )
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
     text = INFERENCE_TEMPLATE.format(
         sample_rate=int(sample_rate),

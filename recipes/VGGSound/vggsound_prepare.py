@@ -1,0 +1,215 @@
+"""Data preparation for VGGSound.
+
+Reads the official ``vggsound.csv`` (no header; columns: YouTube id, start
+second, label, ``train``/``test``) and a folder of clips the user extracted
+(wav/flac/ogg, named ``<id>_<start:06d>.<ext>`` by default). Writes SpeechBrain
+JSON manifests (``train``, ``valid`` carved deterministically and per class from
+train, ``test``), the label encoder, the training set's feature statistics, and
+a report of every clip that was skipped and why.
+
+Authors
+ * speechbrain-datar contributors
+"""
+
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, ClipProblem, find_audio, inspect_clip
+from speechbrain_datar.dataio.labels import fit_label_encoder
+from speechbrain_datar.dataio.manifest import (
+    already_prepared,
+    mark_prepared,
+    stratified_split,
+    write_manifest,
+)
+from speechbrain_datar.dataio.normalization import compute_feature_stats
+from speechbrain_datar.dataio.report import SkipReport, write_reports
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder.txt", "prepare_report.json")
+SPLITS = ("train", "test")
+
+
+def read_vggsound_csv(csv_path, report):
+    """Parses ``vggsound.csv`` into ``[(ytid, start, label, split)]``.
+
+    A file whose first row does not have VGGSound's four columns is rejected with
+    a clear error; a malformed row later in the file is skipped and reported.
+    """
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"VGGSound annotation file not found: {csv_path}")
+    rows, seen = [], set()
+    with open(csv_path, newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            problem = _row_problem(row)
+            if problem and number == 1:
+                raise ValueError(
+                    f"{csv_path} does not look like vggsound.csv: it must have four columns "
+                    f"(YouTube id, start second, label, train/test) and no header, "
+                    f"but its first row is {row} ({problem})"
+                )
+            if problem:
+                report.add("bad_row", f"line {number}: {row} ({problem})")
+                continue
+            ytid, start, label, split = (cell.strip() for cell in row)
+            key = f"{ytid}_{int(start):06d}"
+            if key in seen:
+                report.add("duplicate", f"line {number}: {key}")
+                continue
+            seen.add(key)
+            rows.append((ytid, int(start), label, split))
+    return rows
+
+
+def _row_problem(row):
+    if len(row) != 4:
+        return f"{len(row)} columns instead of 4"
+    if not row[1].strip().lstrip("-").isdigit():
+        return f"start {row[1]!r} is not a whole number of seconds"
+    if row[3].strip() not in SPLITS:
+        return f"split {row[3]!r} is not train or test"
+    if not row[0].strip() or not row[2].strip():
+        return "empty id or label"
+    return None
+
+
+def _check(job):
+    key, path, label, min_seconds, silence_threshold = job
+    if path is None:
+        return key, None, ClipProblem("missing", key)
+    try:
+        info = inspect_clip(path, min_seconds=min_seconds, silence_threshold=silence_threshold)
+    except ClipProblem as problem:
+        return key, None, problem
+    return key, {"path": path, "start": None, "stop": None, "duration": info["duration"], "label": label}, None
+
+
+def prepare_vggsound(
+    data_folder,
+    save_folder,
+    csv_file=None,
+    audio_folder=None,
+    filename_pattern="{ytid}_{start:06d}",
+    extensions=AUDIO_EXTENSIONS,
+    valid_ratio=0.1,
+    seed=1234,
+    min_seconds=0.05,
+    silence_threshold=1e-4,
+    compute_features=None,
+    sample_rate=16000,
+    stats_max_clips=2000,
+    num_workers=4,
+    skip_prep=False,
+):
+    """Prepares VGGSound manifests, label encoder, statistics and skip report in ``save_folder``.
+
+    Arguments
+    ---------
+    data_folder : str
+        Folder holding ``vggsound.csv`` and the clips (in ``audio/`` or directly).
+    save_folder : str
+        Where the outputs go.
+    csv_file, audio_folder : str or None
+        Override the default locations inside ``data_folder``.
+    filename_pattern : str
+        Clip file name without extension, formatted with ``ytid`` and ``start``.
+    extensions : sequence
+        Extensions tried in order.
+    valid_ratio : float
+        Fraction of each class's training clips used for validation.
+    seed : int
+        Seed of the validation split and the statistics subset.
+    min_seconds : float
+        Shorter clips are skipped as ``too_short``.
+    silence_threshold : float or None
+        Clips whose peak is below this are skipped as ``silent``.
+    compute_features : callable or None
+        Feature extractor for the normalisation statistics (skipped if None).
+    sample_rate : int
+        Rate clips are loaded at for the statistics.
+    stats_max_clips : int
+        Clips used for the statistics at most.
+    num_workers : int
+        Threads that open clips.
+    skip_prep : bool
+        Do nothing.
+    """
+    if skip_prep:
+        return
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(
+            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with vggsound.csv and the clips>"
+        )
+    csv_file = csv_file or os.path.join(data_folder, "vggsound.csv")
+    if audio_folder is None:
+        audio_folder = os.path.join(data_folder, "audio")
+        if not os.path.isdir(audio_folder):
+            audio_folder = data_folder
+    if not os.path.isdir(audio_folder):
+        raise FileNotFoundError(f"audio folder {audio_folder!r} does not exist")
+    options = dict(
+        data_folder=os.path.abspath(data_folder), csv_file=os.path.abspath(csv_file),
+        audio_folder=os.path.abspath(audio_folder), filename_pattern=filename_pattern,
+        extensions=list(extensions), valid_ratio=valid_ratio, seed=seed, min_seconds=min_seconds,
+        silence_threshold=silence_threshold, statistics=compute_features is not None,
+        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
+    )
+    outputs = OUTPUTS + (("norm_stats.json",) if compute_features is not None else ())
+    if already_prepared(save_folder, options, outputs):
+        logger.info("VGGSound already prepared in %s: skipping preparation", save_folder)
+        return
+    os.makedirs(save_folder, exist_ok=True)
+
+    csv_report = SkipReport("csv")
+    rows = read_vggsound_csv(csv_file, csv_report)
+    csv_report.kept(len(rows))
+    reports = {split: SkipReport(split) for split in SPLITS}
+    jobs = {split: [] for split in SPLITS}
+    for ytid, start, label, split in rows:
+        stem = filename_pattern.format(ytid=ytid, start=start)
+        jobs[split].append((stem, find_audio(audio_folder, stem, extensions), label, min_seconds, silence_threshold))
+
+    entries = {}
+    for split in SPLITS:
+        entries[split] = {}
+        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+            results = pool.map(_check, jobs[split])
+            for key, entry, problem in tqdm(results, total=len(jobs[split]), desc=f"checking {split} clips"):
+                if problem is not None:
+                    reports[split].add(problem.reason, problem.detail or key)
+                else:
+                    entries[split][key] = entry
+    if not entries["train"]:
+        raise RuntimeError(
+            f"no usable training clip: {reports['train'].summary()}; "
+            f"looked for files like {os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
+        )
+
+    train_labels = {e["label"] for e in entries["train"].values()}
+    for key in sorted(entries["test"]):
+        label = entries["test"][key]["label"]
+        if label not in train_labels:
+            reports["test"].add("unknown_label", f"{key}: {label!r} has no training clip")
+            del entries["test"][key]
+    train, valid = stratified_split(entries["train"], valid_ratio, seed)
+    for split, kept in (("train", entries["train"]), ("test", entries["test"])):
+        reports[split].kept(len(kept))
+
+    write_manifest(train, os.path.join(save_folder, "train.json"))
+    write_manifest(valid, os.path.join(save_folder, "valid.json"))
+    write_manifest(entries["test"], os.path.join(save_folder, "test.json"))
+    fit_label_encoder(train_labels, os.path.join(save_folder, "label_encoder.txt"))
+    write_reports([csv_report, reports["train"], reports["test"]], os.path.join(save_folder, "prepare_report.json"))
+    if compute_features is not None:
+        compute_feature_stats(
+            train, compute_features, sample_rate, os.path.join(save_folder, "norm_stats.json"),
+            max_clips=stats_max_clips, seed=seed,
+        )
+    mark_prepared(save_folder, options)
