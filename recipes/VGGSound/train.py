@@ -31,6 +31,7 @@ from vggsound_prepare import prepare_vggsound  # noqa: E402
 
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     sb.create_experiment_directory(

@@ -13,6 +13,13 @@ import torch
 def relative_to_absolute_lengths(lengths, max_len):
     """Converts SpeechBrain relative lengths in (0, 1] to frame counts.
 
+    Uses ``floor(rel * (max_len - 1)) + 1``. For lengths given relative to the
+    feature frames (``rel = L / max_len``) this is exactly ``L``. For lengths
+    relative to waveform samples, as ``EncoderClassifier`` passes them, it is the
+    number of frames a centred STFT gives the unpadded waveform, so a clip in a
+    padded batch gets as many frames as the clip alone (``round(rel * max_len)``
+    can differ by one).
+
     Arguments
     ---------
     lengths : torch.Tensor or None
@@ -29,6 +36,8 @@ def relative_to_absolute_lengths(lengths, max_len):
     -------
     >>> relative_to_absolute_lengths(torch.tensor([1.0, 0.5]), 10)
     tensor([10,  5])
+    >>> relative_to_absolute_lengths(torch.tensor([16000 / 64000]), 401)  # 1 s in a 4 s batch
+    tensor([101])
     """
     if max_len < 1:
         raise ValueError("The input has no frames: nothing to embed.")
@@ -44,7 +53,7 @@ def relative_to_absolute_lengths(lengths, max_len):
             "lengths must be relative lengths in (0, 1] as SpeechBrain passes them; "
             f"got min {lengths.min().item():.4g}, max {lengths.max().item():.4g}"
         )
-    frames = torch.round(lengths.float() * max_len).long()
+    frames = torch.floor(lengths.double() * (max_len - 1) + 1e-4).long() + 1
     return frames.clamp(min=1, max=max_len)
 
 

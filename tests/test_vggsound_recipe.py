@@ -1,0 +1,235 @@
+"""The VGGSound recipe end to end: the real train.py on a tiny generated set."""
+
+import csv
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
+HPARAMS = os.path.join(ROOT, "hparams", "datar.yaml")
+sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "preset": "micro",
+    "n_classes": 6,
+    "clip_seconds": 1.0,
+    "eval_hop_seconds": 0.5,
+    "batch_size": 6,
+    "lr": 0.001,
+    "num_workers": 0,
+    "valid_ratio": 0.2,
+    "stats_max_clips": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory):
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    folder = tmp_path_factory.mktemp("vggsound")
+    make_vggsound_like(str(folder), train_per_class=5, test_per_class=2, seconds=1.0)
+    return str(folder)
+
+
+def command(data_folder, output_folder, epochs, **extra):
+    options = dict(TINY, data_folder=data_folder, output_folder=output_folder, number_of_epochs=epochs, **extra)
+    return [sys.executable, TRAIN, HPARAMS] + [f"--{k}={v}" for k, v in options.items()]
+
+
+def run(cmd, cwd, **kwargs):
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def logged_epochs(output_folder):
+    with open(os.path.join(output_folder, "train_log.txt")) as f:
+        return [int(m) for m in re.findall(r"^epoch: (\d+),", f.read(), flags=re.M)]
+
+
+@pytest.fixture(scope="module")
+def trained(data_folder, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run") / "exp")
+    result = run(command(data_folder, out, 2), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_recipe_writes_manifests_checkpoints_logs_and_reports(trained):
+    save = os.path.join(trained, "save")
+    for name in ("train.json", "valid.json", "test.json", "label_encoder.txt", "norm_stats.json", "prepare_report.json"):
+        assert os.path.isfile(os.path.join(save, name)), name
+    with open(os.path.join(save, "prepare_report.json")) as f:
+        report = json.load(f)
+    assert report["train"]["reasons"] == {"missing": 1, "empty": 1, "silent": 1}
+    assert report["test"]["reasons"] == {"unreadable": 1}
+    assert report["train"]["kept"] == 30 and report["test"]["kept"] == 12
+    assert glob.glob(os.path.join(save, "CKPT+*"))
+    assert logged_epochs(trained) == [1, 2]
+    with open(os.path.join(trained, "test_metrics.json")) as f:
+        metrics = json.load(f)
+    assert set(metrics) >= {"loss", "top1", "top5"}
+    for name in ("test_predictions.csv", "confusion_matrix.csv", "confusion_matrix.png"):
+        assert os.path.getsize(os.path.join(trained, name)) > 0, name
+    exported = sorted(os.listdir(os.path.join(trained, "pretrained")))
+    assert exported == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "test_metrics.json"]
+
+
+def test_encoder_classifier_predicts_what_the_recipe_measured(trained, tmp_path):
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    classifier = EncoderClassifier.from_hparams(
+        source=os.path.join(trained, "pretrained"), savedir=str(tmp_path / "loaded")
+    )
+    with open(os.path.join(trained, "save", "test.json")) as f:
+        test = json.load(f)
+    with open(os.path.join(trained, "test_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(test) == 12
+    for row in rows:
+        label = classifier.classify_file(test[row["id"]]["path"])[3][0]
+        assert label == row["prediction"], row["id"]
+    emb = classifier.encode_batch(torch.randn(2, 16000))
+    assert emb.shape == (2, 1, 128)
+
+
+def test_long_files_are_classified_by_averaged_sliding_windows(trained, tmp_path):
+    import soundfile
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    classifier = EncoderClassifier.from_hparams(
+        source=os.path.join(trained, "pretrained"), savedir=str(tmp_path / "loaded")
+    )
+    with open(os.path.join(trained, "save", "test.json")) as f:
+        paths = [e["path"] for e in json.load(f).values()][:4]
+    long_wav = torch.cat([torch.from_numpy(soundfile.read(p, dtype="float32")[0]) for p in paths])
+    path = str(tmp_path / "long.wav")
+    soundfile.write(path, long_wav.numpy(), 16000)
+    out_prob, _, _, label = classifier.classify_file(path)
+    windows = classifier.mods.embedding_model.window_valid
+    assert windows.shape[1] == 7 and windows.all()  # 4 s, 1 s windows, 0.5 s hop
+    assert torch.allclose(out_prob.exp().sum(-1), torch.ones(1), atol=1e-5)
+    # a batch of a long and a short file: the short one has only its own window
+    short = torch.from_numpy(soundfile.read(paths[0], dtype="float32")[0])
+    batch = torch.zeros(2, long_wav.shape[0])
+    batch[0], batch[1, : short.shape[0]] = long_wav, short
+    probs, _, _, _ = classifier.classify_batch(batch, torch.tensor([1.0, short.shape[0] / long_wav.shape[0]]))
+    alone, _, _, _ = classifier.classify_batch(short.unsqueeze(0))
+    assert classifier.mods.embedding_model.window_valid.sum().item() == 1
+    assert torch.allclose(probs[1], alone[0], atol=1e-4)
+
+
+def test_visualisation_command_writes_a_png(trained, tmp_path):
+    with open(os.path.join(trained, "save", "test.json")) as f:
+        path = next(iter(json.load(f).values()))["path"]
+    png = str(tmp_path / "views.png")
+    result = run(
+        [sys.executable, "-m", "speechbrain_datar.visualize", "--model", os.path.join(trained, "pretrained"),
+         "--audio", path, "--output", png],
+        cwd=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    epochs = 12
+    cmd = command(data_folder, out, epochs)
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    completed = os.path.join(out, "save", "CKPT+*", "CKPT.yaml")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and not glob.glob(completed):
+            assert process.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    counters = [os.path.join(os.path.dirname(p), "counter.ckpt") for p in glob.glob(completed)]
+    checkpointed = max(int(open(path).read().strip()) for path in counters)
+    assert 1 <= checkpointed < epochs
+    result = run(cmd, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed_at = int(re.findall(r"Going into epoch (\d+)", result.stderr + result.stdout)[0])
+    assert resumed_at == checkpointed + 1
+    logged = logged_epochs(out)
+    assert logged[-1] == epochs and sorted(set(logged)) == list(range(1, epochs + 1))
+
+
+def test_torchrun_two_processes_end_with_the_same_weights(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    cmd = command(data_folder, out, 1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"] + cmd[1:]
+    result = run(cmd + ["--distributed_backend=gloo"], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    prints = dict(re.findall(r"rank (\d) final weights fingerprint ([0-9a-f]{64})", result.stdout))
+    assert set(prints) == {"0", "1"}
+    assert prints["0"] == prints["1"]
+    assert os.path.isfile(os.path.join(out, "pretrained", "embedding_model.ckpt"))
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    result = run(command(str(tmp_path / "nowhere"), str(tmp_path / "exp"), 1), cwd=ROOT)
+    assert result.returncode != 0
+    assert "data_folder" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_number_of_classes_is_a_clear_error(data_folder, tmp_path):
+    result = run(command(data_folder, str(tmp_path / "exp"), 1, n_classes=309), cwd=ROOT)
+    assert result.returncode != 0
+    assert "--n_classes=6" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_csv_with_unknown_columns_is_rejected(tmp_path):
+    from vggsound_prepare import prepare_vggsound
+
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "vggsound.csv").write_text("youtube_id,start,label,split,extra\nabc,1,dog,train,x\n")
+    with pytest.raises(ValueError, match="four columns"):
+        prepare_vggsound(str(tmp_path), str(tmp_path / "save"))
+
+
+def test_unknown_test_labels_and_bad_rows_are_reported(tmp_path):
+    import numpy as np
+    import soundfile
+    from vggsound_prepare import prepare_vggsound
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = [("aaa", 1, "dog", "train"), ("bbb", 2, "dog", "train"), ("ccc", 3, "cat", "test"), ("ddd", 4, "dog", "test")]
+    for ytid, start, _, _ in rows:
+        soundfile.write(str(audio / f"{ytid}_{start:06d}.flac"), 0.1 * np.random.randn(8000), 16000)
+    lines = [",".join(map(str, r)) for r in rows] + ["eee,notanumber,dog,train", "fff,5,dog,validation"]
+    (tmp_path / "vggsound.csv").write_text("\n".join(lines) + "\n")
+    prepare_vggsound(str(tmp_path), str(tmp_path / "save"), valid_ratio=0.5)
+    report = json.loads((tmp_path / "save" / "prepare_report.json").read_text())
+    assert report["test"]["reasons"] == {"unknown_label": 1}
+    assert report["csv"]["reasons"] == {"bad_row": 2}
+    test = json.loads((tmp_path / "save" / "test.json").read_text())
+    assert list(test) == ["ddd_000004"] and test["ddd_000004"]["path"].endswith(".flac")
+    mtime = os.path.getmtime(tmp_path / "save" / "train.json")
+    prepare_vggsound(str(tmp_path), str(tmp_path / "save"), valid_ratio=0.5)
+    assert os.path.getmtime(tmp_path / "save" / "train.json") == mtime
+
+
+def test_ast_baseline_runs_on_the_same_recipe(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    cmd = command(data_folder, out, 1)
+    cmd[2] = os.path.join(ROOT, "hparams", "ast.yaml")
+    result = run(cmd, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(out, "pretrained", "hyperparams.yaml")) as f:
+        assert "speechbrain_datar.lobes.models.ast.AST" in f.read()
+    assert logged_epochs(out) == [1]
