@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
 HPARAMS = os.path.join(ROOT, "hparams", "datar.yaml")
 sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 pytestmark = pytest.mark.slow
 
@@ -233,3 +234,19 @@ def test_ast_baseline_runs_on_the_same_recipe(data_folder, tmp_path):
     with open(os.path.join(out, "pretrained", "hyperparams.yaml")) as f:
         assert "speechbrain_datar.lobes.models.ast.AST" in f.read()
     assert logged_epochs(out) == [1]
+
+
+def test_recipe_starts_from_an_imagenet_checkpoint(data_folder, tmp_path):
+    from dat_v1_reference import make_dat_state_dict
+
+    micro = dict(dims=[16, 32, 64, 128], depths=[2, 2, 2, 2], heads=[1, 2, 4, 8], groups=[1, 1, 2, 4],
+                 spec=[["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]])
+    path = str(tmp_path / "dat_micro.pth")
+    torch.save({"model": make_dat_state_dict(micro)}, path)
+    out = str(tmp_path / "exp")
+    result = run(command(data_folder, out, 1, init_from=path), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(out, "init_report.json")) as f:
+        report = json.load(f)
+    assert report["left_at_initialisation"] == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
+    assert "cls_head.weight" in report["ignored_from_checkpoint"]

@@ -14,6 +14,7 @@ import torch
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.labels import load_label_encoder
+from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_classifier
 from speechbrain_datar.training.brain import AudioClassificationBrain, weights_fingerprint
 
@@ -105,6 +106,13 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
         for key in label_keys
     }
     check_head_sizes(hparams["classifier"], label_encoders)
+    if hparams.get("init_from"):
+        # Checkpoints of this run, if any, are recovered later and take precedence.
+        report = init_from(
+            hparams["embedding_model"], hparams["init_from"],
+            report_path=os.path.join(hparams["output_folder"], "init_report.json"),
+        )
+        logger.info("initialised the encoder: %s", report.summary())
     hparams["mean_var_norm"].load_stats(os.path.join(save, "norm_stats.json"))
     manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
     datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"])

@@ -1,0 +1,400 @@
+"""Start from ImageNet (or AudioSet): load DAT, ViT/DeiT and AST checkpoints into DATAR and AST.
+
+Supported layouts:
+
+- **DAT** (LeapLabTHU/DAT, CVPR 2022 release): the ``model`` state dict of DAT-T/S/B,
+  into the DATAR presets of the same shape.
+- **ViT / DeiT** with timm naming (``patch_embed.proj``, ``blocks.N.attn.qkv``, ``pos_embed``;
+  DeiT's distilled models add ``dist_token``), into ``AST``.
+- **AST** (YuanGongND/ast, e.g. ``audioset_10_10_0.4593.pth``: ``module.v.*`` and
+  ``module.mlp_head.*``), into ``AST`` (and its head into a ``Classifier``).
+
+What adapts: RGB patch embeddings are summed to one channel (as AST does), relative
+position tables and positional embeddings are resized to the new maps, classification
+heads are dropped. Everything is listed in an ``ImportReport``: loaded, resized, left
+at initialisation, ignored. A checkpoint of another family, or with missing or extra
+keys or wrong shapes, raises ``CheckpointLayoutError`` naming the keys.
+"""
+
+import json
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointLayoutError(ValueError):
+    """The checkpoint does not have the layout the target model needs."""
+
+
+class ImportReport:
+    """What happened to every parameter during an import."""
+
+    def __init__(self, source):
+        self.source = source
+        self.loaded, self.resized, self.initialised, self.ignored = [], [], [], []
+
+    def to_dict(self):
+        """JSON-friendly view."""
+        return {
+            "source": self.source,
+            "loaded": self.loaded,
+            "resized": self.resized,
+            "left_at_initialisation": self.initialised,
+            "ignored_from_checkpoint": self.ignored,
+        }
+
+    def summary(self):
+        """One line with the counts."""
+        return (
+            f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.resized)} resized, "
+            f"{len(self.initialised)} left at initialisation, {len(self.ignored)} ignored"
+        )
+
+    def save(self, path):
+        """Writes the report as JSON."""
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
+def read_state_dict(checkpoint):
+    """A flat state dict from a path or dict: unwraps ``model``/``state_dict`` entries and ``module.`` prefixes."""
+    if isinstance(checkpoint, str):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointLayoutError(f"a checkpoint must hold a state dict, got {type(checkpoint).__name__}")
+    for key in ("model", "state_dict", "model_state"):
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+            break
+    state = {}
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        state[key[len("module."):] if key.startswith("module.") else key] = value
+    return state
+
+
+def detect_family(state):
+    """``"dat"``, ``"ast"``, ``"vit"`` or ``None`` for a flat state dict."""
+    if any(k.startswith("stages.") and ".attns." in k for k in state) and "patch_proj.0.weight" in state:
+        return "dat"
+    if "v.pos_embed" in state and "v.patch_embed.proj.weight" in state:
+        return "ast"
+    if "pos_embed" in state and "patch_embed.proj.weight" in state and "blocks.0.attn.qkv.weight" in state:
+        return "vit"
+    return None
+
+
+def _examples(keys, n=8):
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def resize_table(table, size, mode):
+    """Resizes a ``[channels, H, W]`` table to ``size``.
+
+    ``"interpolate"``: bicubic over the whole table (DAT's normalised indexing).
+    ``"crop"``: keeps the centre entries at the same token displacements and
+    extends the border values (the token convention's indexing).
+    """
+    if tuple(table.shape[-2:]) == tuple(size):
+        return table
+    if mode == "interpolate":
+        return F.interpolate(table.unsqueeze(0).float(), size=size, mode="bicubic", align_corners=False)[0]
+    channels, height, width = table.shape
+    out = table.new_empty(channels, *size)
+    rows = torch.arange(size[0]) - size[0] // 2 + height // 2
+    cols = torch.arange(size[1]) - size[1] // 2 + width // 2
+    return table[:, rows.clamp(0, height - 1)][:, :, cols.clamp(0, width - 1)].to(out.dtype)
+
+
+class _Mapper:
+    """Collects target tensors from a source state dict and checks the whole mapping."""
+
+    def __init__(self, source_state, target_model, report):
+        self.source = source_state
+        self.target = target_model.state_dict()
+        self.report = report
+        self.out = {}
+        self.used = set()
+        self.attempted = set()
+        self.bad_shapes = []
+
+    def take(self, target_key, source_key, transform=None, resized=False):
+        if source_key not in self.source:
+            return False
+        value = self.source[source_key]
+        self.used.add(source_key)
+        self.attempted.add(target_key)
+        if transform is not None:
+            value = transform(value)
+        expected = self.target[target_key].shape
+        if tuple(value.shape) != tuple(expected):
+            self.bad_shapes.append(f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)}")
+            return True
+        self.out[target_key] = value.to(self.target[target_key].dtype)
+        (self.report.resized if resized else self.report.loaded).append(target_key)
+        return True
+
+    def finish(self, model, allowed_at_init=(), ignored_sources=()):
+        missing = [
+            k for k in self.target
+            if k not in self.attempted and not any(k.startswith(p) for p in allowed_at_init)
+            and not k.endswith("_index")
+        ]
+        extra = [
+            k for k in self.source
+            if k not in self.used and not any(part in k for part in ignored_sources)
+        ]
+        problems = []
+        if self.bad_shapes:
+            problems.append(f"wrong shapes: {_examples(self.bad_shapes)}")
+        if missing:
+            problems.append(f"missing from the checkpoint: {_examples(missing)}")
+        if extra:
+            problems.append(f"not expected in the checkpoint: {_examples(extra)}")
+        if problems:
+            raise CheckpointLayoutError(f"{self.report.source} does not fit {type(model).__name__}: " + "; ".join(problems))
+        self.report.initialised = sorted(k for k in self.target if k not in self.out and not k.endswith("_index"))
+        self.report.ignored = sorted(k for k in self.source if k not in self.used)
+        result = model.load_state_dict(self.out, strict=False)
+        unexpected = list(result.unexpected_keys)
+        if unexpected:
+            raise CheckpointLayoutError(f"unexpected keys after mapping: {_examples(unexpected)}")
+        return self.report
+
+
+def import_dat(model, checkpoint, table_resize=None, source_name="DAT checkpoint"):
+    """Loads a DAT (CVPR 2022 layout) checkpoint into a ``DATAR`` model.
+
+    Arguments
+    ---------
+    model : DATAR
+        Target; its stage layout must match the checkpoint's (e.g. ``preset: tiny`` for DAT-T).
+    checkpoint : str or dict
+        Path or state dict (a ``{"model": ...}`` wrapper is fine).
+    table_resize : str or None
+        How relative-position tables of other sizes are adapted: ``"interpolate"``
+        or ``"crop"``; by default ``crop`` for the token grid convention and
+        ``interpolate`` for ``dat_v1``.
+    source_name : str
+        Name used in the report and errors.
+
+    Returns
+    -------
+    ImportReport
+    """
+    from speechbrain_datar.lobes.models.datar import DATAR
+    from speechbrain_datar.nnet.deformable_attention import DeformableAttention
+
+    if not isinstance(model, DATAR):
+        raise TypeError(f"import_dat loads into DATAR, not {type(model).__name__}")
+    state = read_state_dict(checkpoint)
+    family = detect_family(state)
+    if family != "dat":
+        raise CheckpointLayoutError(
+            f"{source_name} is not a DAT checkpoint (it looks like {family or 'an unknown layout'}; "
+            f"DAT keys look like 'stages.0.attns.0.proj_qkv.weight', found e.g. {_examples(state, 4)})"
+        )
+    report = ImportReport(source_name)
+    mapper = _Mapper(state, model, report)
+    mapper.take("patch_proj.weight", "patch_proj.0.weight", lambda w: w.sum(dim=1, keepdim=True), resized=True)
+    mapper.take("patch_proj.bias", "patch_proj.0.bias")
+    for suffix in ("weight", "bias"):
+        mapper.take(f"patch_norm.{suffix}", f"patch_proj.1.norm.{suffix}")
+        mapper.take(f"norm.{suffix}", f"cls_norm.norm.{suffix}")
+    for i in range(len(model.down_projs)):
+        mapper.take(f"down_projs.{i}.weight", f"down_projs.{i}.0.weight")
+        for suffix in ("weight", "bias"):
+            mapper.take(f"down_norms.{i}.{suffix}", f"down_projs.{i}.1.norm.{suffix}")
+    mismatched = []
+    for i, blocks in enumerate(model.stages):
+        for d, block in enumerate(blocks):
+            ours, theirs = f"stages.{i}.{d}.", f"stages.{i}."
+            for suffix in ("weight", "bias"):
+                mapper.take(f"{ours}norm1.{suffix}", f"{theirs}layer_norms.{2 * d}.norm.{suffix}")
+                mapper.take(f"{ours}norm2.{suffix}", f"{theirs}layer_norms.{2 * d + 1}.norm.{suffix}")
+                mapper.take(f"{ours}mlp.fc1.{suffix}", f"{theirs}mlps.{d}.chunk.linear1.{suffix}")
+                mapper.take(f"{ours}mlp.fc2.{suffix}", f"{theirs}mlps.{d}.chunk.linear2.{suffix}")
+            src = f"{theirs}attns.{d}."
+            deformable_there = f"{src}proj_q.weight" in state
+            if isinstance(block.attn, DeformableAttention) != deformable_there:
+                if f"{src}proj_q.weight" in state or f"{src}proj_qkv.weight" in state:
+                    mismatched.append(f"stages.{i}.{d}")
+                continue
+            if deformable_there:
+                _map_deformable(mapper, block.attn, f"{ours}attn.", src, table_resize)
+            else:
+                _map_window(mapper, block.attn, f"{ours}attn.", src)
+    if mismatched:
+        raise CheckpointLayoutError(
+            f"{source_name}: these blocks are deformable in one model and window attention in the other: "
+            f"{_examples(mismatched)} (check the preset and the 'deformable' switch)"
+        )
+    mapper.finish(
+        model, allowed_at_init=("input_adaptor.",),
+        ignored_sources=("cls_head.", "relative_position_index", "attn_mask", "q_grid", "reference"),
+    )
+    logger.info(report.summary())
+    return report
+
+
+def _map_window(mapper, attn, ours, src):
+    for suffix in ("weight", "bias"):
+        mapper.take(f"{ours}qkv.{suffix}", f"{src}proj_qkv.{suffix}")
+        mapper.take(f"{ours}proj.{suffix}", f"{src}proj_out.{suffix}")
+    key = f"{src}relative_position_bias_table"
+    if key in mapper.source:
+        wh, ww = attn.window_size
+        n, heads = mapper.source[key].shape
+        side = int(math.isqrt(n))
+        resized = (side, side) != (2 * wh - 1, 2 * ww - 1)
+
+        def transform(table):
+            grid = table.t().reshape(heads, side, side)
+            grid = resize_table(grid, (2 * wh - 1, 2 * ww - 1), "interpolate")
+            return grid.reshape(heads, -1).t()
+
+        mapper.take(f"{ours}relative_position_bias_table", key, transform, resized=resized)
+
+
+def _map_deformable(mapper, attn, ours, src, table_resize):
+    for name in ("q", "k", "v", "out"):
+        mapper.take(f"{ours}proj_{name}.weight", f"{src}proj_{name}.weight", lambda w: w.flatten(1))
+        mapper.take(f"{ours}proj_{name}.bias", f"{src}proj_{name}.bias")
+    for suffix in ("weight", "bias"):
+        mapper.take(f"{ours}offset_generator.0.{suffix}", f"{src}conv_offset.0.{suffix}")
+        mapper.take(f"{ours}offset_generator.1.{suffix}", f"{src}conv_offset.1.norm.{suffix}")
+    mapper.take(f"{ours}offset_generator.3.weight", f"{src}conv_offset.3.weight")
+    key = f"{src}rpe_table"
+    if key in mapper.source and attn.rpe_table is not None:
+        mode = table_resize or ("crop" if attn.grid_convention == "token" else "interpolate")
+        size = tuple(attn.rpe_table.shape[-2:])
+        resized = tuple(mapper.source[key].shape[-2:]) != size
+        mapper.take(f"{ours}rpe_table", key, lambda t: resize_table(t, size, mode), resized=resized)
+
+
+def adapt_position_embedding(grid, f_dim, t_dim):
+    """AST's adaptation of a square ``[dim, n, n]`` positional grid to ``(f_dim, t_dim)``:
+    centre crop where the target is smaller, bilinear interpolation where it is larger.
+    """
+    dim, rows, cols = grid.shape
+    grid = grid.unsqueeze(0)
+    if t_dim <= cols:
+        start = cols // 2 - t_dim // 2
+        grid = grid[..., start : start + t_dim]
+    else:
+        grid = F.interpolate(grid, size=(rows, t_dim), mode="bilinear", align_corners=False)
+    if f_dim <= rows:
+        start = rows // 2 - f_dim // 2
+        grid = grid[:, :, start : start + f_dim]
+    else:
+        grid = F.interpolate(grid, size=(f_dim, t_dim), mode="bilinear", align_corners=False)
+    return grid[0]
+
+
+def import_ast(model, checkpoint, head=None, source_name="ViT/AST checkpoint"):
+    """Loads ViT/DeiT (timm naming) or official AST weights into an ``AST`` model.
+
+    Arguments
+    ---------
+    model : AST
+        Target encoder.
+    checkpoint : str or dict
+        Path or state dict.
+    head : Classifier or None
+        For an AST checkpoint, also load its ``mlp_head`` (LayerNorm + Linear) into
+        this ``Classifier`` (built with ``input_norm=True``).
+    source_name : str
+        Name used in the report and errors.
+
+    Returns
+    -------
+    ImportReport
+    """
+    from speechbrain_datar.lobes.models.ast import AST
+
+    if not isinstance(model, AST):
+        raise TypeError(f"import_ast loads into AST, not {type(model).__name__}")
+    state = read_state_dict(checkpoint)
+    family = detect_family(state)
+    if family not in ("ast", "vit"):
+        raise CheckpointLayoutError(
+            f"{source_name} is neither a ViT nor an AST checkpoint (it looks like {family or 'an unknown layout'}; "
+            f"found e.g. {_examples(state, 4)})"
+        )
+    prefix = "v." if family == "ast" else ""
+    report = ImportReport(source_name)
+    mapper = _Mapper(state, model, report)
+    patch = state[f"{prefix}patch_embed.proj.weight"]
+    mapper.take("patch_embed.weight", f"{prefix}patch_embed.proj.weight",
+                (lambda w: w.sum(dim=1, keepdim=True)) if patch.shape[1] != 1 else None, resized=patch.shape[1] != 1)
+    mapper.take("patch_embed.bias", f"{prefix}patch_embed.proj.bias")
+    mapper.take("cls_token", f"{prefix}cls_token")
+    if not mapper.take("dist_token", f"{prefix}dist_token"):
+        mapper.take("dist_token", f"{prefix}cls_token", resized=True)  # plain ViT: start from the CLS token
+    pos = state[f"{prefix}pos_embed"]
+    n_special = 2 if f"{prefix}dist_token" in state else 1
+    patches = pos[:, n_special:]
+    f_dim, t_dim = model.f_dim, model.t_dim
+
+    def position(_):
+        if family == "ast" and patches.shape[1] == f_dim * t_dim:
+            grid_part = patches
+        elif family == "ast":
+            raise CheckpointLayoutError(
+                f"{source_name}: its positional embedding has {patches.shape[1]} patches; this AST has "
+                f"{f_dim} x {t_dim} (build it with the checkpoint's n_mels, target_length and strides)"
+            )
+        else:
+            side = int(math.isqrt(patches.shape[1]))
+            grid = patches[0].t().reshape(-1, side, side)
+            grid_part = adapt_position_embedding(grid, f_dim, t_dim).reshape(grid.shape[0], -1).t().unsqueeze(0)
+        special = pos[:, :n_special]
+        if n_special == 1:
+            special = torch.cat((special, special), dim=1)
+        return torch.cat((special, grid_part), dim=1)
+
+    mapper.take("pos_embed", f"{prefix}pos_embed", position, resized=not (family == "ast"))
+    for key in list(model.state_dict()):
+        if key.startswith("blocks.") or key.startswith("norm."):
+            mapper.take(key, prefix + key)
+    ignored = ("head", "fc_norm", "mlp_head", "pre_logits")
+    mapper.finish(model, ignored_sources=ignored)
+    if head is not None and family == "ast":
+        head_state = {
+            "norm.weight": state["mlp_head.0.weight"], "norm.bias": state["mlp_head.0.bias"],
+            "out.weight": state["mlp_head.1.weight"], "out.bias": state["mlp_head.1.bias"],
+        }
+        head.load_state_dict(head_state)
+        report.loaded += [f"head.{k}" for k in head_state]
+    logger.info(report.summary())
+    return report
+
+
+def init_from(model, checkpoint, head=None, report_path=None):
+    """Loads ``checkpoint`` into a DATAR or AST model, whichever ``model`` is; usable from YAML.
+
+    Example (hparams)::
+
+        init_report: !apply:speechbrain_datar.pretrained.checkpoint_import.init_from
+            model: !ref <embedding_model>
+            checkpoint: /path/to/dat_tiny_in1k.pth
+    """
+    from speechbrain_datar.lobes.models.ast import AST
+    from speechbrain_datar.lobes.models.datar import DATAR
+
+    name = checkpoint if isinstance(checkpoint, str) else "checkpoint"
+    if isinstance(model, DATAR):
+        report = import_dat(model, checkpoint, source_name=name)
+    elif isinstance(model, AST):
+        report = import_ast(model, checkpoint, head=head, source_name=name)
+    else:
+        raise TypeError(f"init_from supports DATAR and AST, not {type(model).__name__}")
+    if report_path:
+        report.save(report_path)
+    return report
