@@ -14,20 +14,11 @@ Authors
 import csv
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-from tqdm import tqdm
-
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, ClipProblem, find_audio, inspect_clip
-from speechbrain_datar.dataio.labels import fit_label_encoder
-from speechbrain_datar.dataio.manifest import (
-    already_prepared,
-    mark_prepared,
-    stratified_split,
-    write_manifest,
-)
-from speechbrain_datar.dataio.normalization import compute_feature_stats
-from speechbrain_datar.dataio.report import SkipReport, write_reports
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
+from speechbrain_datar.dataio.manifest import already_prepared
+from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +56,7 @@ def read_vggsound_csv(csv_path, report):
                 continue
             seen.add(key)
             rows.append((ytid, int(start), label, split))
+    report.kept(len(rows))
     return rows
 
 
@@ -78,17 +70,6 @@ def _row_problem(row):
     if not row[0].strip() or not row[2].strip():
         return "empty id or label"
     return None
-
-
-def _check(job):
-    key, path, label, min_seconds, silence_threshold = job
-    if path is None:
-        return key, None, ClipProblem("missing", key)
-    try:
-        info = inspect_clip(path, min_seconds=min_seconds, silence_threshold=silence_threshold)
-    except ClipProblem as problem:
-        return key, None, problem
-    return key, {"path": path, "start": None, "stop": None, "duration": info["duration"], "label": label}, None
 
 
 def prepare_vggsound(
@@ -168,48 +149,24 @@ def prepare_vggsound(
     os.makedirs(save_folder, exist_ok=True)
 
     csv_report = SkipReport("csv")
-    rows = read_vggsound_csv(csv_file, csv_report)
-    csv_report.kept(len(rows))
     reports = {split: SkipReport(split) for split in SPLITS}
     jobs = {split: [] for split in SPLITS}
-    for ytid, start, label, split in rows:
+    for ytid, start, label, split in read_vggsound_csv(csv_file, csv_report):
         stem = filename_pattern.format(ytid=ytid, start=start)
-        jobs[split].append((stem, find_audio(audio_folder, stem, extensions), label, min_seconds, silence_threshold))
-
-    entries = {}
-    for split in SPLITS:
-        entries[split] = {}
-        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-            results = pool.map(_check, jobs[split])
-            for key, entry, problem in tqdm(results, total=len(jobs[split]), desc=f"checking {split} clips"):
-                if problem is not None:
-                    reports[split].add(problem.reason, problem.detail or key)
-                else:
-                    entries[split][key] = entry
+        path = find_audio(audio_folder, stem, extensions)
+        jobs[split].append((stem, path, {"start": None, "stop": None, "label": label}))
+    entries = {
+        split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
+                           desc=f"checking {split} clips")
+        for split in SPLITS
+    }
     if not entries["train"]:
         raise RuntimeError(
             f"no usable training clip: {reports['train'].summary()}; "
             f"looked for files like {os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
         )
-
-    train_labels = {e["label"] for e in entries["train"].values()}
-    for key in sorted(entries["test"]):
-        label = entries["test"][key]["label"]
-        if label not in train_labels:
-            reports["test"].add("unknown_label", f"{key}: {label!r} has no training clip")
-            del entries["test"][key]
-    train, valid = stratified_split(entries["train"], valid_ratio, seed)
-    for split, kept in (("train", entries["train"]), ("test", entries["test"])):
-        reports[split].kept(len(kept))
-
-    write_manifest(train, os.path.join(save_folder, "train.json"))
-    write_manifest(valid, os.path.join(save_folder, "valid.json"))
-    write_manifest(entries["test"], os.path.join(save_folder, "test.json"))
-    fit_label_encoder(train_labels, os.path.join(save_folder, "label_encoder.txt"))
-    write_reports([csv_report, reports["train"], reports["test"]], os.path.join(save_folder, "prepare_report.json"))
-    if compute_features is not None:
-        compute_feature_stats(
-            train, compute_features, sample_rate, os.path.join(save_folder, "norm_stats.json"),
-            max_clips=stats_max_clips, seed=seed,
-        )
-    mark_prepared(save_folder, options)
+    write_prepared(
+        save_folder, options, entries["train"], entries["test"],
+        [csv_report, reports["train"], reports["test"]], ("label",), valid_ratio, seed,
+        compute_features, sample_rate, stats_max_clips,
+    )

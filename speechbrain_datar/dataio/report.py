@@ -63,9 +63,13 @@ class SkipReport:
         }
 
 
-def write_reports(reports, path):
-    """Writes several reports to one JSON file and logs their summaries."""
+def write_reports(reports, path, extra=None):
+    """Writes several reports (and ``extra`` top-level entries) to one JSON file and logs their summaries."""
+    content = {r.name: r.to_dict() for r in reports}
+    content.update(extra or {})
     with open(path, "w") as f:
-        json.dump({r.name: r.to_dict() for r in reports}, f, indent=2)
+        json.dump(content, f, indent=2)
     for report in reports:
         logger.info(report.summary())
+    for key, value in (extra or {}).items():
+        logger.info("%s: %s", key, value)

@@ -24,8 +24,11 @@ CLASSES = (
 )
 
 
-def synthesize_event(label, seconds, sample_rate, rng):
+def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0)):
     """One clip of class ``label``: float32 waveform in [-1, 1].
+
+    ``pitch`` is the range of the fundamental (tones, chirps, warbles) and, scaled
+    by 2.5, of the noise band's centre.
 
     Example
     -------
@@ -40,11 +43,11 @@ def synthesize_event(label, seconds, sample_rate, rng):
     env = ((t >= onset) & (t < onset + length)).astype(np.float64)
     ramp = np.clip(np.minimum(t - onset, onset + length - t) / 0.01, 0, 1)
     env *= ramp
-    f0 = rng.uniform(300.0, 1500.0)
+    f0 = rng.uniform(*pitch)
     if label == "steady tone":
         signal = np.sin(2 * np.pi * f0 * t) + 0.3 * np.sin(4 * np.pi * f0 * t)
     elif label in ("rising chirp", "falling chirp"):
-        f1 = f0 * rng.uniform(3.0, 5.0)
+        f1 = min(f0 * rng.uniform(3.0, 5.0), 0.45 * sample_rate)
         start, stop = (f0, f1) if label == "rising chirp" else (f1, f0)
         local = np.clip(t - onset, 0, length)
         phase = 2 * np.pi * (start * local + (stop - start) * local**2 / (2 * length))
@@ -53,7 +56,7 @@ def synthesize_event(label, seconds, sample_rate, rng):
         noise = rng.standard_normal(n)
         spectrum = np.fft.rfft(noise)
         freqs = np.fft.rfftfreq(n, 1 / sample_rate)
-        centre = rng.uniform(1500.0, 4000.0)
+        centre = min(rng.uniform(*pitch) * 2.5, 0.4 * sample_rate)
         spectrum[np.abs(freqs - centre) > 600.0] = 0
         signal = np.fft.irfft(spectrum, n)
         signal /= np.abs(signal).max() + 1e-9
@@ -137,3 +140,131 @@ def make_vggsound_like(
         for i in order:
             writer.writerow(rows[i])
     return {"csv": csv_path, "audio_folder": audio_folder, "rows": len(rows), "bad": bad}
+
+
+def _write(path, wav, sample_rate):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    soundfile.write(path, wav, sample_rate)
+
+
+#: Kinetics-Sounds class names used for the generated set (a subset of the recipe's list).
+KINETICS_SOUNDS_DEMO = {
+    "playing organ": "steady tone",
+    "playing trombone": "rising chirp",
+    "playing bagpipes": "falling chirp",
+    "shoveling snow": "noise burst, band-limited",
+    "tap dancing": "click train",
+    "playing violin": "warbling tone",
+}
+
+
+def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, seconds=1.0, sample_rate=16000,
+                              other_classes=("abseiling", "yoga"), seed=0):
+    """Writes Kinetics-400-style annotations (``annotations/train.csv``, ``annotations/validate.csv``:
+    ``label,youtube_id,time_start,time_end,split``) and ``audio/<id>_<start:06d>_<end:06d>.wav``.
+
+    Rows of ``other_classes`` (not in Kinetics-Sounds) are included too; one
+    validation row has no audio file.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "annotations"), exist_ok=True)
+    classes = list(KINETICS_SOUNDS_DEMO) + list(other_classes)
+    for split, per_class, name in (("train", train_per_class, "train.csv"), ("val", test_per_class, "validate.csv")):
+        rows = []
+        for label in classes:
+            event = KINETICS_SOUNDS_DEMO.get(label, "steady tone")
+            for _ in range(per_class):
+                ytid, start = _youtube_like_id(rng), int(rng.integers(0, 200))
+                end = start + 10
+                _write(os.path.join(folder, "audio", f"{ytid}_{start:06d}_{end:06d}.wav"),
+                       synthesize_event(event, seconds, sample_rate, rng), sample_rate)
+                rows.append((label, ytid, start, end, split))
+        if split == "val":
+            rows.append((classes[0], _youtube_like_id(rng), 5, 15, split))  # never downloaded
+        with open(os.path.join(folder, "annotations", name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+            writer.writerows(rows)
+    return folder
+
+
+#: EPIC-style classes of the generated set: official-looking ids that are not contiguous.
+EPIC_VERBS = {0: ("take", "steady tone"), 2: ("open", "rising chirp"), 3: ("close", "falling chirp"),
+              5: ("wash", "noise burst, band-limited"), 8: ("cut", "warbling tone")}
+EPIC_NOUNS = {1: ("tap", (250.0, 450.0)), 4: ("plate", (700.0, 1100.0)), 10: ("knife", (1600.0, 2400.0))}
+
+
+def _timestamp(seconds):
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
+
+
+def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=36, validation_segments=12,
+                            sample_rate=16000, seed=0):
+    """Writes EPIC-KITCHENS-100-style annotations and one audio file per video.
+
+    ``annotations/EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` have the
+    official columns (narration_id, participant_id, video_id, narration_timestamp,
+    start_timestamp, stop_timestamp, start_frame, stop_frame, narration, verb,
+    verb_class, noun, noun_class, all_nouns, all_noun_classes) with ``HH:MM:SS.ff``
+    timestamps; ``EPIC_100_verb_classes.csv``/``EPIC_100_noun_classes.csv`` list
+    ``id,key,instances,category``. Audio goes to ``audio/<video_id>.wav``. The
+    validation file also holds one segment of each problem preparation must report
+    (malformed timestamp, stop before start, beyond the end of its file, missing
+    video) and one of a verb with no training segment.
+    """
+    rng = np.random.default_rng(seed)
+    ann = os.path.join(folder, "annotations")
+    os.makedirs(ann, exist_ok=True)
+    gap, seg_seconds = 0.3, 1.0
+    verbs, nouns = sorted(EPIC_VERBS), sorted(EPIC_NOUNS)
+    plan = {video: [] for video in videos}
+    total = train_segments + validation_segments
+    for i in range(total):
+        video = videos[i % len(videos)]
+        verb, noun = verbs[i % len(verbs)], nouns[(i // len(verbs)) % len(nouns)]
+        plan[video].append((i < train_segments, verb, noun))
+    rows = {True: [], False: []}
+    for video, segments in plan.items():
+        cursor, audio = 0.5, []
+        for is_train, verb, noun in segments:
+            audio.append(np.zeros(int(round(gap * sample_rate)), dtype=np.float32))
+            clip = synthesize_event(EPIC_VERBS[verb][1], seg_seconds, sample_rate, rng, pitch=EPIC_NOUNS[noun][1])
+            start = cursor + gap
+            audio.append(clip)
+            cursor = start + seg_seconds
+            n = len(rows[True]) + len(rows[False])
+            rows[is_train].append([
+                f"{video}_{n}", video.split("_")[0], video, _timestamp(start), _timestamp(start),
+                _timestamp(start + seg_seconds), int(start * 50), int((start + seg_seconds) * 50),
+                f"{EPIC_VERBS[verb][0]} {EPIC_NOUNS[noun][0]}", EPIC_VERBS[verb][0], verb,
+                EPIC_NOUNS[noun][0], noun, f"['{EPIC_NOUNS[noun][0]}']", f"[{noun}]",
+            ])
+        wav = np.concatenate([np.zeros(int(0.5 * sample_rate), dtype=np.float32)] + audio)
+        wav = wav + (0.003 * rng.standard_normal(len(wav))).astype(np.float32)
+        _write(os.path.join(folder, "audio", f"{video}.wav"), wav, sample_rate)
+    v0 = videos[0]
+    bad = [
+        [f"{v0}_bad_ts", "P01", v0, "00:00:01.00", "00:00:0x.50", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
+        [f"{v0}_bad_order", "P01", v0, "00:00:03.00", "00:00:03.00", "00:00:02.50", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
+        [f"{v0}_beyond", "P01", v0, "00:59:00.00", "00:59:00.00", "00:59:01.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
+        ["P09_99_0", "P09", "P09_99", "00:00:01.00", "00:00:01.00", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
+        [f"{v0}_unseen_verb", "P01", v0, "00:00:01.00", "00:00:01.00", "00:00:01.50", 0, 0, "stir tap", "stir", 11, "tap", 1, "['tap']", "[1]"],
+    ]
+    header = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
+              "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
+              "noun_class", "all_nouns", "all_noun_classes"]
+    for name, content in (("EPIC_100_train.csv", rows[True]), ("EPIC_100_validation.csv", rows[False] + bad)):
+        with open(os.path.join(ann, name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(content)
+    for name, table in (("EPIC_100_verb_classes.csv", {**{k: v[0] for k, v in EPIC_VERBS.items()}, 11: "stir"}),
+                        ("EPIC_100_noun_classes.csv", {k: v[0] for k, v in EPIC_NOUNS.items()})):
+        with open(os.path.join(ann, name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "key", "instances", "category"])
+            for class_id, key in sorted(table.items()):
+                writer.writerow([class_id, key, "[]", "synthetic"])
+    return folder

@@ -79,16 +79,17 @@ class MultiHeadClassifier(nn.Module):
         return {name: head(x) for name, head in self.heads.items()}
 
 
-def build_classifier(input_size, n_classes, input_norm=False, dropout=0.0):
-    """A ``Classifier`` for an int ``n_classes``, a ``MultiHeadClassifier`` for a dict.
+def build_classifier(input_size, n_classes, heads=None, input_norm=False, dropout=0.0):
+    """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``.
 
-    Lets one hparams file serve single-head recipes and EPIC-Kitchens' verb/noun heads.
+    Lets one hparams file serve single-head recipes (``--n_classes=309``) and
+    EPIC-Kitchens' verb/noun heads (``--classifier_heads="{verb: 97, noun: 300}"``).
 
     Example
     -------
-    >>> type(build_classifier(8, 3)).__name__, type(build_classifier(8, {"verb": 2, "noun": 3})).__name__
+    >>> type(build_classifier(8, 3)).__name__, type(build_classifier(8, 3, {"verb": 2, "noun": 3})).__name__
     ('Classifier', 'MultiHeadClassifier')
     """
-    if isinstance(n_classes, dict):
-        return MultiHeadClassifier(input_size, n_classes, input_norm, dropout)
+    if heads:
+        return MultiHeadClassifier(input_size, dict(heads), input_norm, dropout)
     return Classifier(input_size, int(n_classes), input_norm, dropout)

@@ -14,9 +14,10 @@ import torch
 import yaml
 
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
-# Load with: EncoderClassifier.from_hparams(source=<this folder>)
+# Load with: {interface}.from_hparams(source=<this folder>)
 
 sample_rate: {sample_rate}
+label_keys: {label_keys}
 
 audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
     sample_rate: !ref <sample_rate>
@@ -103,7 +104,7 @@ def export_classifier(
     sample_rate : int
         Rate the model expects; other rates are resampled on load.
     extra_files : dict or None
-        ``{name: dict}`` written as JSON beside the model (e.g. test metrics).
+        ``{name: dict}`` written as JSON beside the model (e.g. test metrics, class names).
 
     Returns
     -------
@@ -124,7 +125,11 @@ def export_classifier(
             f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
         )
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
+    single = list(label_encoders) == ["label"]
     text = INFERENCE_TEMPLATE.format(
+        interface="EncoderClassifier" if single
+        else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier",
+        label_keys=list(label_encoders),
         sample_rate=int(sample_rate),
         features=_indented_yaml(feature_options),
         mean=float(normalizer.mean),

@@ -6,8 +6,7 @@ training, embeds with ``embedding_model`` and classifies with ``classifier`` (on
 head, or several named heads). Validation and test clips are classified by
 sliding windows whose scores are averaged, exactly as the exported model does.
 
-hparams it reads (besides the modules): ``label_keys`` (default ``[label]``),
-``feature_augment`` (list of modules, optional), ``mixup_alpha`` and
+hparams it reads (besides the modules): ``feature_augment`` (list of modules, optional), ``mixup_alpha`` and
 ``mixup_prob``, ``label_smoothing``, ``topk``, ``eval_window_frames``,
 ``eval_hop_frames``, ``train_logger``, ``epoch_counter``, ``output_folder``,
 ``lr_annealing`` (optional, a SpeechBrain scheduler called with the valid loss).
@@ -54,18 +53,18 @@ class AudioClassificationBrain(sb.Brain):
     Arguments
     ---------
     label_encoders : dict
-        Label key -> fitted ``CategoricalEncoder``.
+        Label key -> fitted ``CategoricalEncoder``, one per head (``label`` for one head);
+        batches carry ``<key>_encoded``.
     *args, **kwargs
         As for ``speechbrain.Brain``.
     """
 
     def __init__(self, *args, label_encoders, **kwargs):
         super().__init__(*args, **kwargs)
+        if not label_encoders:
+            raise ValueError("at least one label encoder is needed")
         self.label_encoders = label_encoders
-        self.label_keys = list(getattr(self.hparams, "label_keys", None) or ["label"])
-        missing = [k for k in self.label_keys if k not in label_encoders]
-        if missing:
-            raise ValueError(f"no label encoder for {missing}")
+        self.label_keys = list(label_encoders)
         self.main_metric = "top1" if len(self.label_keys) == 1 else "action_top1"
         self._mix = None
         self.metrics = {}

@@ -8,9 +8,12 @@ calls ``run_classification_recipe``.
 import json
 import logging
 import os
+import shutil
+import sys
 
 import speechbrain as sb
 import torch
+from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.labels import load_label_encoder
@@ -74,16 +77,25 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
 def check_head_sizes(classifier, label_encoders):
     """The classifier's output sizes must match the prepared labels."""
     head = getattr(classifier, "module", classifier)
-    heads = head.heads if hasattr(head, "heads") else {next(iter(label_encoders)): head}
-    for key, encoder in label_encoders.items():
-        if key not in heads:
-            raise ValueError(f"the classifier has no head for {key!r}: set n_classes to a dict with {list(label_encoders)}")
-        size = heads[key].out.out_features
-        if size != len(encoder):
-            raise ValueError(
-                f"the data has {len(encoder)} {key} classes but the classifier has {size}: "
-                f"pass --n_classes={len(encoder)} (or a dict for several heads)"
-            )
+    heads = head.heads if hasattr(head, "heads") else {"label": head}
+    sizes = {key: len(encoder) for key, encoder in label_encoders.items()}
+    suggestion = f"--n_classes={sizes['label']}" if list(sizes) == ["label"] else (
+        '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
+    )
+    actual = {key: heads[key].out.out_features for key in heads}
+    if set(actual) != set(sizes) or any(actual[k] != sizes[k] for k in sizes):
+        raise ValueError(
+            f"the data has {sizes} classes but the classifier has {actual}: pass {suggestion}"
+        )
+
+
+def exported_extras(save_folder):
+    """Preparation outputs that travel with the exported model (``class_names.json``, if any)."""
+    path = os.path.join(save_folder, "class_names.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return {"class_names.json": json.load(f)}
 
 
 def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
@@ -148,9 +160,41 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
             window_frames=hparams["eval_window_frames"],
             hop_frames=hparams["eval_hop_frames"],
             sample_rate=hparams["sample_rate"],
-            extra_files={"test_metrics.json": brain.test_stats},
+            extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
         )
         logger.info("exported the trained model to %s", folder)
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(brain.test_stats, f, indent=2)
     return brain
+
+
+def recipe_main(argv, prepare, label_keys=("label",)):
+    """The whole ``train.py`` of a recipe: parse, prepare once, train, test, export.
+
+    ``prepare`` is the recipe's preparation function; it receives ``data_folder``,
+    ``save_folder``, ``valid_ratio``, ``seed``, ``compute_features``, ``sample_rate``,
+    ``stats_max_clips`` and ``skip_prep`` from the hparams, plus the entries of the
+    optional ``prepare_options`` dict. Bad input ends the run with a one-line message.
+    """
+    try:
+        hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+        sb.utils.distributed.ddp_init_group(run_opts)
+        with open(hparams_file) as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+        if sb.utils.distributed.if_main_process() and os.path.isfile(sys.argv[0]):
+            shutil.copy(sys.argv[0], hparams["output_folder"])  # the recipe's own train.py
+        kwargs = {
+            key: hparams[key]
+            for key in ("data_folder", "save_folder", "valid_ratio", "seed", "compute_features",
+                        "sample_rate", "stats_max_clips", "skip_prep")
+        }
+        kwargs.update(hparams.get("prepare_options") or {})
+        sb.utils.distributed.run_on_main(prepare, kwargs=kwargs)
+        return run_classification_recipe(hparams, run_opts, label_keys=label_keys)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,164 @@
+"""Data preparation for EPIC-KITCHENS-100 (audio), with two labels per segment: verb and noun.
+
+Reads the official annotation files from ``annotation_folder``:
+``EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` (narration_id, participant_id,
+video_id, start_timestamp / stop_timestamp as ``HH:MM:SS.ff``, verb_class,
+noun_class, ...), and optionally ``EPIC_100_verb_classes.csv`` /
+``EPIC_100_noun_classes.csv`` (id, key, ...) for class names. Audio is one file per
+video, ``<audio_folder>/<video_id>.wav|flac|ogg``, extracted by the user; segments
+are read by start/stop, never cut on disk. The validation split is the test set
+(the paper reports 67,217 train and 9,668 test segments, 97 verbs and 293 nouns).
+
+Class ids stay the official ids, so results compare with published ones. Verb or
+noun classes with no training segment are removed from the test set and listed
+in the report. Malformed timestamps, stop before start, segments beyond the end
+of their audio file and missing video audio are reported and skipped.
+
+Authors
+ * speechbrain-datar contributors
+"""
+
+import csv
+import json
+import logging
+import os
+import re
+
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
+from speechbrain_datar.dataio.manifest import already_prepared
+from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.report import SkipReport
+
+logger = logging.getLogger(__name__)
+
+LABEL_KEYS = ("verb", "noun")
+REQUIRED_COLUMNS = ("narration_id", "video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
+OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder_verb.txt", "label_encoder_noun.txt",
+           "prepare_report.json")
+_TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)$")
+
+
+def parse_timestamp(text):
+    """Seconds of an EPIC ``HH:MM:SS.ff`` timestamp.
+
+    Example
+    -------
+    >>> parse_timestamp("00:01:02.50")
+    62.5
+    >>> parse_timestamp("01:00:00.089")
+    3600.089
+    >>> parse_timestamp("00:00:0x.50")
+    Traceback (most recent call last):
+    ...
+    ValueError: malformed timestamp '00:00:0x.50' (expected HH:MM:SS.ff)
+    """
+    match = _TIMESTAMP.match(text.strip())
+    if not match:
+        raise ValueError(f"malformed timestamp {text!r} (expected HH:MM:SS.ff)")
+    hours, minutes, seconds = match.groups()
+    return round(int(hours) * 3600 + int(minutes) * 60 + float(seconds), 6)
+
+
+def read_class_names(path):
+    """``{id: key}`` from an EPIC class file, or ``{}`` if it is absent."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="") as f:
+        return {int(row["id"]): row["key"] for row in csv.DictReader(f)}
+
+
+def read_segments(path, report):
+    """Rows of an EPIC annotation file as ``(narration_id, video_id, start, stop, verb, noun)``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"EPIC-KITCHENS annotation file not found: {path}")
+    segments = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} does not look like an EPIC-KITCHENS-100 annotation file: missing {missing}")
+        for row in reader:
+            narration = row["narration_id"]
+            try:
+                start, stop = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
+            except ValueError as error:
+                report.add("bad_timestamp", f"{narration}: {error}")
+                continue
+            if stop <= start:
+                report.add("stop_before_start", f"{narration}: {row['start_timestamp']} -> {row['stop_timestamp']}")
+                continue
+            try:
+                verb, noun = int(row["verb_class"]), int(row["noun_class"])
+            except ValueError:
+                report.add("bad_row", f"{narration}: verb_class {row['verb_class']!r}, noun_class {row['noun_class']!r}")
+                continue
+            segments.append((narration, row["video_id"], start, stop, verb, noun))
+    return segments
+
+
+def prepare_epic_kitchens(
+    data_folder,
+    save_folder,
+    annotation_folder=None,
+    audio_folder=None,
+    extensions=AUDIO_EXTENSIONS,
+    valid_ratio=0.05,
+    seed=1234,
+    min_seconds=0.0,
+    compute_features=None,
+    sample_rate=16000,
+    stats_max_clips=2000,
+    num_workers=4,
+    skip_prep=False,
+):
+    """Prepares EPIC-KITCHENS-100 in ``save_folder`` (see the module documentation).
+
+    ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
+    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``). Silent segments
+    are kept (quiet actions are real data). Writes ``class_names.json`` when the
+    class files are present.
+    """
+    if skip_prep:
+        return
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(
+            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with the annotations and audio>"
+        )
+    annotation_folder = annotation_folder or _first_dir(os.path.join(data_folder, "annotations"), data_folder)
+    audio_folder = audio_folder or _first_dir(os.path.join(data_folder, "audio"), data_folder)
+    options = dict(
+        data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
+        audio_folder=os.path.abspath(audio_folder), extensions=list(extensions), valid_ratio=valid_ratio,
+        seed=seed, min_seconds=min_seconds, statistics=compute_features is not None, sample_rate=sample_rate,
+        stats_max_clips=stats_max_clips,
+    )
+    outputs = OUTPUTS + (("norm_stats.json",) if compute_features is not None else ())
+    if already_prepared(save_folder, options, outputs):
+        logger.info("EPIC-KITCHENS-100 already prepared in %s: skipping preparation", save_folder)
+        return
+    os.makedirs(save_folder, exist_ok=True)
+
+    reports, entries = {}, {}
+    for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):
+        reports[split] = SkipReport(split)
+        jobs = []
+        for narration, video, start, stop, verb, noun in read_segments(os.path.join(annotation_folder, name), reports[split]):
+            path = find_audio(audio_folder, video, extensions)
+            entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
+            if path is None:
+                entry["missing_detail"] = f"{narration}: no audio file for video {video} in {audio_folder}"
+            jobs.append((narration, path, entry))
+        entries[split] = check_audio(jobs, reports[split], min_seconds, None, num_workers,
+                                     desc=f"checking {split} segments")
+    names = {key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS}
+    if any(names.values()):
+        with open(os.path.join(save_folder, "class_names.json"), "w") as f:
+            json.dump({key: {str(k): v for k, v in table.items()} for key, table in names.items()}, f, indent=2)
+    write_prepared(
+        save_folder, options, entries["train"], entries["test"], [reports["train"], reports["test"]],
+        LABEL_KEYS, valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
+    )
+
+
+def _first_dir(preferred, fallback):
+    return preferred if os.path.isdir(preferred) else fallback

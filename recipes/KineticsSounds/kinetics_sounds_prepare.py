@@ -1,0 +1,142 @@
+"""Data preparation for Kinetics-Sounds.
+
+Reads the official Kinetics-400 annotation CSVs (``train.csv``, ``validate.csv``;
+columns ``label, youtube_id, time_start, time_end, split``, extra columns
+ignored) and a folder of audio the user extracted from the clips
+(``<id>_<start:06d>_<end:06d>.wav|flac|ogg`` by default). Keeps the classes of
+``kinetics_sounds_classes.txt``; Kinetics' validation set is the test set, as in
+the paper (which reports 22,914 train and 1,585 test clips). Writes the same
+outputs as the VGGSound preparation.
+
+Authors
+ * speechbrain-datar contributors
+"""
+
+import csv
+import logging
+import os
+
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
+from speechbrain_datar.dataio.manifest import already_prepared
+from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.report import SkipReport
+
+logger = logging.getLogger(__name__)
+
+CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinetics_sounds_classes.txt")
+REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder.txt", "prepare_report.json")
+
+
+def read_class_list(path=CLASSES_FILE):
+    """Class names, one a line; ``#`` starts a comment."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def read_kinetics_csv(path, classes, report):
+    """Rows ``(label, youtube_id, start, end)`` of ``classes``; counts the rest.
+
+    Returns
+    -------
+    rows : list
+    other : int
+        Rows of classes outside the list.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Kinetics annotation file not found: {path}")
+    rows, other = [], 0
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path} does not look like a Kinetics-400 annotation file: it has columns "
+                f"{reader.fieldnames}, missing {missing}"
+            )
+        for number, row in enumerate(reader, start=2):
+            label = (row["label"] or "").strip()
+            if label not in classes:
+                other += 1
+                continue
+            try:
+                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            except (TypeError, ValueError):
+                report.add("bad_row", f"line {number}: {row}")
+                continue
+            rows.append((label, row["youtube_id"].strip(), start, end))
+    return rows, other
+
+
+def prepare_kinetics_sounds(
+    data_folder,
+    save_folder,
+    annotation_folder=None,
+    audio_folder=None,
+    classes_file=CLASSES_FILE,
+    filename_pattern="{ytid}_{start:06d}_{end:06d}",
+    extensions=AUDIO_EXTENSIONS,
+    valid_ratio=0.1,
+    seed=1234,
+    min_seconds=0.05,
+    silence_threshold=1e-4,
+    compute_features=None,
+    sample_rate=16000,
+    stats_max_clips=2000,
+    num_workers=4,
+    skip_prep=False,
+):
+    """Prepares Kinetics-Sounds in ``save_folder`` (see the module documentation).
+
+    ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
+    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``). Other arguments
+    are those of ``prepare_vggsound``.
+    """
+    if skip_prep:
+        return
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(
+            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with the annotations and audio>"
+        )
+    annotation_folder = annotation_folder or _first_dir(os.path.join(data_folder, "annotations"), data_folder)
+    audio_folder = audio_folder or _first_dir(os.path.join(data_folder, "audio"), data_folder)
+    classes = read_class_list(classes_file)
+    options = dict(
+        data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
+        audio_folder=os.path.abspath(audio_folder), classes=classes, filename_pattern=filename_pattern,
+        extensions=list(extensions), valid_ratio=valid_ratio, seed=seed, min_seconds=min_seconds,
+        silence_threshold=silence_threshold, statistics=compute_features is not None,
+        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
+    )
+    outputs = OUTPUTS + (("norm_stats.json",) if compute_features is not None else ())
+    if already_prepared(save_folder, options, outputs):
+        logger.info("Kinetics-Sounds already prepared in %s: skipping preparation", save_folder)
+        return
+    os.makedirs(save_folder, exist_ok=True)
+
+    csv_report = SkipReport("csv")
+    reports, entries, seen_classes, other_rows = {}, {}, set(), 0
+    for split, name in (("train", "train.csv"), ("test", "validate.csv")):
+        rows, other = read_kinetics_csv(os.path.join(annotation_folder, name), set(classes), csv_report)
+        other_rows += other
+        csv_report.kept(len(rows))
+        jobs = []
+        for label, ytid, start, end in rows:
+            seen_classes.add(label)
+            stem = filename_pattern.format(ytid=ytid, start=start, end=end)
+            jobs.append((stem, find_audio(audio_folder, stem, extensions), {"start": None, "stop": None, "label": label}))
+        reports[split] = SkipReport(split)
+        entries[split] = check_audio(jobs, reports[split], min_seconds, silence_threshold, num_workers,
+                                     desc=f"checking {split} clips")
+    absent = [c for c in classes if c not in seen_classes]
+    if absent:
+        logger.warning("classes of %s not found in the annotations: %s", classes_file, absent)
+    write_prepared(
+        save_folder, options, entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
+        ("label",), valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
+        extra_report={"rows_of_other_classes": other_rows, "listed_classes_not_in_annotations": absent},
+    )
+
+
+def _first_dir(preferred, fallback):
+    return preferred if os.path.isdir(preferred) else fallback
