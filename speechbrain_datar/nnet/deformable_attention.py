@@ -158,9 +158,9 @@ class DeformableAttention(nn.Module):
         ``"token"`` (default) or ``"dat_v1"``, see the module documentation.
     query_chunk_size : int or None
         Queries are processed in chunks of this many positions. ``None`` (default)
-        uses one chunk when gradients are enabled and, in inference, chunks that
-        keep the bias under 2**25 elements, so that inference memory grows
-        linearly with the clip length.
+        uses one chunk when gradients are enabled and chunks of
+        ``INFERENCE_QUERY_CHUNK`` queries in inference, so that inference memory
+        grows linearly with the clip length.
 
     Example
     -------
@@ -277,29 +277,32 @@ class DeformableAttention(nn.Module):
 
     # -------------------------------------------------------------- the bias
     def _relative_position_bias(self, positions, query_rows, query_cols, height, width):
-        """Bias ``[batch*groups, group_heads, n_queries, n_keys]`` for the given queries."""
+        """Bias ``[batch*groups, group_heads, n_queries, n_keys]`` for the given queries.
+
+        The table coordinate of a query-key pair is a per-query term plus a
+        per-key term (in both conventions), so the sampling grid is one broadcast
+        addition.
+        """
         batch_groups = positions.shape[0]
-        keys = positions.reshape(batch_groups, 1, -1, 2)
+        keys_y = positions[..., 0].reshape(batch_groups, -1).float()
+        keys_x = positions[..., 1].reshape(batch_groups, -1).float()
+        rows, cols = query_rows.float(), query_cols.float()
         if self.grid_convention == "token":
-            queries = torch.stack((query_rows, query_cols), dim=-1).float()
-            displacement = queries.reshape(1, -1, 1, 2) - keys  # tokens
+            # grid = (2 * (q - k + t - 1) + 1) / (2t - 1) - 1, for each axis
             th, tw = self.bias_table_size
-            grid = torch.stack(
-                (
-                    pixel_to_grid(displacement[..., 1] + (tw - 1), 2 * tw - 1),
-                    pixel_to_grid(displacement[..., 0] + (th - 1), 2 * th - 1),
-                ),
-                dim=-1,
-            )
+            sy, sx = 2 * th - 1, 2 * tw - 1
+            query_terms = (rows * (2.0 / sy) + ((2 * th - 1.0) / sy - 1.0),
+                           cols * (2.0 / sx) + ((2 * tw - 1.0) / sx - 1.0))
+            key_terms = (keys_y * (-2.0 / sy), keys_x * (-2.0 / sx))
             padding_mode, align_corners = "border", False
         else:
-            queries = torch.stack(
-                ((query_rows + 0.5) / height * 2.0 - 1.0, (query_cols + 0.5) / width * 2.0 - 1.0),
-                dim=-1,
-            ).float()
-            displacement = (queries.reshape(1, -1, 1, 2) - keys) * 0.5
-            grid = displacement[..., (1, 0)]
+            # grid = 0.5 * (q_normalised - k_normalised)
+            query_terms = ((rows + 0.5) / height - 0.5, (cols + 0.5) / width - 0.5)
+            key_terms = (keys_y * -0.5, keys_x * -0.5)
             padding_mode, align_corners = "zeros", True
+        query_xy = torch.stack((query_terms[1], query_terms[0]), dim=-1)  # n_queries, 2 (x, y)
+        key_xy = torch.stack((key_terms[1], key_terms[0]), dim=-1)  # batch*groups, n_keys, 2
+        grid = query_xy[None, :, None, :] + key_xy[:, None, :, :]
         batch = batch_groups // self.num_groups
         table = self.rpe_table.float().unsqueeze(0).expand(batch, -1, -1, -1)
         table = table.reshape(batch_groups, self.group_heads, *self.rpe_table.shape[-2:])
@@ -341,14 +344,17 @@ class DeformableAttention(nn.Module):
         sampled = sampled.reshape(batch, groups, n_keys, group_channels).transpose(1, 2)
         return sampled.reshape(batch, n_keys, dim), positions, references
 
+    #: Queries per chunk in inference when ``query_chunk_size`` is not set: the
+    #: whole stage-3 map of a 10 s clip, and temporaries proportional to clip length.
+    INFERENCE_QUERY_CHUNK = 512
+
     def _query_chunk(self, n_queries, n_keys):
-        """Queries per chunk: all of them in training, a memory-bounded number in inference."""
+        """Queries per chunk: all of them in training, a fixed number in inference."""
         if self.query_chunk_size:
             return self.query_chunk_size
         if torch.is_grad_enabled():
             return n_queries
-        budget = 2**25  # bias elements per chunk (128 MiB in fp32)
-        return max(1, min(n_queries, budget // max(1, n_keys * self.num_heads)))
+        return min(n_queries, self.INFERENCE_QUERY_CHUNK)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x, mask=None, return_sampling=False):

@@ -1,11 +1,12 @@
 """Local and shifted window multi-head self-attention with relative position bias.
 
-Works on channels-last maps ``[batch, height, width, channels]`` of any size: a map
-that the window does not divide is padded, and padded positions are masked out of
-attention. The shifted variant does not roll the map cyclically (which would tie a
-clip's result to the padded width of its batch); it offsets the window grid by
-padding ``window - shift`` masked positions in front, which yields the same window
-groups as Swin's cyclic shift with its mask.
+Works on channels-last maps ``[batch, height, width, channels]`` of any size. The
+window grid starts at ``-offset`` (0 for local windows, ``window - shift`` for
+shifted ones); windows cut by the map's edges keep only their positions inside
+the map and are attended at that smaller size, grouped by shape. This gives the
+same window groups as Swin's cyclic shift with its mask, spends no work on
+padding, and does not tie a clip's result to the padded width of its batch.
+Positions outside ``mask`` (batch padding) are masked out as keys and zeroed.
 """
 
 import torch
@@ -90,15 +91,46 @@ class WindowAttention(nn.Module):
             torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads)
         )
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
-        self.register_buffer(
-            "relative_position_index", relative_position_index(wh, ww), persistent=False
-        )
+        self._index_cache = {}
 
-    def relative_position_bias(self):
-        """The bias ``[heads, N, N]`` added to the logits inside a window of N positions."""
-        n = self.window_size[0] * self.window_size[1]
-        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+    def relative_position_bias(self, window_h=None, window_w=None):
+        """The bias ``[heads, N, N]`` inside a window of ``window_h x window_w`` (default: full) positions."""
+        window_h = window_h or self.window_size[0]
+        window_w = window_w or self.window_size[1]
+        key = (window_h, window_w)
+        index = self._index_cache.get(key)
+        if index is None or index.device != self.relative_position_bias_table.device:
+            wh, ww = self.window_size
+            ys, xs = torch.meshgrid(torch.arange(window_h), torch.arange(window_w), indexing="ij")
+            ys, xs = ys.reshape(-1), xs.reshape(-1)
+            index = (ys[:, None] - ys[None, :] + wh - 1) * (2 * ww - 1) + (xs[:, None] - xs[None, :] + ww - 1)
+            index = index.to(self.relative_position_bias_table.device)
+            self._index_cache[key] = index
+        n = window_h * window_w
+        bias = self.relative_position_bias_table[index.reshape(-1)]
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)
+
+    @staticmethod
+    def band_groups(length, window, offset):
+        """Runs of equal-size window bands along one axis: ``[(start, size, count)]``.
+
+        The window grid starts at ``-offset``; bands are cut to ``[0, length)``.
+
+        Example
+        -------
+        >>> WindowAttention.band_groups(20, 7, 3)
+        [(0, 4, 1), (4, 7, 2), (18, 2, 1)]
+        """
+        cuts = sorted({0, length} | {k * window - offset for k in range(1, (length + offset) // window + 1)
+                                     if 0 < k * window - offset < length})
+        groups = []
+        for start, stop in zip(cuts[:-1], cuts[1:]):
+            size = stop - start
+            if groups and groups[-1][1] == size and groups[-1][0] + groups[-1][1] * groups[-1][2] == start:
+                groups[-1] = (groups[-1][0], size, groups[-1][2] + 1)
+            else:
+                groups.append((start, size, 1))
+        return groups
 
     def forward(self, x, mask=None):
         """Attends within windows.
@@ -116,45 +148,30 @@ class WindowAttention(nn.Module):
             ``[batch, height, width, dim]``, zero at masked positions.
         """
         batch, height, width, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
         wh, ww = self.window_size
         sh, sw = self.shift_size
-        top = (wh - sh) % wh
-        left = (ww - sw) % ww
-        bottom = (-(top + height)) % wh
-        right = (-(left + width)) % ww
-        padded = top or left or bottom or right
-        if padded:
-            x = F.pad(x, (0, 0, left, right, top, bottom))
-            if mask is None:
-                mask = torch.ones(batch, height, width, dtype=torch.bool, device=x.device)
-            valid = F.pad(mask, (left, right, top, bottom), value=False)
-        else:
-            valid = mask
-        hp, wp = height + top + bottom, width + left + right
-        nh, nw = hp // wh, wp // ww
-        n = wh * ww
-
-        windows = (
-            x.reshape(batch, nh, wh, nw, ww, dim).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, dim)
-        )
-        qkv = self.qkv(windows).reshape(-1, n, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-
-        bias = self.relative_position_bias().to(q.dtype)
-        if valid is not None:
-            key_valid = (
-                valid.reshape(batch, nh, wh, nw, ww).permute(0, 1, 3, 2, 4).reshape(-1, 1, 1, n)
-            )
-            attn_bias = bias.unsqueeze(0).masked_fill(~key_valid, attention_mask_value(q.dtype))
-        else:
-            attn_bias = bias.unsqueeze(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_bias, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        out = out.transpose(1, 2).reshape(-1, n, dim)
+        qkv = self.qkv(x)  # one projection for the whole map
+        out = x.new_empty(batch, height, width, dim)
+        for r0, hs, nr in self.band_groups(height, wh, (wh - sh) % wh):
+            for c0, ws, nc in self.band_groups(width, ww, (ww - sw) % ww):
+                n = hs * ws
+                rows, cols = slice(r0, r0 + nr * hs), slice(c0, c0 + nc * ws)
+                windows = qkv[:, rows, cols].reshape(batch, nr, hs, nc, ws, 3, heads, head_dim)
+                windows = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, heads, n, head_dim)
+                attn_bias = self.relative_position_bias(hs, ws).to(qkv.dtype).unsqueeze(0)
+                if mask is not None:
+                    key_valid = mask[:, rows, cols].reshape(batch, nr, hs, nc, ws).permute(0, 1, 3, 2, 4)
+                    attn_bias = attn_bias.masked_fill(
+                        ~key_valid.reshape(-1, 1, 1, n), attention_mask_value(qkv.dtype)
+                    )
+                attended = F.scaled_dot_product_attention(
+                    windows[0], windows[1], windows[2], attn_mask=attn_bias,
+                    dropout_p=self.attn_drop if self.training else 0.0,
+                )  # windows, heads, n, head_dim
+                attended = attended.reshape(batch, nr, nc, heads, hs, ws, head_dim)
+                out[:, rows, cols] = attended.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, nr * hs, nc * ws, dim)
         out = self.proj_drop(self.proj(out))
-        out = out.reshape(batch, nh, nw, wh, ww, dim).permute(0, 1, 3, 2, 4, 5)
-        out = out.reshape(batch, hp, wp, dim)[:, top : top + height, left : left + width]
         if mask is not None:
             out = out.masked_fill(~mask.unsqueeze(-1), 0.0)
         return out
