@@ -81,15 +81,16 @@ def plot_datar_views(spectrogram, adapted, sampling, path, title=None, max_point
     colours = plt.cm.tab10.colors
     for ax, block in zip(axes[3:], sampling):
         show(ax, spectrogram, f"stage {block['stage'] + 1}, block {block['block'] + 1}: deformable sampling points", "gray")
-        stride = block["stride"]
+        stride_y, stride_x = block["stride"]
         positions = block["positions"][0].detach().float().cpu().numpy()  # groups, Hk, Wk, 2
         refs = block["references"].detach().float().cpu().numpy().reshape(-1, 2)
-        ax.scatter((refs[:, 1] + 0.5) * stride, (refs[:, 0] + 0.5) * stride, s=2, c="white", alpha=0.35, linewidths=0)
+        ax.scatter((refs[:, 1] + 0.5) * stride_x, (refs[:, 0] + 0.5) * stride_y, s=2, c="white", alpha=0.35,
+                   linewidths=0)
         for g, group in enumerate(positions):
             points = group.reshape(-1, 2)
             step = max(1, len(points) // max_points_per_group)
             points = points[::step]
-            ax.scatter((points[:, 1] + 0.5) * stride, (points[:, 0] + 0.5) * stride, s=4,
+            ax.scatter((points[:, 1] + 0.5) * stride_x, (points[:, 0] + 0.5) * stride_y, s=4,
                        color=colours[g % 10], label=f"group {g + 1}", linewidths=0)
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])

@@ -153,7 +153,7 @@ def test_sampling_points_of_every_deformable_block():
     with torch.no_grad():
         out = model.forward_features(torch.randn(1, 256, 128), return_sampling=True)
     sampling = out["sampling"]
-    assert [(s["stage"], s["block"], s["stride"]) for s in sampling] == [(2, 1, 16), (3, 1, 32)]
+    assert [(s["stage"], s["block"], s["stride"]) for s in sampling] == [(2, 1, (16, 16)), (3, 1, (32, 32))]
     assert sampling[0]["positions"].shape == (1, 2, 8, 16, 2)
     moved = (sampling[0]["positions"] - sampling[0]["references"]).abs()
     assert moved.max() > 0.1 and moved.max() <= 1.0 + 1e-6

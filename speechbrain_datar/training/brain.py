@@ -9,17 +9,21 @@ sliding windows whose scores are averaged, exactly as the exported model does.
 hparams it reads (besides the modules): ``feature_augment`` (list of modules, optional), ``mixup_alpha`` and
 ``mixup_prob``, ``label_smoothing``, ``topk``, ``eval_window_frames``,
 ``eval_hop_frames``, ``train_logger``, ``epoch_counter``, ``output_folder``,
-``lr_annealing`` (optional, a SpeechBrain scheduler called with the valid loss).
+``lr_annealing`` (optional, a SpeechBrain scheduler called with the valid loss),
+``coarse_to_fine`` (optional ``CoarseToFineSchedule``) and ``feature_options``.
 """
 
+import copy
 import hashlib
 import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
 
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
+from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
     write_confusion_matrix,
@@ -68,13 +72,27 @@ class AudioClassificationBrain(sb.Brain):
         self.main_metric = "top1" if len(self.label_keys) == 1 else "action_top1"
         self._mix = None
         self.metrics = {}
+        schedule = getattr(self.hparams, "coarse_to_fine", None)
+        self.schedule = schedule if schedule is not None and schedule.enabled else None
+        self._initial_annealing = copy.deepcopy(getattr(self.hparams, "lr_annealing", None))
+        self._epoch_start = None
+        self.train_seconds = None
 
     # ----------------------------------------------------------------- forward
     def compute_features(self, batch):
-        """Waveforms -> normalised features ``[batch, time, n_mels]`` and relative lengths."""
+        """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase) and lengths."""
         wavs, lens = batch.sig
-        feats = self.modules.compute_features(wavs)
-        return self.modules.mean_var_norm(feats, lens), lens
+        if self.schedule is None:
+            return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens), lens
+        feats = self.schedule.features(wavs, self.modules.compute_features, self.hparams.feature_options)
+        feats = self.modules.mean_var_norm(feats, lens)
+        return self.schedule.compress(feats), lens
+
+    def _eval_window(self):
+        window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
+        if self.schedule is None:
+            return window, hop
+        return self.schedule.frames(window), self.schedule.frames(hop)
 
     def _mixup(self, feats, lens):
         self._mix = None
@@ -96,10 +114,8 @@ class AudioClassificationBrain(sb.Brain):
                 feats = augment(feats)
             feats, lens = self._mixup(feats, lens)
             return self.modules.classifier(self.modules.embedding_model(feats, lens))
-        embeddings, valid = sliding_window_embeddings(
-            self.modules.embedding_model, feats, lens,
-            self.hparams.eval_window_frames, self.hparams.eval_hop_frames,
-        )
+        window, hop = self._eval_window()
+        embeddings, valid = sliding_window_embeddings(self.modules.embedding_model, feats, lens, window, hop)
         return average_window_scores(self.modules.classifier, embeddings, valid)
 
     def _as_dict(self, predictions):
@@ -125,9 +141,43 @@ class AudioClassificationBrain(sb.Brain):
                 self.metrics[key].append(batch.id, log_probs, targets.reshape(-1))
         return loss
 
+    # ------------------------------------------------------------ coarse to fine
+    def _schedule_name(self):
+        if self.checkpointer is None:
+            return None
+        return next((n for n, o in self.checkpointer.recoverables.items() if o is self.schedule), None)
+
+    def on_fit_start(self):
+        """Puts the model in the phase of the checkpoint to resume (or the first phase) before the
+        optimiser is built and the checkpoint is loaded, so that every shape matches."""
+        if self.schedule is not None:
+            saved = CoarseToFineSchedule.saved_phase(self.checkpointer, self._schedule_name())
+            self.schedule.enter(self.modules.embedding_model, saved if saved is not None else 0)
+        super().on_fit_start()
+
+    def _enter_phase(self, phase):
+        """Transition: adapt grid-dependent weights, restart the optimiser and the scheduler."""
+        for name, module in self.modules.items():
+            self.modules[name] = getattr(module, "module", module)  # unwrap DDP/DP
+        self.schedule.enter(self.modules.embedding_model, phase)
+        self._wrap_distributed()
+        self.init_optimizers()
+        if self._initial_annealing is not None:
+            fresh = copy.deepcopy(self._initial_annealing)
+            for name, obj in list(getattr(self.checkpointer, "recoverables", {}).items()):
+                if obj is self.hparams.lr_annealing:
+                    self.checkpointer.add_recoverable(name, fresh)
+            self.hparams.lr_annealing = fresh
+
     # ------------------------------------------------------------------ stages
     def on_stage_start(self, stage, epoch=None):
-        """Fresh metrics for each evaluation pass."""
+        """Phase transitions before training epochs; fresh metrics for each evaluation pass."""
+        if stage == sb.Stage.TRAIN:
+            if self.schedule is not None and epoch is not None:
+                phase = self.schedule.phase_of_epoch(epoch)
+                if phase != self.schedule.current:
+                    self._enter_phase(phase)
+            self._epoch_start = time.time()
         if stage != sb.Stage.TRAIN:
             topk = tuple(getattr(self.hparams, "topk", (1, 5)))
             self.metrics = {
@@ -153,6 +203,7 @@ class AudioClassificationBrain(sb.Brain):
         """Logs, anneals the learning rate, checkpoints on the best valid top-1, writes test reports."""
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss}
+            self.train_seconds = time.time() - self._epoch_start if self._epoch_start else None
             return
         stats = self.stage_statistics(stage_loss)
         if stage == sb.Stage.VALID:
@@ -161,9 +212,12 @@ class AudioClassificationBrain(sb.Brain):
             if annealing is not None:
                 lr, new_lr = annealing(stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
-            )
+            meta = {"epoch": epoch, "lr": lr}
+            if self.schedule is not None:
+                meta.update(phase=self.schedule.current + 1, factor=self.schedule.factor)
+            if self.train_seconds is not None:
+                meta["train_seconds"] = round(self.train_seconds, 2)
+            self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta=stats, max_keys=[self.main_metric])
         else:
             self.hparams.train_logger.log_stats(

@@ -126,6 +126,10 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
         )
         logger.info("initialised the encoder: %s", report.summary())
     hparams["mean_var_norm"].load_stats(os.path.join(save, "norm_stats.json"))
+    schedule = hparams.get("coarse_to_fine")
+    if schedule is not None and schedule.enabled and hparams["epoch_counter"].limit != schedule.total_epochs:
+        logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
+        hparams["epoch_counter"].limit = schedule.total_epochs
     manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
     datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"])
 

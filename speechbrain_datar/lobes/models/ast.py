@@ -139,11 +139,12 @@ class AST(nn.Module):
             raise ValueError(f"n_mels {n_mels} is smaller than the patch size {patch_size}")
         dim = config["embed_dim"]
         self.n_mels = n_mels
-        self.patch_size = patch_size
+        self.patch_size = (patch_size, patch_size)
         self.fstride, self.tstride = fstride, tstride
+        self.target_length = target_length
         self.embedding_dim = dim
         self.f_dim = (n_mels - patch_size) // fstride + 1
-        self.t_dim = (max(target_length, patch_size) - patch_size) // tstride + 1
+        self.t_dim = self._time_patches(target_length, patch_size, tstride)
 
         self.patch_embed = nn.Conv2d(1, dim, patch_size, stride=(fstride, tstride))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -167,10 +168,45 @@ class AST(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+    @staticmethod
+    def _time_patches(frames, width, stride):
+        return (max(frames, width) - width) // stride + 1
+
     def num_time_patches(self, frames):
         """Patches along time for ``frames`` frames (clips shorter than a patch are padded)."""
-        frames = torch.as_tensor(frames).clamp(min=self.patch_size)
-        return torch.div(frames - self.patch_size, self.tstride, rounding_mode="floor") + 1
+        width = self.patch_size[1]
+        frames = torch.as_tensor(frames).clamp(min=width)
+        return torch.div(frames - width, self.tstride, rounding_mode="floor") + 1
+
+    def set_time_grid(self, target_length=None, patch_width=None, tstride=None, weight=None):
+        """Adapts the model to another time resolution (coarse-to-fine training).
+
+        The positional embedding grid is interpolated bilinearly to the number of
+        time patches of ``target_length`` frames (the identity when that number
+        does not change); a new patch width or time stride replaces the patch
+        embedding, with ``weight`` (``[dim, 1, patch, patch_width]``) if given.
+        """
+        target_length = target_length or self.target_length
+        width = patch_width or self.patch_size[1]
+        tstride = tstride or self.tstride
+        t_dim = self._time_patches(target_length, width, tstride)
+        if t_dim != self.t_dim:
+            grid = self.pos_embed[:, 2:].reshape(1, self.f_dim, self.t_dim, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid.detach(), size=(self.f_dim, t_dim), mode="bilinear", align_corners=False)
+            grid = grid.flatten(2).transpose(1, 2)
+            self.pos_embed = nn.Parameter(torch.cat((self.pos_embed[:, :2].detach(), grid), dim=1))
+        conv = self.patch_embed
+        if width != self.patch_size[1] or tstride != self.tstride or weight is not None:
+            new = nn.Conv2d(1, conv.out_channels, (self.patch_size[0], width), stride=(self.fstride, tstride))
+            new = new.to(conv.weight.device, conv.weight.dtype)
+            with torch.no_grad():
+                if weight is not None:
+                    new.weight.copy_(weight)
+                new.bias.copy_(conv.bias)
+            self.patch_embed = new
+        self.target_length, self.t_dim = target_length, t_dim
+        self.patch_size = (self.patch_size[0], width)
+        self.tstride = tstride
 
     def patch_position_embedding(self, n_time):
         """Positional embedding ``[1, f_dim * n_time, dim]`` of the patches for ``n_time`` columns."""
@@ -194,8 +230,8 @@ class AST(nn.Module):
             frames = frames.to(feats.device)
             frame_ok = torch.arange(time, device=feats.device)[None, :] < frames[:, None]
             x = x.masked_fill(~frame_ok.unsqueeze(-1), 0.0)
-        if time < self.patch_size:
-            x = F.pad(x, (0, 0, 0, self.patch_size - time))
+        if time < self.patch_size[1]:
+            x = F.pad(x, (0, 0, 0, self.patch_size[1] - time))
         x = self.patch_embed(x.transpose(1, 2).unsqueeze(1))  # B, D, f, t
         n_time = x.shape[-1]
         x = x.flatten(2).transpose(1, 2) + self.patch_position_embedding(n_time)

@@ -159,8 +159,9 @@ class DATAR(nn.Module):
     reference_frames : int
         Clip length in frames the relative-position bias tables are sized for
         (the training length; other lengths work too).
-    patch_size : int
-        Stride and size of the patch stem.
+    patch_size : int or tuple
+        Stride and size of the patch stem; ``(frequency, time)`` for rectangular
+        patches (coarse-to-fine training's Patch method widens them along time).
     dims, depths, heads, groups : list of int
         Per stage: channels, blocks, heads and offset groups (for D blocks).
     stage_spec : list
@@ -249,14 +250,14 @@ class DATAR(nn.Module):
 
         self.preset = preset
         self.n_mels = n_mels
-        self.patch_size = patch_size
         self.dims = dims
         self.stage_spec = spec
-        self.total_stride = patch_size * 2 ** (num_stages - 1)
+        self.num_stages = num_stages
         self.embedding_dim = dims[-1]
 
         self.input_adaptor = build_input_adaptor(input_adaptor, adaptor_strength, adaptor_kernel_size)
-        self.patch_proj = nn.Conv2d(1, dims[0], patch_size, patch_size)
+        self.patch_proj = nn.Conv2d(1, dims[0], 1)
+        self.set_patch_size(patch_size)
         self.patch_norm = nn.LayerNorm(dims[0])
 
         rates = torch.linspace(0, config["drop_path_rate"], sum(depths)).tolist()
@@ -264,7 +265,7 @@ class DATAR(nn.Module):
         self.stages = nn.ModuleList()
         self.down_projs = nn.ModuleList()
         self.down_norms = nn.ModuleList()
-        map_h, map_w = ceil_div(n_mels, patch_size), ceil_div(reference_frames, patch_size)
+        map_h, map_w = ceil_div(n_mels, self.patch_size[0]), ceil_div(reference_frames, self.patch_size[1])
         block_index = 0
         for i in range(num_stages):
             blocks = nn.ModuleList()
@@ -292,6 +293,26 @@ class DATAR(nn.Module):
         self.norm = nn.LayerNorm(dims[-1])
         self.apply(self._init_weights)
 
+    def set_patch_size(self, patch_size, weight=None):
+        """Sets the patch stem's size and stride ``(frequency, time)``, optionally with new weights.
+
+        The stem is the only part of DATAR whose shape depends on the patch grid;
+        ``weight`` (``[dims[0], 1, h, w]``) replaces its kernel, otherwise a fresh
+        one is initialised when the size changes.
+        """
+        size = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else (int(patch_size),) * 2
+        self.patch_size = size
+        self.total_stride = (size[0] * 2 ** (self.num_stages - 1), size[1] * 2 ** (self.num_stages - 1))
+        conv = self.patch_proj
+        if weight is None and tuple(conv.kernel_size) == size:
+            return
+        new = nn.Conv2d(1, conv.out_channels, size, size).to(conv.weight.device, conv.weight.dtype)
+        with torch.no_grad():
+            if weight is not None:
+                new.weight.copy_(weight)
+            new.bias.copy_(conv.bias)
+        self.patch_proj = new
+
     @staticmethod
     def _init_weights(module):
         if isinstance(module, nn.Linear):
@@ -302,7 +323,7 @@ class DATAR(nn.Module):
     def _stage_mask(self, frames, valid_h, height, width, stride, device):
         if frames is None:
             return None
-        mask = grid_mask(ceil_div(frames, stride), ceil_div(valid_h, stride), height, width)
+        mask = grid_mask(ceil_div(frames, stride[1]), ceil_div(valid_h, stride[0]), height, width)
         return None if bool(mask.all()) else mask
 
     def forward_features(self, feats, lengths=None, return_sampling=False):
@@ -323,7 +344,7 @@ class DATAR(nn.Module):
             ``embedding`` ``[batch, 1, dim]``; ``adapted`` (the adaptor's output,
             ``[batch, time, n_mels]``); ``feature_map`` ``[batch, H, W, dim]`` and
             its ``mask``; and, if asked, ``sampling``: one dict per D block with
-            ``stage``, ``block``, ``stride`` (input frames per map pixel),
+            ``stage``, ``block``, ``stride`` (input bins and frames per map pixel),
             ``positions`` ``[batch, groups, H_k, W_k, 2]`` and ``references`` in
             map pixels (y = frequency, x = time).
         """
@@ -333,7 +354,7 @@ class DATAR(nn.Module):
         if n_mels != self.n_mels:
             raise ValueError(f"DATAR was built for {self.n_mels} mel bins, got features with {n_mels}")
         frames = relative_to_absolute_lengths(lengths, time)
-        if frames is None and time % self.total_stride:
+        if frames is None and time % self.total_stride[1]:
             frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
         if frames is not None:
             frames = frames.to(feats.device)
@@ -343,8 +364,8 @@ class DATAR(nn.Module):
             frame_ok = torch.arange(time, device=feats.device)[None, :] < frames[:, None]
             adapted = adapted.masked_fill(~frame_ok.unsqueeze(-1), 0.0)
         x = adapted.transpose(1, 2).unsqueeze(1)  # B, 1, n_mels, time
-        pad_h = (-n_mels) % self.total_stride
-        pad_w = (-time) % self.total_stride
+        pad_h = (-n_mels) % self.total_stride[0]
+        pad_w = (-time) % self.total_stride[1]
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
             if frames is None:
@@ -358,7 +379,7 @@ class DATAR(nn.Module):
             if i > 0:
                 x = self.down_projs[i - 1](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
                 x = self.down_norms[i - 1](x)
-                stride *= 2
+                stride = (stride[0] * 2, stride[1] * 2)
                 mask = self._stage_mask(frames, n_mels, x.shape[1], x.shape[2], stride, x.device)
             if mask is not None:
                 x = x.masked_fill(~mask.unsqueeze(-1), 0.0)

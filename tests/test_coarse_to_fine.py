@@ -1,0 +1,176 @@
+"""Coarse-to-fine training: compression methods, phase transitions, resuming across a transition."""
+
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.features import Fbank
+
+from speechbrain_datar.lobes.models.ast import AST
+from speechbrain_datar.lobes.models.datar import DATAR
+from speechbrain_datar.training.coarse_to_fine import (
+    CoarseToFineSchedule,
+    TimePooling,
+    bilinear_resize_matrix,
+    resize_patch_weights,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPTIONS = {"sample_rate": 16000, "n_mels": 128, "n_fft": 512, "win_length": 25, "hop_length": 10}
+
+
+def schedule(compression, factor=4):
+    return CoarseToFineSchedule([{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression)
+
+
+def test_fshift_multiplies_the_frame_shift():
+    s = schedule("fshift")
+    s.current = 0
+    wav = torch.randn(2, 16000)
+    feats = s.features(wav, Fbank(**OPTIONS), OPTIONS)
+    assert feats.shape == (2, 16000 // 640 + 1, 128)  # 40 ms shift
+    s.current = 1
+    assert s.features(wav, Fbank(**OPTIONS), OPTIONS).shape == (2, 101, 128)
+    assert s.frames(1001) == 1001
+
+
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_pooling_reduces_time_by_the_factor(kind):
+    feats = torch.randn(2, 101, 8)
+    pooled = TimePooling(4, kind)(feats)
+    assert pooled.shape == (2, 26, 8)
+    reduce = torch.mean if kind == "avg" else torch.amax
+    assert torch.allclose(pooled[:, 3], reduce(feats[:, 12:16], dim=1))
+    assert torch.allclose(pooled[:, -1], reduce(feats[:, 100:], dim=1))  # the partial window
+    s = schedule(f"{kind}pool")
+    s.current = 0
+    assert s.compress(feats).shape == (2, 26, 8) and s.frames(1001) == 251
+
+
+def test_patch_method_widens_datar_and_ast_patches():
+    datar = DATAR("micro")
+    s = schedule("patch")
+    s.enter(datar, 0)
+    assert datar.patch_size == (4, 16) and datar.patch_proj.weight.shape[-2:] == (4, 16)
+    with torch.no_grad():
+        out = datar.forward_features(torch.randn(1, 1024, 128))
+    assert out["feature_map"].shape[1:3] == (4, 8)  # 1024 / (16 * 8) time tokens at the last stage
+    s.enter(datar, 1)
+    assert datar.patch_size == (4, 4) and datar.patch_proj.kernel_size == (4, 4)
+
+    ast = AST("micro", target_length=1024)
+    s = schedule("patch")
+    s.enter(ast, 0)
+    assert ast.patch_embed.kernel_size == (16, 64) and ast.patch_embed.stride == (10, 40)
+    with torch.no_grad():
+        tokens, _ = ast.forward_features(torch.randn(1, 1024, 128))
+    assert tokens.shape[1] == 2 + 12 * ((1024 - 64) // 40 + 1)
+
+
+@pytest.mark.parametrize("compression", ["fshift", "avgpool"])
+def test_ast_positional_grid_follows_the_compressed_length(compression):
+    ast = AST("micro", target_length=1024)
+    original = ast.pos_embed.detach().clone()
+    s = schedule(compression)
+    s.enter(ast, 0)
+    assert ast.t_dim == (256 - 16) // 10 + 1 and ast.pos_embed.shape[1] == 2 + 12 * ast.t_dim
+    with torch.no_grad():
+        assert torch.isfinite(ast(torch.randn(1, 256, 128))).all()
+    s.enter(ast, 1)
+    assert ast.pos_embed.shape == original.shape and ast.t_dim == 101
+
+
+def test_interpolating_to_the_same_grid_is_the_identity():
+    ast = AST("micro", target_length=500).eval()
+    before = ast.pos_embed.detach().clone()
+    feats = torch.randn(1, 500, 128)
+    with torch.no_grad():
+        expected = ast(feats)
+        ast.set_time_grid(target_length=500)
+        assert torch.equal(ast.pos_embed, before)
+        assert torch.equal(ast(feats), expected)
+    datar = DATAR("micro").eval()
+    with torch.no_grad():
+        expected = datar(feats)
+        CoarseToFineSchedule([{"factor": 1, "epochs": 1}], "patch").enter(datar, 0)
+        assert torch.equal(datar(feats), expected)
+
+
+def test_pi_resize_keeps_patch_embedding_outputs_of_resized_patches():
+    conv = torch.nn.Conv2d(1, 6, (4, 4), (4, 4))
+    wide = resize_patch_weights(conv.weight.detach(), (4, 12), "pi")
+    patches = torch.randn(5, 1, 4, 4)
+    resized = F.interpolate(patches, size=(4, 12), mode="bilinear", align_corners=False)
+    assert torch.allclose(F.conv2d(patches, conv.weight), F.conv2d(resized, wide), atol=1e-5)
+    bilinear = resize_patch_weights(conv.weight.detach(), (4, 12), "bilinear")
+    assert not torch.allclose(F.conv2d(patches, conv.weight), F.conv2d(resized, bilinear), atol=1e-2)
+    matrix = bilinear_resize_matrix((4, 4), (4, 12))
+    assert torch.allclose(matrix.float() @ patches[0, 0].reshape(-1), resized[0, 0].reshape(-1), atol=1e-6)
+
+
+def test_schedule_rejects_bad_phases():
+    with pytest.raises(ValueError, match="last phase"):
+        CoarseToFineSchedule([{"factor": 4, "epochs": 2}])
+    with pytest.raises(ValueError, match="compression"):
+        CoarseToFineSchedule([{"factor": 1, "epochs": 2}], "crop")
+    assert not CoarseToFineSchedule(None).enabled
+
+
+@pytest.mark.slow
+def test_recipe_resumes_across_a_phase_transition(tmp_path):
+    """AST with fshift: phase 1 has a smaller positional grid; a run killed after phase 1 resumes in phase 2."""
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=5, test_per_class=2, seconds=1.0)["csv"]
+    out = str(tmp_path / "exp")
+    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "ast.yaml"),
+           f"--data_folder={os.path.dirname(data)}", f"--output_folder={out}", "--preset=micro", "--n_classes=6",
+           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001",
+           "--stats_max_clips=20", "--valid_ratio=0.2", "--compression=fshift",
+           "--phases=[{factor: 4, epochs: 2}, {factor: 1, epochs: 2}]"]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    completed = os.path.join(out, "save", "CKPT+*", "CKPT.yaml")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and not glob.glob(completed):
+            assert process.poll() is None, "training ended before it could be interrupted"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(os.path.join(out, "train_log.txt")).read()
+    phases = {int(e): (int(p), int(f)) for e, p, f in re.findall(r"epoch: (\d+), .*phase: (\d+), factor: (\d+)", log)}
+    assert phases == {1: (1, 4), 2: (1, 4), 3: (2, 1), 4: (2, 1)}
+    assert "train_seconds" in log
+    classifier = EncoderClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "m"))
+    assert classifier.mods.embedding_model.encoder.pos_embed.shape[1] == 2 + 12 * 9  # full-resolution grid
+    assert classifier.classify_batch(torch.randn(1, 16000))[3][0] in classifier.hparams.label_encoder.lab2ind
+
+
+@pytest.mark.slow
+def test_recipe_trains_datar_with_the_patch_method(tmp_path):
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=1, seconds=1.0)["csv"]
+    out = str(tmp_path / "exp")
+    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "datar.yaml"),
+           f"--data_folder={os.path.dirname(data)}", f"--output_folder={out}", "--preset=micro", "--n_classes=6",
+           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--stats_max_clips=20",
+           "--valid_ratio=0.25", "--compression=patch", "--phases=[{factor: 2, epochs: 1}, {factor: 1, epochs: 1}]"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(os.path.join(out, "train_log.txt")).read()
+    assert re.findall(r"phase: (\d+), factor: (\d+)", log) == [("1", "2"), ("2", "1")]
+    state = torch.load(os.path.join(out, "pretrained", "embedding_model.ckpt"))
+    assert state["patch_proj.weight"].shape[-2:] == (4, 4)
