@@ -34,8 +34,11 @@ N_MELS = 128
 MODELS = ("datar-tiny", "datar-small", "datar-base", "ast")
 
 
-def build(name):
-    """The model called ``name`` in its paper configuration for 10 s clips."""
+def build(name, seconds=10):
+    """The model called ``name`` in its paper configuration for 10 s clips.
+
+    transformers' ASTModel has a fixed positional embedding, so it is built for ``seconds``.
+    """
     if name.startswith("datar-"):
         from speechbrain_datar.lobes.models.datar import DATAR
 
@@ -47,7 +50,8 @@ def build(name):
     if name == "hf-ast":
         from transformers import ASTConfig, ASTModel
 
-        model = ASTModel(ASTConfig(max_length=1024, num_mel_bins=N_MELS, frequency_stride=10, time_stride=10))
+        config = ASTConfig(max_length=frames(seconds), num_mel_bins=N_MELS, frequency_stride=10, time_stride=10)
+        model = ASTModel(config)
         return _HuggingFaceAST(model)
     raise ValueError(f"unknown model {name!r}")
 
@@ -140,7 +144,7 @@ def measure_peak_memory(name, seconds, device):
     """Peak inference memory (MiB) above model + input, measured in this (fresh) process."""
     torch.manual_seed(0)
     device = torch.device(device)
-    model = build(name).to(device).eval()
+    model = build(name, seconds).to(device).eval()
     feats = torch.randn(1, frames(seconds), N_MELS, device=device)
     gc.collect()
     if device.type == "cuda":
@@ -237,6 +241,8 @@ def run(args):
             model = build(name).to(device).eval()
             per_length = {}
             for seconds in args.seconds:
+                if name == "hf-ast":
+                    model = build(name, seconds).to(device).eval()
                 x = torch.randn(1, frames(seconds), N_MELS, device=device)
                 repeats = args.repeats if seconds <= 10 else max(1, args.repeats // 3)
                 per_length[seconds] = {

@@ -35,7 +35,8 @@ def test_kinetics_sounds_recipe(tmp_path):
 
     data = make_kinetics_sounds_like(str(tmp_path / "ks"), train_per_class=5, test_per_class=2)
     out = str(tmp_path / "exp")
-    train("KineticsSounds", data, out, "--n_classes=6")
+    # also: bf16 mixed precision through SpeechBrain's own flag, and mixup
+    train("KineticsSounds", data, out, "--n_classes=6", "--precision=bf16", "--mixup_alpha=0.5", "--mixup_prob=1.0")
     report = json.load(open(os.path.join(out, "save", "prepare_report.json")))
     assert report["rows_of_other_classes"] == 2 * (5 + 2)
     assert report["test"]["reasons"] == {"missing": 1}

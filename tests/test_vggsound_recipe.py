@@ -169,8 +169,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(data_folder, tmp_path)
 
 
 def test_torchrun_two_processes_end_with_the_same_weights(data_folder, tmp_path):
+    """Two gloo processes on CPU, across a coarse-to-fine transition that replaces the patch stem."""
     out = str(tmp_path / "exp")
-    cmd = command(data_folder, out, 1)
+    cmd = command(data_folder, out, 2, compression="patch", phases="[{factor: 2, epochs: 1}, {factor: 1, epochs: 1}]")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"] + cmd[1:]
     result = run(cmd + ["--distributed_backend=gloo"], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -178,6 +179,9 @@ def test_torchrun_two_processes_end_with_the_same_weights(data_folder, tmp_path)
     assert set(prints) == {"0", "1"}
     assert prints["0"] == prints["1"]
     assert os.path.isfile(os.path.join(out, "pretrained", "embedding_model.ckpt"))
+    assert re.findall(r"phase: (\d+), factor: (\d+)", open(os.path.join(out, "train_log.txt")).read()) == [
+        ("1", "2"), ("2", "1")
+    ]
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
