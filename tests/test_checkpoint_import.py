@@ -13,7 +13,6 @@ from speechbrain_datar.pretrained.checkpoint_import import (
     CheckpointLayoutError,
     import_ast,
     import_dat,
-    init_from,
 )
 
 

@@ -1,16 +1,14 @@
 """Coarse-to-fine training: compression methods, phase transitions, resuming across a transition."""
 
-import glob
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import kill_after_first_checkpoint
 from speechbrain.lobes.features import Fbank
 
 from speechbrain_datar.lobes.models.ast import AST
@@ -137,16 +135,7 @@ def test_recipe_resumes_across_a_phase_transition(tmp_path):
            "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001",
            "--stats_max_clips=20", "--valid_ratio=0.2", "--compression=fshift",
            "--phases=[{factor: 4, epochs: 2}, {factor: 1, epochs: 2}]"]
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    completed = os.path.join(out, "save", "CKPT+*", "CKPT.yaml")
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and not glob.glob(completed):
-            assert process.poll() is None, "training ended before it could be interrupted"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_after_first_checkpoint(cmd, ROOT, out)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(os.path.join(out, "train_log.txt")).read()

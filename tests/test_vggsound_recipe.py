@@ -5,13 +5,12 @@ import glob
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import kill_after_first_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
@@ -147,17 +146,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(data_folder, tmp_path)
     out = str(tmp_path / "exp")
     epochs = 12
     cmd = command(data_folder, out, epochs)
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    completed = os.path.join(out, "save", "CKPT+*", "CKPT.yaml")
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and not glob.glob(completed):
-            assert process.poll() is None, "training ended before it could be interrupted"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    counters = [os.path.join(os.path.dirname(p), "counter.ckpt") for p in glob.glob(completed)]
+    completed = kill_after_first_checkpoint(cmd, ROOT, out)
+    counters = [os.path.join(folder, "counter.ckpt") for folder in completed]
     checkpointed = max(int(open(path).read().strip()) for path in counters)
     assert 1 <= checkpointed < epochs
     result = run(cmd, cwd=ROOT)

@@ -26,7 +26,7 @@ import re
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
 from speechbrain_datar.dataio.manifest import already_prepared
-from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.prepare import check_audio, require_folder, subfolder_or_itself, write_prepared
 from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
@@ -120,12 +120,9 @@ def prepare_epic_kitchens(
     """
     if skip_prep:
         return
-    if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
-            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with the annotations and audio>"
-        )
-    annotation_folder = annotation_folder or _first_dir(os.path.join(data_folder, "annotations"), data_folder)
-    audio_folder = audio_folder or _first_dir(os.path.join(data_folder, "audio"), data_folder)
+    require_folder(data_folder, "folder with the annotations and audio")
+    annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
+    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     options = dict(
         data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
         audio_folder=os.path.abspath(audio_folder), extensions=list(extensions), valid_ratio=valid_ratio,
@@ -158,7 +155,3 @@ def prepare_epic_kitchens(
         save_folder, options, entries["train"], entries["test"], [reports["train"], reports["test"]],
         LABEL_KEYS, valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
     )
-
-
-def _first_dir(preferred, fallback):
-    return preferred if os.path.isdir(preferred) else fallback

@@ -18,7 +18,7 @@ import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
 from speechbrain_datar.dataio.manifest import already_prepared
-from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.prepare import check_audio, require_folder, subfolder_or_itself, write_prepared
 from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
@@ -94,12 +94,9 @@ def prepare_kinetics_sounds(
     """
     if skip_prep:
         return
-    if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
-            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with the annotations and audio>"
-        )
-    annotation_folder = annotation_folder or _first_dir(os.path.join(data_folder, "annotations"), data_folder)
-    audio_folder = audio_folder or _first_dir(os.path.join(data_folder, "audio"), data_folder)
+    require_folder(data_folder, "folder with the annotations and audio")
+    annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
+    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     classes = read_class_list(classes_file)
     options = dict(
         data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
@@ -136,7 +133,3 @@ def prepare_kinetics_sounds(
         ("label",), valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
         extra_report={"rows_of_other_classes": other_rows, "listed_classes_not_in_annotations": absent},
     )
-
-
-def _first_dir(preferred, fallback):
-    return preferred if os.path.isdir(preferred) else fallback

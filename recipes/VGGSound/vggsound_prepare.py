@@ -17,7 +17,7 @@ import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
 from speechbrain_datar.dataio.manifest import already_prepared
-from speechbrain_datar.dataio.prepare import check_audio, write_prepared
+from speechbrain_datar.dataio.prepare import check_audio, require_folder, subfolder_or_itself, write_prepared
 from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
@@ -124,15 +124,9 @@ def prepare_vggsound(
     """
     if skip_prep:
         return
-    if not os.path.isdir(data_folder):
-        raise FileNotFoundError(
-            f"data_folder {data_folder!r} does not exist: pass --data_folder=<folder with vggsound.csv and the clips>"
-        )
+    require_folder(data_folder, "folder with vggsound.csv and the clips")
     csv_file = csv_file or os.path.join(data_folder, "vggsound.csv")
-    if audio_folder is None:
-        audio_folder = os.path.join(data_folder, "audio")
-        if not os.path.isdir(audio_folder):
-            audio_folder = data_folder
+    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     if not os.path.isdir(audio_folder):
         raise FileNotFoundError(f"audio folder {audio_folder!r} does not exist")
     options = dict(

@@ -122,3 +122,15 @@ def write_prepared(
         )
     mark_prepared(save_folder, options)
     return dropped
+
+
+def require_folder(data_folder, what):
+    """A clear error if the recipe's ``data_folder`` does not exist; ``what`` says what it should hold."""
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(f"data_folder {data_folder!r} does not exist: pass --data_folder=<{what}>")
+
+
+def subfolder_or_itself(data_folder, name):
+    """``data_folder/name`` if that folder exists, else ``data_folder`` (files may sit directly in it)."""
+    path = os.path.join(data_folder, name)
+    return path if os.path.isdir(path) else data_folder
