@@ -25,8 +25,13 @@ import os
 import re
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.manifest import already_prepared
-from speechbrain_datar.dataio.prepare import check_audio, require_folder, subfolder_or_itself, write_prepared
+from speechbrain_datar.dataio.prepare import (
+    check_audio,
+    needs_preparation,
+    require_folder,
+    subfolder_or_itself,
+    write_prepared,
+)
 from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
@@ -129,11 +134,8 @@ def prepare_epic_kitchens(
         seed=seed, min_seconds=min_seconds, statistics=compute_features is not None, sample_rate=sample_rate,
         stats_max_clips=stats_max_clips,
     )
-    outputs = OUTPUTS + (("norm_stats.json",) if compute_features is not None else ())
-    if already_prepared(save_folder, options, outputs):
-        logger.info("EPIC-KITCHENS-100 already prepared in %s: skipping preparation", save_folder)
+    if not needs_preparation("EPIC-KITCHENS-100", save_folder, options, OUTPUTS):
         return
-    os.makedirs(save_folder, exist_ok=True)
 
     reports, entries = {}, {}
     for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):

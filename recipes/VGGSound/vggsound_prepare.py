@@ -16,8 +16,13 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.manifest import already_prepared
-from speechbrain_datar.dataio.prepare import check_audio, require_folder, subfolder_or_itself, write_prepared
+from speechbrain_datar.dataio.prepare import (
+    check_audio,
+    needs_preparation,
+    require_folder,
+    subfolder_or_itself,
+    write_prepared,
+)
 from speechbrain_datar.dataio.report import SkipReport
 
 logger = logging.getLogger(__name__)
@@ -136,11 +141,8 @@ def prepare_vggsound(
         silence_threshold=silence_threshold, statistics=compute_features is not None,
         sample_rate=sample_rate, stats_max_clips=stats_max_clips,
     )
-    outputs = OUTPUTS + (("norm_stats.json",) if compute_features is not None else ())
-    if already_prepared(save_folder, options, outputs):
-        logger.info("VGGSound already prepared in %s: skipping preparation", save_folder)
+    if not needs_preparation("VGGSound", save_folder, options, OUTPUTS):
         return
-    os.makedirs(save_folder, exist_ok=True)
 
     csv_report = SkipReport("csv")
     reports = {split: SkipReport(split) for split in SPLITS}

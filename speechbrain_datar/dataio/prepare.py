@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from speechbrain_datar.dataio.audio import ClipProblem, inspect_clip
 from speechbrain_datar.dataio.labels import fit_label_encoder
-from speechbrain_datar.dataio.manifest import mark_prepared, stratified_split, write_manifest
+from speechbrain_datar.dataio.manifest import already_prepared, mark_prepared, stratified_split, write_manifest
 from speechbrain_datar.dataio.normalization import compute_feature_stats
 from speechbrain_datar.dataio.report import write_reports
 
@@ -134,3 +134,15 @@ def subfolder_or_itself(data_folder, name):
     """``data_folder/name`` if that folder exists, else ``data_folder`` (files may sit directly in it)."""
     path = os.path.join(data_folder, name)
     return path if os.path.isdir(path) else data_folder
+
+
+def needs_preparation(name, save_folder, options, outputs):
+    """False (and a log line) if ``save_folder`` already holds ``outputs`` made with ``options``;
+    otherwise creates the folder and returns True. ``options["statistics"]`` adds ``norm_stats.json``.
+    """
+    outputs = tuple(outputs) + (("norm_stats.json",) if options.get("statistics") else ())
+    if already_prepared(save_folder, options, outputs):
+        logger.info("%s already prepared in %s: skipping preparation", name, save_folder)
+        return False
+    os.makedirs(save_folder, exist_ok=True)
+    return True

@@ -1,6 +1,6 @@
 """Small layers shared by the transformer encoders: stochastic depth, MLP, 2-D LayerNorm."""
 
-import torch  # used by the doctests
+import torch  # noqa: F401 (used by the doctests)
 from torch import nn
 
 
