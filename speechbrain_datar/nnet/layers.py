@@ -82,7 +82,9 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x):
         """Normalises each position's channel vector."""
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        # Contiguous, so that a following convolution's weight gradients get the
+        # standard strides (DDP's gradient buckets warn about channels-last ones).
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
 
 def record_init_kwargs(arguments):

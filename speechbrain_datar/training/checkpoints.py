@@ -6,7 +6,7 @@ import pathlib
 import shutil
 
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ class CrashSafeCheckpointer(Checkpointer):
     a checkpoint with truncated files that breaks the next resume. Here the meta
     file is written under a temporary name and renamed (atomically) after every
     recoverable is saved; folders of interrupted saves are removed at the next save.
+    Under DDP every process waits until the checkpoint is published, so that all
+    of them see the same checkpoints when ``save_and_keep_only`` chooses deletions.
 
     Arguments are those of ``speechbrain.utils.checkpoints.Checkpointer``.
 
@@ -59,4 +61,7 @@ class CrashSafeCheckpointer(Checkpointer):
         if self._pending_meta is not None:
             partial = self._pending_meta.with_name(self._pending_meta.name + PARTIAL_SUFFIX)
             os.replace(partial, self._pending_meta)
+        # Other processes list the checkpoints next (to choose which to delete):
+        # they must all see this one published, or their deletions disagree.
+        ddp_barrier()
         return checkpoint

@@ -199,6 +199,13 @@ def recipe_main(argv, prepare, label_keys=("label",)):
         }
         kwargs.update(hparams.get("prepare_options") or {})
         sb.utils.distributed.run_on_main(prepare, kwargs=kwargs)
-        return run_classification_recipe(hparams, run_opts, label_keys=label_keys)
+        brain = run_classification_recipe(hparams, run_opts, label_keys=label_keys)
+        sb.utils.distributed.ddp_barrier()  # every process ends after the export
+        return brain
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
         sys.exit(f"error: {error}")
+    finally:
+        # A process group left to the interpreter's exit can abort the process
+        # ("terminate called without an active exception") after a good run.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
