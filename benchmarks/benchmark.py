@@ -10,6 +10,7 @@ matmul's, measured in the same run).
     python benchmarks/benchmark.py                          # CPU, 10/20/40/60 s
     python benchmarks/benchmark.py --device cuda --json results.json --plot results.png
     python benchmarks/benchmark.py --hf-ast                 # also transformers' ASTModel, if installed
+    python benchmarks/benchmark.py --compile --seconds ""   # also torch.compile (slow to compile)
 
 Each peak-memory point is measured in a fresh process (CPU: peak resident memory
 above the process's state after building the model and the input; CUDA: peak
@@ -113,6 +114,22 @@ def inference_time(model, feats, device, repeats):
         return timed(lambda: model(feats), device, repeats)
 
 
+def compiled_inference(model, feats, device, repeats):
+    """``torch.compile`` of the model: compile time, seconds per clip and largest deviation from eager."""
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        start = time.perf_counter()
+        out = compiled(feats)
+        synchronize(device)
+        compile_s = time.perf_counter() - start
+        diff = (out - model(feats)).abs().max().item()
+    return {
+        "compile_s": compile_s,
+        "compiled_infer_s_per_clip": inference_time(compiled, feats, device, repeats) / feats.shape[0],
+        "compiled_max_abs_diff": diff,
+    }
+
+
 def train_step_time(model, feats, device, repeats):
     """Seconds per clip of forward + backward + AdamW step."""
     head = torch.nn.Linear(model.embedding_dim, 309).to(device)
@@ -213,6 +230,8 @@ def run(args):
         if name != "hf-ast" and not args.no_train:
             entry["train_s_per_clip"] = train_step_time(model, feats[: args.train_batch].repeat(
                 max(1, args.train_batch // feats.shape[0]), 1, 1)[: args.train_batch], device, max(1, args.repeats // 2))
+        if args.compile and name != "hf-ast":
+            entry.update(compiled_inference(model, feats, device, args.repeats))
         results["models"][name] = entry
         del model
         gc.collect()
@@ -234,6 +253,17 @@ def run(args):
     print(f"10 s clips (1024 frames x {N_MELS} mel), batch {args.batch}, {device}:")
     print(table(["model", "params (M)", "GMACs", "MACs/AST", "infer s/clip", "infer clips/s", "time/AST",
                  "time ratio / MACs ratio", "GFLOP/s (% of matmul)", "train clips/s"], rows))
+
+    compiled = {name: e for name, e in results["models"].items() if "compiled_infer_s_per_clip" in e}
+    if compiled:
+        print()
+        print(f"torch.compile at 10 s, batch {args.batch}, {device}:")
+        print(table(["model", "eager s/clip", "compiled s/clip", "speed-up", "compile time (s)", "max abs diff vs eager"], [
+            [name, f"{e['infer_s_per_clip']:.3f}", f"{e['compiled_infer_s_per_clip']:.3f}",
+             f"{e['infer_s_per_clip'] / e['compiled_infer_s_per_clip']:.2f}x", f"{e['compile_s']:.0f}",
+             f"{e['compiled_max_abs_diff']:.1e}"]
+            for name, e in compiled.items()
+        ]))
 
     if args.seconds:
         print()
@@ -308,6 +338,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median); fewer for long clips")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--hf-ast", action="store_true", help="also time transformers' ASTModel (same configuration)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of each model at 10 s")
     parser.add_argument("--json", help="write all measurements to this JSON file")
     parser.add_argument("--plot", help="write time and memory against clip length to this PNG")
     parser.add_argument("--peak-memory-of", nargs=2, metavar=("MODEL", "SECONDS"), help=argparse.SUPPRESS)
