@@ -1,4 +1,4 @@
-"""Small layers shared by the transformer encoders: stochastic depth, MLP, 2-D LayerNorm."""
+"""Small layers shared by the transformer encoders: stochastic depth, MLP, 2-D LayerNorm; module unwrapping."""
 
 import torch  # noqa: F401 (used by the doctests)
 from torch import nn
@@ -107,3 +107,26 @@ def record_init_kwargs(arguments):
         return value
 
     return {k: plain(v) for k, v in arguments.items() if k not in ("self", "__class__")}
+
+
+def unwrap_module(module):
+    """The plain module behind ``DataParallel``, ``DistributedDataParallel`` and ``torch.compile`` wrappers.
+
+    Saving or exporting a wrapped module would otherwise record the wrapper's class
+    and prefix every parameter name (``module.``, ``_orig_mod.``).
+
+    Example
+    -------
+    >>> linear = nn.Linear(2, 2)
+    >>> unwrap_module(nn.DataParallel(linear)) is linear
+    True
+    >>> unwrap_module(linear) is linear
+    True
+    """
+    while True:
+        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            module = module.module
+        elif isinstance(module._modules.get("_orig_mod"), nn.Module):  # torch.compile's OptimizedModule
+            module = module._modules["_orig_mod"]
+        else:
+            return module

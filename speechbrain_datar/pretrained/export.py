@@ -13,6 +13,8 @@ import os
 import torch
 import yaml
 
+from speechbrain_datar.nnet.layers import unwrap_module
+
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
 # Load with: {interface}.from_hparams(source=<this folder>)
 
@@ -66,11 +68,6 @@ def _class_path(module):
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
-def _unwrap(module):
-    """The plain module behind DataParallel / DistributedDataParallel wrappers."""
-    return getattr(module, "module", module)
-
-
 def export_classifier(
     folder,
     encoder,
@@ -111,7 +108,7 @@ def export_classifier(
     str
         The folder.
     """
-    encoder, head = _unwrap(encoder), _unwrap(head)
+    encoder, head = unwrap_module(encoder), unwrap_module(head)
     for module in (encoder, head):
         if not hasattr(module, "init_kwargs"):
             raise TypeError(f"{type(module).__name__} does not record its constructor arguments")

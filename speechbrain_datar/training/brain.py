@@ -23,6 +23,7 @@ import speechbrain as sb
 import torch
 
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
+from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
@@ -158,8 +159,9 @@ class AudioClassificationBrain(sb.Brain):
     def _enter_phase(self, phase):
         """Transition: adapt grid-dependent weights, restart the optimiser and the scheduler."""
         for name, module in self.modules.items():
-            self.modules[name] = getattr(module, "module", module)  # unwrap DDP/DP
+            self.modules[name] = unwrap_module(module)
         self.schedule.enter(self.modules.embedding_model, phase)
+        self._compile()  # as Brain.__init__ does: compile (if asked), then wrap for DDP
         self._wrap_distributed()
         self.init_optimizers()
         if self._initial_annealing is not None:

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 
+from speechbrain_datar.nnet.layers import unwrap_module
+
 logger = logging.getLogger(__name__)
 
 COMPRESSIONS = ("fshift", "avgpool", "maxpool", "patch")
@@ -100,10 +102,6 @@ class TimePooling(nn.Module):
         return pool(x, self.factor, self.factor, ceil_mode=True, **kwargs).transpose(1, 2)
 
 
-def _underlying(module):
-    return getattr(module, "module", module)
-
-
 @register_checkpoint_hooks
 class CoarseToFineSchedule:
     """The phase schedule and what changes between phases; a checkpoint recoverable.
@@ -173,7 +171,7 @@ class CoarseToFineSchedule:
         from speechbrain_datar.lobes.models.ast import AST
         from speechbrain_datar.lobes.models.datar import DATAR
 
-        model = _underlying(model)
+        model = unwrap_module(model)
         factor = self.phases[phase]["factor"]
         if isinstance(model, DATAR):
             base = self._base.setdefault("datar", tuple(model.patch_size))

@@ -17,6 +17,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.labels import load_label_encoder
+from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_classifier
 from speechbrain_datar.training.brain import AudioClassificationBrain, weights_fingerprint
@@ -76,7 +77,7 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
 
 def check_head_sizes(classifier, label_encoders):
     """The classifier's output sizes must match the prepared labels."""
-    head = getattr(classifier, "module", classifier)
+    head = unwrap_module(classifier)
     heads = head.heads if hasattr(head, "heads") else {"label": head}
     sizes = {key: len(encoder) for key, encoder in label_encoders.items()}
     suggestion = f"--n_classes={sizes['label']}" if list(sizes) == ["label"] else (
