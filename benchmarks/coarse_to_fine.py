@@ -26,12 +26,12 @@ import tempfile
 import time
 
 import torch
-from speechbrain.lobes.features import Fbank
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import build, machine, table  # noqa: E402
 
+from speechbrain_datar.lobes.features import Fbank  # noqa: E402
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,17 +47,17 @@ def step_cost(name, compression, factor, batch, repeats):
     """FLOPs and seconds of one training step on ``batch`` 10 s clips at ``factor``."""
     torch.manual_seed(0)
     model = build(name)
-    schedule = CoarseToFineSchedule([{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression)
-    schedule.enter(model, 0)
+    fbank = Fbank(**OPTIONS)
+    schedule = CoarseToFineSchedule([{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression,
+                                    features=fbank, encoder=model)
+    schedule.enter(0)
     head = torch.nn.Linear(model.embedding_dim, 309)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-5)
-    fbank = Fbank(**OPTIONS)
     wavs = torch.randn(batch, 160000)
     targets = torch.randint(0, 309, (batch,))
 
     def step():
-        feats = schedule.features(wavs, fbank, OPTIONS)
-        feats = schedule.compress((feats + 4.0) / 9.0)
+        feats = (fbank(wavs) + 4.0) / 9.0
         optimizer.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(head(model(feats)[:, 0]), targets)
         loss.backward()
@@ -82,9 +82,9 @@ def recipe_epoch_ratio(preset, clips_per_class):
         out = os.path.join(tmp, "exp")
         cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
                os.path.join(ROOT, "hparams", "datar.yaml"), f"--data_folder={os.path.join(tmp, 'data')}",
-               f"--output_folder={out}", f"--preset={preset}", "--n_classes=6", "--batch_size=4",
+               f"--output_folder={out}", f"--preset={preset}", "--batch_size=4",
                "--num_workers=0", "--valid_ratio=0.1", "--stats_max_clips=10", "--compression=fshift",
-               "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]", "--feature_augment=[]"]
+               "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]", "--feature_augment=null"]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         log = open(os.path.join(out, "train_log.txt")).read()
     seconds = [float(s) for s in re.findall(r"train_seconds: ([0-9.e+-]+)", log)]

@@ -67,7 +67,7 @@ def test_dat_layout_problems_are_named(dat_state):
     extra = dict(dat_state, **{"stages.9.attns.0.proj_qkv.weight": torch.zeros(1)})
     with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: stages.9.attns.0.proj_qkv.weight"):
         import_dat(datar_for_imagenet(), extra)
-    with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*down_projs\.0\.0\.weight \(192, 96, 2, 2\) -> down_projs\.0\.weight \(256, 128, 2, 2\)"):
+    with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*down_projs\.0\.0\.weight \(192, 96, 2, 2\) -> stages\.1\.downsample\.weight \(256, 128, 2, 2\)"):
         import_dat(DATAR("base", n_mels=224, reference_frames=224), dat_state)
     with pytest.raises(CheckpointLayoutError, match="missing from the checkpoint: stages.2.10.attn"):
         import_dat(DATAR("small", n_mels=224, reference_frames=224), dat_state)  # DAT-S has 18 blocks in stage 3

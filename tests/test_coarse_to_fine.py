@@ -9,34 +9,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import kill_after_first_checkpoint
-from speechbrain.lobes.features import Fbank
 
+from speechbrain_datar.lobes.features import Fbank, TimePooling
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
-from speechbrain_datar.training.coarse_to_fine import (
-    CoarseToFineSchedule,
-    TimePooling,
-    bilinear_resize_matrix,
-    resize_patch_weights,
-)
+from speechbrain_datar.nnet.patch_embedding import bilinear_resize_matrix, resize_patch_weights
+from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = {"sample_rate": 16000, "n_mels": 128, "n_fft": 512, "win_length": 25, "hop_length": 10}
 
 
-def schedule(compression, factor=4):
-    return CoarseToFineSchedule([{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression)
+def schedule(compression, factor=4, features=None, encoder=None):
+    phases = [{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}]
+    return CoarseToFineSchedule(phases, compression, features=features, encoder=encoder)
 
 
 def test_fshift_multiplies_the_frame_shift():
-    s = schedule("fshift")
-    s.current = 0
+    fbank = Fbank(**OPTIONS)
+    s = schedule("fshift", features=fbank)
+    s.enter(0)
     wav = torch.randn(2, 16000)
-    feats = s.features(wav, Fbank(**OPTIONS), OPTIONS)
+    feats = fbank(wav)
     assert feats.shape == (2, 16000 // 640 + 1, 128)  # 40 ms shift
-    s.current = 1
-    assert s.features(wav, Fbank(**OPTIONS), OPTIONS).shape == (2, 101, 128)
+    s.enter(1)
+    assert fbank(wav).shape == (2, 101, 128)
     assert s.frames(1001) == 1001
+    assert torch.equal(fbank(wav), Fbank(**OPTIONS)(wav))  # full resolution is SpeechBrain's Fbank
 
 
 @pytest.mark.parametrize("kind", ["avg", "max"])
@@ -47,25 +46,28 @@ def test_pooling_reduces_time_by_the_factor(kind):
     reduce = torch.mean if kind == "avg" else torch.amax
     assert torch.allclose(pooled[:, 3], reduce(feats[:, 12:16], dim=1))
     assert torch.allclose(pooled[:, -1], reduce(feats[:, 100:], dim=1))  # the partial window
-    s = schedule(f"{kind}pool")
-    s.current = 0
-    assert s.compress(feats).shape == (2, 26, 8) and s.frames(1001) == 251
+    fbank = Fbank(**dict(OPTIONS, n_mels=8))
+    s = schedule(f"{kind}pool", features=fbank)
+    s.enter(0)
+    wav = torch.randn(2, 16000)
+    assert fbank(wav).shape == (2, 26, 8) and s.frames(1001) == 251
+    assert torch.equal(fbank(wav), TimePooling(4, kind)(Fbank(**dict(OPTIONS, n_mels=8))(wav)))
 
 
 def test_patch_method_widens_datar_and_ast_patches():
     datar = DATAR("micro")
-    s = schedule("patch")
-    s.enter(datar, 0)
+    s = schedule("patch", encoder=datar)
+    s.enter(0)
     assert datar.patch_size == (4, 16) and datar.patch_proj.weight.shape[-2:] == (4, 16)
     with torch.no_grad():
         out = datar.forward_features(torch.randn(1, 1024, 128))
     assert out["feature_map"].shape[1:3] == (4, 8)  # 1024 / (16 * 8) time tokens at the last stage
-    s.enter(datar, 1)
+    s.enter(1)
     assert datar.patch_size == (4, 4) and datar.patch_proj.kernel_size == (4, 4)
 
     ast = AST("micro", target_length=1024)
-    s = schedule("patch")
-    s.enter(ast, 0)
+    s = schedule("patch", encoder=ast)
+    s.enter(0)
     assert ast.patch_embed.kernel_size == (16, 64) and ast.patch_embed.stride == (10, 40)
     with torch.no_grad():
         tokens, _ = ast.forward_features(torch.randn(1, 1024, 128))
@@ -76,12 +78,12 @@ def test_patch_method_widens_datar_and_ast_patches():
 def test_ast_positional_grid_follows_the_compressed_length(compression):
     ast = AST("micro", target_length=1024)
     original = ast.pos_embed.detach().clone()
-    s = schedule(compression)
-    s.enter(ast, 0)
+    s = schedule(compression, encoder=ast)
+    s.enter(0)
     assert ast.t_dim == (256 - 16) // 10 + 1 and ast.pos_embed.shape[1] == 2 + 12 * ast.t_dim
     with torch.no_grad():
         assert torch.isfinite(ast(torch.randn(1, 256, 128))).all()
-    s.enter(ast, 1)
+    s.enter(1)
     assert ast.pos_embed.shape == original.shape and ast.t_dim == 101
 
 
@@ -97,7 +99,7 @@ def test_interpolating_to_the_same_grid_is_the_identity():
     datar = DATAR("micro").eval()
     with torch.no_grad():
         expected = datar(feats)
-        CoarseToFineSchedule([{"factor": 1, "epochs": 1}], "patch").enter(datar, 0)
+        CoarseToFineSchedule([{"factor": 1, "epochs": 1}], "patch", encoder=datar).enter(0)
         assert torch.equal(datar(feats), expected)
 
 

@@ -131,9 +131,13 @@ def test_padded_positions_are_zero_and_do_not_change_valid_outputs():
     assert torch.allclose(in_padding[:, :, :5], alone, atol=1e-5)
 
 
-def test_return_sampling_gives_pixel_positions():
+def test_sampling_points_give_pixel_positions():
     attn = randomise_offsets(make(stride=2), std=0.5)
-    out, positions, references = attn(torch.randn(2, 6, 9, 12), return_sampling=True)
+    seen = []
+    attn.sampling_points.register_forward_hook(lambda module, args, output: seen.append(output))
+    out = attn(torch.randn(2, 6, 9, 12))
+    positions, references = seen[0]
+    assert out.shape == (2, 6, 9, 12)
     assert positions.shape == (2, 2, 3, 5, 2)
     assert references.shape == (3, 5, 2)
     assert torch.equal(references[1, 2], torch.tensor([2.0, 4.0]))

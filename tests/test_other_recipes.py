@@ -54,10 +54,13 @@ def test_kinetics_sounds_recipe(tmp_path):
 def test_kinetics_annotation_with_unknown_columns_is_rejected(tmp_path):
     from kinetics_sounds_prepare import prepare_kinetics_sounds
 
+    from speechbrain_datar.dataio.prepare import prepare_dataset
+
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train.csv").write_text("class,id,start\nsinging,abc,0\n")
     with pytest.raises(ValueError, match="missing \\['label', 'youtube_id', 'time_start', 'time_end'\\]"):
-        prepare_kinetics_sounds(str(tmp_path), str(tmp_path / "save"))
+        prepare_dataset(prepare_kinetics_sounds, str(tmp_path / "save"), dataset_options={"data_folder": str(tmp_path)},
+                        valid_ratio=0.1, seed=1234)
 
 
 def test_epic_kitchens_recipe_with_two_heads(tmp_path):

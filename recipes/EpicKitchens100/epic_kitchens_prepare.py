@@ -19,27 +19,19 @@ Authors
 """
 
 import csv
-import json
 import logging
 import os
 import re
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import (
-    check_audio,
-    needs_preparation,
-    require_folder,
-    subfolder_or_itself,
-    write_prepared,
-)
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
 from speechbrain_datar.dataio.report import SkipReport
+from speechbrain_datar.errors import DataError, MissingDataError
 
 logger = logging.getLogger(__name__)
 
 LABEL_KEYS = ("verb", "noun")
 REQUIRED_COLUMNS = ("narration_id", "video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
-OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder_verb.txt", "label_encoder_noun.txt",
-           "prepare_report.json")
 _TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)$")
 
 
@@ -75,13 +67,13 @@ def read_class_names(path):
 def read_segments(path, report):
     """Rows of an EPIC annotation file as ``(narration_id, video_id, start, stop, verb, noun)``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"EPIC-KITCHENS annotation file not found: {path}")
+        raise MissingDataError(f"EPIC-KITCHENS annotation file not found: {path}")
     segments = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path} does not look like an EPIC-KITCHENS-100 annotation file: missing {missing}")
+            raise DataError(f"{path} does not look like an EPIC-KITCHENS-100 annotation file: missing {missing}")
         for row in reader:
             narration = row["narration_id"]
             try:
@@ -103,40 +95,26 @@ def read_segments(path, report):
 
 def prepare_epic_kitchens(
     data_folder,
-    save_folder,
     annotation_folder=None,
     audio_folder=None,
     extensions=AUDIO_EXTENSIONS,
-    valid_ratio=0.05,
-    seed=1234,
     min_seconds=0.0,
-    compute_features=None,
-    sample_rate=16000,
-    stats_max_clips=2000,
     num_workers=4,
-    skip_prep=False,
 ):
-    """Prepares EPIC-KITCHENS-100 in ``save_folder`` (see the module documentation).
+    """Reads the EPIC-KITCHENS-100 annotations and checks every segment against its video's audio.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
     ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``). Silent segments
-    are kept (quiet actions are real data). Writes ``class_names.json`` when the
-    class files are present.
+    are kept (quiet actions are real data). Class names, when the class files are
+    present, go to ``class_names.json``.
+
+    Returns
+    -------
+    PreparedData
     """
-    if skip_prep:
-        return
     require_folder(data_folder, "folder with the annotations and audio")
     annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
     audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
-    options = dict(
-        data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
-        audio_folder=os.path.abspath(audio_folder), extensions=list(extensions), valid_ratio=valid_ratio,
-        seed=seed, min_seconds=min_seconds, statistics=compute_features is not None, sample_rate=sample_rate,
-        stats_max_clips=stats_max_clips,
-    )
-    if not needs_preparation("EPIC-KITCHENS-100", save_folder, options, OUTPUTS):
-        return
-
     reports, entries = {}, {}
     for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):
         reports[split] = SkipReport(split)
@@ -150,10 +128,8 @@ def prepare_epic_kitchens(
         entries[split] = check_audio(jobs, reports[split], min_seconds, None, num_workers,
                                      desc=f"checking {split} segments")
     names = {key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS}
+    extra_files = {}
     if any(names.values()):
-        with open(os.path.join(save_folder, "class_names.json"), "w") as f:
-            json.dump({key: {str(k): v for k, v in table.items()} for key, table in names.items()}, f, indent=2)
-    write_prepared(
-        save_folder, options, entries["train"], entries["test"], [reports["train"], reports["test"]],
-        LABEL_KEYS, valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
-    )
+        extra_files["class_names.json"] = {key: {str(k): v for k, v in table.items()} for key, table in names.items()}
+    return PreparedData(entries["train"], entries["test"], [reports["train"], reports["test"]], LABEL_KEYS,
+                        extra_files=extra_files)

@@ -5,8 +5,8 @@ columns ``label, youtube_id, time_start, time_end, split``, extra columns
 ignored) and a folder of audio the user extracted from the clips
 (``<id>_<start:06d>_<end:06d>.wav|flac|ogg`` by default). Keeps the classes of
 ``kinetics_sounds_classes.txt``; Kinetics' validation set is the test set, as in
-the paper (which reports 22,914 train and 1,585 test clips). Writes the same
-outputs as the VGGSound preparation.
+the paper (which reports 22,914 train and 1,585 test clips). The outputs are
+those of the VGGSound preparation.
 
 Authors
  * speechbrain-datar contributors
@@ -17,20 +17,14 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import (
-    check_audio,
-    needs_preparation,
-    require_folder,
-    subfolder_or_itself,
-    write_prepared,
-)
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
 from speechbrain_datar.dataio.report import SkipReport
+from speechbrain_datar.errors import DataError, MissingDataError
 
 logger = logging.getLogger(__name__)
 
 CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kinetics_sounds_classes.txt")
 REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
-OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder.txt", "prepare_report.json")
 
 
 def read_class_list(path=CLASSES_FILE):
@@ -49,13 +43,13 @@ def read_kinetics_csv(path, classes, report):
         Rows of classes outside the list.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Kinetics annotation file not found: {path}")
+        raise MissingDataError(f"Kinetics annotation file not found: {path}")
     rows, other = [], 0
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{path} does not look like a Kinetics-400 annotation file: it has columns "
                 f"{reader.fieldnames}, missing {missing}"
             )
@@ -75,44 +69,29 @@ def read_kinetics_csv(path, classes, report):
 
 def prepare_kinetics_sounds(
     data_folder,
-    save_folder,
     annotation_folder=None,
     audio_folder=None,
     classes_file=CLASSES_FILE,
     filename_pattern="{ytid}_{start:06d}_{end:06d}",
     extensions=AUDIO_EXTENSIONS,
-    valid_ratio=0.1,
-    seed=1234,
     min_seconds=0.05,
     silence_threshold=1e-4,
-    compute_features=None,
-    sample_rate=16000,
-    stats_max_clips=2000,
     num_workers=4,
-    skip_prep=False,
 ):
-    """Prepares Kinetics-Sounds in ``save_folder`` (see the module documentation).
+    """Reads the Kinetics-400 annotations of the Kinetics-Sounds classes and checks their clips.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
-    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``). Other arguments
-    are those of ``prepare_vggsound``.
+    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``); ``classes_file``
+    lists the classes kept. Other arguments are those of ``prepare_vggsound``.
+
+    Returns
+    -------
+    PreparedData
     """
-    if skip_prep:
-        return
     require_folder(data_folder, "folder with the annotations and audio")
     annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
     audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     classes = read_class_list(classes_file)
-    options = dict(
-        data_folder=os.path.abspath(data_folder), annotation_folder=os.path.abspath(annotation_folder),
-        audio_folder=os.path.abspath(audio_folder), classes=classes, filename_pattern=filename_pattern,
-        extensions=list(extensions), valid_ratio=valid_ratio, seed=seed, min_seconds=min_seconds,
-        silence_threshold=silence_threshold, statistics=compute_features is not None,
-        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
-    )
-    if not needs_preparation("Kinetics-Sounds", save_folder, options, OUTPUTS):
-        return
-
     csv_report = SkipReport("csv")
     reports, entries, seen_classes, other_rows = {}, {}, set(), 0
     for split, name in (("train", "train.csv"), ("test", "validate.csv")):
@@ -130,8 +109,7 @@ def prepare_kinetics_sounds(
     absent = [c for c in classes if c not in seen_classes]
     if absent:
         logger.warning("classes of %s not found in the annotations: %s", classes_file, absent)
-    write_prepared(
-        save_folder, options, entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
-        ("label",), valid_ratio, seed, compute_features, sample_rate, stats_max_clips,
+    return PreparedData(
+        entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
         extra_report={"rows_of_other_classes": other_rows, "listed_classes_not_in_annotations": absent},
     )

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Recipe for training DATAR (or the AST baseline) on Kinetics-Sounds.
 
-    python recipes/KineticsSounds/train.py hparams/datar.yaml --data_folder=/data/kinetics \\
-        --n_classes=32 --number_of_epochs=300
+    python recipes/KineticsSounds/train.py hparams/KineticsSounds/datar.yaml --data_folder=/data/kinetics
 
 ``data_folder`` holds the Kinetics-400 annotation CSVs (in ``annotations/``) and the
 audio of the clips (in ``audio/``). See README.md beside this file.
@@ -20,4 +19,4 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 from kinetics_sounds_prepare import prepare_kinetics_sounds  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_kinetics_sounds, label_keys=("label",))
+    recipe_main(sys.argv[1:], prepare_kinetics_sounds)

@@ -26,13 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # A small DATAR and short clips, so that the job runs on 2 CPU cores in minutes.
 OVERRIDES = {
     "preset": "micro",
-    "n_classes": 6,
     "clip_seconds": 2.0,
     "eval_hop_seconds": 1.0,
     "number_of_epochs": 15,
     "batch_size": 8,
     "lr": 0.0005,
-    "feature_augment": "[]",  # SpecAugment's masks are sized for 10 s clips
     "drop_path_rate": 0.0,
     "num_workers": 0,
     "valid_ratio": 0.1,

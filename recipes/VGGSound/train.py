@@ -25,4 +25,4 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 from vggsound_prepare import prepare_vggsound  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_vggsound, label_keys=("label",))
+    recipe_main(sys.argv[1:], prepare_vggsound)

@@ -2,10 +2,10 @@
 
 Reads the official ``vggsound.csv`` (no header; columns: YouTube id, start
 second, label, ``train``/``test``) and a folder of clips the user extracted
-(wav/flac/ogg, named ``<id>_<start:06d>.<ext>`` by default). Writes SpeechBrain
-JSON manifests (``train``, ``valid`` carved deterministically and per class from
-train, ``test``), the label encoder, the training set's feature statistics, and
-a report of every clip that was skipped and why.
+(wav/flac/ogg, named ``<id>_<start:06d>.<ext>`` by default), and checks every
+clip. ``speechbrain_datar.dataio.prepare.prepare_dataset`` then writes the
+manifests (``train``, ``valid`` carved per class from train, ``test``), the label
+encoder, the feature statistics and the report of every clip skipped and why.
 
 Authors
  * speechbrain-datar contributors
@@ -16,18 +16,12 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import (
-    check_audio,
-    needs_preparation,
-    require_folder,
-    subfolder_or_itself,
-    write_prepared,
-)
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
 from speechbrain_datar.dataio.report import SkipReport
+from speechbrain_datar.errors import DataError, MissingDataError
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ("train.json", "valid.json", "test.json", "label_encoder.txt", "prepare_report.json")
 SPLITS = ("train", "test")
 
 
@@ -38,7 +32,7 @@ def read_vggsound_csv(csv_path, report):
     a clear error; a malformed row later in the file is skipped and reported.
     """
     if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"VGGSound annotation file not found: {csv_path}")
+        raise MissingDataError(f"VGGSound annotation file not found: {csv_path}")
     rows, seen = [], set()
     with open(csv_path, newline="") as f:
         for number, row in enumerate(csv.reader(f), start=1):
@@ -46,7 +40,7 @@ def read_vggsound_csv(csv_path, report):
                 continue
             problem = _row_problem(row)
             if problem and number == 1:
-                raise ValueError(
+                raise DataError(
                     f"{csv_path} does not look like vggsound.csv: it must have four columns "
                     f"(YouTube id, start second, label, train/test) and no header, "
                     f"but its first row is {row} ({problem})"
@@ -79,71 +73,42 @@ def _row_problem(row):
 
 def prepare_vggsound(
     data_folder,
-    save_folder,
     csv_file=None,
     audio_folder=None,
     filename_pattern="{ytid}_{start:06d}",
     extensions=AUDIO_EXTENSIONS,
-    valid_ratio=0.1,
-    seed=1234,
     min_seconds=0.05,
     silence_threshold=1e-4,
-    compute_features=None,
-    sample_rate=16000,
-    stats_max_clips=2000,
     num_workers=4,
-    skip_prep=False,
 ):
-    """Prepares VGGSound manifests, label encoder, statistics and skip report in ``save_folder``.
+    """Reads ``vggsound.csv`` and checks the clips it names.
 
     Arguments
     ---------
     data_folder : str
         Folder holding ``vggsound.csv`` and the clips (in ``audio/`` or directly).
-    save_folder : str
-        Where the outputs go.
     csv_file, audio_folder : str or None
         Override the default locations inside ``data_folder``.
     filename_pattern : str
         Clip file name without extension, formatted with ``ytid`` and ``start``.
     extensions : sequence
         Extensions tried in order.
-    valid_ratio : float
-        Fraction of each class's training clips used for validation.
-    seed : int
-        Seed of the validation split and the statistics subset.
     min_seconds : float
         Shorter clips are skipped as ``too_short``.
     silence_threshold : float or None
         Clips whose peak is below this are skipped as ``silent``.
-    compute_features : callable or None
-        Feature extractor for the normalisation statistics (skipped if None).
-    sample_rate : int
-        Rate clips are loaded at for the statistics.
-    stats_max_clips : int
-        Clips used for the statistics at most.
     num_workers : int
         Threads that open clips.
-    skip_prep : bool
-        Do nothing.
+
+    Returns
+    -------
+    PreparedData
     """
-    if skip_prep:
-        return
     require_folder(data_folder, "folder with vggsound.csv and the clips")
     csv_file = csv_file or os.path.join(data_folder, "vggsound.csv")
     audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     if not os.path.isdir(audio_folder):
-        raise FileNotFoundError(f"audio folder {audio_folder!r} does not exist")
-    options = dict(
-        data_folder=os.path.abspath(data_folder), csv_file=os.path.abspath(csv_file),
-        audio_folder=os.path.abspath(audio_folder), filename_pattern=filename_pattern,
-        extensions=list(extensions), valid_ratio=valid_ratio, seed=seed, min_seconds=min_seconds,
-        silence_threshold=silence_threshold, statistics=compute_features is not None,
-        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
-    )
-    if not needs_preparation("VGGSound", save_folder, options, OUTPUTS):
-        return
-
+        raise MissingDataError(f"audio folder {audio_folder!r} does not exist")
     csv_report = SkipReport("csv")
     reports = {split: SkipReport(split) for split in SPLITS}
     jobs = {split: [] for split in SPLITS}
@@ -157,12 +122,8 @@ def prepare_vggsound(
         for split in SPLITS
     }
     if not entries["train"]:
-        raise RuntimeError(
+        raise DataError(
             f"no usable training clip: {reports['train'].summary()}; "
             f"looked for files like {os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
         )
-    write_prepared(
-        save_folder, options, entries["train"], entries["test"],
-        [csv_report, reports["train"], reports["test"]], ("label",), valid_ratio, seed,
-        compute_features, sample_rate, stats_max_clips,
-    )
+    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]])

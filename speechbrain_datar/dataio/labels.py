@@ -5,6 +5,22 @@ import os
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 
+def label_encoder_name(key):
+    """Name of the label encoder of ``key``: ``label_encoder`` for single-head recipes, else ``label_encoder_<key>``.
+
+    Example
+    -------
+    >>> label_encoder_name("label"), label_encoder_name("verb")
+    ('label_encoder', 'label_encoder_verb')
+    """
+    return "label_encoder" if key == "label" else f"label_encoder_{key}"
+
+
+def label_encoder_file(key):
+    """File the preparation writes the label encoder of ``key`` to."""
+    return label_encoder_name(key) + ".txt"
+
+
 def fit_label_encoder(labels, path):
     """Fits a ``CategoricalEncoder`` on ``labels`` (sorted, so indices are reproducible) and saves it.
 

@@ -18,12 +18,6 @@ def write_manifest(entries, path):
     logger.info("wrote %d entries to %s", len(entries), path)
 
 
-def read_manifest(path):
-    """Reads a JSON manifest."""
-    with open(path) as f:
-        return json.load(f)
-
-
 def stratified_split(entries, ratio, seed=1234, label_key="label"):
     """Moves a deterministic ``ratio`` of each label's entries out of ``entries``.
 
@@ -55,16 +49,19 @@ def stratified_split(entries, ratio, seed=1234, label_key="label"):
     return kept, carved
 
 
-def already_prepared(save_folder, options, outputs):
-    """True if ``outputs`` exist in ``save_folder`` and were made with the same ``options``."""
+def already_prepared(save_folder, options):
+    """True if ``save_folder`` holds every output recorded by ``mark_prepared`` with the same ``options``."""
     options_path = os.path.join(save_folder, OPTIONS_FILE)
-    if not all(os.path.isfile(os.path.join(save_folder, name)) for name in list(outputs) + [OPTIONS_FILE]):
+    if not os.path.isfile(options_path):
         return False
     with open(options_path) as f:
-        return json.load(f) == json.loads(json.dumps(options))
+        recorded = json.load(f)
+    if recorded.get("options") != json.loads(json.dumps(options)):
+        return False
+    return all(os.path.isfile(os.path.join(save_folder, name)) for name in recorded.get("outputs", []))
 
 
-def mark_prepared(save_folder, options):
-    """Records the options the outputs in ``save_folder`` were made with."""
+def mark_prepared(save_folder, options, outputs):
+    """Records the options the ``outputs`` (file names) in ``save_folder`` were made with."""
     with open(os.path.join(save_folder, OPTIONS_FILE), "w") as f:
-        json.dump(options, f, indent=2)
+        json.dump({"options": options, "outputs": sorted(outputs)}, f, indent=2)

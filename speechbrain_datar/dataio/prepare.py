@@ -1,12 +1,15 @@
 """Preparation steps shared by every classification recipe.
 
-A recipe's ``*_prepare.py`` turns its official annotation files into *jobs*
-(one per clip or segment: an id, the audio path, an optional start/stop, the
-labels); these functions check the audio, drop what cannot be used with a reason,
-carve the validation split, and write manifests, label encoders, feature
-statistics and the skip report.
+A data set's preparation function (``prepare_vggsound``, ...) takes only that
+data set's arguments: it reads the official annotation files, checks the audio
+(``check_audio``) and returns a ``PreparedData``: the usable training and test
+entries, the skip reports, the label keys. ``prepare_dataset`` does the rest once
+for all of them: the "already prepared" check, the validation split, manifests,
+label encoders, feature statistics and the skip report.
 """
 
+import dataclasses
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -14,17 +17,39 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm import tqdm
 
 from speechbrain_datar.dataio.audio import ClipProblem, inspect_clip
-from speechbrain_datar.dataio.labels import fit_label_encoder
+from speechbrain_datar.dataio.labels import fit_label_encoder, label_encoder_file
 from speechbrain_datar.dataio.manifest import already_prepared, mark_prepared, stratified_split, write_manifest
 from speechbrain_datar.dataio.normalization import compute_feature_stats
 from speechbrain_datar.dataio.report import write_reports
+from speechbrain_datar.errors import DataError, MissingDataError
 
 logger = logging.getLogger(__name__)
 
 
-def label_encoder_file(key):
-    """File name of the label encoder of ``key`` (``label`` for single-head recipes)."""
-    return "label_encoder.txt" if key == "label" else f"label_encoder_{key}.txt"
+@dataclasses.dataclass
+class PreparedData:
+    """What a data set's preparation function found.
+
+    Attributes
+    ----------
+    train, test : dict
+        ``id -> entry`` (``path``, ``start``, ``stop``, ``duration`` and one entry per label key).
+    reports : list of SkipReport
+        Every report; the last two are the training and test splits'.
+    label_keys : tuple
+        The labels of an entry (``("label",)``, or EPIC's ``("verb", "noun")``).
+    extra_report : dict
+        Further entries for ``prepare_report.json``.
+    extra_files : dict
+        ``{file name: JSON content}`` written beside the manifests (e.g. ``class_names.json``).
+    """
+
+    train: dict
+    test: dict
+    reports: list
+    label_keys: tuple = ("label",)
+    extra_report: dict = dataclasses.field(default_factory=dict)
+    extra_files: dict = dataclasses.field(default_factory=dict)
 
 
 def _check(job):
@@ -91,58 +116,100 @@ def drop_classes_without_training_data(train, evaluation, label_keys, report):
     return dropped
 
 
-def write_prepared(
-    save_folder, options, train, test, reports, label_keys=("label",), valid_ratio=0.1, seed=1234,
-    compute_features=None, sample_rate=16000, stats_max_clips=2000, extra_report=None,
-):
-    """Carves valid from train and writes manifests, label encoders, report, statistics, options.
+def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=None, sample_rate=16000,
+                   stats_max_clips=2000):
+    """Carves valid from train and writes manifests, label encoders, report, statistics and extra files.
 
     The label encoders are fitted on all training labels (before the valid split)
     so that indices do not depend on the split.
+
+    Returns
+    -------
+    list
+        The names of the files written.
     """
-    if not train:
-        raise RuntimeError(f"no usable training clip: {'; '.join(r.summary() for r in reports)}")
-    dropped = drop_classes_without_training_data(train, test, label_keys, reports[-1])
-    for key in label_keys:
-        fit_label_encoder({e[key] for e in train.values()}, os.path.join(save_folder, label_encoder_file(key)))
-    train_kept, valid = stratified_split(train, valid_ratio, seed, label_key=label_keys[0])
-    write_manifest(train_kept, os.path.join(save_folder, "train.json"))
-    write_manifest(valid, os.path.join(save_folder, "valid.json"))
-    write_manifest(test, os.path.join(save_folder, "test.json"))
-    for report, kept in zip(reports[-2:], (train, test)):
+    if not data.train:
+        raise DataError(f"no usable training clip: {'; '.join(r.summary() for r in data.reports)}")
+    dropped = drop_classes_without_training_data(data.train, data.test, data.label_keys, data.reports[-1])
+    outputs = ["train.json", "valid.json", "test.json", "prepare_report.json"]
+    for key in data.label_keys:
+        outputs.append(label_encoder_file(key))
+        fit_label_encoder({e[key] for e in data.train.values()}, os.path.join(save_folder, outputs[-1]))
+    train_kept, valid = stratified_split(data.train, valid_ratio, seed, label_key=data.label_keys[0])
+    for name, entries in (("train.json", train_kept), ("valid.json", valid), ("test.json", data.test)):
+        write_manifest(entries, os.path.join(save_folder, name))
+    for report, kept in zip(data.reports[-2:], (data.train, data.test)):
         report.kept(len(kept))
-    extra = dict(extra_report or {})
+    extra = dict(data.extra_report)
     if any(dropped.values()):
         extra["classes_without_training_data"] = {k: [str(c) for c in v] for k, v in dropped.items()}
-    write_reports(reports, os.path.join(save_folder, "prepare_report.json"), extra=extra)
+    write_reports(data.reports, os.path.join(save_folder, "prepare_report.json"), extra=extra)
+    for name, content in data.extra_files.items():
+        with open(os.path.join(save_folder, name), "w") as f:
+            json.dump(content, f, indent=2)
+        outputs.append(name)
     if compute_features is not None:
         compute_feature_stats(
             train_kept, compute_features, sample_rate, os.path.join(save_folder, "norm_stats.json"),
             max_clips=stats_max_clips, seed=seed,
         )
-    mark_prepared(save_folder, options)
-    return dropped
+        outputs.append("norm_stats.json")
+    return outputs
+
+
+def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed, compute_features=None,
+                    sample_rate=16000, stats_max_clips=2000, skip_prep=False):
+    """Runs a data set's preparation into ``save_folder`` once; a rerun with the same options does nothing.
+
+    Arguments
+    ---------
+    prepare : callable
+        The data set's preparation function, called with ``dataset_options``;
+        returns a ``PreparedData``.
+    save_folder : str
+        Where the manifests, label encoders, statistics and report go.
+    dataset_options : dict
+        The data set's arguments (``data_folder`` and whatever else ``prepare`` takes).
+    valid_ratio : float
+        Fraction of each class's training clips used for validation.
+    seed : int
+        Seed of the validation split and of the statistics subset.
+    compute_features : callable or None
+        Feature extractor for the normalisation statistics (none computed if ``None``).
+    sample_rate : int
+        Rate clips are loaded at for the statistics.
+    stats_max_clips : int
+        Clips used for the statistics at most.
+    skip_prep : bool
+        Do nothing.
+    """
+    if skip_prep:
+        return
+    options = dict(
+        dataset=getattr(prepare, "__name__", str(prepare)),
+        **{k: os.path.abspath(v) if k.endswith("_folder") and v else v for k, v in dataset_options.items()},
+        valid_ratio=valid_ratio, seed=seed, statistics=compute_features is not None, sample_rate=sample_rate,
+        stats_max_clips=stats_max_clips,
+    )
+    if already_prepared(save_folder, options):
+        logger.info("%s already prepared in %s: skipping preparation", options["dataset"], save_folder)
+        return
+    os.makedirs(save_folder, exist_ok=True)
+    data = prepare(**dataset_options)
+    outputs = write_prepared(
+        save_folder, data=data, valid_ratio=valid_ratio, seed=seed, compute_features=compute_features,
+        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
+    )
+    mark_prepared(save_folder, options, outputs)
 
 
 def require_folder(data_folder, what):
     """A clear error if the recipe's ``data_folder`` does not exist; ``what`` says what it should hold."""
     if not os.path.isdir(data_folder):
-        raise FileNotFoundError(f"data_folder {data_folder!r} does not exist: pass --data_folder=<{what}>")
+        raise MissingDataError(f"data_folder {data_folder!r} does not exist: pass --data_folder=<{what}>")
 
 
 def subfolder_or_itself(data_folder, name):
     """``data_folder/name`` if that folder exists, else ``data_folder`` (files may sit directly in it)."""
     path = os.path.join(data_folder, name)
     return path if os.path.isdir(path) else data_folder
-
-
-def needs_preparation(name, save_folder, options, outputs):
-    """False (and a log line) if ``save_folder`` already holds ``outputs`` made with ``options``;
-    otherwise creates the folder and returns True. ``options["statistics"]`` adds ``norm_stats.json``.
-    """
-    outputs = tuple(outputs) + (("norm_stats.json",) if options.get("statistics") else ())
-    if already_prepared(save_folder, options, outputs):
-        logger.info("%s already prepared in %s: skipping preparation", name, save_folder)
-        return False
-    os.makedirs(save_folder, exist_ok=True)
-    return True

@@ -13,8 +13,9 @@ class Classifier(nn.Module):
     ---------
     input_size : int
         Embedding size.
-    n_classes : int
-        Number of classes.
+    n_classes : int or None
+        Number of classes; ``None`` leaves it to ``set_n_classes`` (the recipes
+        size heads from the prepared label encoder).
     input_norm : bool
         Apply LayerNorm first (AST's ``mlp_head`` is LayerNorm + Linear).
     dropout : float
@@ -28,17 +29,31 @@ class Classifier(nn.Module):
     (torch.Size([3, 1, 5]), True)
     """
 
-    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
+    def __init__(self, input_size, n_classes=None, input_norm=False, dropout=0.0):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
-        if n_classes < 1:
-            raise ValueError(f"n_classes must be positive, got {n_classes}")
+        self.input_size = input_size
         self.norm = nn.LayerNorm(input_size) if input_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(input_size, n_classes)
+        self.n_classes, self.out = None, None
+        if n_classes is not None:
+            self.set_n_classes(n_classes)
+
+    def set_n_classes(self, n_classes):
+        """Sizes the output layer (a new, freshly initialised one if the size changes)."""
+        n_classes = int(n_classes)
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be positive, got {n_classes}")
+        if n_classes != self.n_classes:
+            existing = next(self.parameters(), None)
+            self.out = nn.Linear(self.input_size, n_classes, device=None if existing is None else existing.device)
+            self.n_classes = n_classes
+            self.init_kwargs["n_classes"] = n_classes
 
     def forward(self, x):
         """Log-probabilities ``[batch, 1, n_classes]`` (a 2-D input gets the middle axis added)."""
+        if self.out is None:
+            raise RuntimeError("this Classifier has no n_classes yet: call set_n_classes first")
         if x.dim() == 2:
             x = x.unsqueeze(1)
         return torch.log_softmax(self.out(self.dropout(self.norm(x))), dim=-1)
@@ -51,8 +66,9 @@ class MultiHeadClassifier(nn.Module):
     ---------
     input_size : int
         Embedding size.
-    n_classes : dict
-        Head name -> number of classes, e.g. ``{verb: 97, noun: 300}``.
+    n_classes : dict or list
+        Head name -> number of classes, e.g. ``{verb: 97, noun: 300}``; a list of
+        names (or ``None`` sizes) leaves the sizes to ``set_n_classes``.
     input_norm : bool
         LayerNorm before each head.
     dropout : float
@@ -67,23 +83,32 @@ class MultiHeadClassifier(nn.Module):
 
     def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
         super().__init__()
-        self.init_kwargs = record_init_kwargs(locals())
         if not n_classes:
             raise ValueError("n_classes must name at least one head")
+        sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
+        self.init_kwargs = record_init_kwargs(dict(input_size=input_size, n_classes=sizes, input_norm=input_norm,
+                                                   dropout=dropout))
         self.heads = nn.ModuleDict(
-            {name: Classifier(input_size, int(n), input_norm, dropout) for name, n in n_classes.items()}
+            {name: Classifier(input_size, n, input_norm, dropout) for name, n in sizes.items()}
         )
+
+    def set_n_classes(self, sizes):
+        """Sizes the named heads: ``{name: n_classes}``."""
+        for name, n_classes in sizes.items():
+            self.heads[name].set_n_classes(n_classes)
+            self.init_kwargs["n_classes"][name] = int(n_classes)
 
     def forward(self, x):
         """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""
         return {name: head(x) for name, head in self.heads.items()}
 
 
-def build_classifier(input_size, n_classes, heads=None, input_norm=False, dropout=0.0):
+def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0):
     """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``.
 
-    Lets one hparams file serve single-head recipes (``--n_classes=309``) and
-    EPIC-Kitchens' verb/noun heads (``--classifier_heads="{verb: 97, noun: 300}"``).
+    Lets one hparams file serve single-head recipes and EPIC-Kitchens' verb and noun
+    heads (``heads: [verb, noun]``, or with sizes ``{verb: 97, noun: 300}``). Sizes
+    left as ``None`` follow the prepared labels.
 
     Example
     -------
@@ -91,5 +116,5 @@ def build_classifier(input_size, n_classes, heads=None, input_norm=False, dropou
     ('Classifier', 'MultiHeadClassifier')
     """
     if heads:
-        return MultiHeadClassifier(input_size, dict(heads), input_norm, dropout)
-    return Classifier(input_size, int(n_classes), input_norm, dropout)
+        return MultiHeadClassifier(input_size, heads, input_norm, dropout)
+    return Classifier(input_size, n_classes, input_norm, dropout)

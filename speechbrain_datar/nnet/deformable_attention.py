@@ -29,27 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.layers import LayerNorm2d
-from speechbrain_datar.nnet.masking import attention_mask_value
+from speechbrain_datar.nnet.layers import LayerNorm2d, to_pair
+from speechbrain_datar.nnet.masking import attention_mask_value, zero_masked
 
 GRID_CONVENTIONS = ("token", "dat_v1")
-
-
-def _pair(value):
-    if isinstance(value, (tuple, list)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
-
-
-def pixel_to_grid(coords, size):
-    """Maps pixel coordinates to ``grid_sample``'s ``[-1, 1]`` range (``align_corners=False``).
-
-    Example
-    -------
-    >>> pixel_to_grid(torch.tensor([0.0, 3.0]), 4)
-    tensor([-0.7500,  0.7500])
-    """
-    return (2.0 * coords + 1.0) / size - 1.0
 
 
 def bilinear_sample(feature_map, positions):
@@ -95,6 +78,28 @@ def bilinear_sample(feature_map, positions):
             weight = (weight_y * weight_x).masked_fill(~inside, 0.0)
             out = out + values.float() * weight.unsqueeze(-1)
     return out.to(feature_map.dtype).reshape(*out_shape, channels)
+
+
+class SamplingPoints(nn.Module):
+    """Where a deformable attention read its keys: passes ``(positions, references)`` through unchanged.
+
+    A place for forward hooks: the positions (``[batch, groups, H_k, W_k, 2]``)
+    and the reference grid (``[H_k, W_k, 2]``) are in pixel coordinates (y, x) of
+    the attention's input map. ``DATAR.forward_features(..., return_sampling=True)``
+    and the visualisation read them here, so the attention's output never changes shape.
+
+    Example
+    -------
+    >>> attn = DeformableAttention(dim=8, num_heads=2, num_groups=2, bias_table_size=(4, 6))
+    >>> seen = []
+    >>> hook = attn.sampling_points.register_forward_hook(lambda m, args, out: seen.append(out))
+    >>> attn(torch.randn(2, 4, 6, 8)).shape, seen[0][0].shape, seen[0][1].shape
+    (torch.Size([2, 4, 6, 8]), torch.Size([2, 2, 4, 6, 2]), torch.Size([4, 6, 2]))
+    """
+
+    def forward(self, positions, references):
+        """Returns its inputs."""
+        return positions, references
 
 
 class OffsetGenerator(nn.Sequential):
@@ -165,10 +170,8 @@ class DeformableAttention(nn.Module):
     Example
     -------
     >>> attn = DeformableAttention(dim=8, num_heads=2, num_groups=2, bias_table_size=(4, 6))
-    >>> x = torch.randn(2, 4, 6, 8)
-    >>> out, positions, references = attn(x, return_sampling=True)
-    >>> out.shape, positions.shape
-    (torch.Size([2, 4, 6, 8]), torch.Size([2, 2, 4, 6, 2]))
+    >>> attn(torch.randn(2, 4, 6, 8), torch.ones(2, 4, 6, dtype=torch.bool)).shape
+    torch.Size([2, 4, 6, 8])
     """
 
     def __init__(
@@ -203,7 +206,7 @@ class DeformableAttention(nn.Module):
         self.grid_convention = grid_convention
         self.query_chunk_size = query_chunk_size
         self.attn_drop = attn_drop
-        self.bias_table_size = _pair(bias_table_size)
+        self.bias_table_size = to_pair(bias_table_size)
 
         self.proj_q = nn.Linear(dim, dim)
         self.proj_k = nn.Linear(dim, dim)
@@ -219,7 +222,7 @@ class DeformableAttention(nn.Module):
             nn.init.trunc_normal_(self.rpe_table, std=0.01)
         else:
             self.register_parameter("rpe_table", None)
-        self.zero_offsets = False
+        self.sampling_points = SamplingPoints()
 
     # ------------------------------------------------------------------ grids
     def _reference_points(self, key_h, key_w, device):
@@ -260,9 +263,7 @@ class DeformableAttention(nn.Module):
         offsets = self.offset_generator(queries).float()  # B*G, 2, Hk, Wk
         key_h, key_w = offsets.shape[-2:]
         references = self._reference_points(key_h, key_w, queries.device)
-        if self.zero_offsets:
-            offsets = torch.zeros_like(offsets)
-        elif self.offset_range_factor > 0:
+        if self.offset_range_factor > 0:
             scale = self._offset_scale(key_h, key_w, queries.device).reshape(1, 2, 1, 1)
             offsets = offsets.tanh() * scale
         positions = references.unsqueeze(0) + offsets.permute(0, 2, 3, 1)
@@ -357,7 +358,7 @@ class DeformableAttention(nn.Module):
         return min(n_queries, self.INFERENCE_QUERY_CHUNK)
 
     # ---------------------------------------------------------------- forward
-    def forward(self, x, mask=None, return_sampling=False):
+    def forward(self, x, mask=None):
         """Deformable attention.
 
         Arguments
@@ -366,25 +367,17 @@ class DeformableAttention(nn.Module):
             ``[batch, H, W, dim]``; padded positions should be zero.
         mask : torch.Tensor or None
             Boolean ``[batch, H, W]``, ``True`` at valid positions.
-        return_sampling : bool
-            Also return the sampling positions and reference points, in pixel
-            coordinates (y, x) of the map.
 
         Returns
         -------
-        out : torch.Tensor
-            ``[batch, H, W, dim]``, zero at masked positions.
-        positions : torch.Tensor, optional
-            ``[batch, groups, H_k, W_k, 2]`` where each group's keys were read.
-        references : torch.Tensor, optional
-            ``[H_k, W_k, 2]`` the undeformed reference grid.
+        torch.Tensor
+            ``[batch, H, W, dim]``, zero at masked positions. Where the keys were
+            read goes through ``self.sampling_points`` (hook it to record them).
         """
         batch, height, width, dim = x.shape
         head_dim = dim // self.num_heads
 
-        q = self.proj_q(x)
-        if mask is not None:
-            q = q.masked_fill(~mask.unsqueeze(-1), 0.0)
+        q = zero_masked(self.proj_q(x), mask)
         sampled, positions, references = self.sample_keys(x, q)
         key_h, key_w = positions.shape[1:3]
         n_keys = key_h * key_w
@@ -428,16 +421,10 @@ class DeformableAttention(nn.Module):
         out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         out = out.transpose(1, 2).reshape(batch, height, width, dim)
         out = self.proj_drop(self.proj_out(out))
-        if mask is not None:
-            out = out.masked_fill(~mask.unsqueeze(-1), 0.0)
-        if return_sampling:
-            pixel_refs = self._to_pixels(references, height, width)
-            return (
-                out,
-                pixel_positions.reshape(batch, self.num_groups, key_h, key_w, 2),
-                pixel_refs,
-            )
-        return out
+        self.sampling_points(  # a tap for hooks; costs nothing
+            pixel_positions.reshape(batch, self.num_groups, key_h, key_w, 2), self._to_pixels(references, height, width)
+        )
+        return zero_masked(out, mask)
 
     def extra_repr(self):
         return (

@@ -4,6 +4,21 @@ import torch  # noqa: F401 (used by the doctests)
 from torch import nn
 
 
+def to_pair(value):
+    """``(a, b)`` from one value or a pair of values.
+
+    Example
+    -------
+    >>> to_pair(7), to_pair([4, 16])
+    ((7, 7), (4, 16))
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected one value or two, got {value}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch of a sample with probability ``drop_prob``.
 

@@ -8,6 +8,7 @@ every layer, so that a clip's output does not depend on what else is in the batc
 import math
 
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 
 
 def relative_to_absolute_lengths(lengths, max_len):
@@ -55,6 +56,54 @@ def relative_to_absolute_lengths(lengths, max_len):
         )
     frames = torch.floor(lengths.double() * (max_len - 1) + 1e-4).long() + 1
     return frames.clamp(min=1, max=max_len)
+
+
+def valid_frames(feats, lengths, n_mels, model_name):
+    """Checks ``[batch, time, n_mels]`` features and returns each clip's frame count (``None``: all full).
+
+    The one input check of every encoder in this package.
+
+    Example
+    -------
+    >>> valid_frames(torch.zeros(2, 10, 4), torch.tensor([1.0, 0.5]), 4, "DATAR")
+    tensor([10,  5])
+    >>> valid_frames(torch.zeros(2, 10, 8), None, 4, "DATAR")
+    Traceback (most recent call last):
+    ...
+    ValueError: DATAR was built for 4 mel bins, got features with 8
+    """
+    if feats.dim() != 3:
+        raise ValueError(f"{model_name} expects features [batch, time, n_mels], got shape {tuple(feats.shape)}")
+    if feats.shape[-1] != n_mels:
+        raise ValueError(f"{model_name} was built for {n_mels} mel bins, got features with {feats.shape[-1]}")
+    frames = relative_to_absolute_lengths(lengths, feats.shape[1])
+    return None if frames is None else frames.to(feats.device)
+
+
+def zero_padded_frames(feats, frames):
+    """Sets the frames of ``[batch, time, ...]`` beyond each clip's ``frames`` to zero.
+
+    Example
+    -------
+    >>> zero_padded_frames(torch.ones(2, 3, 1), torch.tensor([3, 1]))[..., 0]
+    tensor([[1., 1., 1.],
+            [1., 0., 0.]])
+    """
+    if frames is None:
+        return feats
+    valid = length_to_mask(frames, max_len=feats.shape[1], device=feats.device).bool()
+    return feats.masked_fill(~valid.reshape(*valid.shape, *([1] * (feats.dim() - 2))), 0.0)
+
+
+def zero_masked(x, mask):
+    """Sets the masked-out positions of a channels-last map ``[batch, ..., channels]`` to zero.
+
+    Example
+    -------
+    >>> zero_masked(torch.ones(1, 2, 1), torch.tensor([[True, False]]))[..., 0]
+    tensor([[1., 0.]])
+    """
+    return x if mask is None else x.masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
 def ceil_div(value, divisor):

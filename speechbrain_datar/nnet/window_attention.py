@@ -13,15 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.masking import attention_mask_value
-
-
-def _pair(value):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"expected two values, got {value}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+from speechbrain_datar.nnet.layers import to_pair
+from speechbrain_datar.nnet.masking import attention_mask_value, zero_masked
 
 
 def relative_position_index(window_h, window_w):
@@ -77,8 +70,8 @@ class WindowAttention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.dim = dim
         self.num_heads = num_heads
-        self.window_size = _pair(window_size)
-        self.shift_size = _pair(shift_size)
+        self.window_size = to_pair(window_size)
+        self.shift_size = to_pair(shift_size)
         for shift, window in zip(self.shift_size, self.window_size):
             if not 0 <= shift < window:
                 raise ValueError(f"shift_size {shift_size} must be in [0, window_size {window_size})")
@@ -171,10 +164,7 @@ class WindowAttention(nn.Module):
                 )  # windows, heads, n, head_dim
                 attended = attended.reshape(batch, nr, nc, heads, hs, ws, head_dim)
                 out[:, rows, cols] = attended.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, nr * hs, nc * ws, dim)
-        out = self.proj_drop(self.proj(out))
-        if mask is not None:
-            out = out.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return out
+        return zero_masked(self.proj_drop(self.proj(out)), mask)
 
     def extra_repr(self):
         return (

@@ -205,12 +205,12 @@ def import_dat(model, checkpoint, table_resize=None, source_name="DAT checkpoint
     mapper.take("patch_proj.weight", "patch_proj.0.weight", lambda w: w.sum(dim=1, keepdim=True), resized=True)
     mapper.take("patch_proj.bias", "patch_proj.0.bias")
     for suffix in ("weight", "bias"):
-        mapper.take(f"patch_norm.{suffix}", f"patch_proj.1.norm.{suffix}")
+        mapper.take(f"patch_proj.norm.{suffix}", f"patch_proj.1.norm.{suffix}")
         mapper.take(f"norm.{suffix}", f"cls_norm.norm.{suffix}")
-    for i in range(len(model.down_projs)):
-        mapper.take(f"down_projs.{i}.weight", f"down_projs.{i}.0.weight")
+    for i in range(model.num_stages - 1):  # DAT's down_projs[i] follows its stage i; ours starts stage i + 1
+        mapper.take(f"stages.{i + 1}.downsample.weight", f"down_projs.{i}.0.weight")
         for suffix in ("weight", "bias"):
-            mapper.take(f"down_norms.{i}.{suffix}", f"down_projs.{i}.1.norm.{suffix}")
+            mapper.take(f"stages.{i + 1}.downsample.norm.{suffix}", f"down_projs.{i}.1.norm.{suffix}")
     mismatched = []
     for i, blocks in enumerate(model.stages):
         for d, block in enumerate(blocks):

@@ -13,6 +13,7 @@ import os
 import torch
 import yaml
 
+from speechbrain_datar.dataio.labels import label_encoder_name
 from speechbrain_datar.nnet.layers import unwrap_module
 
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
@@ -116,7 +117,7 @@ def export_classifier(
     encoder_names = []
     blocks = []
     for key, label_encoder in label_encoders.items():
-        name = "label_encoder" if key == "label" else f"label_encoder_{key}"
+        name = label_encoder_name(key)
         encoder_names.append(name)
         blocks.append(
             f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"

@@ -1,20 +1,27 @@
 """The classification ``Brain`` shared by the VGGSound, Kinetics-Sounds and EPIC-Kitchens recipes.
 
 It reads waveforms, computes features with the recipe's ``compute_features`` and
-``mean_var_norm`` modules, applies SpecAugment-style masking and mixup in
-training, embeds with ``embedding_model`` and classifies with ``classifier`` (one
-head, or several named heads). Validation and test clips are classified by
-sliding windows whose scores are averaged, exactly as the exported model does.
+``mean_var_norm`` modules, applies ``feature_augment`` and mixup in training,
+embeds with ``embedding_model`` and classifies with ``classifier`` (one head, or
+several named heads). Validation and test clips are classified by sliding
+windows whose scores are averaged, exactly as the exported model does.
 
-hparams it reads (besides the modules): ``feature_augment`` (list of modules, optional), ``mixup_alpha`` and
-``mixup_prob``, ``label_smoothing``, ``topk``, ``eval_window_frames``,
-``eval_hop_frames``, ``train_logger``, ``epoch_counter``, ``output_folder``,
-``lr_annealing`` (optional, a SpeechBrain scheduler called with the valid loss),
-``coarse_to_fine`` (optional ``CoarseToFineSchedule``) and ``feature_options``.
+hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
+``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``,
+``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
+``null`` when unused:
+
+- ``feature_augment``: a SpeechBrain ``Augmenter`` applied to training features;
+- ``lr_annealing``: an epoch-level scheduler called with the valid loss (``NewBobScheduler``, ...);
+- ``lr_scheduler``: a per-step scheduler called as ``lr_scheduler(optimizer)`` before every optimiser
+  step (SpeechBrain's ``NoamScheduler``, ..., or ``WarmupCosineScheduler``; one with
+  ``set_steps_per_epoch`` is told the length of an epoch);
+- ``coarse_to_fine``: a ``CoarseToFineSchedule``. At each of its phase changes the Brain calls
+  ``on_phase_change``.
 """
 
+import contextlib
 import copy
-import hashlib
 import logging
 import os
 import time
@@ -24,7 +31,6 @@ import torch
 
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.nnet.layers import unwrap_module
-from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
     write_confusion_matrix,
@@ -33,23 +39,7 @@ from speechbrain_datar.training.metrics import (
 
 logger = logging.getLogger(__name__)
 
-
-def weights_fingerprint(module):
-    """SHA-256 of all parameters and buffers, in order: equal weights give equal fingerprints.
-
-    Example
-    -------
-    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    >>> b.load_state_dict(a.state_dict())
-    <All keys matched successfully>
-    >>> weights_fingerprint(a) == weights_fingerprint(b)
-    True
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()
+LR_SCHEDULES = ("lr_annealing", "lr_scheduler")
 
 
 class AudioClassificationBrain(sb.Brain):
@@ -60,22 +50,32 @@ class AudioClassificationBrain(sb.Brain):
     label_encoders : dict
         Label key -> fitted ``CategoricalEncoder``, one per head (``label`` for one head);
         batches carry ``<key>_encoded``.
+    main_metric : str or None
+        The valid statistic that picks the best checkpoint (default ``top1``, or
+        ``<first key>_top1`` with several heads).
+    extra_statistics : sequence of callables
+        Each maps ``{key: ClassificationMetrics}`` of an evaluation pass to a dict of
+        further statistics in percent (EPIC's action accuracy).
     *args, **kwargs
         As for ``speechbrain.Brain``.
     """
 
-    def __init__(self, *args, label_encoders, **kwargs):
+    def __init__(self, *args, label_encoders, main_metric=None, extra_statistics=(), **kwargs):
         super().__init__(*args, **kwargs)
         if not label_encoders:
             raise ValueError("at least one label encoder is needed")
         self.label_encoders = label_encoders
         self.label_keys = list(label_encoders)
-        self.main_metric = "top1" if len(self.label_keys) == 1 else "action_top1"
+        single = len(self.label_keys) == 1
+        self.main_metric = main_metric or ("top1" if single else f"{self.label_keys[0]}_top1")
+        self.extra_statistics = list(extra_statistics)
+        self.phases = self.hparams.coarse_to_fine if self.hparams.coarse_to_fine is not None else None
+        if self.phases is not None and not self.phases.enabled:
+            self.phases = None
         self._mix = None
         self.metrics = {}
-        schedule = getattr(self.hparams, "coarse_to_fine", None)
-        self.schedule = schedule if schedule is not None and schedule.enabled else None
-        self._initial_annealing = copy.deepcopy(getattr(self.hparams, "lr_annealing", None))
+        self._initial_schedule_states = {}
+        self.train_batches = None
         self._epoch_start = None
         self.train_seconds = None
 
@@ -83,23 +83,12 @@ class AudioClassificationBrain(sb.Brain):
     def compute_features(self, batch):
         """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase) and lengths."""
         wavs, lens = batch.sig
-        if self.schedule is None:
-            return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens), lens
-        feats = self.schedule.features(wavs, self.modules.compute_features, self.hparams.feature_options)
-        feats = self.modules.mean_var_norm(feats, lens)
-        return self.schedule.compress(feats), lens
-
-    def _eval_window(self):
-        window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
-        if self.schedule is None:
-            return window, hop
-        return self.schedule.frames(window), self.schedule.frames(hop)
+        return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens), lens
 
     def _mixup(self, feats, lens):
         self._mix = None
-        alpha = getattr(self.hparams, "mixup_alpha", 0.0) or 0.0
-        prob = getattr(self.hparams, "mixup_prob", 1.0)
-        if alpha <= 0 or feats.shape[0] < 2 or torch.rand(()).item() >= prob:
+        alpha = self.hparams.mixup_alpha
+        if alpha <= 0 or feats.shape[0] < 2 or torch.rand(()).item() >= self.hparams.mixup_prob:
             return feats, lens
         lam = torch.distributions.Beta(alpha, alpha).sample().item()
         perm = torch.randperm(feats.shape[0], device=feats.device)
@@ -111,21 +100,21 @@ class AudioClassificationBrain(sb.Brain):
         batch = batch.to(self.device)
         feats, lens = self.compute_features(batch)
         if stage == sb.Stage.TRAIN:
-            for augment in getattr(self.hparams, "feature_augment", None) or []:
-                feats = augment(feats)
+            if self.hparams.feature_augment is not None:
+                feats, lens = self.hparams.feature_augment(feats, lens)
             feats, lens = self._mixup(feats, lens)
             return self.modules.classifier(self.modules.embedding_model(feats, lens))
-        window, hop = self._eval_window()
+        window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
+        if self.phases is not None:
+            window, hop = self.phases.frames(window), self.phases.frames(hop)
         embeddings, valid = sliding_window_embeddings(self.modules.embedding_model, feats, lens, window, hop)
         return average_window_scores(self.modules.classifier, embeddings, valid)
 
-    def _as_dict(self, predictions):
-        return predictions if isinstance(predictions, dict) else {self.label_keys[0]: predictions}
-
     def compute_objectives(self, predictions, batch, stage):
         """Sum of the heads' NLL losses (mixed targets under mixup); accumulates metrics in evaluation."""
-        predictions = self._as_dict(predictions)
-        smoothing = getattr(self.hparams, "label_smoothing", 0.0) or 0.0
+        if not isinstance(predictions, dict):
+            predictions = {self.label_keys[0]: predictions}
+        smoothing = self.hparams.label_smoothing
         loss = 0.0
         for key in self.label_keys:
             log_probs = predictions[key]
@@ -142,67 +131,87 @@ class AudioClassificationBrain(sb.Brain):
                 self.metrics[key].append(batch.id, log_probs, targets.reshape(-1))
         return loss
 
-    # ------------------------------------------------------------ coarse to fine
-    def _schedule_name(self):
-        if self.checkpointer is None:
-            return None
-        return next((n for n, o in self.checkpointer.recoverables.items() if o is self.schedule), None)
+    # ---------------------------------------------------- schedules and phases
+    def make_dataloader(self, dataset, stage, *args, **kwargs):
+        """SpeechBrain's loader; remembers how many batches a training epoch has."""
+        loader = super().make_dataloader(dataset, stage, *args, **kwargs)
+        if stage == sb.Stage.TRAIN:
+            self.train_batches = len(loader)
+        return loader
 
     def on_fit_start(self):
-        """Puts the model in the phase of the checkpoint to resume (or the first phase) before the
-        optimiser is built and the checkpoint is loaded, so that every shape matches."""
-        if self.schedule is not None:
-            saved = CoarseToFineSchedule.saved_phase(self.checkpointer, self._schedule_name())
-            self.schedule.enter(self.modules.embedding_model, saved if saved is not None else 0)
+        """Enters the phase of the checkpoint to resume (before the optimiser is built and the weights
+        load, so that every shape matches) and records the schedulers' initial state."""
+        if self.phases is not None:
+            self.phases.enter(self.phases.resumed_phase(self.checkpointer))
+        scheduler = self.hparams.lr_scheduler
+        if scheduler is not None and hasattr(scheduler, "set_steps_per_epoch") and self.train_batches:
+            scheduler.set_steps_per_epoch(-(-self.train_batches // self.grad_accumulation_factor))
+        self._initial_schedule_states = {
+            name: copy.deepcopy(vars(getattr(self.hparams, name)))
+            for name in LR_SCHEDULES if getattr(self.hparams, name) is not None
+        }
         super().on_fit_start()
 
-    def _enter_phase(self, phase):
-        """Transition: adapt grid-dependent weights, restart the optimiser and the scheduler."""
+    def on_fit_batch_start(self, batch, should_step):
+        """A per-step scheduler sets the learning rate of the step about to be taken."""
+        if should_step and self.hparams.lr_scheduler is not None:
+            self.hparams.lr_scheduler(self.optimizer)
+
+    @contextlib.contextmanager
+    def _unwrapped_modules(self):
+        """Gives the plain modules to the code inside (which may change their shapes), then compiles and
+        wraps them again exactly as ``Brain.on_fit_start`` does.
+
+        SpeechBrain has no public call for this: ``_compile`` and ``_wrap_distributed``
+        are private, and this is the only place that calls them
+        (``tests/test_brain.py`` fails if SpeechBrain's ``on_fit_start`` stops using them).
+        """
         for name, module in self.modules.items():
             self.modules[name] = unwrap_module(module)
-        self.schedule.enter(self.modules.embedding_model, phase)
-        self._compile()  # as Brain.__init__ does: compile (if asked), then wrap for DDP
+        yield
+        self._compile()
         self._wrap_distributed()
+
+    def on_phase_change(self, phase):
+        """Coarse-to-fine transition: the modules take the phase's shapes, the optimiser and the
+        learning-rate schedulers restart from their initial state."""
+        with self._unwrapped_modules():
+            self.phases.enter(phase)
         self.init_optimizers()
-        if self._initial_annealing is not None:
-            fresh = copy.deepcopy(self._initial_annealing)
-            for name, obj in list(getattr(self.checkpointer, "recoverables", {}).items()):
-                if obj is self.hparams.lr_annealing:
-                    self.checkpointer.add_recoverable(name, fresh)
-            self.hparams.lr_annealing = fresh
+        for name, state in self._initial_schedule_states.items():
+            schedule = vars(getattr(self.hparams, name))  # reset in place: the checkpointer holds this object
+            schedule.clear()
+            schedule.update(copy.deepcopy(state))
 
     # ------------------------------------------------------------------ stages
     def on_stage_start(self, stage, epoch=None):
-        """Phase transitions before training epochs; fresh metrics for each evaluation pass."""
+        """Phase changes before training epochs; fresh metrics for each evaluation pass."""
         if stage == sb.Stage.TRAIN:
-            if self.schedule is not None and epoch is not None:
-                phase = self.schedule.phase_of_epoch(epoch)
-                if phase != self.schedule.current:
-                    self._enter_phase(phase)
+            if self.phases is not None and epoch is not None:
+                phase = self.phases.phase_of_epoch(epoch)
+                if phase != self.phases.current:
+                    self.on_phase_change(phase)
             self._epoch_start = time.time()
-        if stage != sb.Stage.TRAIN:
-            topk = tuple(getattr(self.hparams, "topk", (1, 5)))
+        else:
+            topk = tuple(self.hparams.topk)
             self.metrics = {
                 key: ClassificationMetrics(len(self.label_encoders[key]), topk) for key in self.label_keys
             }
 
     def stage_statistics(self, stage_loss):
-        """Loss and top-k accuracies (percent) of the finished evaluation pass."""
+        """Loss and top-k accuracies (percent) of the finished evaluation pass, and the extra statistics."""
         stats = {"loss": stage_loss}
         for key, metrics in self.metrics.items():
             prefix = "" if len(self.label_keys) == 1 else f"{key}_"
             for name, value in metrics.summarize().items():
                 stats[prefix + name] = round(100.0 * value, 2)
-        if len(self.label_keys) > 1 and self.metrics:
-            for k in (1, 5):
-                parts = [m.correct(k) for m in self.metrics.values() if k in m.topk]
-                if len(parts) == len(self.metrics):
-                    joint = torch.stack(parts).all(dim=0).float().mean().item()
-                    stats[f"action_top{k}"] = round(100.0 * joint, 2)
+        for extra in self.extra_statistics:
+            stats.update(extra(self.metrics))
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs, anneals the learning rate, checkpoints on the best valid top-1, writes test reports."""
+        """Logs, anneals the learning rate, checkpoints on the best valid statistic, writes test reports."""
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": stage_loss}
             self.train_seconds = time.time() - self._epoch_start if self._epoch_start else None
@@ -210,17 +219,21 @@ class AudioClassificationBrain(sb.Brain):
         stats = self.stage_statistics(stage_loss)
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"]
-            annealing = getattr(self.hparams, "lr_annealing", None)
-            if annealing is not None:
-                lr, new_lr = annealing(stats["loss"])
+            if self.hparams.lr_annealing is not None:
+                lr, new_lr = self.hparams.lr_annealing(stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             meta = {"epoch": epoch, "lr": lr}
-            if self.schedule is not None:
-                meta.update(phase=self.schedule.current + 1, factor=self.schedule.factor)
+            if self.phases is not None:
+                meta.update(phase=self.phases.current + 1, factor=self.phases.factor)
             if self.train_seconds is not None:
                 meta["train_seconds"] = round(self.train_seconds, 2)
             self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
-            self.checkpointer.save_and_keep_only(meta=stats, max_keys=[self.main_metric])
+            ranked = dict(stats)
+            if self.phases is not None and self.phases.current < len(self.phases.phases) - 1:
+                # The model is tested and exported at full resolution: a coarse phase's checkpoint
+                # is kept for resuming only, never as the best one.
+                ranked[self.main_metric] = float("-inf")
+            self.checkpointer.save_and_keep_only(meta=ranked, max_keys=[self.main_metric])
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats

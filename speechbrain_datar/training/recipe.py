@@ -1,8 +1,8 @@
 """What every classification recipe does after its data preparation: datasets, training,
 evaluation on the best checkpoint, and export of the trained model.
 
-A recipe's ``train.py`` prepares its data set (which is specific to it) and then
-calls ``run_classification_recipe``.
+A recipe's ``train.py`` names its data set's preparation function (and, for a data
+set with several heads, its label keys and joint metrics) and calls ``recipe_main``.
 """
 
 import json
@@ -11,18 +11,25 @@ import os
 import shutil
 import sys
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.audio import load_clip
-from speechbrain_datar.dataio.labels import load_label_encoder
+from speechbrain_datar.dataio.labels import label_encoder_file, load_label_encoder
+from speechbrain_datar.dataio.prepare import prepare_dataset
+from speechbrain_datar.errors import DataError
+from speechbrain_datar.nnet.classifier import MultiHeadClassifier
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_classifier
-from speechbrain_datar.training.brain import AudioClassificationBrain, weights_fingerprint
+from speechbrain_datar.training.brain import AudioClassificationBrain
 
 logger = logging.getLogger(__name__)
+
+#: Below this, a learning rate is a fine-tuning rate (the paper's is 1e-5).
+FINE_TUNING_LR = 1e-4
 
 
 def audio_pipeline(sample_rate, crop_seconds=None):
@@ -48,7 +55,7 @@ def label_pipeline(key, encoder):
     @sb.utils.data_pipeline.provides(f"{key}_encoded")
     def pipeline(label):
         if label not in encoder.lab2ind:
-            raise KeyError(f"label {label!r} was not seen in training; re-run data preparation")
+            raise DataError(f"label {label!r} was not seen in training; re-run data preparation")
         return torch.LongTensor([encoder.lab2ind[label]])
 
     return pipeline
@@ -61,33 +68,27 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
     """
     datasets = {}
     for split, path in manifests.items():
-        dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path)
-        if split != "train":
-            dataset = dataset.filtered_sorted(sort_key="duration")
         items = [audio_pipeline(sample_rate, crop_seconds if split == "train" else None)]
         items += [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
-        sb.dataio.dataset.add_dynamic_item([dataset], items[0])
-        for item in items[1:]:
-            sb.dataio.dataset.add_dynamic_item([dataset], item)
         keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
-        sb.dataio.dataset.set_output_keys([dataset], keys)
-        datasets[split] = dataset
+        dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path, dynamic_items=items, output_keys=keys)
+        datasets[split] = dataset if split == "train" else dataset.filtered_sorted(sort_key="duration")
     return datasets
 
 
-def check_head_sizes(classifier, label_encoders):
-    """The classifier's output sizes must match the prepared labels."""
+def fit_heads_to_labels(classifier, label_encoders):
+    """Sizes the classifier's heads from the prepared labels; a head whose size was set must match them."""
     head = unwrap_module(classifier)
-    heads = head.heads if hasattr(head, "heads") else {"label": head}
+    heads = dict(head.heads) if isinstance(head, MultiHeadClassifier) else {"label": head}
     sizes = {key: len(encoder) for key, encoder in label_encoders.items()}
-    suggestion = f"--n_classes={sizes['label']}" if list(sizes) == ["label"] else (
-        '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
-    )
-    actual = {key: heads[key].out.out_features for key in heads}
-    if set(actual) != set(sizes) or any(actual[k] != sizes[k] for k in sizes):
-        raise ValueError(
-            f"the data has {sizes} classes but the classifier has {actual}: pass {suggestion}"
+    actual = {key: heads[key].n_classes for key in heads}
+    if set(heads) != set(sizes) or any(actual[k] not in (None, sizes[k]) for k in sizes):
+        suggestion = f"--n_classes={sizes['label']}" if list(sizes) == ["label"] else (
+            '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
         )
+        raise DataError(f"the data has {sizes} classes but the classifier has {actual}: pass {suggestion}")
+    for key, n_classes in sizes.items():
+        heads[key].set_n_classes(n_classes)
 
 
 def exported_extras(save_folder):
@@ -99,12 +100,21 @@ def exported_extras(save_folder):
         return {"class_names.json": json.load(f)}
 
 
-def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
+def warn_if_fine_tuning_rate_from_scratch(hparams):
+    """One log line when a model that starts from scratch gets the paper's fine-tuning learning rate."""
+    if not hparams.get("init_from") and hparams["lr"] < FINE_TUNING_LR:
+        logger.warning(
+            "lr %g is a fine-tuning rate for ImageNet-initialised models (--init_from=...); from scratch it "
+            "barely learns: use the from-scratch setting of the hparams (e.g. --lr=5e-4 --warmup_epochs=2 "
+            "--lr_decay=cosine)", hparams["lr"],
+        )
+
+
+def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_metric=None, extra_statistics=()):
     """Trains, evaluates the best checkpoint on the test set, and exports the model.
 
     Expects in ``save_folder`` the outputs of data preparation: ``train.json``,
-    ``valid.json``, ``test.json``, a label encoder per key
-    (``label_encoder.txt`` or ``label_encoder_<key>.txt``) and ``norm_stats.json``.
+    ``valid.json``, ``test.json``, a label encoder per key and ``norm_stats.json``.
 
     Returns
     -------
@@ -112,22 +122,19 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
         The brain after testing (``brain.test_stats`` holds the test metrics).
     """
     save = hparams["save_folder"]
-    label_encoders = {
-        key: load_label_encoder(
-            os.path.join(save, "label_encoder.txt" if key == "label" else f"label_encoder_{key}.txt")
-        )
-        for key in label_keys
-    }
-    check_head_sizes(hparams["classifier"], label_encoders)
-    if hparams.get("init_from"):
+    label_encoders = {key: load_label_encoder(os.path.join(save, label_encoder_file(key))) for key in label_keys}
+    fit_heads_to_labels(hparams["classifier"], label_encoders)
+    if hparams["init_from"]:
         # Checkpoints of this run, if any, are recovered later and take precedence.
         report = init_from(
             hparams["embedding_model"], hparams["init_from"],
             report_path=os.path.join(hparams["output_folder"], "init_report.json"),
         )
         logger.info("initialised the encoder: %s", report.summary())
+    else:
+        warn_if_fine_tuning_rate_from_scratch(hparams)
     hparams["mean_var_norm"].load_stats(os.path.join(save, "norm_stats.json"))
-    schedule = hparams.get("coarse_to_fine")
+    schedule = hparams["coarse_to_fine"]
     if schedule is not None and schedule.enabled and hparams["epoch_counter"].limit != schedule.total_epochs:
         logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
         hparams["epoch_counter"].limit = schedule.total_epochs
@@ -141,6 +148,8 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
         label_encoders=label_encoders,
+        main_metric=main_metric,
+        extra_statistics=extra_statistics,
     )
     brain.fit(
         brain.hparams.epoch_counter,
@@ -149,8 +158,6 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
         train_loader_kwargs=hparams["train_dataloader_opts"],
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
-    print(f"rank {os.environ.get('RANK', 0)} final weights fingerprint "
-          f"{weights_fingerprint(torch.nn.ModuleList(hparams['modules'].values()))}", flush=True)
     brain.evaluate(
         datasets["test"], max_key=brain.main_metric, test_loader_kwargs=hparams["test_dataloader_opts"]
     )
@@ -161,7 +168,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
             head=brain.modules.classifier,
             normalizer=hparams["mean_var_norm"],
             label_encoders=label_encoders,
-            feature_options=hparams["feature_options"],
+            feature_options=hparams["compute_features"].options,
             window_frames=hparams["eval_window_frames"],
             hop_frames=hparams["eval_hop_frames"],
             sample_rate=hparams["sample_rate"],
@@ -173,19 +180,55 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",)):
     return brain
 
 
-def recipe_main(argv, prepare, label_keys=("label",)):
+def resolve_hparams_file(path, overrides=None):
+    """The model hparams file and the overrides that a data set's hparams file stands for.
+
+    A data set's file is ``!include:<model file>`` followed by plain settings (see
+    ``hparams/KineticsSounds/datar.yaml``); HyperPyYAML does not resolve an include
+    at the root of a document, so the settings become overrides of the included
+    file, and command-line overrides apply over them. A plain hparams file is
+    returned as it is.
+
+    Returns
+    -------
+    path : str
+    overrides : dict
+    """
+    yaml = ruamel.yaml.YAML()
+    if isinstance(overrides, str):
+        overrides = yaml.load(overrides) if overrides.strip() else {}
+    overrides = dict(overrides or {})
+    with open(path) as f:
+        root = yaml.load(f)
+    tag = getattr(getattr(root, "tag", None), "value", None) or ""
+    if not tag.startswith("!include:"):
+        return path, overrides
+    base = os.path.join(os.path.dirname(os.path.abspath(path)), tag[len("!include:"):])
+    return resolve_hparams_file(base, dict(dict(root), **overrides))
+
+
+def load_hparams(path, overrides=None):
+    """Loads a recipe's hparams file (a model's file or a data set's file over it) with overrides."""
+    path, overrides = resolve_hparams_file(path, overrides)
+    with open(path) as f:
+        return load_hyperpyyaml(f, overrides)
+
+
+def recipe_main(argv, prepare, label_keys=("label",), main_metric=None, extra_statistics=()):
     """The whole ``train.py`` of a recipe: parse, prepare once, train, test, export.
 
-    ``prepare`` is the recipe's preparation function; it receives ``data_folder``,
-    ``save_folder``, ``valid_ratio``, ``seed``, ``compute_features``, ``sample_rate``,
-    ``stats_max_clips`` and ``skip_prep`` from the hparams, plus the entries of the
-    optional ``prepare_options`` dict. Bad input ends the run with a one-line message.
+    ``prepare`` is the data set's preparation function (it takes ``data_folder`` and
+    the entries of the hparams' ``prepare_options``); ``label_keys``, ``main_metric``
+    and ``extra_statistics`` go to the ``AudioClassificationBrain``. A ``DataError``
+    (bad data or configuration) ends the run with a one-line message; anything else
+    propagates with its traceback.
     """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-        sb.utils.distributed.ddp_init_group(run_opts)
-        with open(hparams_file) as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
+        hparams_file, overrides = resolve_hparams_file(hparams_file, overrides)
+        with open(hparams_file) as f:
+            hparams = load_hyperpyyaml(f, overrides)
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"],
             hyperparams_to_save=hparams_file,
@@ -193,17 +236,23 @@ def recipe_main(argv, prepare, label_keys=("label",)):
         )
         if sb.utils.distributed.if_main_process() and os.path.isfile(sys.argv[0]):
             shutil.copy(sys.argv[0], hparams["output_folder"])  # the recipe's own train.py
-        kwargs = {
-            key: hparams[key]
-            for key in ("data_folder", "save_folder", "valid_ratio", "seed", "compute_features",
-                        "sample_rate", "stats_max_clips", "skip_prep")
-        }
-        kwargs.update(hparams.get("prepare_options") or {})
-        sb.utils.distributed.run_on_main(prepare, kwargs=kwargs)
-        brain = run_classification_recipe(hparams, run_opts, label_keys=label_keys)
+        sb.utils.distributed.run_on_main(
+            prepare_dataset,
+            args=[prepare, hparams["save_folder"]],
+            kwargs=dict(
+                dataset_options=dict(data_folder=hparams["data_folder"], **(hparams["prepare_options"] or {})),
+                valid_ratio=hparams["valid_ratio"],
+                seed=hparams["seed"],
+                compute_features=hparams["compute_features"],
+                sample_rate=hparams["sample_rate"],
+                stats_max_clips=hparams["stats_max_clips"],
+                skip_prep=hparams["skip_prep"],
+            ),
+        )
+        brain = run_classification_recipe(hparams, run_opts, label_keys, main_metric, extra_statistics)
         sb.utils.distributed.ddp_barrier()  # every process ends after the export
         return brain
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
+    except DataError as error:
         sys.exit(f"error: {error}")
     finally:
         # A process group left to the interpreter's exit can abort the process

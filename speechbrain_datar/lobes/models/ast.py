@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs
-from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
+from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
+from speechbrain_datar.nnet.patch_embedding import resize_patch_kernel
 
 #: ViT sizes. ``base`` is ViT-B/16 as in AST.
 PRESETS = {
@@ -142,6 +143,7 @@ class AST(nn.Module):
         self.patch_size = (patch_size, patch_size)
         self.fstride, self.tstride = fstride, tstride
         self.target_length = target_length
+        self.base_time_grid = (target_length, patch_size, tstride)  # what set_time_resolution(1) restores
         self.embedding_dim = dim
         self.f_dim = (n_mels - patch_size) // fstride + 1
         self.t_dim = self._time_patches(target_length, patch_size, tstride)
@@ -178,13 +180,13 @@ class AST(nn.Module):
         frames = torch.as_tensor(frames).clamp(min=width)
         return torch.div(frames - width, self.tstride, rounding_mode="floor") + 1
 
-    def set_time_grid(self, target_length=None, patch_width=None, tstride=None, weight=None):
-        """Adapts the model to another time resolution (coarse-to-fine training).
+    def set_time_grid(self, target_length=None, patch_width=None, tstride=None, patch_resize="pi"):
+        """Adapts the model to another time grid: training length, patch width and time stride.
 
         The positional embedding grid is interpolated bilinearly to the number of
         time patches of ``target_length`` frames (the identity when that number
-        does not change); a new patch width or time stride replaces the patch
-        embedding, with ``weight`` (``[dim, 1, patch, patch_width]``) if given.
+        does not change); a new patch width or time stride resizes the patch
+        embedding's kernel by ``patch_resize`` (``pi`` or ``bilinear``).
         """
         target_length = target_length or self.target_length
         width = patch_width or self.patch_size[1]
@@ -195,18 +197,31 @@ class AST(nn.Module):
             grid = F.interpolate(grid.detach(), size=(self.f_dim, t_dim), mode="bilinear", align_corners=False)
             grid = grid.flatten(2).transpose(1, 2)
             self.pos_embed = nn.Parameter(torch.cat((self.pos_embed[:, :2].detach(), grid), dim=1))
-        conv = self.patch_embed
-        if width != self.patch_size[1] or tstride != self.tstride or weight is not None:
-            new = nn.Conv2d(1, conv.out_channels, (self.patch_size[0], width), stride=(self.fstride, tstride))
-            new = new.to(conv.weight.device, conv.weight.dtype)
-            with torch.no_grad():
-                if weight is not None:
-                    new.weight.copy_(weight)
-                new.bias.copy_(conv.bias)
-            self.patch_embed = new
+        resize_patch_kernel(self.patch_embed, (self.patch_size[0], width), (self.fstride, tstride), patch_resize)
         self.target_length, self.t_dim = target_length, t_dim
         self.patch_size = (self.patch_size[0], width)
         self.tstride = tstride
+
+    def set_time_resolution(self, factor=1, patch_resize=None):
+        """Adapts AST to features of a coarser time resolution (coarse-to-fine training).
+
+        Arguments
+        ---------
+        factor : int
+            1 restores the time grid AST was built for.
+        patch_resize : str or None
+            ``None``: the features themselves come ``factor`` times coarser, so the
+            positional grid is interpolated to a training length ``factor`` times
+            shorter. ``"pi"`` or ``"bilinear"``: the features stay at full
+            resolution and patches become ``factor`` times wider with a ``factor``
+            times larger time stride, the kernel moving by that method.
+        """
+        length, width, stride = self.base_time_grid
+        factor = int(factor)
+        if patch_resize is None:
+            self.set_time_grid(max(1, length // factor), width, stride)
+        else:
+            self.set_time_grid(length, width * factor, stride * factor, patch_resize)
 
     def patch_position_embedding(self, n_time):
         """Positional embedding ``[1, f_dim * n_time, dim]`` of the patches for ``n_time`` columns."""
@@ -219,17 +234,9 @@ class AST(nn.Module):
 
     def forward_features(self, feats, lengths=None):
         """Returns all output tokens ``[batch, 2 + patches, dim]`` and the token mask."""
-        if feats.dim() != 3:
-            raise ValueError(f"AST expects features [batch, time, n_mels], got shape {tuple(feats.shape)}")
-        batch, time, n_mels = feats.shape
-        if n_mels != self.n_mels:
-            raise ValueError(f"AST was built for {self.n_mels} mel bins, got features with {n_mels}")
-        frames = relative_to_absolute_lengths(lengths, time)
-        x = feats
-        if frames is not None:
-            frames = frames.to(feats.device)
-            frame_ok = torch.arange(time, device=feats.device)[None, :] < frames[:, None]
-            x = x.masked_fill(~frame_ok.unsqueeze(-1), 0.0)
+        frames = valid_frames(feats, lengths, self.n_mels, "AST")
+        x = zero_padded_frames(feats, frames)
+        batch, time, _ = feats.shape
         if time < self.patch_size[1]:
             x = F.pad(x, (0, 0, 0, self.patch_size[1] - time))
         x = self.patch_embed(x.transpose(1, 2).unsqueeze(1))  # B, D, f, t

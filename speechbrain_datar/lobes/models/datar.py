@@ -1,32 +1,31 @@
 """DATAR: the Deformable Audio Transformer for audio event recognition.
 
 A four-stage pyramid transformer over a log-mel spectrogram (after the DAT
-backbone, Xia et al. CVPR 2022): a patch stem, stages of local (``L``), shifted
-window (``S``) and deformable (``D``) attention blocks with down-sampling in
-between, a final LayerNorm and average pooling over the valid (unpadded)
-positions. A learnable input adaptor enhances the spectrogram first.
+backbone, Xia et al. CVPR 2022). The data path, each step a named module::
 
-The input map has frequency as height and time as width. It is padded to a
-multiple of the total stride; padded positions are masked in attention, kept
+    input_adaptor -> patch_proj (the stem) -> stages[0..3] -> norm -> pool
+
+Every stage but the first starts with a 2x2 down-sampling (``PatchMerging``);
+its blocks are local (``L``), shifted window (``S``) or deformable (``D``)
+attention. The input map has frequency as height and time as width. The stem
+pads it to a multiple of the total stride and makes a padding mask that every
+stage halves with the map; padded positions are masked in attention, kept
 exactly at zero and excluded from pooling, so a clip's embedding does not depend
 on the other clips in its batch.
 """
 
+import contextlib
 import copy
+import re
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import build_input_adaptor
-from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs
-from speechbrain_datar.nnet.masking import (
-    ceil_div,
-    grid_mask,
-    masked_mean,
-    relative_to_absolute_lengths,
-)
+from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs, to_pair
+from speechbrain_datar.nnet.masking import ceil_div, masked_mean, valid_frames, zero_masked, zero_padded_frames
+from speechbrain_datar.nnet.patch_embedding import PatchEmbedding, PatchMerging
 from speechbrain_datar.nnet.window_attention import WindowAttention
 
 _STAGE_SPEC_TINY = [["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L", "D"]]
@@ -125,24 +124,81 @@ class DATARBlock(nn.Module):
         """Whether the attention is deformable."""
         return isinstance(self.attn, DeformableAttention)
 
-    def forward(self, x, mask=None, return_sampling=False):
+    def forward(self, x, mask=None):
         """Runs the block on ``[batch, H, W, dim]``; padded positions stay zero."""
-        keep = None if mask is None else mask.unsqueeze(-1)
-        h = self.norm1(x)
-        if keep is not None:
-            h = h.masked_fill(~keep, 0.0)
-        sampling = None
-        if return_sampling and self.is_deformable:
-            h, positions, references = self.attn(h, mask, return_sampling=True)
-            sampling = (positions, references)
-        else:
-            h = self.attn(h, mask)
-        x = x + self.drop_path(h)
-        h = self.mlp(self.norm2(x))
-        if keep is not None:
-            h = h.masked_fill(~keep, 0.0)
-        x = x + self.drop_path(h)
-        return (x, sampling) if return_sampling else x
+        x = x + self.drop_path(self.attn(zero_masked(self.norm1(x), mask), mask))
+        return x + self.drop_path(zero_masked(self.mlp(self.norm2(x)), mask))
+
+
+class DATARStage(nn.Module):
+    """One pyramid stage: optional down-sampling, then its blocks; ``(x, mask) -> (x, mask)``.
+
+    Blocks are indexed like a list (``stage[0]``, ``len(stage)``, ``for block in stage``).
+
+    Arguments
+    ---------
+    blocks : list of DATARBlock
+        The stage's blocks, in order.
+    downsample : PatchMerging or None
+        Down-sampling before the blocks (every stage but the first).
+    stride : tuple
+        ``(frequency, time)`` input bins per map position in this stage.
+
+    Example
+    -------
+    >>> from speechbrain_datar.nnet.window_attention import WindowAttention
+    >>> stage = DATARStage([DATARBlock(8, WindowAttention(8, 2, 3))], PatchMerging(4, 8), (8, 8))
+    >>> x, mask = stage(torch.randn(2, 4, 6, 4), None)
+    >>> x.shape, len(stage)
+    (torch.Size([2, 2, 3, 8]), 1)
+    """
+
+    def __init__(self, blocks, downsample=None, stride=(1, 1)):
+        super().__init__()
+        self.downsample = downsample
+        self.stride = tuple(stride)
+        self.num_blocks = len(blocks)
+        for index, block in enumerate(blocks):
+            self.add_module(str(index), block)
+
+    def __len__(self):
+        return self.num_blocks
+
+    def __getitem__(self, index):
+        return self._modules[str(range(self.num_blocks)[index])]
+
+    def __iter__(self):
+        return (self._modules[str(i)] for i in range(self.num_blocks))
+
+    def forward(self, x, mask=None):
+        """``[batch, H, W, C]`` map and its padding mask -> the stage's output map and mask."""
+        if self.downsample is not None:
+            x, mask = self.downsample(x, mask)
+        x = zero_masked(x, mask)
+        for block in self:
+            x = block(x, mask)
+        return x, mask
+
+
+class MaskedMeanPooling(nn.Module):
+    """Average of a channels-last map over its valid positions: ``[batch, H, W, C] -> [batch, 1, C]``.
+
+    Example
+    -------
+    >>> MaskedMeanPooling()(torch.ones(2, 3, 4, 5), None).shape
+    torch.Size([2, 1, 5])
+    """
+
+    def forward(self, x, mask=None):
+        """Mean over the positions where ``mask`` is ``True`` (all of them when ``None``)."""
+        return masked_mean(x, mask).unsqueeze(1)
+
+
+def _legacy_key(key):
+    """State-dict key of version 0.1 (stem norm and down-sampling outside the stages) -> today's key."""
+    key = re.sub(r"^patch_norm\.", "patch_proj.norm.", key)
+    key = re.sub(r"^down_projs\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.", key)
+    return re.sub(r"^down_norms\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.norm.", key)
 
 
 class DATAR(nn.Module):
@@ -161,7 +217,7 @@ class DATAR(nn.Module):
         (the training length; other lengths work too).
     patch_size : int or tuple
         Stride and size of the patch stem; ``(frequency, time)`` for rectangular
-        patches (coarse-to-fine training's Patch method widens them along time).
+        patches (``set_time_resolution`` widens them along time).
     dims, depths, heads, groups : list of int
         Per stage: channels, blocks, heads and offset groups (for D blocks).
     stage_spec : list
@@ -254,21 +310,18 @@ class DATAR(nn.Module):
         self.stage_spec = spec
         self.num_stages = num_stages
         self.embedding_dim = dims[-1]
+        self.base_patch_size = to_pair(patch_size)
 
         self.input_adaptor = build_input_adaptor(input_adaptor, adaptor_strength, adaptor_kernel_size)
-        self.patch_proj = nn.Conv2d(1, dims[0], 1)
-        self.set_patch_size(patch_size)
-        self.patch_norm = nn.LayerNorm(dims[0])
-
-        rates = torch.linspace(0, config["drop_path_rate"], sum(depths)).tolist()
+        self.patch_proj = PatchEmbedding(dims[0], self.base_patch_size, downsampling=2 ** (num_stages - 1))
+        rates = iter(torch.linspace(0, config["drop_path_rate"], sum(depths)).tolist())
         shift = (window_size + 1) // 2
-        self.stages = nn.ModuleList()
-        self.down_projs = nn.ModuleList()
-        self.down_norms = nn.ModuleList()
         map_h, map_w = ceil_div(n_mels, self.patch_size[0]), ceil_div(reference_frames, self.patch_size[1])
-        block_index = 0
+        self.stages = nn.ModuleList()
         for i in range(num_stages):
-            blocks = nn.ModuleList()
+            if i > 0:
+                map_h, map_w = ceil_div(map_h, 2), ceil_div(map_w, 2)
+            blocks = []
             for kind in spec[i]:
                 if kind == "D":
                     attention = DeformableAttention(
@@ -283,35 +336,21 @@ class DATAR(nn.Module):
                         dims[i], heads[i], window_size, shift if kind == "S" else 0,
                         attn_drop=attn_drop_rate, proj_drop=drop_rate,
                     )
-                blocks.append(DATARBlock(dims[i], attention, mlp_ratio, drop_rate, rates[block_index]))
-                block_index += 1
-            self.stages.append(blocks)
-            if i < num_stages - 1:
-                self.down_projs.append(nn.Conv2d(dims[i], dims[i + 1], 2, 2, bias=False))
-                self.down_norms.append(nn.LayerNorm(dims[i + 1]))
-                map_h, map_w = ceil_div(map_h, 2), ceil_div(map_w, 2)
+                blocks.append(DATARBlock(dims[i], attention, mlp_ratio, drop_rate, next(rates)))
+            downsample = PatchMerging(dims[i - 1], dims[i]) if i > 0 else None
+            self.stages.append(DATARStage(blocks, downsample, stride=(2**i, 2**i)))
         self.norm = nn.LayerNorm(dims[-1])
+        self.pool = MaskedMeanPooling()
         self.apply(self._init_weights)
+        self.register_load_state_dict_pre_hook(self._rename_legacy_keys)
 
-    def set_patch_size(self, patch_size, weight=None):
-        """Sets the patch stem's size and stride ``(frequency, time)``, optionally with new weights.
-
-        The stem is the only part of DATAR whose shape depends on the patch grid;
-        ``weight`` (``[dims[0], 1, h, w]``) replaces its kernel, otherwise a fresh
-        one is initialised when the size changes.
-        """
-        size = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else (int(patch_size),) * 2
-        self.patch_size = size
-        self.total_stride = (size[0] * 2 ** (self.num_stages - 1), size[1] * 2 ** (self.num_stages - 1))
-        conv = self.patch_proj
-        if weight is None and tuple(conv.kernel_size) == size:
-            return
-        new = nn.Conv2d(1, conv.out_channels, size, size).to(conv.weight.device, conv.weight.dtype)
-        with torch.no_grad():
-            if weight is not None:
-                new.weight.copy_(weight)
-            new.bias.copy_(conv.bias)
-        self.patch_proj = new
+    @staticmethod
+    def _rename_legacy_keys(module, state_dict, prefix, *args):
+        # Checkpoints of version 0.1 kept the stem's norm and the down-sampling outside the stages.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            new = prefix + _legacy_key(key[len(prefix):])
+            if new != key:
+                state_dict[new] = state_dict.pop(key)
 
     @staticmethod
     def _init_weights(module):
@@ -320,11 +359,34 @@ class DATAR(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _stage_mask(self, frames, valid_h, height, width, stride, device):
-        if frames is None:
-            return None
-        mask = grid_mask(ceil_div(frames, stride[1]), ceil_div(valid_h, stride[0]), height, width)
-        return None if bool(mask.all()) else mask
+    @property
+    def patch_size(self):
+        """``(frequency, time)`` size and stride of the stem's patches."""
+        return tuple(self.patch_proj.stride)
+
+    @property
+    def total_stride(self):
+        """``(frequency, time)`` input bins per position of the last stage's map."""
+        return self.patch_proj.total_stride
+
+    def set_time_resolution(self, factor=1, patch_resize=None):
+        """Adapts DATAR to features of a coarser time resolution (coarse-to-fine training).
+
+        Arguments
+        ---------
+        factor : int
+            1 restores the resolution DATAR was built for.
+        patch_resize : str or None
+            ``None``: the features themselves come ``factor`` times coarser (a larger
+            frame shift or pooling); DATAR's relative-position tables are in token
+            units and serve any length, so nothing changes. ``"pi"`` or
+            ``"bilinear"``: the features stay at full resolution and the stem's
+            patches become ``factor`` times wider along time, the kernel moving by
+            that method.
+        """
+        height, width = self.base_patch_size
+        if patch_resize is not None:
+            self.patch_proj.set_patch_size((height, width * int(factor)), patch_resize)
 
     def forward_features(self, feats, lengths=None, return_sampling=False):
         """Runs the encoder and returns its intermediate results.
@@ -336,7 +398,8 @@ class DATAR(nn.Module):
         lengths : torch.Tensor or None
             Relative lengths in (0, 1].
         return_sampling : bool
-            Collect the deformable blocks' sampling points.
+            Also record where the deformable blocks read their keys (through
+            forward hooks; what the encoder computes does not change).
 
         Returns
         -------
@@ -348,59 +411,39 @@ class DATAR(nn.Module):
             ``positions`` ``[batch, groups, H_k, W_k, 2]`` and ``references`` in
             map pixels (y = frequency, x = time).
         """
-        if feats.dim() != 3:
-            raise ValueError(f"DATAR expects features [batch, time, n_mels], got shape {tuple(feats.shape)}")
-        batch, time, n_mels = feats.shape
-        if n_mels != self.n_mels:
-            raise ValueError(f"DATAR was built for {self.n_mels} mel bins, got features with {n_mels}")
-        frames = relative_to_absolute_lengths(lengths, time)
-        if frames is None and time % self.total_stride[1]:
-            frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
-        if frames is not None:
-            frames = frames.to(feats.device)
-
-        adapted = self.input_adaptor(feats)
-        if frames is not None:
-            frame_ok = torch.arange(time, device=feats.device)[None, :] < frames[:, None]
-            adapted = adapted.masked_fill(~frame_ok.unsqueeze(-1), 0.0)
-        x = adapted.transpose(1, 2).unsqueeze(1)  # B, 1, n_mels, time
-        pad_h = (-n_mels) % self.total_stride[0]
-        pad_w = (-time) % self.total_stride[1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-            if frames is None:
-                frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
-
-        x = self.patch_norm(self.patch_proj(x).permute(0, 2, 3, 1))
-        stride = self.patch_size
-        mask = self._stage_mask(frames, n_mels, x.shape[1], x.shape[2], stride, x.device)
         sampling = []
-        for i, blocks in enumerate(self.stages):
-            if i > 0:
-                x = self.down_projs[i - 1](x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-                x = self.down_norms[i - 1](x)
-                stride = (stride[0] * 2, stride[1] * 2)
-                mask = self._stage_mask(frames, n_mels, x.shape[1], x.shape[2], stride, x.device)
-            if mask is not None:
-                x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-            for j, block in enumerate(blocks):
-                if return_sampling:
-                    x, points = block(x, mask, return_sampling=True)
-                    if points is not None:
-                        sampling.append(
-                            dict(stage=i, block=j, stride=stride, positions=points[0], references=points[1])
-                        )
-                else:
-                    x = block(x, mask)
-        x = self.norm(x)
-        if mask is not None:
-            x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-        embedding = masked_mean(x, mask).unsqueeze(1)
-        out = dict(embedding=embedding, adapted=adapted, feature_map=x, mask=mask)
-        if return_sampling:
-            out["sampling"] = sampling
-        return out
+        with self.recording_sampling(sampling) if return_sampling else contextlib.nullcontext():
+            frames = valid_frames(feats, lengths, self.n_mels, "DATAR")
+            adapted = zero_padded_frames(self.input_adaptor(feats), frames)
+            x, mask = self.patch_proj(adapted, frames)
+            for stage in self.stages:
+                x, mask = stage(x, mask)
+            x = zero_masked(self.norm(x), mask)
+            out = dict(embedding=self.pool(x, mask), adapted=adapted, feature_map=x, mask=mask)
+        return dict(out, sampling=sampling) if return_sampling else out
 
     def forward(self, feats, lengths=None):
         """Embeds ``[batch, time, n_mels]`` features into ``[batch, 1, dim]``."""
         return self.forward_features(feats, lengths)["embedding"]
+
+    @contextlib.contextmanager
+    def recording_sampling(self, records):
+        """Appends, to ``records``, where each deformable block reads its keys during the calls inside.
+
+        Each record is a dict: ``stage``, ``block``, ``stride`` (input bins and
+        frames per map position), ``positions`` and ``references`` (map pixels).
+        """
+        hooks = []
+        for i, stage in enumerate(self.stages):
+            stride = (self.patch_size[0] * stage.stride[0], self.patch_size[1] * stage.stride[1])
+            for j, block in enumerate(stage):
+                if block.is_deformable:
+                    def record(module, args, output, i=i, j=j, stride=stride):
+                        records.append(dict(stage=i, block=j, stride=stride, positions=output[0], references=output[1]))
+
+                    hooks.append(block.attn.sampling_points.register_forward_hook(record))
+        try:
+            yield records
+        finally:
+            for hook in hooks:
+                hook.remove()
