@@ -3,6 +3,7 @@
 import csv
 import glob
 import json
+import math
 import os
 import re
 import subprocess
@@ -255,3 +256,41 @@ def test_recipe_starts_from_an_imagenet_checkpoint(data_folder, tmp_path):
         report = json.load(f)
     assert report["left_at_initialisation"] == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
     assert "cls_head.weight" in report["ignored_from_checkpoint"]
+
+
+def test_a_bug_inside_training_keeps_its_traceback(data_folder, tmp_path):
+    """Only the project's DataError ends in one line; a RuntimeError inside training propagates whole.
+
+    The stand-in bug: an augmentation that divides features [batch, time, n_mels] by lengths [batch].
+    """
+    broken = "!name:operator.truediv"
+    result = run(command(data_folder, str(tmp_path / "exp"), 1, feature_augment=broken, lr=0.00001), cwd=ROOT)
+    output = result.stdout + result.stderr  # SpeechBrain logs uncaught exceptions to the console and log.txt
+    assert result.returncode != 0
+    assert "Traceback" in output and "compute_forward" in output
+    assert "RuntimeError: The size of tensor a" in output
+    assert "fine-tuning rate" in output  # from scratch at lr 1e-5: the one-line warning
+
+
+def logged_lr(output_folder):
+    """Learning rate at the end of each epoch; the last line of an epoch logged twice wins."""
+    with open(os.path.join(output_folder, "train_log.txt")) as f:
+        return {int(e): lr for e, lr in re.findall(r"^epoch: (\d+), lr: ([0-9.e+-]+)", f.read(), flags=re.M)}
+
+
+def test_warmup_cosine_schedule_resumes_exactly_and_restarts_at_a_phase_change(data_folder, tmp_path):
+    schedule = dict(warmup_epochs=1, lr_decay="cosine", compression="avgpool",
+                    phases="[{factor: 2, epochs: 2}, {factor: 1, epochs: 2}]")
+    straight = str(tmp_path / "straight")
+    result = run(command(data_folder, straight, 4, **schedule), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lrs = logged_lr(straight)
+    # warm-up for one epoch, cosine over number_of_epochs; the second phase restarts the schedule
+    peak, after_two_epochs = 0.001, 0.001 * 0.5 * (1 + math.cos(math.pi / 3))
+    assert [float(lrs[e]) for e in (1, 2, 3, 4)] == pytest.approx([peak, after_two_epochs] * 2, rel=0.01)
+    killed = str(tmp_path / "killed")
+    cmd = command(data_folder, killed, 4, **schedule)
+    kill_after_first_checkpoint(cmd, ROOT, killed)
+    result = run(cmd, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert logged_lr(killed) == lrs

@@ -24,7 +24,7 @@ import os
 import re
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -93,14 +93,8 @@ def read_segments(path, report):
     return segments
 
 
-def prepare_epic_kitchens(
-    data_folder,
-    annotation_folder=None,
-    audio_folder=None,
-    extensions=AUDIO_EXTENSIONS,
-    min_seconds=0.0,
-    num_workers=4,
-):
+def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None, extensions=AUDIO_EXTENSIONS,
+                          min_seconds=0.0, num_workers=4):
     """Reads the EPIC-KITCHENS-100 annotations and checks every segment against its video's audio.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
@@ -112,9 +106,9 @@ def prepare_epic_kitchens(
     -------
     PreparedData
     """
-    require_folder(data_folder, "folder with the annotations and audio")
-    annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
-    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
+    annotation_folder, audio_folder = dataset_folders(
+        data_folder, "folder with the annotations and audio", annotations=annotation_folder, audio=audio_folder
+    )
     reports, entries = {}, {}
     for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):
         reports[split] = SkipReport(split)

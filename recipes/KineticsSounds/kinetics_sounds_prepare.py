@@ -17,7 +17,7 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -67,17 +67,9 @@ def read_kinetics_csv(path, classes, report):
     return rows, other
 
 
-def prepare_kinetics_sounds(
-    data_folder,
-    annotation_folder=None,
-    audio_folder=None,
-    classes_file=CLASSES_FILE,
-    filename_pattern="{ytid}_{start:06d}_{end:06d}",
-    extensions=AUDIO_EXTENSIONS,
-    min_seconds=0.05,
-    silence_threshold=1e-4,
-    num_workers=4,
-):
+def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=None, classes_file=CLASSES_FILE,
+                            filename_pattern="{ytid}_{start:06d}_{end:06d}", extensions=AUDIO_EXTENSIONS,
+                            min_seconds=0.05, silence_threshold=1e-4, num_workers=4):
     """Reads the Kinetics-400 annotations of the Kinetics-Sounds classes and checks their clips.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
@@ -88,9 +80,9 @@ def prepare_kinetics_sounds(
     -------
     PreparedData
     """
-    require_folder(data_folder, "folder with the annotations and audio")
-    annotation_folder = annotation_folder or subfolder_or_itself(data_folder, "annotations")
-    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
+    annotation_folder, audio_folder = dataset_folders(
+        data_folder, "folder with the annotations and audio", annotations=annotation_folder, audio=audio_folder
+    )
     classes = read_class_list(classes_file)
     csv_report = SkipReport("csv")
     reports, entries, seen_classes, other_rows = {}, {}, set(), 0

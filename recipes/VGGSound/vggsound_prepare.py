@@ -16,7 +16,7 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, require_folder, subfolder_or_itself
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -71,16 +71,8 @@ def _row_problem(row):
     return None
 
 
-def prepare_vggsound(
-    data_folder,
-    csv_file=None,
-    audio_folder=None,
-    filename_pattern="{ytid}_{start:06d}",
-    extensions=AUDIO_EXTENSIONS,
-    min_seconds=0.05,
-    silence_threshold=1e-4,
-    num_workers=4,
-):
+def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pattern="{ytid}_{start:06d}",
+                     extensions=AUDIO_EXTENSIONS, min_seconds=0.05, silence_threshold=1e-4, num_workers=4):
     """Reads ``vggsound.csv`` and checks the clips it names.
 
     Arguments
@@ -104,9 +96,8 @@ def prepare_vggsound(
     -------
     PreparedData
     """
-    require_folder(data_folder, "folder with vggsound.csv and the clips")
+    (audio_folder,) = dataset_folders(data_folder, "folder with vggsound.csv and the clips", audio=audio_folder)
     csv_file = csv_file or os.path.join(data_folder, "vggsound.csv")
-    audio_folder = audio_folder or subfolder_or_itself(data_folder, "audio")
     if not os.path.isdir(audio_folder):
         raise MissingDataError(f"audio folder {audio_folder!r} does not exist")
     csv_report = SkipReport("csv")

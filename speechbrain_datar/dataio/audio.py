@@ -9,8 +9,9 @@ import os
 
 import numpy as np
 import soundfile
-import torch
+import torch  # noqa: F401 (used by the doctests)
 import torchaudio
+from speechbrain.dataio.dataio import read_audio
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -109,9 +110,10 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
     """
     file_rate = soundfile.info(path).samplerate
     first = 0 if start is None else int(round(start * file_rate))
-    last = None if stop is None else int(round(stop * file_rate))
-    data, file_rate = soundfile.read(path, start=first, stop=last, dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data).mean(dim=1)
+    last = first if stop is None else int(round(stop * file_rate))  # read_audio: stop == start reads to the end
+    wav = read_audio({"file": path, "start": first, "stop": last}).float()
+    if wav.dim() == 2:
+        wav = wav.mean(dim=1)
     if file_rate != sample_rate:
         wav = torchaudio.functional.resample(wav, file_rate, sample_rate)
     return wav

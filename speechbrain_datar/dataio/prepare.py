@@ -203,13 +203,26 @@ def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed,
     mark_prepared(save_folder, options, outputs)
 
 
-def require_folder(data_folder, what):
-    """A clear error if the recipe's ``data_folder`` does not exist; ``what`` says what it should hold."""
+def dataset_folders(data_folder, what, **subfolders):
+    """Checks that ``data_folder`` exists and locates its subfolders.
+
+    Each keyword is a subfolder's usual name and the path the user gave for it
+    (``None``: ``data_folder/<name>`` if that folder exists, else ``data_folder``
+    itself, as files may sit directly in it). ``what`` says what the data folder
+    should hold, for the error message.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(folder, "audio"))
+    >>> [os.path.relpath(p, folder) for p in dataset_folders(folder, "clips", audio=None, annotations=None)]
+    ['audio', '.']
+    """
     if not os.path.isdir(data_folder):
         raise MissingDataError(f"data_folder {data_folder!r} does not exist: pass --data_folder=<{what}>")
-
-
-def subfolder_or_itself(data_folder, name):
-    """``data_folder/name`` if that folder exists, else ``data_folder`` (files may sit directly in it)."""
-    path = os.path.join(data_folder, name)
-    return path if os.path.isdir(path) else data_folder
+    located = []
+    for name, given in subfolders.items():
+        default = os.path.join(data_folder, name)
+        located.append(given or (default if os.path.isdir(default) else data_folder))
+    return located

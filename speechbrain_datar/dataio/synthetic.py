@@ -87,16 +87,8 @@ def _youtube_like_id(rng):
     return "".join(rng.choice(list(alphabet), 11))
 
 
-def make_vggsound_like(
-    folder,
-    train_per_class=24,
-    test_per_class=8,
-    seconds=2.0,
-    sample_rate=16000,
-    classes=CLASSES,
-    include_bad_clips=True,
-    seed=0,
-):
+def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0, sample_rate=16000, classes=CLASSES,
+                       include_bad_clips=True, seed=0):
     """Writes ``folder/vggsound.csv`` and ``folder/audio/<id>_<start:06d>.wav``.
 
     The CSV has VGGSound's four columns and no header: YouTube id, start second,

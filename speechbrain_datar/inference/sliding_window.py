@@ -192,15 +192,3 @@ class WindowScoreAverage(nn.Module):
             if windows.window_valid.shape == embeddings.shape[:2]:
                 valid = windows.window_valid
         return average_window_scores(self.classifier, embeddings, valid)
-
-
-def frames_in_clip(seconds, sample_rate=16000, hop_length=10.0):
-    """Feature frames SpeechBrain's ``Fbank`` (centred STFT) gives for ``seconds`` of audio.
-
-    Example
-    -------
-    >>> frames_in_clip(10.0)
-    1001
-    """
-    hop_samples = int(round(sample_rate * hop_length / 1000.0))
-    return int(round(seconds * sample_rate)) // hop_samples + 1

@@ -86,17 +86,21 @@ class MultiHeadClassifier(nn.Module):
         if not n_classes:
             raise ValueError("n_classes must name at least one head")
         sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
-        self.init_kwargs = record_init_kwargs(dict(input_size=input_size, n_classes=sizes, input_norm=input_norm,
-                                                   dropout=dropout))
         self.heads = nn.ModuleDict(
-            {name: Classifier(input_size, n, input_norm, dropout) for name, n in sizes.items()}
+            {str(name): Classifier(input_size, n, input_norm, dropout) for name, n in sizes.items()}
         )
+
+    @property
+    def init_kwargs(self):
+        """The constructor arguments, with each head's current size (for the exported hparams)."""
+        first = next(iter(self.heads.values())).init_kwargs
+        sizes = {name: head.n_classes for name, head in self.heads.items()}
+        return dict(first, n_classes=sizes)
 
     def set_n_classes(self, sizes):
         """Sizes the named heads: ``{name: n_classes}``."""
         for name, n_classes in sizes.items():
             self.heads[name].set_n_classes(n_classes)
-            self.init_kwargs["n_classes"][name] = int(n_classes)
 
     def forward(self, x):
         """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""

@@ -175,18 +175,8 @@ class DeformableAttention(nn.Module):
     """
 
     def __init__(
-        self,
-        dim,
-        num_heads,
-        num_groups,
-        bias_table_size,
-        offset_range_factor=2.0,
-        offset_stride=1,
-        offset_kernel_size=5,
-        attn_drop=0.0,
-        proj_drop=0.0,
-        use_rel_pos_bias=True,
-        grid_convention="token",
+        self, dim, num_heads, num_groups, bias_table_size, offset_range_factor=2.0, offset_stride=1,
+        offset_kernel_size=5, attn_drop=0.0, proj_drop=0.0, use_rel_pos_bias=True, grid_convention="token",
         query_chunk_size=None,
     ):
         super().__init__()
@@ -349,7 +339,7 @@ class DeformableAttention(nn.Module):
     #: whole stage-3 map of a 10 s clip, and temporaries proportional to clip length.
     INFERENCE_QUERY_CHUNK = 512
 
-    def _query_chunk(self, n_queries, n_keys):
+    def _query_chunk(self, n_queries):
         """Queries per chunk: all of them in training, a fixed number in inference."""
         if self.query_chunk_size:
             return self.query_chunk_size
@@ -395,7 +385,7 @@ class DeformableAttention(nn.Module):
         rows = torch.arange(height, device=x.device).repeat_interleave(width)
         cols = torch.arange(width, device=x.device).repeat(height)
         n_queries = height * width
-        chunk = self._query_chunk(n_queries, n_keys)
+        chunk = self._query_chunk(n_queries)
         outputs = []
         for start in range(0, n_queries, chunk):
             stop = min(start + chunk, n_queries)

@@ -46,14 +46,14 @@ class LearnableInputAdaptor(nn.Module):
         self.channels = channels
         self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)
 
+    def extra_repr(self):
+        return f"strength={self.strength}"
+
     def forward(self, x):
         """Adds the learned enhancement to ``x``."""
         planes = x.unsqueeze(1) if self.channels == 1 and x.dim() == 3 else x
         out = planes + self.strength * self.conv(planes)
         return out.squeeze(1) if planes is not x else out
-
-    def extra_repr(self):
-        return f"strength={self.strength}"
 
 
 class RandomPerturbation(nn.Module):

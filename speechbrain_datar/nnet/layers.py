@@ -1,5 +1,7 @@
 """Small layers shared by the transformer encoders: stochastic depth, MLP, 2-D LayerNorm; module unwrapping."""
 
+import copy
+
 import torch  # noqa: F401 (used by the doctests)
 from torch import nn
 
@@ -100,6 +102,29 @@ class LayerNorm2d(nn.LayerNorm):
         # Contiguous, so that a following convolution's weight gradients get the
         # standard strides (DDP's gradient buckets warn about channels-last ones).
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+def preset_config(presets, preset, **overrides):
+    """A copy of ``presets[preset]`` with the ``overrides`` that are not ``None``.
+
+    Example
+    -------
+    >>> preset_config({"micro": {"dim": 8, "depth": 2}}, "micro", dim=None, depth=4)
+    {'dim': 8, 'depth': 4}
+    """
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    config = copy.deepcopy(presets[preset])
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    return config
+
+
+def init_linear_weights(module):
+    """ViT/DAT initialisation of linear layers (truncated normal, std 0.02; zero bias); use with ``Module.apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def record_init_kwargs(arguments):

@@ -17,26 +17,6 @@ from speechbrain_datar.nnet.layers import to_pair
 from speechbrain_datar.nnet.masking import attention_mask_value, zero_masked
 
 
-def relative_position_index(window_h, window_w):
-    """Index into a ``(2Wh-1)*(2Ww-1)`` bias table for every pair of positions in a window.
-
-    Example
-    -------
-    >>> relative_position_index(2, 2)
-    tensor([[4, 3, 1, 0],
-            [5, 4, 2, 1],
-            [7, 6, 4, 3],
-            [8, 7, 5, 4]])
-    """
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window_h), torch.arange(window_w), indexing="ij")
-    ).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    rel[:, :, 0] += window_h - 1
-    rel[:, :, 1] += window_w - 1
-    return rel[:, :, 0] * (2 * window_w - 1) + rel[:, :, 1]
-
-
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside (optionally shifted) non-overlapping windows.
 
@@ -126,20 +106,8 @@ class WindowAttention(nn.Module):
         return groups
 
     def forward(self, x, mask=None):
-        """Attends within windows.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            ``[batch, height, width, dim]``; padded positions should be zero.
-        mask : torch.Tensor or None
-            Boolean ``[batch, height, width]``, ``True`` at valid positions.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[batch, height, width, dim]``, zero at masked positions.
-        """
+        """Attends within windows: ``x`` ``[batch, height, width, dim]`` (zero where ``mask``, boolean
+        ``[batch, height, width]``, is ``False``) -> the same shape, zero at masked positions."""
         batch, height, width, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         wh, ww = self.window_size

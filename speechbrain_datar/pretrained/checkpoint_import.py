@@ -23,10 +23,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from speechbrain_datar.errors import DataError
+from speechbrain_datar.lobes.models.ast import AST
+from speechbrain_datar.lobes.models.datar import DATAR
+from speechbrain_datar.nnet.deformable_attention import DeformableAttention
+
 logger = logging.getLogger(__name__)
 
 
-class CheckpointLayoutError(ValueError):
+class CheckpointLayoutError(DataError):
     """The checkpoint does not have the layout the target model needs."""
 
 
@@ -168,6 +173,20 @@ class _Mapper:
         return self.report
 
 
+def _start_import(model, model_class, checkpoint, families, source_name, wrong_family):
+    """Reads the checkpoint, checks the target's class and the checkpoint's family; returns state, family, mapper."""
+    if not isinstance(model, model_class):
+        raise TypeError(f"this import loads into {model_class.__name__}, not {type(model).__name__}")
+    state = read_state_dict(checkpoint)
+    family = detect_family(state)
+    if family not in families:
+        raise CheckpointLayoutError(
+            f"{source_name} {wrong_family}: it looks like {family or 'an unknown layout'}, "
+            f"with keys such as {_examples(state, 4)}"
+        )
+    return state, family, _Mapper(state, model, ImportReport(source_name))
+
+
 def import_dat(model, checkpoint, table_resize=None, source_name="DAT checkpoint"):
     """Loads a DAT (CVPR 2022 layout) checkpoint into a ``DATAR`` model.
 
@@ -188,20 +207,11 @@ def import_dat(model, checkpoint, table_resize=None, source_name="DAT checkpoint
     -------
     ImportReport
     """
-    from speechbrain_datar.lobes.models.datar import DATAR
-    from speechbrain_datar.nnet.deformable_attention import DeformableAttention
-
-    if not isinstance(model, DATAR):
-        raise TypeError(f"import_dat loads into DATAR, not {type(model).__name__}")
-    state = read_state_dict(checkpoint)
-    family = detect_family(state)
-    if family != "dat":
-        raise CheckpointLayoutError(
-            f"{source_name} is not a DAT checkpoint (it looks like {family or 'an unknown layout'}; "
-            f"DAT keys look like 'stages.0.attns.0.proj_qkv.weight', found e.g. {_examples(state, 4)})"
-        )
-    report = ImportReport(source_name)
-    mapper = _Mapper(state, model, report)
+    state, _, mapper = _start_import(
+        model, DATAR, checkpoint, ("dat",), source_name,
+        "is not a DAT checkpoint (DAT keys look like 'stages.0.attns.0.proj_qkv.weight')",
+    )
+    report = mapper.report
     mapper.take("patch_proj.weight", "patch_proj.0.weight", lambda w: w.sum(dim=1, keepdim=True), resized=True)
     mapper.take("patch_proj.bias", "patch_proj.0.bias")
     for suffix in ("weight", "bias"):
@@ -310,26 +320,18 @@ def import_ast(model, checkpoint, head=None, source_name="ViT/AST checkpoint"):
         For an AST checkpoint, also load its ``mlp_head`` (LayerNorm + Linear) into
         this ``Classifier`` (built with ``input_norm=True``).
     source_name : str
-        Name used in the report and errors.
+        How the report and the error messages name the checkpoint.
 
     Returns
     -------
     ImportReport
+        What was loaded, resized, left at initialisation and ignored.
     """
-    from speechbrain_datar.lobes.models.ast import AST
-
-    if not isinstance(model, AST):
-        raise TypeError(f"import_ast loads into AST, not {type(model).__name__}")
-    state = read_state_dict(checkpoint)
-    family = detect_family(state)
-    if family not in ("ast", "vit"):
-        raise CheckpointLayoutError(
-            f"{source_name} is neither a ViT nor an AST checkpoint (it looks like {family or 'an unknown layout'}; "
-            f"found e.g. {_examples(state, 4)})"
-        )
+    state, family, mapper = _start_import(
+        model, AST, checkpoint, ("ast", "vit"), source_name, "is neither a ViT nor an AST checkpoint"
+    )
+    report = mapper.report
     prefix = "v." if family == "ast" else ""
-    report = ImportReport(source_name)
-    mapper = _Mapper(state, model, report)
     patch = state[f"{prefix}patch_embed.proj.weight"]
     mapper.take("patch_embed.weight", f"{prefix}patch_embed.proj.weight",
                 (lambda w: w.sum(dim=1, keepdim=True)) if patch.shape[1] != 1 else None, resized=patch.shape[1] != 1)
@@ -385,9 +387,6 @@ def init_from(model, checkpoint, head=None, report_path=None):
             model: !ref <embedding_model>
             checkpoint: /path/to/dat_tiny_in1k.pth
     """
-    from speechbrain_datar.lobes.models.ast import AST
-    from speechbrain_datar.lobes.models.datar import DATAR
-
     name = checkpoint if isinstance(checkpoint, str) else "checkpoint"
     if isinstance(model, DATAR):
         report = import_dat(model, checkpoint, source_name=name)

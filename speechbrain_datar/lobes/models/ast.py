@@ -9,13 +9,11 @@ attention, so a clip's embedding does not depend on its batch (up to the
 training length).
 """
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs
+from speechbrain_datar.nnet.layers import DropPath, FeedForward, init_linear_weights, preset_config, record_init_kwargs
 from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import resize_patch_kernel
 
@@ -113,29 +111,13 @@ class AST(nn.Module):
     """
 
     def __init__(
-        self,
-        preset="base",
-        n_mels=128,
-        target_length=1024,
-        patch_size=16,
-        fstride=10,
-        tstride=10,
-        embed_dim=None,
-        depth=None,
-        num_heads=None,
-        mlp_ratio=4.0,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
+        self, preset="base", n_mels=128, target_length=1024, patch_size=16, fstride=10, tstride=10,
+        embed_dim=None, depth=None, num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0,
         drop_path_rate=0.0,
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        config = copy.deepcopy(PRESETS[preset])
-        for key, value in dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads).items():
-            if value is not None:
-                config[key] = value
+        config = preset_config(PRESETS, preset, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
         if n_mels < patch_size:
             raise ValueError(f"n_mels {n_mels} is smaller than the patch size {patch_size}")
         dim = config["embed_dim"]
@@ -161,14 +143,7 @@ class AST(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         for param in (self.cls_token, self.dist_token, self.pos_embed):
             nn.init.trunc_normal_(param, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_linear_weights)
 
     @staticmethod
     def _time_patches(frames, width, stride):

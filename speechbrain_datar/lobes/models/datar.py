@@ -15,7 +15,6 @@ on the other clips in its batch.
 """
 
 import contextlib
-import copy
 import re
 
 import torch
@@ -23,7 +22,14 @@ from torch import nn
 
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import build_input_adaptor
-from speechbrain_datar.nnet.layers import DropPath, FeedForward, record_init_kwargs, to_pair
+from speechbrain_datar.nnet.layers import (
+    DropPath,
+    FeedForward,
+    init_linear_weights,
+    preset_config,
+    record_init_kwargs,
+    to_pair,
+)
 from speechbrain_datar.nnet.masking import ceil_div, masked_mean, valid_frames, zero_masked, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import PatchEmbedding, PatchMerging
 from speechbrain_datar.nnet.window_attention import WindowAttention
@@ -31,41 +37,17 @@ from speechbrain_datar.nnet.window_attention import WindowAttention
 _STAGE_SPEC_TINY = [["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L", "D"]]
 _STAGE_SPEC_DEEP = [["L", "S"], ["L", "S"], ["L", "D"] * 9, ["L", "D"]]
 
-#: Architecture presets. ``tiny``/``small``/``base`` follow DAT-T/S/B.
+#: Architecture presets. ``tiny``/``small``/``base`` follow DAT-T/S/B; ``micro`` is a very small network
+#: with the same layout, for tests and demos on a CPU.
 PRESETS = {
-    "tiny": dict(
-        dims=[96, 192, 384, 768],
-        depths=[2, 2, 6, 2],
-        heads=[3, 6, 12, 24],
-        groups=[1, 1, 3, 6],
-        stage_spec=_STAGE_SPEC_TINY,
-        drop_path_rate=0.2,
-    ),
-    "small": dict(
-        dims=[96, 192, 384, 768],
-        depths=[2, 2, 18, 2],
-        heads=[3, 6, 12, 24],
-        groups=[1, 1, 3, 6],
-        stage_spec=_STAGE_SPEC_DEEP,
-        drop_path_rate=0.3,
-    ),
-    "base": dict(
-        dims=[128, 256, 512, 1024],
-        depths=[2, 2, 18, 2],
-        heads=[4, 8, 16, 32],
-        groups=[1, 1, 4, 8],
-        stage_spec=_STAGE_SPEC_DEEP,
-        drop_path_rate=0.5,
-    ),
-    # A very small network with the same layout, for tests and demos on a CPU.
-    "micro": dict(
-        dims=[16, 32, 64, 128],
-        depths=[2, 2, 2, 2],
-        heads=[1, 2, 4, 8],
-        groups=[1, 1, 2, 4],
-        stage_spec=[["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
-        drop_path_rate=0.0,
-    ),
+    name: dict(dims=dims, depths=depths, heads=heads, groups=groups, stage_spec=spec, drop_path_rate=rate)
+    for name, dims, depths, heads, groups, spec, rate in (
+        ("tiny", [96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24], [1, 1, 3, 6], _STAGE_SPEC_TINY, 0.2),
+        ("small", [96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24], [1, 1, 3, 6], _STAGE_SPEC_DEEP, 0.3),
+        ("base", [128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32], [1, 1, 4, 8], _STAGE_SPEC_DEEP, 0.5),
+        ("micro", [16, 32, 64, 128], [2, 2, 2, 2], [1, 2, 4, 8], [1, 1, 2, 4],
+         [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]], 0.0),
+    )
 }
 
 
@@ -258,42 +240,17 @@ class DATAR(nn.Module):
     """
 
     def __init__(
-        self,
-        preset="tiny",
-        n_mels=128,
-        reference_frames=1024,
-        patch_size=4,
-        dims=None,
-        depths=None,
-        heads=None,
-        groups=None,
-        stage_spec=None,
-        window_size=7,
-        mlp_ratio=4.0,
-        offset_range_factor=2.0,
-        offset_strides=1,
-        offset_kernel_sizes=(9, 7, 5, 3),
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-        drop_path_rate=None,
-        deformable=True,
-        input_adaptor="learnable",
-        adaptor_strength=0.005,
-        adaptor_kernel_size=3,
-        grid_convention="token",
-        query_chunk_size=None,
+        self, preset="tiny", n_mels=128, reference_frames=1024, patch_size=4,
+        dims=None, depths=None, heads=None, groups=None, stage_spec=None, window_size=7, mlp_ratio=4.0,
+        offset_range_factor=2.0, offset_strides=1, offset_kernel_sizes=(9, 7, 5, 3),
+        drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=None,
+        deformable=True, input_adaptor="learnable", adaptor_strength=0.005, adaptor_kernel_size=3,
+        grid_convention="token", query_chunk_size=None,
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        config = copy.deepcopy(PRESETS[preset])
-        for key, value in dict(
-            dims=dims, depths=depths, heads=heads, groups=groups,
-            stage_spec=stage_spec, drop_path_rate=drop_path_rate,
-        ).items():
-            if value is not None:
-                config[key] = value
+        config = preset_config(PRESETS, preset, dims=dims, depths=depths, heads=heads, groups=groups,
+                               stage_spec=stage_spec, drop_path_rate=drop_path_rate)
         dims, depths, heads = list(config["dims"]), list(config["depths"]), list(config["heads"])
         num_stages = len(dims)
         groups = _per_stage(config["groups"], num_stages, "groups")
@@ -341,7 +298,7 @@ class DATAR(nn.Module):
             self.stages.append(DATARStage(blocks, downsample, stride=(2**i, 2**i)))
         self.norm = nn.LayerNorm(dims[-1])
         self.pool = MaskedMeanPooling()
-        self.apply(self._init_weights)
+        self.apply(init_linear_weights)
         self.register_load_state_dict_pre_hook(self._rename_legacy_keys)
 
     @staticmethod
@@ -351,13 +308,6 @@ class DATAR(nn.Module):
             new = prefix + _legacy_key(key[len(prefix):])
             if new != key:
                 state_dict[new] = state_dict.pop(key)
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     @property
     def patch_size(self):

@@ -1,0 +1,37 @@
+"""Models exported by version 0.1 (before the stages owned their down-sampling) still load and give the same outputs.
+
+``tests/data/<model>_v0_1`` were written by ``export_classifier`` of version 0.1 for a tiny
+DATAR (random offsets) and AST, with the input ``wav`` and the log-probabilities that
+``EncoderClassifier.classify_batch`` gave then (``expected_outputs.pt``).
+"""
+
+import os
+import shutil
+
+import pytest
+import torch
+from speechbrain.inference.classifiers import EncoderClassifier
+
+from speechbrain_datar.lobes.models.datar import DATAR
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+@pytest.mark.parametrize("model", ["datar", "ast"])
+def test_a_version_0_1_export_loads_and_classifies_as_it_did(model, tmp_path):
+    source = str(tmp_path / "export")
+    shutil.copytree(os.path.join(DATA, f"{model}_v0_1"), source)
+    classifier = EncoderClassifier.from_hparams(source=source, savedir=str(tmp_path / "loaded"))
+    expected = torch.load(os.path.join(source, "expected_outputs.pt"))
+    log_probs = classifier.classify_batch(expected["wav"])[0]
+    assert torch.allclose(log_probs, expected["log_probs"], atol=1e-5)
+
+
+def test_version_0_1_keys_are_mapped_to_the_stages():
+    state = torch.load(os.path.join(DATA, "datar_v0_1", "embedding_model.ckpt"))
+    assert "down_projs.0.weight" in state and "patch_norm.weight" in state  # the old layout
+    model = DATAR("micro", n_mels=32, reference_frames=64, dims=[8, 16, 32, 64], heads=[1, 2, 2, 4], groups=[1, 1, 2, 2])
+    model.load_state_dict(state)  # strict
+    assert torch.equal(model.stages[1].downsample.weight, state["down_projs.0.weight"])
+    assert torch.equal(model.stages[3].downsample.norm.bias, state["down_norms.2.bias"])
+    assert torch.equal(model.patch_proj.norm.weight, state["patch_norm.weight"])
