@@ -22,8 +22,6 @@ hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
 
 import contextlib
 import copy
-import logging
-import os
 import time
 
 import speechbrain as sb
@@ -31,13 +29,8 @@ import torch
 
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.nnet.layers import unwrap_module
-from speechbrain_datar.training.metrics import (
-    ClassificationMetrics,
-    write_confusion_matrix,
-    write_predictions,
-)
+from speechbrain_datar.training.metrics import ClassificationMetrics, write_test_reports
 
-logger = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("lr_annealing", "lr_scheduler")
 
@@ -240,24 +233,4 @@ class AudioClassificationBrain(sb.Brain):
             )
             self.test_stats = stats
             if sb.utils.distributed.if_main_process():
-                self.write_test_reports()
-
-    def write_test_reports(self):
-        """Per-clip predictions, confusion matrices (CSV, and PNG when matplotlib is installed)."""
-        folder = self.hparams.output_folder
-        for key, metrics in self.metrics.items():
-            encoder = self.label_encoders[key]
-            suffix = "" if len(self.label_keys) == 1 else f"_{key}"
-            labels = [encoder.ind2lab[i] for i in range(len(encoder))]
-            write_predictions(
-                os.path.join(folder, f"test_predictions{suffix}.csv"), metrics.predictions(),
-                lambda index: encoder.ind2lab[index],
-            )
-            matrix = metrics.confusion_matrix()
-            write_confusion_matrix(os.path.join(folder, f"confusion_matrix{suffix}.csv"), matrix, labels)
-            try:
-                from speechbrain_datar.visualize import plot_confusion_matrix
-            except ImportError:  # matplotlib is an optional extra
-                logger.info("matplotlib not installed: confusion matrix written as CSV only")
-                continue
-            plot_confusion_matrix(matrix, labels, os.path.join(folder, f"confusion_matrix{suffix}.png"))
+                write_test_reports(self.hparams.output_folder, self.metrics, self.label_encoders)

@@ -1,8 +1,12 @@
 """Top-k accuracy, per-clip predictions and confusion matrices for classification recipes."""
 
 import csv
+import logging
+import os
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class ClassificationMetrics:
@@ -82,3 +86,27 @@ def write_confusion_matrix(path, matrix, labels):
         writer.writerow(["true \\ predicted"] + list(labels))
         for label, row in zip(labels, matrix.tolist()):
             writer.writerow([label] + row)
+
+
+def write_test_reports(folder, metrics, label_encoders):
+    """Per-clip predictions and confusion matrices (CSV, and PNG when matplotlib is installed) of each head.
+
+    ``metrics`` and ``label_encoders`` map the label keys to ``ClassificationMetrics``
+    and ``CategoricalEncoder``; with several heads, file names end in ``_<key>``.
+    """
+    for key, head_metrics in metrics.items():
+        encoder = label_encoders[key]
+        suffix = "" if len(metrics) == 1 else f"_{key}"
+        labels = [encoder.ind2lab[i] for i in range(len(encoder))]
+        write_predictions(
+            os.path.join(folder, f"test_predictions{suffix}.csv"), head_metrics.predictions(),
+            lambda index: encoder.ind2lab[index],
+        )
+        matrix = head_metrics.confusion_matrix()
+        write_confusion_matrix(os.path.join(folder, f"confusion_matrix{suffix}.csv"), matrix, labels)
+        try:
+            from speechbrain_datar.visualize import plot_confusion_matrix
+        except ImportError:  # matplotlib is an optional extra
+            logger.info("matplotlib not installed: confusion matrix written as CSV only")
+            continue
+        plot_confusion_matrix(matrix, labels, os.path.join(folder, f"confusion_matrix{suffix}.png"))
