@@ -102,7 +102,7 @@ def exported_extras(save_folder):
 
 def warn_if_fine_tuning_rate_from_scratch(hparams):
     """One log line when a model that starts from scratch gets the paper's fine-tuning learning rate."""
-    if not hparams.get("init_from") and hparams["lr"] < FINE_TUNING_LR:
+    if not hparams["init_from"] and hparams["lr"] < FINE_TUNING_LR:
         logger.warning(
             "lr %g is a fine-tuning rate for ImageNet-initialised models (--init_from=...); from scratch it "
             "barely learns: use the from-scratch setting of the hparams (e.g. --lr=5e-4 --warmup_epochs=2 "
