@@ -119,13 +119,16 @@ def visualize_clip(model_folder, audio_path, output_path, savedir=None):
         source=os.path.abspath(model_folder),
         savedir=savedir or os.path.join(os.path.abspath(model_folder), ".loaded"),
     )
-    encoder = classifier.mods.embedding_model.encoder
+    windows = classifier.mods.embedding_model
+    encoder = windows.encoder
     if not hasattr(encoder, "forward_features") or not hasattr(encoder, "stages"):
         raise ValueError(f"{model_folder} does not hold a DATAR model")
     wav = classifier.load_audio(audio_path).unsqueeze(0)
-    feats = classifier.mods.compute_features(wav)
-    feats = classifier.mods.mean_var_norm(feats, torch.ones(1))
-    window = classifier.mods.embedding_model.window_frames
+    if windows.features is not None:  # features are computed inside the sliding-window embedding
+        feats = windows.normalizer(windows.features(wav), torch.ones(1))
+    else:  # an export of version 0.1
+        feats = classifier.mods.mean_var_norm(classifier.mods.compute_features(wav), torch.ones(1))
+    window = windows.window_frames
     out = encoder.forward_features(feats[:, :window], return_sampling=True)
     label = classifier.classify_file(audio_path)[3][0]
     plot_datar_views(

@@ -89,7 +89,7 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
     if data.size == 0:
         raise ClipProblem("empty", f"{path} decoded to no samples")
     if not np.all(np.isfinite(data)):
-        raise ClipProblem("unreadable", f"{path} holds non-finite samples")
+        raise ClipProblem("non_finite", f"{path} holds NaN or infinite samples")
     if silence_threshold is not None and float(np.abs(data).max()) < silence_threshold:
         raise ClipProblem("silent", f"{path}: peak below {silence_threshold}")
     return {"sample_rate": int(info.samplerate), "channels": int(info.channels), "duration": round(duration, 4)}

@@ -1,4 +1,4 @@
-"""Sliding-window classification of clips longer than the training length.
+"""Sliding-window classification of clips longer than the training length, in bounded memory.
 
 A clip of ``L`` frames is cut into ``1 + ceil(max(0, L - window) / hop)`` windows
 starting every ``hop`` frames (the last one may be shorter). Each window is
@@ -6,9 +6,16 @@ embedded and classified, and the class probabilities of a clip's windows are
 averaged. A clip no longer than ``window`` is a single window, so its embedding
 is the usual ``[batch, 1, dim]``.
 
+Windows go through the encoder a chunk at a time (at most ``max_windows`` per
+call), and the exported model computes the features of each chunk from the
+waveform itself (exactly the frames the whole file would give), so what a long
+file costs in memory beyond its waveform is one chunk and a ``dim``-vector per window.
+
 The recipe's evaluation and the exported model both go through these functions,
 so ``EncoderClassifier.classify_file`` returns what the recipe measured.
 """
+
+import copy
 
 import torch
 from torch import nn
@@ -28,19 +35,91 @@ def windows_per_clip(frames, window, hop):
     return 1 + torch.div(extra + hop - 1, hop, rounding_mode="floor")
 
 
-def sliding_window_embeddings(encoder, feats, lengths, window, hop):
-    """Embeds every window of every clip.
+class FeatureFrames:
+    """Frames of a batch of precomputed features ``[batch, time, n_mels]``, zero past the end.
+
+    Example
+    -------
+    >>> FeatureFrames(torch.ones(2, 5, 3)).frames(3, 7)[0, :, 0]
+    tensor([1., 1., 0., 0.])
+    """
+
+    def __init__(self, feats):
+        self.feats = feats
+        self.batch, self.n_frames = feats.shape[:2]
+        self.device = feats.device
+
+    def frames(self, start, stop):
+        """Frames ``[start, stop)`` of every clip, ``[batch, stop - start, n_mels]``."""
+        part = self.feats[:, start:stop]
+        if part.shape[1] < stop - start:
+            part = nn.functional.pad(part, (0, 0, 0, stop - start - part.shape[1]))
+        return part
+
+
+class WaveformFrames:
+    """Normalised fbank frames of a batch of waveforms, computed only for the frames asked for.
+
+    Frame ``i`` of a centred STFT covers samples ``[i*hop - n_fft/2, i*hop + n_fft/2)``
+    (zeros outside the waveform), so computing frames ``[a, b)`` from that span with
+    an uncentred copy of ``features`` gives exactly the frames of the whole waveform.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    features : speechbrain.lobes.features.Fbank
+        The feature extractor (its STFT must be centred, SpeechBrain's default).
+    normalizer : callable or None
+        Applied to each chunk of features (``normalizer(feats, lengths)``).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> fbank, wavs = Fbank(n_mels=20), torch.randn(2, 8000)
+    >>> part = WaveformFrames(wavs, fbank).frames(7, 30)
+    >>> torch.allclose(part, fbank(wavs)[:, 7:30], atol=1e-5)
+    True
+    """
+
+    def __init__(self, wavs, features, normalizer=None):
+        stft = features.compute_STFT
+        self.wavs, self.normalizer = wavs, normalizer
+        self.hop, self.half = stft.hop_length, stft.n_fft // 2
+        self.uncentred = copy.deepcopy(features)
+        self.uncentred.compute_STFT.center = False
+        self.batch, self.n_frames = wavs.shape[0], wavs.shape[1] // self.hop + 1
+        self.device = wavs.device
+
+    def frames(self, start, stop):
+        """Frames ``[start, stop)`` of every waveform, ``[batch, stop - start, n_mels]``."""
+        first, last = start * self.hop - self.half, (stop - 1) * self.hop + self.half
+        span = self.wavs.new_zeros(self.batch, last - first)
+        lo, hi = max(first, 0), min(last, self.wavs.shape[1])
+        if hi > lo:
+            span[:, lo - first : hi - first] = self.wavs[:, lo:hi]
+        feats = self.uncentred(span)
+        if self.normalizer is not None:
+            feats = self.normalizer(feats, torch.ones(self.batch, device=feats.device))
+        return feats
+
+
+def sliding_window_embeddings(encoder, feats, lengths, window, hop, max_windows=None):
+    """Embeds every window of every clip, at most ``max_windows`` windows per encoder call.
 
     Arguments
     ---------
     encoder : callable
         ``encoder(feats, lengths) -> [n, 1, dim]``.
-    feats : torch.Tensor
-        ``[batch, time, n_mels]``.
+    feats : torch.Tensor or FeatureFrames or WaveformFrames
+        ``[batch, time, n_mels]`` features, or a source of their frames.
     lengths : torch.Tensor or None
         Relative lengths.
     window, hop : int
         Window length and hop in frames.
+    max_windows : int or None
+        Windows per encoder call at most (``None``: all of them at once). Clips
+        of one window always go through together, as a batch would.
 
     Returns
     -------
@@ -52,31 +131,34 @@ def sliding_window_embeddings(encoder, feats, lengths, window, hop):
     Example
     -------
     >>> encoder = lambda x, l: x.mean(dim=1, keepdim=True)
-    >>> emb, valid = sliding_window_embeddings(encoder, torch.ones(2, 30, 4), torch.tensor([1.0, 0.3]), 10, 10)
+    >>> emb, valid = sliding_window_embeddings(encoder, torch.ones(2, 30, 4), torch.tensor([1.0, 0.3]), 10, 10, 1)
     >>> emb.shape, valid.tolist()
     (torch.Size([2, 3, 4]), [[True, True, True], [True, False, False]])
     """
-    batch, time, n_mels = feats.shape
+    source = FeatureFrames(feats) if isinstance(feats, torch.Tensor) else feats
+    batch, time, device = source.batch, source.n_frames, source.device
     frames = relative_to_absolute_lengths(lengths, time)
-    if frames is None:
-        frames = torch.full((batch,), time, dtype=torch.long)
-    frames = frames.to(feats.device)
+    frames = torch.full((batch,), time, dtype=torch.long) if frames is None else frames
+    frames = frames.to(device)
     span = min(window, time)
     n_windows = int(windows_per_clip(torch.tensor(time), window, hop))
     if n_windows == 1:
-        return encoder(feats, lengths), torch.ones(batch, 1, dtype=torch.bool, device=feats.device)
-    needed = (n_windows - 1) * hop + span
-    if needed > time:
-        feats = nn.functional.pad(feats, (0, 0, 0, needed - time))
-    cuts = feats.unfold(1, span, hop).permute(0, 1, 3, 2)  # B, W, span, n_mels
-    starts = torch.arange(n_windows, device=feats.device) * hop
-    valid = torch.arange(n_windows, device=feats.device)[None, :] < windows_per_clip(frames, window, hop)[:, None]
+        return encoder(source.frames(0, time), lengths), torch.ones(batch, 1, dtype=torch.bool, device=device)
+    valid = torch.arange(n_windows, device=device)[None, :] < windows_per_clip(frames, window, hop)[:, None]
+    starts = torch.arange(n_windows, device=device) * hop
     window_frames = torch.clamp(frames[:, None] - starts[None, :], min=1, max=span)
-    selected = cuts[valid]
-    rel = window_frames[valid].float() / span
-    embedded = encoder(selected, rel)  # n_valid, 1, dim
-    out = embedded.new_zeros(batch, n_windows, embedded.shape[-1])
-    out[valid] = embedded[:, 0]
+    step = n_windows if not max_windows else max(1, int(max_windows) // batch)
+    out = None
+    for first in range(0, n_windows, step):
+        last = min(first + step, n_windows)
+        cuts = source.frames(first * hop, (last - 1) * hop + span).unfold(1, span, hop).permute(0, 1, 3, 2)
+        chosen = valid[:, first:last]
+        if not bool(chosen.any()):
+            continue
+        embedded = encoder(cuts[chosen], window_frames[:, first:last][chosen].float() / span)  # n, 1, dim
+        if out is None:
+            out = embedded.new_zeros(batch, n_windows, embedded.shape[-1])
+        out[:, first:last][chosen] = embedded[:, 0]
     return out, valid
 
 
@@ -116,8 +198,35 @@ def average_window_scores(classifier, embeddings, valid=None):
         return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
     if isinstance(scores, dict):
-        return {name: average(value) for name, value in scores.items()}
+        return HeadScores({name: average(value) for name, value in scores.items()})
     return average(scores)
+
+
+class HeadScores(dict):
+    """Scores of several heads, by name. ``EncoderClassifier`` expects one tensor and calls ``squeeze``
+    on it: that call says which interface serves several heads."""
+
+    def squeeze(self, *args, **kwargs):
+        raise TypeError(
+            f"this model has several heads ({', '.join(self)}): load it with "
+            "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier.from_hparams, not EncoderClassifier"
+        )
+
+
+class Unchanged(nn.Module):
+    """Returns its first input: the exported model's ``compute_features`` and ``mean_var_norm``, whose work
+    ``SlidingWindowEmbedding`` does window by window.
+
+    Example
+    -------
+    >>> x = torch.randn(2, 5)
+    >>> Unchanged()(x, torch.ones(2)) is x
+    True
+    """
+
+    def forward(self, x, *args):
+        """``x``, as it came."""
+        return x
 
 
 class SlidingWindowEmbedding(nn.Module):
@@ -132,6 +241,16 @@ class SlidingWindowEmbedding(nn.Module):
         The encoder, e.g. ``DATAR``.
     window_frames, hop_frames : int
         Window and hop in frames.
+    features : torch.nn.Module or None
+        With a feature extractor (SpeechBrain's ``Fbank``), the input is waveforms
+        ``[batch, samples]`` and each chunk of windows gets its features computed
+        on its own; without, the input is features ``[batch, time, n_mels]``.
+    normalizer : torch.nn.Module or None
+        Normalisation of the features (with ``features``).
+    max_windows : int or None
+        Windows per encoder call at most.
+    min_samples : int
+        With ``features``: shorter (or empty) waveforms are refused with an error.
 
     Example
     -------
@@ -143,19 +262,40 @@ class SlidingWindowEmbedding(nn.Module):
     [4, 1]
     """
 
-    def __init__(self, encoder, window_frames, hop_frames):
+    def __init__(self, encoder, window_frames, hop_frames, features=None, normalizer=None, max_windows=None,
+                 min_samples=1):
         super().__init__()
         if window_frames < 1 or hop_frames < 1:
             raise ValueError("window_frames and hop_frames must be positive")
         self.encoder = encoder
         self.window_frames = int(window_frames)
         self.hop_frames = int(hop_frames)
+        self.features = features
+        self.normalizer = normalizer
+        self.max_windows = max_windows
+        self.min_samples = int(min_samples)
         self.window_valid = None
 
-    def forward(self, feats, lengths=None):
-        """Embeds each window."""
+    def check_waveforms(self, wavs, lengths):
+        """Refuses waveforms a model cannot be asked about: empty, too short, or with NaN/inf samples."""
+        if wavs.dim() != 2:
+            raise ValueError(f"expected waveforms [batch, samples], got shape {tuple(wavs.shape)}")
+        samples = wavs.shape[1] if lengths is None else torch.round(lengths * wavs.shape[1]).min().item()
+        if samples < self.min_samples:
+            raise ValueError(
+                f"audio of {int(samples)} samples is too short to classify: "
+                f"at least {self.min_samples} (one analysis window) are needed"
+            )
+        if not bool(torch.isfinite(wavs).all()):
+            raise ValueError("the audio holds NaN or infinite samples")
+
+    def forward(self, inputs, lengths=None):
+        """Embeds each window of features, or of waveforms when this module has ``features``."""
+        if self.features is not None:
+            self.check_waveforms(inputs, lengths)
+            inputs = WaveformFrames(inputs, self.features, self.normalizer)
         embeddings, self.window_valid = sliding_window_embeddings(
-            self.encoder, feats, lengths, self.window_frames, self.hop_frames
+            self.encoder, inputs, lengths, self.window_frames, self.hop_frames, self.max_windows
         )
         return embeddings
 

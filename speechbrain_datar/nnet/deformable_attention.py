@@ -63,8 +63,10 @@ def bilinear_sample(feature_map, positions):
     """
     batch, height, width, channels = feature_map.shape
     out_shape = positions.shape[:-1]
-    y = positions[..., 0].reshape(batch, -1).float()
-    x = positions[..., 1].reshape(batch, -1).float()
+    # A NaN position (from a NaN input or a diverging step) reads nothing instead of becoming an
+    # out-of-range index: the NaN then reaches the loss, where SpeechBrain's non-finite handling acts.
+    y = torch.nan_to_num(positions[..., 0].reshape(batch, -1).float(), nan=-2.0)
+    x = torch.nan_to_num(positions[..., 1].reshape(batch, -1).float(), nan=-2.0)
     y0, x0 = y.floor(), x.floor()
     fy, fx = y - y0, x - x0
     flat = feature_map.reshape(batch * height * width, channels)

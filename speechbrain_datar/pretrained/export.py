@@ -1,7 +1,8 @@
 """Export a trained classifier as a self-contained folder for SpeechBrain's inference interfaces.
 
-The folder holds ``hyperparams.yaml`` (the inference graph: features,
-normalisation, sliding-window embedding and score averaging, label encoder),
+The folder holds ``hyperparams.yaml`` (the inference graph: features and
+normalisation computed window by window inside the sliding-window embedding,
+score averaging, label encoder),
 ``embedding_model.ckpt``, ``classifier.ckpt`` and ``label_encoder.ckpt``. It loads
 offline with ``EncoderClassifier.from_hparams(source=folder)`` and has the layout
 of a SpeechBrain model on a model hub.
@@ -25,19 +26,29 @@ label_keys: {label_keys}
 audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
     sample_rate: !ref <sample_rate>
 
-compute_features: !new:speechbrain.lobes.features.Fbank
+features: !new:speechbrain.lobes.features.Fbank
 {features}
-mean_var_norm: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
+normalizer: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
     mean: {mean!r}
     std: {std!r}
 
+# Features are computed window by window by embedding_model, so the pipeline's first two steps pass
+# the waveform on unchanged.
+compute_features: !new:speechbrain_datar.inference.sliding_window.Unchanged
+mean_var_norm: !new:speechbrain_datar.inference.sliding_window.Unchanged
+
 encoder: !new:{encoder_class}
 {encoder}
-# Clips longer than the window are embedded window by window; window scores are averaged.
+# Clips longer than the window are embedded window by window, {max_windows} windows at a time, so that
+# memory does not grow with the file; window scores are averaged.
 embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEmbedding
     encoder: !ref <encoder>
     window_frames: {window_frames}
     hop_frames: {hop_frames}
+    features: !ref <features>
+    normalizer: !ref <normalizer>
+    max_windows: {max_windows}
+    min_samples: {min_samples}
 
 head: !new:{head_class}
 {head}
@@ -80,6 +91,7 @@ def export_classifier(
     hop_frames,
     sample_rate=16000,
     extra_files=None,
+    max_windows=8,
 ):
     """Writes the inference folder.
 
@@ -103,6 +115,8 @@ def export_classifier(
         Rate the model expects; other rates are resampled on load.
     extra_files : dict or None
         ``{name: dict}`` written as JSON beside the model (e.g. test metrics, class names).
+    max_windows : int
+        Windows embedded per encoder call at most (bounds memory on long files).
 
     Returns
     -------
@@ -136,6 +150,8 @@ def export_classifier(
         encoder=_indented_yaml(encoder.init_kwargs),
         window_frames=int(window_frames),
         hop_frames=int(hop_frames),
+        max_windows=int(max_windows),
+        min_samples=int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0)),
         head_class=_class_path(head),
         head=_indented_yaml(head.init_kwargs),
         label_encoders="".join(blocks),

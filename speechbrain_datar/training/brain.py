@@ -7,7 +7,7 @@ several named heads). Validation and test clips are classified by sliding
 windows whose scores are averaged, exactly as the exported model does.
 
 hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
-``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``,
+``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``, ``eval_max_windows``,
 ``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
 ``null`` when unused:
 
@@ -100,7 +100,9 @@ class AudioClassificationBrain(sb.Brain):
         window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
         if self.phases is not None:
             window, hop = self.phases.frames(window), self.phases.frames(hop)
-        embeddings, valid = sliding_window_embeddings(self.modules.embedding_model, feats, lens, window, hop)
+        embeddings, valid = sliding_window_embeddings(
+            self.modules.embedding_model, feats, lens, window, hop, self.hparams.eval_max_windows
+        )
         return average_window_scores(self.modules.classifier, embeddings, valid)
 
     def compute_objectives(self, predictions, batch, stage):

@@ -171,6 +171,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
             feature_options=hparams["compute_features"].options,
             window_frames=hparams["eval_window_frames"],
             hop_frames=hparams["eval_hop_frames"],
+            max_windows=hparams["eval_max_windows"],
             sample_rate=hparams["sample_rate"],
             extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
         )
