@@ -147,3 +147,202 @@ def test_a_short_clip_padded_in_a_batch_is_measured_by_its_length():
     windows = SlidingWindowEmbedding(torch.nn.Identity(), 10, 10, features=Fbank(**FEATURES), min_samples=400)
     with pytest.raises(ValueError, match="audio of 200 samples"):
         windows.check_waveforms(torch.randn(2, 1000), torch.tensor([1.0, 0.2]))
+
+
+# ------------------------------------------------------------------ item 1: checkpoints cannot run code
+class _Payload:
+    """Unpickling this creates the folder ``marker``: what a crafted checkpoint could do with any code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unopened(tmp_path):
+    from dat_v1_reference import make_dat_state_dict
+
+    from speechbrain_datar.pretrained.checkpoint_import import CheckpointLayoutError, init_from
+
+    marker = tmp_path / "code_ran"
+    path = str(tmp_path / "dat_tiny_in1k.pth")
+    torch.save({"model": make_dat_state_dict(), "payload": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointLayoutError, match=r"holds posix\.mkdir, not only tensors") as error:
+        init_from(DATAR("tiny"), path)
+    assert "weights_only=False" in str(error.value) and "weights.pth" in str(error.value)
+    assert not marker.exists()
+    # the same weights without the payload import as before
+    clean = str(tmp_path / "clean.pth")
+    torch.save({"model": make_dat_state_dict()}, clean)
+    assert init_from(DATAR("tiny"), clean).initialised == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
+
+
+# ------------------------------------------------------------------ item 9: a two-head export in EncoderClassifier
+def test_encoder_classifier_on_a_two_head_export_says_which_interface_to_use(tmp_path):
+    from speechbrain_datar.inference.interfaces import MultiHeadAudioClassifier
+    from speechbrain_datar.nnet.classifier import MultiHeadClassifier
+
+    encoders = {}
+    for key, names in (("verb", ["take", "open"]), ("noun", ["tap", "cup", "pan"])):
+        encoders[key] = CategoricalEncoder()
+        encoders[key].update_from_iterable(names)
+    encoder = DATAR("micro", n_mels=32, reference_frames=101).eval()
+    folder = export_classifier(str(tmp_path / "epic"), encoder=encoder,
+                               head=MultiHeadClassifier(encoder.embedding_dim, {"verb": 2, "noun": 3}).eval(),
+                               normalizer=DatasetNormalization(), label_encoders=encoders, feature_options=FEATURES,
+                               window_frames=101, hop_frames=50)
+    wav = 0.1 * torch.randn(1, 16000)
+    with pytest.raises(TypeError, match="several heads \\(verb, noun\\).*MultiHeadAudioClassifier"):
+        EncoderClassifier.from_hparams(source=folder, savedir=str(tmp_path / "a")).classify_batch(wav)
+    out = MultiHeadAudioClassifier.from_hparams(source=folder, savedir=str(tmp_path / "b")).classify_batch(wav)
+    assert out["verb"][3][0] in {"take", "open"} and out["noun"][3][0] in {"tap", "cup", "pan"}
+
+
+def test_a_resumed_run_logs_each_epoch_once(tmp_path):
+    from speechbrain_datar.training.metrics import drop_unsaved_epochs
+
+    log = tmp_path / "train_log.txt"
+    log.write_text("epoch: 1, lr: 1.00e-03 - train loss: 2.0\nepoch: 2, lr: 1.00e-03 - train loss: 1.5\n")
+    assert drop_unsaved_epochs(str(log), 1) == 1  # epoch 2 was logged, then killed before its checkpoint
+    assert log.read_text() == "epoch: 1, lr: 1.00e-03 - train loss: 2.0\n"
+    assert drop_unsaved_epochs(str(log), 5) == 0
+
+
+# ------------------------------------------------------------------ items 2, 6, 7: preparation
+def vggsound_folder(folder, rows, bom=False):
+    """A VGGSound-layout folder: ``rows`` of (id, start, label, split), a 0.5 s clip for each plain id."""
+    audio = folder / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    for ytid, start, _, _ in rows:
+        if "/" not in ytid and not ytid.startswith("nofile"):
+            tone = 0.3 * np.sin(np.arange(8000) / (3.0 + len(ytid) % 5))
+            soundfile.write(str(audio / f"{ytid}_{int(start):06d}.wav"), tone, 16000)
+    text = "\n".join(",".join(str(c) for c in row) for row in rows) + "\n"
+    (folder / "vggsound.csv").write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    return folder
+
+
+def prepare_vgg(folder):
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "VGGSound"))
+    from vggsound_prepare import prepare_vggsound
+
+    from speechbrain_datar.dataio.prepare import prepare_dataset
+
+    save = folder / "save"
+    prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": str(folder / "data")},
+                    valid_ratio=0.0, seed=1)
+    import json
+
+    manifests = {split: json.loads((save / f"{split}.json").read_text()) for split in ("train", "test")}
+    return json.loads((save / "prepare_report.json").read_text()), manifests
+
+
+ROWS = [(f"clip{i}", i, "dog" if i % 2 else "cat", "train") for i in range(6)] + [("clipT", 1, "dog", "test")]
+
+
+def test_ids_that_lead_outside_the_data_folder_are_refused(tmp_path):
+    secret = tmp_path / "outside" / "secret_000001.wav"
+    secret.parent.mkdir()
+    soundfile.write(str(secret), 0.3 * np.sin(np.arange(8000) / 3.0), 16000)
+    rows = ROWS + [("../../outside/secret", 1, "dog", "train"), (str(tmp_path / "outside" / "secret"), 1, "cat", "train")]
+    report, manifests = prepare_vgg(vggsound_folder(tmp_path / "data", rows).parent)
+    assert report["train"]["reasons"] == {"outside_data_folder": 2}
+    assert len(manifests["train"]) == 6 and all("secret" not in entry["path"] for entry in manifests["train"].values())
+
+
+def test_annotation_edge_cases(tmp_path):
+    rows = ROWS + [("negative", -3, "dog", "train"), ("arrow", 2, "dog => cat", "train")]
+    folder = vggsound_folder(tmp_path / "data", rows, bom=True)
+    soundfile.write(str(folder / "audio" / "mp3clip_000004.mp3"), 0.3 * np.sin(np.arange(8000) / 4.0), 16000,
+                    format="MP3")
+    (folder / "audio" / "m4aclip_000005.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
+    with open(folder / "vggsound.csv", "a") as f:
+        f.write("mp3clip,4,cat,train\nm4aclip,5,cat,train\n")
+    report, manifests = prepare_vgg(tmp_path)
+    assert "clip0_000000" in manifests["train"]  # the first row, behind the byte-order mark
+    assert manifests["train"]["mp3clip_000004"]["path"].endswith(".mp3")
+    assert report["csv"]["reasons"] == {"bad_row": 1} and "non-negative" in report["csv"]["examples"]["bad_row"][0]
+    assert report["train"]["reasons"] == {"unusable_label": 1, "unsupported_format": 1}
+    from speechbrain_datar.dataio.labels import load_label_encoder
+
+    assert sorted(load_label_encoder(str(tmp_path / "save" / "label_encoder.txt")).lab2ind) == ["cat", "dog"]
+
+
+def test_changed_annotations_or_clips_are_prepared_again(tmp_path):
+    folder = vggsound_folder(tmp_path / "data", ROWS)
+    _, manifests = prepare_vgg(tmp_path)
+    assert len(manifests["train"]) == 6
+    kept = (tmp_path / "save" / "train.json").stat().st_mtime_ns
+    _, manifests = prepare_vgg(tmp_path)  # nothing changed: nothing is redone
+    assert (tmp_path / "save" / "train.json").stat().st_mtime_ns == kept
+    (folder / "vggsound.csv").write_text("\n".join(",".join(map(str, r)) for r in ROWS[3:]) + "\n")
+    os.remove(folder / "audio" / "clip4_000004.wav")
+    report, manifests = prepare_vgg(tmp_path)
+    assert sorted(manifests["train"]) == ["clip3_000003", "clip5_000005"]
+    assert report["train"]["reasons"] == {"missing": 1}
+
+
+def test_a_clip_that_disappears_after_preparation_is_skipped_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from speechbrain_datar.dataio.labels import load_label_encoder
+    from speechbrain_datar.training.recipe import build_datasets
+
+    vggsound_folder(tmp_path / "data", ROWS)
+    prepare_vgg(tmp_path)
+    os.remove(tmp_path / "data" / "audio" / "clip2_000002.wav")
+    save = tmp_path / "save"
+    encoders = {"label": load_label_encoder(str(save / "label_encoder.txt"))}
+    with caplog.at_level(logging.WARNING):
+        datasets = build_datasets({"train": str(save / "train.json")}, encoders, 16000, 1.0)
+    assert len(datasets["train"]) == 5 and "1 clips" in caplog.text
+    assert all(item["sig"].shape[0] == 8000 for item in datasets["train"])
+
+
+# ------------------------------------------------------------------ item 8: a full disk
+def test_a_full_disk_is_named_while_the_checkpoints_stay_intact(tmp_path, monkeypatch):
+    import speechbrain.utils.checkpoints
+
+    from speechbrain_datar.errors import DiskFullError
+    from speechbrain_datar.training.checkpoints import CrashSafeCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    checkpointer = CrashSafeCheckpointer(str(tmp_path), recoverables={"model": model})
+    checkpointer.save_checkpoint(meta={"epoch": 1})
+    saved = model.weight.detach().clone()
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6144 vs 5997")
+
+    monkeypatch.setattr(speechbrain.utils.checkpoints.torch, "save", full)
+    with pytest.raises(DiskFullError, match=f"no space left on {tmp_path}"):
+        checkpointer.save_checkpoint(meta={"epoch": 2})
+    monkeypatch.undo()
+    assert [c.meta["epoch"] for c in checkpointer.list_checkpoints()] == [1]
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    checkpointer.recover_if_possible()
+    assert torch.equal(model.weight, saved)
+
+
+def test_a_full_disk_during_preparation_is_named_and_nothing_is_marked_prepared(tmp_path, monkeypatch):
+    import errno
+
+    import speechbrain_datar.dataio.manifest as manifest
+    from speechbrain_datar.errors import DiskFullError
+
+    vggsound_folder(tmp_path / "data", ROWS)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manifest.json, "dump", full)
+    with pytest.raises(DiskFullError, match="no space left on .*save"):
+        prepare_vgg(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / "save" / "prepare_options.json").exists()
+    _, manifests = prepare_vgg(tmp_path)  # with space again, it prepares
+    assert len(manifests["train"]) == 6

@@ -23,8 +23,8 @@ import logging
 import os
 import re
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -60,7 +60,7 @@ def read_class_names(path):
     """``{id: key}`` from an EPIC class file, or ``{}`` if it is absent."""
     if not os.path.isfile(path):
         return {}
-    with open(path, newline="") as f:
+    with open_annotations(path) as f:
         return {int(row["id"]): row["key"] for row in csv.DictReader(f)}
 
 
@@ -69,7 +69,7 @@ def read_segments(path, report):
     if not os.path.isfile(path):
         raise MissingDataError(f"EPIC-KITCHENS annotation file not found: {path}")
     segments = []
-    with open(path, newline="") as f:
+    with open_annotations(path) as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -114,11 +114,9 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
         reports[split] = SkipReport(split)
         jobs = []
         for narration, video, start, stop, verb, noun in read_segments(os.path.join(annotation_folder, name), reports[split]):
-            path = find_audio(audio_folder, video, extensions)
             entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
-            if path is None:
-                entry["missing_detail"] = f"{narration}: no audio file for video {video} in {audio_folder}"
-            jobs.append((narration, path, entry))
+            missing = f"{narration}: no audio file for video {video} in {audio_folder}"
+            jobs.append(clip_job(narration, audio_folder, video, entry, extensions, missing_detail=missing))
         entries[split] = check_audio(jobs, reports[split], min_seconds, None, num_workers,
                                      desc=f"checking {split} segments")
     names = {key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS}
@@ -126,4 +124,4 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
     if any(names.values()):
         extra_files["class_names.json"] = {key: {str(k): v for k, v in table.items()} for key, table in names.items()}
     return PreparedData(entries["train"], entries["test"], [reports["train"], reports["test"]], LABEL_KEYS,
-                        extra_files=extra_files)
+                        extra_files=extra_files, inputs=[annotation_folder, audio_folder])

@@ -16,8 +16,8 @@ import csv
 import logging
 import os
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -29,7 +29,7 @@ REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 
 def read_class_list(path=CLASSES_FILE):
     """Class names, one a line; ``#`` starts a comment."""
-    with open(path) as f:
+    with open_annotations(path) as f:
         return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
 
@@ -45,7 +45,7 @@ def read_kinetics_csv(path, classes, report):
     if not os.path.isfile(path):
         raise MissingDataError(f"Kinetics annotation file not found: {path}")
     rows, other = [], 0
-    with open(path, newline="") as f:
+    with open_annotations(path) as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -62,6 +62,9 @@ def read_kinetics_csv(path, classes, report):
                 start, end = int(float(row["time_start"])), int(float(row["time_end"]))
             except (TypeError, ValueError):
                 report.add("bad_row", f"line {number}: {row}")
+                continue
+            if not 0 <= start < end:
+                report.add("bad_row", f"line {number}: time_start {start}, time_end {end}")
                 continue
             rows.append((label, row["youtube_id"].strip(), start, end))
     return rows, other
@@ -94,7 +97,7 @@ def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=No
         for label, ytid, start, end in rows:
             seen_classes.add(label)
             stem = filename_pattern.format(ytid=ytid, start=start, end=end)
-            jobs.append((stem, find_audio(audio_folder, stem, extensions), {"start": None, "stop": None, "label": label}))
+            jobs.append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
         reports[split] = SkipReport(split)
         entries[split] = check_audio(jobs, reports[split], min_seconds, silence_threshold, num_workers,
                                      desc=f"checking {split} clips")
@@ -104,4 +107,6 @@ def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=No
     return PreparedData(
         entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
         extra_report={"rows_of_other_classes": other_rows, "listed_classes_not_in_annotations": absent},
+        inputs=[os.path.join(annotation_folder, name) for name in ("train.csv", "validate.csv")]
+        + [classes_file, audio_folder],
     )

@@ -15,8 +15,8 @@ import csv
 import logging
 import os
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, find_audio
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, dataset_folders
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -34,7 +34,7 @@ def read_vggsound_csv(csv_path, report):
     if not os.path.isfile(csv_path):
         raise MissingDataError(f"VGGSound annotation file not found: {csv_path}")
     rows, seen = [], set()
-    with open(csv_path, newline="") as f:
+    with open_annotations(csv_path) as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
@@ -62,8 +62,8 @@ def read_vggsound_csv(csv_path, report):
 def _row_problem(row):
     if len(row) != 4:
         return f"{len(row)} columns instead of 4"
-    if not row[1].strip().lstrip("-").isdigit():
-        return f"start {row[1]!r} is not a whole number of seconds"
+    if not row[1].strip().isdigit():
+        return f"start {row[1]!r} is not a whole, non-negative number of seconds"
     if row[3].strip() not in SPLITS:
         return f"split {row[3]!r} is not train or test"
     if not row[0].strip() or not row[2].strip():
@@ -105,8 +105,7 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
     jobs = {split: [] for split in SPLITS}
     for ytid, start, label, split in read_vggsound_csv(csv_file, csv_report):
         stem = filename_pattern.format(ytid=ytid, start=start)
-        path = find_audio(audio_folder, stem, extensions)
-        jobs[split].append((stem, path, {"start": None, "stop": None, "label": label}))
+        jobs[split].append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
     entries = {
         split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
                            desc=f"checking {split} clips")
@@ -117,4 +116,5 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
             f"no usable training clip: {reports['train'].summary()}; "
             f"looked for files like {os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
         )
-    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]])
+    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
+                        inputs=[csv_file, audio_folder])

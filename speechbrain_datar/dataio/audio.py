@@ -5,6 +5,7 @@ that are missing, unreadable, empty, too short or silent are reported with a
 reason instead of failing in the middle of an epoch.
 """
 
+import glob
 import os
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch  # noqa: F401 (used by the doctests)
 import torchaudio
 from speechbrain.dataio.dataio import read_audio
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
 class ClipProblem(Exception):
@@ -120,9 +121,27 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
 
 
 def find_audio(folder, stem, extensions=AUDIO_EXTENSIONS):
-    """Path of ``folder/stem.<ext>`` for the first extension that exists, else ``None``."""
+    """Path of ``folder/stem.<ext>`` for the first extension that exists, else ``None``.
+
+    Raises ``ClipProblem``: ``outside_data_folder`` when ``stem`` (built from an
+    annotation file) leads outside ``folder``, as ``../..`` or an absolute path
+    does; ``unsupported_format`` when only files of other formats have that name.
+
+    Example
+    -------
+    >>> find_audio("/data/audio", "../../etc/passwd")
+    Traceback (most recent call last):
+    ...
+    speechbrain_datar.dataio.audio.ClipProblem: outside_data_folder: '../../etc/passwd' leads outside /data/audio
+    """
+    root = os.path.abspath(folder)
+    base = os.path.abspath(os.path.join(root, stem))
+    if os.path.commonpath([root, base]) != root or base == root:
+        raise ClipProblem("outside_data_folder", f"{stem!r} leads outside {folder}")
     for ext in extensions:
-        path = os.path.join(folder, stem + ext)
-        if os.path.isfile(path):
-            return path
+        if os.path.isfile(base + ext):
+            return base + ext
+    others = sorted(glob.glob(glob.escape(base) + ".*"))
+    if others:
+        raise ClipProblem("unsupported_format", f"{others[0]} (readable: {', '.join(extensions)})")
     return None

@@ -1,5 +1,6 @@
-"""Manifests (SpeechBrain JSON), deterministic splits and "already prepared" checks."""
+"""Manifests (SpeechBrain JSON), deterministic splits and "already prepared" checks (options and inputs)."""
 
+import hashlib
 import json
 import logging
 import math
@@ -49,8 +50,47 @@ def stratified_split(entries, ratio, seed=1234, label_key="label"):
     return kept, carved
 
 
+def fingerprint(paths, exclude=()):
+    """A digest per path: of a file's content, or of a folder's files (names, sizes, modification times).
+
+    Cheap enough to run before every training run: folders are listed, not read.
+    Folders in ``exclude`` (the preparation's own outputs) are left out.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "a.csv"), "w") as f:
+    ...     _ = f.write("x")
+    >>> before = fingerprint([folder])
+    >>> os.remove(os.path.join(folder, "a.csv"))
+    >>> fingerprint([folder]) == before
+    False
+    """
+    excluded = {os.path.abspath(p) for p in exclude}
+    digests = {}
+    for path in sorted({os.path.abspath(p) for p in paths}):
+        digest = hashlib.sha256()
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        elif os.path.isdir(path):
+            for folder, subfolders, files in os.walk(path):
+                subfolders[:] = sorted(d for d in subfolders if os.path.join(folder, d) not in excluded)
+                for name in sorted(files):
+                    info = os.stat(os.path.join(folder, name))
+                    digest.update(f"{os.path.relpath(os.path.join(folder, name), path)}|{info.st_size}|"
+                                  f"{info.st_mtime_ns}\n".encode())
+        else:
+            digest.update(b"absent")
+        digests[path] = digest.hexdigest()
+    return digests
+
+
 def already_prepared(save_folder, options):
-    """True if ``save_folder`` holds every output recorded by ``mark_prepared`` with the same ``options``."""
+    """True if ``save_folder`` holds every output recorded by ``mark_prepared``, made with the same ``options``
+    from inputs (annotation files, clip folders) that have not changed since."""
     options_path = os.path.join(save_folder, OPTIONS_FILE)
     if not os.path.isfile(options_path):
         return False
@@ -58,10 +98,27 @@ def already_prepared(save_folder, options):
         recorded = json.load(f)
     if recorded.get("options") != json.loads(json.dumps(options)):
         return False
-    return all(os.path.isfile(os.path.join(save_folder, name)) for name in recorded.get("outputs", []))
+    if not all(os.path.isfile(os.path.join(save_folder, name)) for name in recorded.get("outputs", [])):
+        return False
+    inputs = recorded.get("inputs", {})
+    return fingerprint(inputs, exclude=_own_folders(save_folder)) == inputs
 
 
-def mark_prepared(save_folder, options, outputs):
-    """Records the options the ``outputs`` (file names) in ``save_folder`` were made with."""
+def _own_folders(save_folder):
+    """The preparation's folder and the experiment folder around it: never part of the inputs."""
+    save_folder = os.path.abspath(save_folder)
+    return save_folder, os.path.dirname(save_folder)
+
+
+def clear_prepared(save_folder):
+    """Forgets that ``save_folder`` was prepared (before it is prepared again)."""
+    path = os.path.join(save_folder, OPTIONS_FILE)
+    if os.path.isfile(path):
+        os.remove(path)
+
+
+def mark_prepared(save_folder, options, outputs, inputs=()):
+    """Records the options and the inputs' fingerprints the ``outputs`` (file names) in ``save_folder`` were made with."""
+    record = {"options": options, "outputs": sorted(outputs), "inputs": fingerprint(inputs, _own_folders(save_folder))}
     with open(os.path.join(save_folder, OPTIONS_FILE), "w") as f:
-        json.dump({"options": options, "outputs": sorted(outputs)}, f, indent=2)
+        json.dump(record, f, indent=2)

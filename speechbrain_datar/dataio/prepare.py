@@ -16,12 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from speechbrain_datar.dataio.audio import ClipProblem, inspect_clip
+from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, ClipProblem, find_audio, inspect_clip
 from speechbrain_datar.dataio.labels import fit_label_encoder, label_encoder_file
-from speechbrain_datar.dataio.manifest import already_prepared, mark_prepared, stratified_split, write_manifest
+from speechbrain_datar.dataio.manifest import (
+    already_prepared,
+    clear_prepared,
+    mark_prepared,
+    stratified_split,
+    write_manifest,
+)
 from speechbrain_datar.dataio.normalization import compute_feature_stats
 from speechbrain_datar.dataio.report import write_reports
-from speechbrain_datar.errors import DataError, MissingDataError
+from speechbrain_datar.errors import DataError, MissingDataError, disk_full_error, is_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ class PreparedData:
         Further entries for ``prepare_report.json``.
     extra_files : dict
         ``{file name: JSON content}`` written beside the manifests (e.g. ``class_names.json``).
+    inputs : list
+        The annotation files and clip folders read: when any of them changes, the
+        next run prepares again.
     """
 
     train: dict
@@ -50,12 +59,36 @@ class PreparedData:
     label_keys: tuple = ("label",)
     extra_report: dict = dataclasses.field(default_factory=dict)
     extra_files: dict = dataclasses.field(default_factory=dict)
+    inputs: list = dataclasses.field(default_factory=list)
+
+
+def open_annotations(path):
+    """Opens an annotation file for ``csv``: UTF-8, with or without a byte-order mark (spreadsheet exports add one)."""
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def clip_job(key, folder, stem, entry, extensions=AUDIO_EXTENSIONS, missing_detail=None):
+    """A job for ``check_audio``: the clip ``folder/stem.<ext>`` and its entry.
+
+    A clip that does not exist is reported as ``missing`` (with ``missing_detail``
+    if given); one whose name leads outside ``folder`` or has another format, as
+    ``find_audio`` says.
+    """
+    try:
+        path = find_audio(folder, stem, extensions)
+    except ClipProblem as problem:
+        return key, problem, entry
+    if path is None and missing_detail:
+        return key, ClipProblem("missing", missing_detail), entry
+    return key, path, entry
 
 
 def _check(job):
     key, path, entry, min_seconds, silence_threshold = job
+    if isinstance(path, ClipProblem):
+        return key, None, path
     if path is None:
-        return key, None, ClipProblem("missing", entry.get("missing_detail", key))
+        return key, None, ClipProblem("missing", key)
     try:
         info = inspect_clip(
             path, min_seconds=min_seconds, silence_threshold=silence_threshold,
@@ -63,7 +96,6 @@ def _check(job):
         )
     except ClipProblem as problem:
         return key, None, problem
-    entry = {k: v for k, v in entry.items() if k != "missing_detail"}
     return key, dict(entry, path=path, duration=info["duration"]), None
 
 
@@ -73,8 +105,8 @@ def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_work
     Arguments
     ---------
     jobs : list
-        ``(id, path or None, entry)``; ``entry`` holds ``start``/``stop`` (seconds or
-        None) and the labels.
+        ``(id, path, entry)`` (see ``clip_job``); ``entry`` holds ``start``/``stop``
+        (seconds or None) and the labels.
     report : SkipReport
         Receives a reason for every unusable job.
 
@@ -92,6 +124,24 @@ def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_work
             else:
                 entries[key] = entry
     return entries
+
+
+def drop_unstorable_labels(entries, label_keys, report):
+    """Removes entries with a label that a label-encoder file cannot hold (`` => `` or a line break in it).
+
+    Example
+    -------
+    >>> from speechbrain_datar.dataio.report import SkipReport
+    >>> entries, report = {"a": {"label": "dog"}, "b": {"label": "x => y"}}, SkipReport("train")
+    >>> drop_unstorable_labels(entries, ["label"], report); sorted(entries), report.counts
+    (['a'], {'unusable_label': 1})
+    """
+    for clip_id in sorted(entries):
+        labels = [str(entries[clip_id][key]) for key in label_keys]
+        bad = [label for label in labels if " => " in label or "\n" in label or "\r" in label]
+        if bad:
+            report.add("unusable_label", f"{clip_id}: {bad[0]!r} (' => ' and line breaks cannot be stored)")
+            del entries[clip_id]
 
 
 def drop_classes_without_training_data(train, evaluation, label_keys, report):
@@ -128,6 +178,8 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
     list
         The names of the files written.
     """
+    for entries, report in zip((data.train, data.test), data.reports[-2:]):
+        drop_unstorable_labels(entries, data.label_keys, report)
     if not data.train:
         raise DataError(f"no usable training clip: {'; '.join(r.summary() for r in data.reports)}")
     dropped = drop_classes_without_training_data(data.train, data.test, data.label_keys, data.reports[-1])
@@ -159,7 +211,8 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
 
 def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed, compute_features=None,
                     sample_rate=16000, stats_max_clips=2000, skip_prep=False):
-    """Runs a data set's preparation into ``save_folder`` once; a rerun with the same options does nothing.
+    """Runs a data set's preparation into ``save_folder`` once; a rerun with the same options, annotation
+    files and clip folders does nothing.
 
     Arguments
     ---------
@@ -195,12 +248,19 @@ def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed,
         logger.info("%s already prepared in %s: skipping preparation", options["dataset"], save_folder)
         return
     os.makedirs(save_folder, exist_ok=True)
+    clear_prepared(save_folder)  # a preparation that fails half-way is never taken for a finished one
     data = prepare(**dataset_options)
-    outputs = write_prepared(
-        save_folder, data=data, valid_ratio=valid_ratio, seed=seed, compute_features=compute_features,
-        sample_rate=sample_rate, stats_max_clips=stats_max_clips,
-    )
-    mark_prepared(save_folder, options, outputs)
+    try:
+        outputs = write_prepared(
+            save_folder, data=data, valid_ratio=valid_ratio, seed=seed, compute_features=compute_features,
+            sample_rate=sample_rate, stats_max_clips=stats_max_clips,
+        )
+        mark_prepared(save_folder, options, outputs, data.inputs)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        # Nothing is marked prepared: the next run prepares again.
+        raise disk_full_error(save_folder, "writing the prepared data") from error
 
 
 def dataset_folders(data_folder, what, **subfolders):

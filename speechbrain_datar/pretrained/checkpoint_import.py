@@ -19,6 +19,8 @@ keys or wrong shapes, raises ``CheckpointLayoutError`` naming the keys.
 import json
 import logging
 import math
+import pickle
+import re
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +67,25 @@ class ImportReport:
             json.dump(self.to_dict(), f, indent=2)
 
 
+def load_weights_only(path):
+    """``torch.load`` of tensors and plain containers only: a file that needs anything else is refused
+    unopened (unpickling arbitrary objects can run code), with the offending type named."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error)) or re.search(r"global:? ([\w.]+)", str(error))
+        offending = found.group(1) if found else "an object that is not a tensor"
+        raise CheckpointLayoutError(
+            f"{path} holds {offending}, not only tensors, and was not loaded (loading it could run code). "
+            f"If you trust the file, keep only its weights: python -c \"import torch; "
+            f"c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), 'weights.pth')\""
+        ) from None
+
+
 def read_state_dict(checkpoint):
     """A flat state dict from a path or dict: unwraps ``model``/``state_dict`` entries and ``module.`` prefixes."""
     if isinstance(checkpoint, str):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = load_weights_only(checkpoint)
     if not isinstance(checkpoint, dict):
         raise CheckpointLayoutError(f"a checkpoint must hold a state dict, got {type(checkpoint).__name__}")
     for key in ("model", "state_dict", "model_state"):

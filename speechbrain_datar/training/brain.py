@@ -29,7 +29,7 @@ import torch
 
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.nnet.layers import unwrap_module
-from speechbrain_datar.training.metrics import ClassificationMetrics, write_test_reports
+from speechbrain_datar.training.metrics import ClassificationMetrics, drop_unsaved_epochs, write_test_reports
 
 
 LR_SCHEDULES = ("lr_annealing", "lr_scheduler")
@@ -136,7 +136,8 @@ class AudioClassificationBrain(sb.Brain):
 
     def on_fit_start(self):
         """Enters the phase of the checkpoint to resume (before the optimiser is built and the weights
-        load, so that every shape matches) and records the schedulers' initial state."""
+        load, so that every shape matches), records the schedulers' initial state, recovers, and drops log
+        entries of epochs the checkpoint does not have (they are trained again)."""
         if self.phases is not None:
             self.phases.enter(self.phases.resumed_phase(self.checkpointer))
         scheduler = self.hparams.lr_scheduler
@@ -147,6 +148,8 @@ class AudioClassificationBrain(sb.Brain):
             for name in LR_SCHEDULES if getattr(self.hparams, name) is not None
         }
         super().on_fit_start()
+        if sb.utils.distributed.if_main_process():
+            drop_unsaved_epochs(self.hparams.train_logger.save_file, self.hparams.epoch_counter.current)
 
     def on_fit_batch_start(self, batch, should_step):
         """A per-step scheduler sets the learning rate of the step about to be taken."""

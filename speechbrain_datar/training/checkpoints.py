@@ -8,6 +8,8 @@ import shutil
 from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
+from speechbrain_datar.errors import disk_full_error, is_disk_full
+
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
@@ -23,6 +25,7 @@ class CrashSafeCheckpointer(Checkpointer):
     recoverable is saved; folders of interrupted saves are removed at the next save.
     Under DDP every process waits until the checkpoint is published, so that all
     of them see the same checkpoints when ``save_and_keep_only`` chooses deletions.
+    A full disk ends the save with a ``DiskFullError`` naming the folder.
 
     Arguments are those of ``speechbrain.utils.checkpoints.Checkpointer``.
 
@@ -57,7 +60,13 @@ class CrashSafeCheckpointer(Checkpointer):
         if if_main_process():
             self.remove_interrupted_saves()
         self._pending_meta = None
-        checkpoint = super().save_checkpoint(*args, **kwargs)
+        try:
+            checkpoint = super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as error:
+            if not is_disk_full(error):
+                raise
+            # The unfinished folder is no checkpoint (no meta file) and goes at the next save.
+            raise disk_full_error(self.checkpoints_dir, "saving a checkpoint; the earlier ones are intact") from error
         if self._pending_meta is not None:
             partial = self._pending_meta.with_name(self._pending_meta.name + PARTIAL_SUFFIX)
             os.replace(partial, self._pending_meta)

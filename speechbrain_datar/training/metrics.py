@@ -3,6 +3,7 @@
 import csv
 import logging
 import os
+import re
 
 import torch
 
@@ -110,3 +111,34 @@ def write_test_reports(folder, metrics, label_encoders):
             logger.info("matplotlib not installed: confusion matrix written as CSV only")
             continue
         plot_confusion_matrix(matrix, labels, os.path.join(folder, f"confusion_matrix{suffix}.png"))
+
+
+def drop_unsaved_epochs(log_path, last_saved_epoch):
+    """Removes the log entries of epochs after ``last_saved_epoch``: a run killed between logging an
+    epoch and checkpointing it trains that epoch again when it resumes, and logs it again.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "train_log.txt")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("epoch: 1, lr: 1 - loss: 2\\nepoch: 2, lr: 1 - loss: 1\\n")
+    >>> drop_unsaved_epochs(path, 1)
+    1
+    >>> open(path).read()
+    'epoch: 1, lr: 1 - loss: 2\\n'
+    """
+    if not os.path.isfile(log_path):
+        return 0
+    with open(log_path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if not _logged_after(line, last_saved_epoch)]
+    if len(kept) != len(lines):
+        with open(log_path, "w") as f:
+            f.writelines(kept)
+    return len(lines) - len(kept)
+
+
+def _logged_after(line, epoch):
+    found = re.match(r"epoch: (\d+),", line)
+    return found is not None and int(found.group(1)) > epoch

@@ -65,6 +65,7 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
     """``DynamicItemDataset`` per split; training clips are randomly cropped to ``crop_seconds``.
 
     Evaluation splits are sorted by duration so that batches hold clips of similar length.
+    Clips that disappeared since preparation are left out, with a warning.
     """
     datasets = {}
     for split, path in manifests.items():
@@ -72,7 +73,11 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
         items += [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
         keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
         dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path, dynamic_items=items, output_keys=keys)
-        datasets[split] = dataset if split == "train" else dataset.filtered_sorted(sort_key="duration")
+        present = dataset.filtered_sorted(key_test={"path": os.path.isfile})
+        if len(present) < len(dataset):
+            logger.warning("%s: %d clips of %s have disappeared since preparation and are skipped",
+                           split, len(dataset) - len(present), path)
+        datasets[split] = present if split == "train" else present.filtered_sorted(sort_key="duration")
     return datasets
 
 
