@@ -73,6 +73,8 @@ class WaveformFrames:
     normalizer : callable or None
         Applied to each chunk of features (``normalizer(feats, lengths)``).
 
+    A chunk holding NaN or infinite samples raises ``ValueError``.
+
     Example
     -------
     >>> from speechbrain.lobes.features import Fbank
@@ -98,6 +100,9 @@ class WaveformFrames:
         lo, hi = max(first, 0), min(last, self.wavs.shape[1])
         if hi > lo:
             span[:, lo - first : hi - first] = self.wavs[:, lo:hi]
+        # Checked span by span: a whole-file isfinite would build temporaries the size of the file.
+        if not bool(torch.isfinite(span).all()):
+            raise ValueError("the audio holds NaN or infinite samples")
         feats = self.uncentred(span)
         if self.normalizer is not None:
             feats = self.normalizer(feats, torch.ones(self.batch, device=feats.device))
@@ -277,7 +282,8 @@ class SlidingWindowEmbedding(nn.Module):
         self.window_valid = None
 
     def check_waveforms(self, wavs, lengths):
-        """Refuses waveforms a model cannot be asked about: empty, too short, or with NaN/inf samples."""
+        """Refuses waveforms a model cannot be asked about: empty or too short (NaN and inf samples are
+        refused as their chunks are read)."""
         if wavs.dim() != 2:
             raise ValueError(f"expected waveforms [batch, samples], got shape {tuple(wavs.shape)}")
         samples = wavs.shape[1] if lengths is None else torch.round(lengths * wavs.shape[1]).min().item()
@@ -286,8 +292,6 @@ class SlidingWindowEmbedding(nn.Module):
                 f"audio of {int(samples)} samples is too short to classify: "
                 f"at least {self.min_samples} (one analysis window) are needed"
             )
-        if not bool(torch.isfinite(wavs).all()):
-            raise ValueError("the audio holds NaN or infinite samples")
 
     def forward(self, inputs, lengths=None):
         """Embeds each window of features, or of waveforms when this module has ``features``."""
