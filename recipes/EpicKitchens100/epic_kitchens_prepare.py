@@ -4,9 +4,10 @@ Reads the official annotation files from ``annotation_folder``:
 ``EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` (narration_id, participant_id,
 video_id, start_timestamp / stop_timestamp as ``HH:MM:SS.ff``, verb_class,
 noun_class, ...), and optionally ``EPIC_100_verb_classes.csv`` /
-``EPIC_100_noun_classes.csv`` (id, key, ...) for class names. Audio is one file per
-video, ``<audio_folder>/<video_id>.wav|flac|ogg``, extracted by the user; segments
-are read by start/stop, never cut on disk. The validation split is the test set
+``EPIC_100_noun_classes.csv`` (id, key, ...) for class names. A segment's audio
+comes from its video's extracted audio (``<audio_folder>/<video_id>.wav|flac|...``)
+or from the official video itself (``<participant>/videos/<video_id>.MP4``); segments
+are read by start/stop (seeking in videos), never cut on disk. The validation split is the test set
 (the paper reports 67,217 train and 9,668 test segments, 97 verbs and 293 nouns).
 
 Class ids stay the official ids, so results compare with published ones. Verb or
@@ -23,7 +24,7 @@ import logging
 import os
 import re
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
 from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
@@ -93,14 +94,24 @@ def read_segments(path, report):
     return segments
 
 
-def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None, extensions=AUDIO_EXTENSIONS,
-                          min_seconds=0.0, num_workers=4):
+def video_folder(data_folder, audio_folder, video_id, extensions=CLIP_EXTENSIONS):
+    """Where a video's audio is: ``audio_folder/<video_id>.<ext>`` (extracted audio, or the video there), else
+    the official layout ``data_folder/<participant>/videos/<video_id>.MP4``."""
+    if any(os.path.isfile(os.path.join(audio_folder, video_id + ext)) for ext in extensions):
+        return audio_folder
+    return os.path.join(data_folder, video_id.split("_")[0], "videos")
+
+
+def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None, extensions=CLIP_EXTENSIONS,
+                          min_seconds=0.0, num_workers=4, need_video=False):
     """Reads the EPIC-KITCHENS-100 annotations and checks every segment against its video's audio.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
-    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``). Silent segments
-    are kept (quiet actions are real data). Class names, when the class files are
-    present, go to ``class_names.json``.
+    ``audio_folder`` to ``data_folder/audio`` (or ``data_folder``): a video's audio is
+    ``audio_folder/<video_id>.<ext>`` (extracted audio, or a video file), else the
+    video of the official layout, ``data_folder/<participant>/videos/<video_id>.MP4``,
+    read by seeking to each segment. Silent segments are kept (quiet actions are
+    real data). Class names, when the class files are present, go to ``class_names.json``.
 
     Returns
     -------
@@ -115,13 +126,15 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
         jobs = []
         for narration, video, start, stop, verb, noun in read_segments(os.path.join(annotation_folder, name), reports[split]):
             entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
-            missing = f"{narration}: no audio file for video {video} in {audio_folder}"
-            jobs.append(clip_job(narration, audio_folder, video, entry, extensions, missing_detail=missing))
+            folder = video_folder(data_folder, audio_folder, video, extensions)
+            missing = f"{narration}: no audio or video file for {video} in {audio_folder} or {folder}"
+            jobs.append(clip_job(narration, folder, video, entry, extensions, missing_detail=missing))
         entries[split] = check_audio(jobs, reports[split], min_seconds, None, num_workers,
-                                     desc=f"checking {split} segments")
+                                     desc=f"checking {split} segments", need_video=need_video)
     names = {key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS}
     extra_files = {}
     if any(names.values()):
         extra_files["class_names.json"] = {key: {str(k): v for k, v in table.items()} for key, table in names.items()}
+    videos = sorted({os.path.join(data_folder, e["video_id"].split("_")[0], "videos") for e in entries["train"].values()})
     return PreparedData(entries["train"], entries["test"], [reports["train"], reports["test"]], LABEL_KEYS,
-                        extra_files=extra_files, inputs=[annotation_folder, audio_folder])
+                        extra_files=extra_files, inputs=[annotation_folder, audio_folder] + videos)

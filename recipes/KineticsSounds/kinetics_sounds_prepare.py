@@ -16,7 +16,7 @@ import csv
 import logging
 import os
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
 from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
@@ -71,8 +71,8 @@ def read_kinetics_csv(path, classes, report):
 
 
 def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=None, classes_file=CLASSES_FILE,
-                            filename_pattern="{ytid}_{start:06d}_{end:06d}", extensions=AUDIO_EXTENSIONS,
-                            min_seconds=0.05, silence_threshold=1e-4, num_workers=4):
+                            filename_pattern="{ytid}_{start:06d}_{end:06d}", extensions=CLIP_EXTENSIONS,
+                            min_seconds=0.05, silence_threshold=1e-4, num_workers=4, need_video=False):
     """Reads the Kinetics-400 annotations of the Kinetics-Sounds classes and checks their clips.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
@@ -100,7 +100,7 @@ def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=No
             jobs.append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
         reports[split] = SkipReport(split)
         entries[split] = check_audio(jobs, reports[split], min_seconds, silence_threshold, num_workers,
-                                     desc=f"checking {split} clips")
+                                     desc=f"checking {split} clips", need_video=need_video)
     absent = [c for c in classes if c not in seen_classes]
     if absent:
         logger.warning("classes of %s not found in the annotations: %s", classes_file, absent)

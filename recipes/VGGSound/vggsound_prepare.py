@@ -2,8 +2,8 @@
 
 Reads the official ``vggsound.csv`` (no header; columns: YouTube id, start
 second, label, ``train``/``test``) and a folder of clips the user extracted
-(wav/flac/ogg, named ``<id>_<start:06d>.<ext>`` by default), and checks every
-clip. ``speechbrain_datar.dataio.prepare.prepare_dataset`` then writes the
+(audio files, or the downloaded videos themselves: mp4, mkv, webm, ...; named
+``<id>_<start:06d>.<ext>`` by default), and checks every clip. ``speechbrain_datar.dataio.prepare.prepare_dataset`` then writes the
 manifests (``train``, ``valid`` carved per class from train, ``test``), the label
 encoder, the feature statistics and the report of every clip skipped and why.
 
@@ -15,7 +15,7 @@ import csv
 import logging
 import os
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS
+from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
 from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
@@ -72,7 +72,8 @@ def _row_problem(row):
 
 
 def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pattern="{ytid}_{start:06d}",
-                     extensions=AUDIO_EXTENSIONS, min_seconds=0.05, silence_threshold=1e-4, num_workers=4):
+                     extensions=CLIP_EXTENSIONS, min_seconds=0.05, silence_threshold=1e-4, num_workers=4,
+                     need_video=False):
     """Reads ``vggsound.csv`` and checks the clips it names.
 
     Arguments
@@ -91,6 +92,8 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
         Clips whose peak is below this are skipped as ``silent``.
     num_workers : int
         Threads that open clips.
+    need_video : bool
+        Video clips must have a video stream too (recipes that read frames).
 
     Returns
     -------
@@ -108,7 +111,7 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
         jobs[split].append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
     entries = {
         split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
-                           desc=f"checking {split} clips")
+                           desc=f"checking {split} clips", need_video=need_video)
         for split in SPLITS
     }
     if not entries["train"]:

@@ -1,8 +1,8 @@
-"""Checking and loading audio clips for the recipes.
+"""Checking and loading audio clips for the recipes, from audio files or from video files' audio streams.
 
 Every clip that goes into a manifest is opened once during preparation. Clips
-that are missing, unreadable, empty, too short or silent are reported with a
-reason instead of failing in the middle of an epoch.
+that are missing, unreadable, empty, too short, silent or without an audio
+stream are reported with a reason instead of failing in the middle of an epoch.
 """
 
 import glob
@@ -14,25 +14,21 @@ import torch  # noqa: F401 (used by the doctests)
 import torchaudio
 from speechbrain.dataio.dataio import read_audio
 
+from speechbrain_datar.dataio.problems import ClipProblem
+from speechbrain_datar.dataio.video import VIDEO_EXTENSIONS, is_video, probe_video, read_video_audio
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+#: What a clip may be: an audio file, or a video file whose audio stream is read.
+CLIP_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 
 
-class ClipProblem(Exception):
-    """Raised when a clip cannot be used; ``reason`` is a short key for the skip report."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop=None):
-    """Opens a clip and returns what preparation needs to know, or raises ``ClipProblem``.
+def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop=None, need_video=False):
+    """Opens a clip (an audio or a video file) and returns what preparation needs to know, or raises ``ClipProblem``.
 
     Arguments
     ---------
     path : str
-        Audio file.
+        Audio file, or video file whose audio stream is read.
     min_seconds : float
         Shortest accepted duration (of the segment, if one is given).
     silence_threshold : float
@@ -40,6 +36,8 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
         (``None`` disables the check).
     start, stop : float or None
         Optional segment in seconds; checked against the file's duration.
+    need_video : bool
+        A video file must also have a video stream (for recipes that read frames).
 
     Returns
     -------
@@ -56,20 +54,14 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
     >>> inspect_clip(path + ".missing")
     Traceback (most recent call last):
     ...
-    speechbrain_datar.dataio.audio.ClipProblem: missing: ...
+    speechbrain_datar.dataio.problems.ClipProblem: missing: ...
     """
     if not os.path.isfile(path):
         raise ClipProblem("missing", path)
     if os.path.getsize(path) == 0:
         raise ClipProblem("empty", f"{path} has zero bytes")
-    try:
-        info = soundfile.info(path)
-    except Exception as error:  # soundfile raises several types for corrupt files
-        raise ClipProblem("unreadable", f"{path}: {error}") from None
-    if info.frames <= 0:
-        raise ClipProblem("empty", f"{path} has no audio frames")
-    file_seconds = info.frames / info.samplerate
-    first, last = 0, info.frames
+    rate, channels, file_seconds = _audio_facts(path, need_video)
+    first, last = 0, int(round(file_seconds * rate))
     if start is not None or stop is not None:
         start = 0.0 if start is None else start
         stop = file_seconds if stop is None else stop
@@ -79,27 +71,56 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
             raise ClipProblem(
                 "beyond_end", f"{path}: segment {start:.2f}-{stop:.2f}s, file has {file_seconds:.2f}s"
             )
-        first, last = int(round(start * info.samplerate)), min(info.frames, int(round(stop * info.samplerate)))
-    duration = (last - first) / info.samplerate
+        first, last = int(round(start * rate)), min(last, int(round(stop * rate)))
+    duration = (last - first) / rate
     if duration < min_seconds:
         raise ClipProblem("too_short", f"{path}: {duration:.3f}s < {min_seconds}s")
-    try:
-        data, _ = soundfile.read(path, start=first, stop=last, dtype="float32", always_2d=True)
-    except Exception as error:
-        raise ClipProblem("unreadable", f"{path}: {error}") from None
+    data = _read_samples(path, rate, first, last)
     if data.size == 0:
         raise ClipProblem("empty", f"{path} decoded to no samples")
     if not np.all(np.isfinite(data)):
         raise ClipProblem("non_finite", f"{path} holds NaN or infinite samples")
     if silence_threshold is not None and float(np.abs(data).max()) < silence_threshold:
         raise ClipProblem("silent", f"{path}: peak below {silence_threshold}")
-    return {"sample_rate": int(info.samplerate), "channels": int(info.channels), "duration": round(duration, 4)}
+    return {"sample_rate": int(rate), "channels": int(channels), "duration": round(duration, 4)}
+
+
+def _audio_facts(path, need_video=False):
+    """Sample rate, channels and seconds of a file's audio."""
+    if is_video(path):
+        info = probe_video(path)
+        if info["audio"] is None:
+            raise ClipProblem("no_audio_stream", path)
+        if need_video and info["video"] is None:
+            raise ClipProblem("no_video_stream", path)
+        if not info["duration"]:
+            raise ClipProblem("empty", f"{path} has no duration")
+        return info["audio"]["sample_rate"], info["audio"]["channels"], info["duration"]
+    try:
+        info = soundfile.info(path)
+    except Exception as error:  # soundfile raises several types for corrupt files
+        raise ClipProblem("unreadable", f"{path}: {error}") from None
+    if info.frames <= 0:
+        raise ClipProblem("empty", f"{path} has no audio frames")
+    return info.samplerate, info.channels, info.frames / info.samplerate
+
+
+def _read_samples(path, rate, first, last):
+    """Samples ``[first, last)`` of a file's audio (at its own rate) as a numpy array."""
+    if is_video(path):
+        return read_video_audio(path, rate, first / rate, last / rate).numpy()
+    try:
+        return soundfile.read(path, start=first, stop=last, dtype="float32", always_2d=True)[0]
+    except Exception as error:
+        raise ClipProblem("unreadable", f"{path}: {error}") from None
 
 
 def load_clip(path, sample_rate=16000, start=None, stop=None):
     """Loads a mono waveform at ``sample_rate``, optionally a segment given in seconds.
 
-    Multi-channel audio is averaged to mono; other sample rates are resampled.
+    Audio files are read with SpeechBrain's ``read_audio``; video files' audio
+    streams with ``read_video_audio`` (seeking to ``start``). Multi-channel audio
+    is averaged to mono; other sample rates are resampled.
 
     Example
     -------
@@ -109,6 +130,8 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
     >>> load_clip(path, 16000).shape
     torch.Size([1600])
     """
+    if is_video(path):
+        return read_video_audio(path, sample_rate, start, stop)
     file_rate = soundfile.info(path).samplerate
     first = 0 if start is None else int(round(start * file_rate))
     last = first if stop is None else int(round(stop * file_rate))  # read_audio: stop == start reads to the end
@@ -120,7 +143,7 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
     return wav
 
 
-def find_audio(folder, stem, extensions=AUDIO_EXTENSIONS):
+def find_audio(folder, stem, extensions=CLIP_EXTENSIONS):
     """Path of ``folder/stem.<ext>`` for the first extension that exists, else ``None``.
 
     Raises ``ClipProblem``: ``outside_data_folder`` when ``stem`` (built from an
@@ -132,7 +155,7 @@ def find_audio(folder, stem, extensions=AUDIO_EXTENSIONS):
     >>> find_audio("/data/audio", "../../etc/passwd")
     Traceback (most recent call last):
     ...
-    speechbrain_datar.dataio.audio.ClipProblem: outside_data_folder: '../../etc/passwd' leads outside /data/audio
+    speechbrain_datar.dataio.problems.ClipProblem: outside_data_folder: '../../etc/passwd' leads outside /data/audio
     """
     root = os.path.abspath(folder)
     base = os.path.abspath(os.path.join(root, stem))

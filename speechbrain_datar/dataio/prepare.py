@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from speechbrain_datar.dataio.audio import AUDIO_EXTENSIONS, ClipProblem, find_audio, inspect_clip
+from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS, ClipProblem, find_audio, inspect_clip
 from speechbrain_datar.dataio.labels import fit_label_encoder, label_encoder_file
 from speechbrain_datar.dataio.manifest import (
     already_prepared,
@@ -67,7 +67,7 @@ def open_annotations(path):
     return open(path, newline="", encoding="utf-8-sig")
 
 
-def clip_job(key, folder, stem, entry, extensions=AUDIO_EXTENSIONS, missing_detail=None):
+def clip_job(key, folder, stem, entry, extensions=CLIP_EXTENSIONS, missing_detail=None):
     """A job for ``check_audio``: the clip ``folder/stem.<ext>`` and its entry.
 
     A clip that does not exist is reported as ``missing`` (with ``missing_detail``
@@ -84,7 +84,7 @@ def clip_job(key, folder, stem, entry, extensions=AUDIO_EXTENSIONS, missing_deta
 
 
 def _check(job):
-    key, path, entry, min_seconds, silence_threshold = job
+    key, path, entry, min_seconds, silence_threshold, need_video = job
     if isinstance(path, ClipProblem):
         return key, None, path
     if path is None:
@@ -92,15 +92,19 @@ def _check(job):
     try:
         info = inspect_clip(
             path, min_seconds=min_seconds, silence_threshold=silence_threshold,
-            start=entry.get("start"), stop=entry.get("stop"),
+            start=entry.get("start"), stop=entry.get("stop"), need_video=need_video,
         )
     except ClipProblem as problem:
         return key, None, problem
-    return key, dict(entry, path=path, duration=info["duration"]), None
+    # Where frames come from: the file itself unless the data set has extracted frames (EPIC's dumps).
+    return key, dict(dict(frames_folder=None, fps=None), **entry, path=path, duration=info["duration"]), None
 
 
-def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips"):
+def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips",
+                need_video=False):
     """Opens every clip or segment in threads; returns the usable entries and records the rest.
+
+    With ``need_video``, a video file without a video stream is unusable too.
 
     Arguments
     ---------
@@ -116,7 +120,7 @@ def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_work
         ``id -> entry`` with ``path`` and ``duration`` added.
     """
     entries = {}
-    work = [(key, path, entry, min_seconds, silence_threshold) for key, path, entry in jobs]
+    work = [(key, path, entry, min_seconds, silence_threshold, need_video) for key, path, entry in jobs]
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         for key, entry, problem in tqdm(pool.map(_check, work), total=len(work), desc=desc, dynamic_ncols=True):
             if problem is not None:

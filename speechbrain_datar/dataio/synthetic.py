@@ -82,18 +82,115 @@ def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0)):
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
+def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video_codec="libx264"):
+    """Writes a video file with sound: ``wav`` (float in [-1, 1]) and ``frames`` (uint8 ``[n, H, W, 3]``).
+
+    ``audio_codec`` ``None`` writes no audio stream and ``frames`` ``None`` no video
+    stream. ``flac`` or ``pcm_s16le`` keep the audio exact (for tests).
+    """
+    import av
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with av.open(path, "w") as container:
+        video = audio = None
+        if frames is not None:
+            video = container.add_stream(video_codec, rate=fps)
+            video.height, video.width = frames.shape[1:3]
+            video.pix_fmt = "yuv420p"
+            if video_codec == "libx264":
+                video.options = {"crf": "10", "preset": "ultrafast"}
+        if audio_codec is not None:
+            audio = container.add_stream(audio_codec, rate=sample_rate)
+            audio.layout = "mono"
+        if video is not None:
+            for image in frames:
+                for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in video.encode():
+                container.mux(packet)
+        if audio is not None:
+            pcm = np.clip(np.asarray(wav, dtype=np.float32), -1, 1)
+            if audio_codec in ("flac", "pcm_s16le"):
+                samples, layout_format = (np.round(pcm * 32767).astype(np.int16)[None], "s16")
+            else:
+                samples, layout_format = pcm[None], "fltp"
+            step = 1024
+            for first in range(0, samples.shape[1], step):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, first:first + step]),
+                                                   format=layout_format, layout="mono")
+                frame.sample_rate, frame.pts = sample_rate, first
+                for packet in audio.encode(frame):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
+
+
+#: Frame rate and size of generated videos: small, so that tests stay fast.
+VIDEO_FPS, VIDEO_SIZE = 10, 48
+
+
+def render_scene(scene, seconds, rng, fps=VIDEO_FPS, size=VIDEO_SIZE):
+    """uint8 frames ``[n, size, size, 3]`` of a moving pattern: ``scene`` 0 a square crossing the picture,
+    1 scrolling vertical stripes, 2 a pulsing disc (random colours and speeds)."""
+    n = max(1, int(round(seconds * fps)))
+    colour = rng.integers(80, 256, 3)
+    background = rng.integers(0, 60, 3)
+    speed = rng.uniform(0.5, 1.5)
+    ys, xs = np.mgrid[0:size, 0:size]
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        t = i / fps * speed
+        if scene == 0:
+            x0 = int((t * size / 2) % size)
+            inside = (np.abs(xs - x0) < size // 6) & (np.abs(ys - size // 2) < size // 6)
+        elif scene == 1:
+            inside = ((xs + int(t * size)) // 6) % 2 == 0
+        else:
+            inside = (xs - size / 2) ** 2 + (ys - size / 2) ** 2 < (size / 4 * (1.2 + np.sin(2 * np.pi * t))) ** 2
+        frames[i] = np.where(inside[..., None], colour, background)
+    return frames
+
+
+def write_clip(stem, wav, sample_rate, rng, video=False, scene=0, audio_codec="aac"):
+    """Writes a generated clip: ``stem.wav``, or with ``video`` ``stem.mp4`` with sound and a moving ``scene``.
+
+    Returns the path.
+    """
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    if not video:
+        soundfile.write(stem + ".wav", wav, sample_rate)
+        return stem + ".wav"
+    frames = render_scene(scene, len(wav) / sample_rate, rng)
+    write_video(stem + ".mp4", wav, sample_rate, frames, fps=VIDEO_FPS, audio_codec=audio_codec)
+    return stem + ".mp4"
+
+
 def _youtube_like_id(rng):
     alphabet = string.ascii_letters + string.digits + "-_"
     return "".join(rng.choice(list(alphabet), 11))
 
 
+#: An audio-visual set: each class is a sound and a scene (0 square, 1 stripes). Sound alone tells
+#: tones from chirps, sight alone squares from stripes; only both tell the four classes apart.
+AUDIO_VISUAL_CLASSES = {
+    "tone, square": ("steady tone", 0),
+    "tone, stripes": ("steady tone", 1),
+    "chirp, square": ("rising chirp", 0),
+    "chirp, stripes": ("rising chirp", 1),
+}
+
+
 def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0, sample_rate=16000, classes=CLASSES,
-                       include_bad_clips=True, seed=0):
-    """Writes ``folder/vggsound.csv`` and ``folder/audio/<id>_<start:06d>.wav``.
+                       include_bad_clips=True, seed=0, video=False):
+    """Writes ``folder/vggsound.csv`` and ``folder/audio/<id>_<start:06d>.wav`` (``.mp4`` with ``video``).
 
     The CSV has VGGSound's four columns and no header: YouTube id, start second,
-    label, ``train``/``test``. With ``include_bad_clips``, four rows point to
-    clips a real download also produces: missing, zero-byte, corrupt and silent.
+    label, ``train``/``test``. With ``include_bad_clips``, rows point to clips a real
+    download also produces: missing, zero-byte, corrupt and silent; with ``video``
+    also a video without an audio stream and one without a video stream (fine for
+    audio recipes). Videos show a moving scene: ``classes`` is a list of sound
+    classes (scene ``i % 3`` for the ``i``-th) or a dict ``label -> (sound, scene)``
+    such as ``AUDIO_VISUAL_CLASSES``.
 
     Returns
     -------
@@ -103,28 +200,37 @@ def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0
     rng = np.random.default_rng(seed)
     audio_folder = os.path.join(folder, "audio")
     os.makedirs(audio_folder, exist_ok=True)
+    ext = ".mp4" if video else ".wav"
     rows = []
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        for label in classes:
+        for index, label in enumerate(classes):
+            sound, scene = classes[label] if isinstance(classes, dict) else (label, index % 3)
             for _ in range(per_class):
                 ytid, start = _youtube_like_id(rng), int(rng.integers(0, 300))
-                wav = synthesize_event(label, seconds, sample_rate, rng)
-                soundfile.write(os.path.join(audio_folder, f"{ytid}_{start:06d}.wav"), wav, sample_rate)
+                wav = synthesize_event(sound, seconds, sample_rate, rng)
+                write_clip(os.path.join(audio_folder, f"{ytid}_{start:06d}"), wav, sample_rate, rng, video, scene)
                 rows.append((ytid, start, label, split))
     bad = {}
-    if include_bad_clips:
-        for problem, split in (("missing", "train"), ("empty", "train"), ("unreadable", "test"), ("silent", "train")):
-            ytid, start = _youtube_like_id(rng), int(rng.integers(0, 300))
-            path = os.path.join(audio_folder, f"{ytid}_{start:06d}.wav")
-            if problem == "empty":
-                open(path, "wb").close()
-            elif problem == "unreadable":
-                with open(path, "wb") as f:
-                    f.write(b"RIFF" + rng.bytes(2000))
-            elif problem == "silent":
-                soundfile.write(path, np.zeros(int(seconds * sample_rate), dtype=np.float32), sample_rate)
-            rows.append((ytid, start, classes[0], split))
-            bad[ytid] = problem
+    kinds = [("missing", "train"), ("empty", "train"), ("unreadable", "test"), ("silent", "train")]
+    kinds += [("no_audio_stream", "train"), ("no_video_stream", "train")] if video else []
+    for problem, split in kinds if include_bad_clips else []:
+        ytid, start = _youtube_like_id(rng), int(rng.integers(0, 300))
+        stem = os.path.join(audio_folder, f"{ytid}_{start:06d}")
+        first = list(classes)[0]
+        tone = synthesize_event(classes[first][0] if isinstance(classes, dict) else first, seconds, sample_rate, rng)
+        if problem == "empty":
+            open(stem + ext, "wb").close()
+        elif problem == "unreadable":
+            with open(stem + ext, "wb") as f:
+                f.write((b"RIFF" if not video else b"\x00\x00\x00\x20ftypisom") + rng.bytes(2000))
+        elif problem == "silent":
+            write_clip(stem, np.zeros(int(seconds * sample_rate), dtype=np.float32), sample_rate, rng, video)
+        elif problem == "no_audio_stream":
+            write_video(stem + ext, None, sample_rate, render_scene(0, seconds, rng), fps=VIDEO_FPS, audio_codec=None)
+        elif problem == "no_video_stream":
+            write_video(stem + ext, tone, sample_rate, None)
+        rows.append((ytid, start, first, split))
+        bad[ytid] = problem
     order = rng.permutation(len(rows))
     csv_path = os.path.join(folder, "vggsound.csv")
     with open(csv_path, "w", newline="") as f:
@@ -132,11 +238,6 @@ def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0
         for i in order:
             writer.writerow(rows[i])
     return {"csv": csv_path, "audio_folder": audio_folder, "rows": len(rows), "bad": bad}
-
-
-def _write(path, wav, sample_rate):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    soundfile.write(path, wav, sample_rate)
 
 
 #: Kinetics-Sounds class names used for the generated set (a subset of the recipe's list).
@@ -151,9 +252,10 @@ KINETICS_SOUNDS_DEMO = {
 
 
 def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, seconds=1.0, sample_rate=16000,
-                              other_classes=("abseiling", "yoga"), seed=0):
+                              other_classes=("abseiling", "yoga"), seed=0, video=False):
     """Writes Kinetics-400-style annotations (``annotations/train.csv``, ``annotations/validate.csv``:
-    ``label,youtube_id,time_start,time_end,split``) and ``audio/<id>_<start:06d>_<end:06d>.wav``.
+    ``label,youtube_id,time_start,time_end,split``) and ``audio/<id>_<start:06d>_<end:06d>.wav``
+    (``.mp4`` clips with ``video``).
 
     Rows of ``other_classes`` (not in Kinetics-Sounds) are included too; one
     validation row has no audio file.
@@ -168,8 +270,9 @@ def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, secon
             for _ in range(per_class):
                 ytid, start = _youtube_like_id(rng), int(rng.integers(0, 200))
                 end = start + 10
-                _write(os.path.join(folder, "audio", f"{ytid}_{start:06d}_{end:06d}.wav"),
-                       synthesize_event(event, seconds, sample_rate, rng), sample_rate)
+                write_clip(os.path.join(folder, "audio", f"{ytid}_{start:06d}_{end:06d}"),
+                           synthesize_event(event, seconds, sample_rate, rng), sample_rate, rng, video,
+                           classes.index(label) % 3)
                 rows.append((label, ytid, start, end, split))
         if split == "val":
             rows.append((classes[0], _youtube_like_id(rng), 5, 15, split))  # never downloaded
@@ -193,8 +296,10 @@ def _timestamp(seconds):
 
 
 def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=36, validation_segments=12,
-                            sample_rate=16000, seed=0):
-    """Writes EPIC-KITCHENS-100-style annotations and one audio file per video.
+                            sample_rate=16000, seed=0, media="audio"):
+    """Writes EPIC-KITCHENS-100-style annotations and, per video, its audio (``media="audio"``), the video in
+    the official layout ``<participant>/videos/<video_id>.MP4`` (``"video"``; FLAC sound, so that segments
+    read from it equal those of the audio file), or both (``"both"``).
 
     ``annotations/EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` have the
     official columns (narration_id, participant_id, video_id, narration_timestamp,
@@ -235,7 +340,15 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
             ])
         wav = np.concatenate([np.zeros(int(0.5 * sample_rate), dtype=np.float32)] + audio)
         wav = wav + (0.003 * rng.standard_normal(len(wav))).astype(np.float32)
-        _write(os.path.join(folder, "audio", f"{video}.wav"), wav, sample_rate)
+        samples = np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)  # one quantisation for both files
+        wav = samples / 32767.0
+        if media in ("audio", "both"):
+            os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+            soundfile.write(os.path.join(folder, "audio", f"{video}.wav"), samples, sample_rate)
+        if media in ("video", "both"):
+            frames = render_scene(2, len(wav) / sample_rate, rng)
+            write_video(os.path.join(folder, video.split("_")[0], "videos", f"{video}.MP4"), wav, sample_rate, frames,
+                        fps=VIDEO_FPS, audio_codec="flac")
     v0 = videos[0]
     bad = [
         [f"{v0}_bad_ts", "P01", v0, "00:00:01.00", "00:00:0x.50", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],

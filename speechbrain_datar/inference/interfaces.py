@@ -1,10 +1,40 @@
-"""Inference interfaces for exported models that ``EncoderClassifier`` cannot serve."""
+"""Inference interfaces for exported models: video files as well as audio files, and several heads.
+
+``EncoderClassifier`` serves an exported one-head model from audio files;
+``AudioClassifier`` is the same interface that also reads the audio stream of a
+video file (mp4, mkv, webm, ...), and ``MultiHeadAudioClassifier`` serves models
+with several heads (EPIC-KITCHENS: verb and noun).
+"""
 
 import torch
+from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.interfaces import Pretrained
 
+from speechbrain_datar.dataio.audio import load_clip
+from speechbrain_datar.dataio.video import is_video
 
-class MultiHeadAudioClassifier(Pretrained):
+
+class VideoFiles:
+    """``load_audio`` that reads video files' audio streams too (SpeechBrain's reads audio files only)."""
+
+    def load_audio(self, path, savedir=None):
+        """The mono waveform at the model's rate, from an audio file or a video file's audio stream."""
+        if is_video(str(path)):
+            return load_clip(str(path), self.audio_normalizer.sample_rate)
+        return super().load_audio(path, savedir=savedir)
+
+
+class AudioClassifier(VideoFiles, EncoderClassifier):
+    """``EncoderClassifier`` that also classifies video files by their sound.
+
+    Example (a folder exported by a recipe)::
+
+        classifier = AudioClassifier.from_hparams(source="results/datar_tiny/1234/pretrained")
+        out_prob, score, index, label = classifier.classify_file("clip.mp4")
+    """
+
+
+class MultiHeadAudioClassifier(VideoFiles, Pretrained):
     """``EncoderClassifier``'s counterpart for models with several heads (EPIC-Kitchens: verb and noun).
 
     Load an exported folder with ``MultiHeadAudioClassifier.from_hparams(source=folder)``.

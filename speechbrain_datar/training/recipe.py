@@ -17,8 +17,10 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.audio import load_clip
+from speechbrain_datar.dataio.frames import FrameTransform, frame_times
 from speechbrain_datar.dataio.labels import label_encoder_file, load_label_encoder
 from speechbrain_datar.dataio.prepare import prepare_dataset
+from speechbrain_datar.dataio.video import read_frame_dumps, read_video_frames
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.classifier import MultiHeadClassifier
 from speechbrain_datar.nnet.layers import unwrap_module
@@ -32,18 +34,53 @@ logger = logging.getLogger(__name__)
 FINE_TUNING_LR = 1e-4
 
 
-def audio_pipeline(sample_rate, crop_seconds=None):
-    """Dynamic item ``(path, start, stop) -> sig``; with ``crop_seconds``, a random crop of that length."""
-    crop = None if crop_seconds is None else int(round(crop_seconds * sample_rate))
+def span_pipeline(crop_seconds=None):
+    """Dynamic item ``(start, stop, duration) -> span``: the seconds of the file a training example covers.
 
-    @sb.utils.data_pipeline.takes("path", "start", "stop")
+    With ``crop_seconds``, a random crop of that length inside the clip (or segment);
+    otherwise all of it. Audio and frames are both read over this span.
+    """
+
+    @sb.utils.data_pipeline.takes("start", "stop", "duration")
+    @sb.utils.data_pipeline.provides("span")
+    def pipeline(start, stop, duration):
+        first = start or 0.0
+        if crop_seconds is None or duration <= crop_seconds:
+            return first, stop  # stop None: to the end of the file
+        offset = float(torch.empty(()).uniform_(0.0, duration - crop_seconds))
+        return first + offset, first + offset + crop_seconds
+
+    return pipeline
+
+
+def audio_pipeline(sample_rate):
+    """Dynamic item ``(path, span) -> sig``: the mono waveform of the span."""
+
+    @sb.utils.data_pipeline.takes("path", "span")
     @sb.utils.data_pipeline.provides("sig")
-    def pipeline(path, start, stop):
-        wav = load_clip(path, sample_rate, start, stop)
-        if crop is not None and wav.shape[0] > crop:
-            offset = int(torch.randint(0, wav.shape[0] - crop + 1, ()).item())
-            wav = wav[offset : offset + crop]
-        return wav
+    def pipeline(path, span):
+        first, last = span
+        return load_clip(path, sample_rate, first if first else None, last)
+
+    return pipeline
+
+
+def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
+    """Dynamic item ``(path, span, duration, frames_folder, fps) -> frames``: uint8 ``[n_frames, 3, size, size]`` over the
+    span, from the video file or from extracted frames (``frames_folder``, 1-based ``frame_%010d.jpg``)."""
+    transform = FrameTransform(size, train=train)
+
+    @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps")
+    @sb.utils.data_pipeline.provides("frames")
+    def pipeline(path, span, duration, frames_folder, fps):
+        first, last = span
+        last = first + duration if last is None else last  # a whole clip's span ends with the clip
+        times = frame_times(first, last, n_frames, sampling, fps or 25.0, stride, random_start=train)
+        if frames_folder:
+            frames = read_frame_dumps(frames_folder, [int(round(t * fps)) + 1 for t in times])
+        else:
+            frames = read_video_frames(path, times)
+        return transform(frames)
 
     return pipeline
 
@@ -61,17 +98,24 @@ def label_pipeline(key, encoder):
     return pipeline
 
 
-def build_datasets(manifests, label_encoders, sample_rate, crop_seconds):
+def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=None):
     """``DynamicItemDataset`` per split; training clips are randomly cropped to ``crop_seconds``.
 
+    ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``), when given with
+    ``n_frames`` > 0, adds a ``frames`` item over the same span as the audio.
     Evaluation splits are sorted by duration so that batches hold clips of similar length.
     Clips that disappeared since preparation are left out, with a warning.
     """
     datasets = {}
     for split, path in manifests.items():
-        items = [audio_pipeline(sample_rate, crop_seconds if split == "train" else None)]
+        train = split == "train"
+        items = [span_pipeline(crop_seconds if train else None), audio_pipeline(sample_rate)]
         items += [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
         keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
+        if frames and frames.get("n_frames"):
+            items.append(frames_pipeline(frames["n_frames"], frames["size"], frames.get("sampling", "uniform"),
+                                         frames.get("stride", 1), train=train))
+            keys.append("frames")
         dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path, dynamic_items=items, output_keys=keys)
         present = dataset.filtered_sorted(key_test={"path": os.path.isfile})
         if len(present) < len(dataset):
@@ -144,7 +188,9 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
         hparams["epoch_counter"].limit = schedule.total_epochs
     manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
-    datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"])
+    frames = {key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}
+    datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"],
+                              frames=dict(frames, n_frames=hparams["n_frames"]))
 
     brain = AudioClassificationBrain(
         modules=hparams["modules"],

@@ -1,0 +1,159 @@
+"""Audio and frames straight from video files, in the three data sets' layouts."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from speechbrain_datar.dataio.audio import load_clip
+from speechbrain_datar.dataio.synthetic import make_epic_kitchens_like, make_vggsound_like, write_video
+from speechbrain_datar.dataio.video import read_video_audio, read_video_frames
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
+
+
+def indexed_frames(n, size=32):
+    """Frames whose index is written in their pixels (red: index mod 30, green: index div 30)."""
+    frames = np.zeros((n, size, size, 3), np.uint8)
+    for i in range(n):
+        frames[i, ..., 0], frames[i, ..., 1] = 10 + 8 * (i % 30), 10 + 8 * (i // 30)
+    return frames
+
+
+def frame_indices(frames):
+    centre = frames[:, :, frames.shape[2] // 2, frames.shape[3] // 2].int()
+    return (((centre[:, 0] - 10) / 8).round() + 30 * ((centre[:, 1] - 10) / 8).round()).int().tolist()
+
+
+@pytest.mark.parametrize("container,codec", [("mp4", "flac"), ("mkv", "flac"), ("mov", "pcm_s16le")])
+def test_audio_from_a_video_equals_the_same_audio_from_a_wav(tmp_path, container, codec):
+    rng = np.random.default_rng(0)
+    samples = np.round(np.clip(0.3 * rng.standard_normal(16000 * 3), -1, 1) * 32767).astype(np.int16)
+    wav_path, video_path = str(tmp_path / "clip.wav"), str(tmp_path / f"clip.{container}")
+    soundfile.write(wav_path, samples, 16000, subtype="PCM_16")
+    write_video(video_path, samples / 32767.0, 16000, indexed_frames(75), fps=25, audio_codec=codec)
+    assert torch.equal(load_clip(video_path, 16000), load_clip(wav_path, 16000))
+    assert torch.equal(load_clip(video_path, 16000, 1.25, 2.5), load_clip(wav_path, 16000, 1.25, 2.5))
+    assert torch.equal(load_clip(video_path, 8000), load_clip(wav_path, 8000))  # the same resampling
+
+
+def test_the_frames_returned_are_the_ones_shown_at_the_times_asked(tmp_path):
+    path = str(tmp_path / "clip.mp4")
+    write_video(path, np.zeros(16000 * 4, np.float32), 16000, indexed_frames(100), fps=25, audio_codec="aac")
+    frames = read_video_frames(path, [0.0, 0.5, 1.02, 2.5, 3.99])
+    assert frames.dtype == torch.uint8 and frames.shape == (5, 3, 32, 32)
+    assert frame_indices(frames) == [0, 12, 25, 62, 99]
+
+
+def test_epic_segments_read_from_the_long_video_equal_the_extracted_audio(tmp_path, monkeypatch):
+    import speechbrain_datar.dataio.video as video
+
+    folder = make_epic_kitchens_like(str(tmp_path / "epic"), media="both")
+    with open(os.path.join(folder, "annotations", "EPIC_100_train.csv")) as f:
+        rows = [line.split(",") for line in f.read().splitlines()[1:]]
+    starts = [(row[2], float(row[4].split(":")[-1]) + 60 * int(row[4].split(":")[1])) for row in rows]
+    decoded = []
+
+    real = video.av.AudioResampler
+
+    class Counting:
+        """Counts the audio frames decoded (each goes through the resampler once)."""
+
+        def __init__(self, **kwargs):
+            self.inner = real(**kwargs)
+
+        def resample(self, frame):
+            decoded.append(frame.pts)
+            return self.inner.resample(frame)
+
+    monkeypatch.setattr(video.av, "AudioResampler", Counting)
+    counts = []
+    for video_id, start in (starts[0], starts[-2]):
+        wav_file = os.path.join(folder, "audio", f"{video_id}.wav")
+        mp4_file = os.path.join(folder, video_id.split("_")[0], "videos", f"{video_id}.MP4")
+        decoded.clear()
+        assert torch.equal(load_clip(mp4_file, 16000, start, start + 1.0), load_clip(wav_file, 16000, start, start + 1.0))
+        counts.append(len(decoded))
+    assert starts[-2][1] > 20 * starts[0][1] or starts[0][1] < 2.0
+    # reading a segment decodes about one segment's worth of audio, wherever it starts (no decode from 0)
+    assert max(counts) <= 1.5 * min(counts) + 4
+
+
+def run_recipe(recipe, hparams, data_folder, out, *extra):
+    cmd = [sys.executable, os.path.join(ROOT, "recipes", recipe, "train.py"), os.path.join(ROOT, "hparams", hparams),
+           f"--data_folder={data_folder}", f"--output_folder={out}", "--preset=micro", "--clip_seconds=1.0",
+           "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001", "--number_of_epochs=1",
+           "--stats_max_clips=10", "--valid_ratio=0.2"] + list(extra)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.load(open(os.path.join(out, "save", "prepare_report.json")))
+
+
+@pytest.mark.slow
+def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
+    from speechbrain_datar.inference.interfaces import AudioClassifier
+
+    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=1, seconds=1.0, video=True)
+    report = run_recipe("VGGSound", "datar.yaml", os.path.dirname(data["csv"]), str(tmp_path / "exp"))
+    assert report["train"]["reasons"] == {"missing": 1, "empty": 1, "silent": 1, "no_audio_stream": 1}
+    assert report["test"]["reasons"] == {"unreadable": 1}
+    assert report["train"]["kept"] == 6 * 4 + 1  # the clip without a video stream serves an audio recipe
+    test = json.load(open(tmp_path / "exp" / "save" / "test.json"))
+    assert all(entry["path"].endswith(".mp4") for entry in test.values())
+    classifier = AudioClassifier.from_hparams(source=str(tmp_path / "exp" / "pretrained"), savedir=str(tmp_path / "m"))
+    with open(tmp_path / "exp" / "test_predictions.csv") as f:
+        predictions = {row["id"]: row["prediction"] for row in csv.DictReader(f)}
+    for clip_id, entry in test.items():  # the same label as the recipe's test, from the mp4 itself
+        assert classifier.classify_file(entry["path"])[3][0] == predictions[clip_id]
+    # a recipe that reads frames needs the video stream too
+    from vggsound_prepare import prepare_vggsound
+
+    from speechbrain_datar.dataio.prepare import prepare_dataset
+
+    save = tmp_path / "frames_save"
+    prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": os.path.dirname(data["csv"]),
+                                                                  "need_video": True}, valid_ratio=0.2, seed=1)
+    assert json.load(open(save / "prepare_report.json"))["train"]["reasons"]["no_video_stream"] == 1
+
+
+@pytest.mark.slow
+def test_kinetics_and_epic_recipes_on_their_videos(tmp_path):
+    from speechbrain_datar.dataio.synthetic import make_kinetics_sounds_like
+
+    kinetics = make_kinetics_sounds_like(str(tmp_path / "ks"), train_per_class=4, test_per_class=1, video=True)
+    report = run_recipe("KineticsSounds", "KineticsSounds/datar.yaml", kinetics, str(tmp_path / "ks_exp"))
+    assert report["train"]["kept"] == 6 * 4 and report["test"]["reasons"] == {"missing": 1}
+    epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video")
+    report = run_recipe("EpicKitchens100", "EpicKitchens100/datar.yaml", epic, str(tmp_path / "epic_exp"))
+    assert report["train"]["kept"] == 36 and report["test"]["reasons"]["missing"] == 1
+    train = json.load(open(tmp_path / "epic_exp" / "save" / "train.json"))
+    assert all(entry["path"].endswith(".MP4") and "/videos/" in entry["path"] for entry in train.values())
+
+
+def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
+    from speechbrain_datar.training.recipe import build_datasets
+
+    path = str(tmp_path / "clip.mp4")
+    write_video(path, 0.1 * np.ones(16000 * 4, np.float32), 16000, indexed_frames(100), fps=25, audio_codec="flac")
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({"c": {"path": path, "start": None, "stop": None, "duration": 4.0, "label": "a",
+                                          "frames_folder": None, "fps": None}}))
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    labels = CategoricalEncoder()
+    labels.update_from_iterable(["a"])
+    frames = {"n_frames": 4, "size": 16, "sampling": "uniform", "stride": 1}
+    evaluation = build_datasets({"test": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["test"][0]
+    assert evaluation["frames"].shape == (4, 3, 16, 16) and evaluation["sig"].shape == (64000,)
+    assert frame_indices(evaluation["frames"]) == [12, 37, 62, 87]  # the centres of four 1 s parts
+    torch.manual_seed(3)
+    training = build_datasets({"train": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["train"][0]
+    assert training["sig"].shape == (32000,)  # a 2 s crop; its 4 frames lie inside it, 0.5 s apart
+    assert set(np.diff(frame_indices(training["frames"])).tolist()) <= {12, 13}
