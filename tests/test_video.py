@@ -12,24 +12,18 @@ import soundfile
 import torch
 
 from speechbrain_datar.dataio.audio import load_clip
-from speechbrain_datar.dataio.synthetic import make_epic_kitchens_like, make_vggsound_like, write_video
+from speechbrain_datar.dataio.synthetic import (
+    frame_indices,
+    index_frames,
+    make_epic_kitchens_like,
+    make_vggsound_like,
+    write_video,
+)
 from speechbrain_datar.dataio.video import read_video_audio, read_video_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
-
-
-def indexed_frames(n, size=32):
-    """Frames whose index is written in their pixels (red: index mod 30, green: index div 30)."""
-    frames = np.zeros((n, size, size, 3), np.uint8)
-    for i in range(n):
-        frames[i, ..., 0], frames[i, ..., 1] = 10 + 8 * (i % 30), 10 + 8 * (i // 30)
-    return frames
-
-
-def frame_indices(frames):
-    centre = frames[:, :, frames.shape[2] // 2, frames.shape[3] // 2].int()
-    return (((centre[:, 0] - 10) / 8).round() + 30 * ((centre[:, 1] - 10) / 8).round()).int().tolist()
+sys.path.insert(0, os.path.join(ROOT, "recipes", "EpicKitchens100"))
 
 
 @pytest.mark.parametrize("container,codec", [("mp4", "flac"), ("mkv", "flac"), ("mov", "pcm_s16le")])
@@ -38,7 +32,7 @@ def test_audio_from_a_video_equals_the_same_audio_from_a_wav(tmp_path, container
     samples = np.round(np.clip(0.3 * rng.standard_normal(16000 * 3), -1, 1) * 32767).astype(np.int16)
     wav_path, video_path = str(tmp_path / "clip.wav"), str(tmp_path / f"clip.{container}")
     soundfile.write(wav_path, samples, 16000, subtype="PCM_16")
-    write_video(video_path, samples / 32767.0, 16000, indexed_frames(75), fps=25, audio_codec=codec)
+    write_video(video_path, samples / 32767.0, 16000, index_frames(75), fps=25, audio_codec=codec)
     assert torch.equal(load_clip(video_path, 16000), load_clip(wav_path, 16000))
     assert torch.equal(load_clip(video_path, 16000, 1.25, 2.5), load_clip(wav_path, 16000, 1.25, 2.5))
     assert torch.equal(load_clip(video_path, 8000), load_clip(wav_path, 8000))  # the same resampling
@@ -46,9 +40,9 @@ def test_audio_from_a_video_equals_the_same_audio_from_a_wav(tmp_path, container
 
 def test_the_frames_returned_are_the_ones_shown_at_the_times_asked(tmp_path):
     path = str(tmp_path / "clip.mp4")
-    write_video(path, np.zeros(16000 * 4, np.float32), 16000, indexed_frames(100), fps=25, audio_codec="aac")
+    write_video(path, np.zeros(16000 * 4, np.float32), 16000, index_frames(100), fps=25, audio_codec="aac")
     frames = read_video_frames(path, [0.0, 0.5, 1.02, 2.5, 3.99])
-    assert frames.dtype == torch.uint8 and frames.shape == (5, 3, 32, 32)
+    assert frames.dtype == torch.uint8 and frames.shape == (5, 3, 48, 48)
     assert frame_indices(frames) == [0, 12, 25, 62, 99]
 
 
@@ -104,7 +98,7 @@ def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
     report = run_recipe("VGGSound", "datar.yaml", os.path.dirname(data["csv"]), str(tmp_path / "exp"))
     assert report["train"]["reasons"] == {"missing": 1, "empty": 1, "silent": 1, "no_audio_stream": 1}
     assert report["test"]["reasons"] == {"unreadable": 1}
-    assert report["train"]["kept"] == 6 * 4 + 1  # the clip without a video stream serves an audio recipe
+    assert report["train"]["kept"] == 6 * 4 + 2  # clips without (enough) video serve an audio recipe
     test = json.load(open(tmp_path / "exp" / "save" / "test.json"))
     assert all(entry["path"].endswith(".mp4") for entry in test.values())
     classifier = AudioClassifier.from_hparams(source=str(tmp_path / "exp" / "pretrained"), savedir=str(tmp_path / "m"))
@@ -120,7 +114,8 @@ def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
     save = tmp_path / "frames_save"
     prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": os.path.dirname(data["csv"]),
                                                                   "need_video": True}, valid_ratio=0.2, seed=1)
-    assert json.load(open(save / "prepare_report.json"))["train"]["reasons"]["no_video_stream"] == 1
+    reasons = json.load(open(save / "prepare_report.json"))["train"]["reasons"]
+    assert reasons["no_video_stream"] == 1 and reasons["too_short"] == 1
 
 
 @pytest.mark.slow
@@ -141,10 +136,10 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
     from speechbrain_datar.training.recipe import build_datasets
 
     path = str(tmp_path / "clip.mp4")
-    write_video(path, 0.1 * np.ones(16000 * 4, np.float32), 16000, indexed_frames(100), fps=25, audio_codec="flac")
+    write_video(path, 0.1 * np.ones(16000 * 4, np.float32), 16000, index_frames(100), fps=25, audio_codec="flac")
     manifest = tmp_path / "train.json"
     manifest.write_text(json.dumps({"c": {"path": path, "start": None, "stop": None, "duration": 4.0, "label": "a",
-                                          "frames_folder": None, "fps": None}}))
+                                          "frames_folder": None, "fps": None, "frame_offset": 0.0}}))
     from speechbrain.dataio.encoder import CategoricalEncoder
 
     labels = CategoricalEncoder()
@@ -157,3 +152,31 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
     training = build_datasets({"train": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["train"][0]
     assert training["sig"].shape == (32000,)  # a 2 s crop; its 4 frames lie inside it, 0.5 s apart
     assert set(np.diff(frame_indices(training["frames"])).tolist()) <= {12, 13}
+
+
+def test_epic_frames_come_from_the_video_or_from_the_extracted_frames_alike(tmp_path):
+    from speechbrain.dataio.encoder import CategoricalEncoder
+    from epic_kitchens_prepare import prepare_epic_kitchens
+
+    from speechbrain_datar.dataio.prepare import prepare_dataset
+    from speechbrain_datar.training.recipe import build_datasets
+
+    epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video", frame_dumps=True)
+    save = tmp_path / "save"
+    prepare_dataset(prepare_epic_kitchens, str(save), dataset_options={"data_folder": epic, "need_video": True},
+                    valid_ratio=0.0, seed=1)
+    test = json.load(open(save / "test.json"))
+    assert all(e["frames_folder"].endswith(os.path.join("rgb_frames", e["video_id"])) for e in test.values())
+    encoders = {}
+    for key in ("verb", "noun"):
+        encoders[key] = CategoricalEncoder()
+        encoders[key].update_from_iterable(sorted({e[key] for e in test.values()}))
+    frames = {"n_frames": 6, "size": 16, "sampling": "consecutive", "stride": 1}
+    from_dumps = build_datasets({"test": str(save / "test.json")}, encoders, 16000, None, frames)["test"]
+    no_dumps = {k: dict(e, frames_folder=None) for k, e in test.items()}
+    (save / "from_video.json").write_text(json.dumps(no_dumps))
+    from_video = build_datasets({"test": str(save / "from_video.json")}, encoders, 16000, None, frames)["test"]
+    for dumped, decoded in zip(from_dumps, from_video):
+        indices = frame_indices(dumped["frames"])
+        assert np.all(np.diff(indices) == 1)  # consecutive frames
+        assert indices == frame_indices(decoded["frames"])  # frame_0000000001.jpg is the video's first frame

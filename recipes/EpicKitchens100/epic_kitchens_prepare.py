@@ -66,7 +66,8 @@ def read_class_names(path):
 
 
 def read_segments(path, report):
-    """Rows of an EPIC annotation file as ``(narration_id, video_id, start, stop, verb, noun)``."""
+    """Rows of an EPIC annotation file as ``(narration_id, video_id, start, stop, verb, noun, frames)``; ``frames``
+    is ``(start_frame, stop_frame)``, or ``None`` when the file has no valid frame numbers."""
     if not os.path.isfile(path):
         raise MissingDataError(f"EPIC-KITCHENS annotation file not found: {path}")
     segments = []
@@ -90,7 +91,11 @@ def read_segments(path, report):
             except ValueError:
                 report.add("bad_row", f"{narration}: verb_class {row['verb_class']!r}, noun_class {row['noun_class']!r}")
                 continue
-            segments.append((narration, row["video_id"], start, stop, verb, noun))
+            try:
+                frames = int(row["start_frame"]), int(row["stop_frame"])
+            except (KeyError, TypeError, ValueError):
+                frames = None
+            segments.append((narration, row["video_id"], start, stop, verb, noun, frames))
     return segments
 
 
@@ -124,8 +129,14 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
     for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):
         reports[split] = SkipReport(split)
         jobs = []
-        for narration, video, start, stop, verb, noun in read_segments(os.path.join(annotation_folder, name), reports[split]):
+        for narration, video, start, stop, verb, noun, frames in read_segments(os.path.join(annotation_folder, name),
+                                                                                reports[split]):
             entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
+            dumps = os.path.join(data_folder, video.split("_")[0], "rgb_frames", video)
+            if os.path.isdir(dumps) and frames and frames[1] > frames[0]:
+                # EPIC's extracted frames serve the frames item: frame number = t * fps + offset
+                fps = (frames[1] - frames[0]) / (stop - start)
+                entry.update(frames_folder=dumps, fps=round(fps, 4), frame_offset=round(frames[0] - start * fps, 4))
             folder = video_folder(data_folder, audio_folder, video, extensions)
             missing = f"{narration}: no audio or video file for {video} in {audio_folder} or {folder}"
             jobs.append(clip_job(narration, folder, video, entry, extensions, missing_detail=missing))

@@ -37,7 +37,8 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
     start, stop : float or None
         Optional segment in seconds; checked against the file's duration.
     need_video : bool
-        A video file must also have a video stream (for recipes that read frames).
+        A video file must also have a video stream that lasts as long as the
+        segment (for recipes that read frames).
 
     Returns
     -------
@@ -60,7 +61,7 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
         raise ClipProblem("missing", path)
     if os.path.getsize(path) == 0:
         raise ClipProblem("empty", f"{path} has zero bytes")
-    rate, channels, file_seconds = _audio_facts(path, need_video)
+    rate, channels, file_seconds, video_seconds = _audio_facts(path, need_video)
     first, last = 0, int(round(file_seconds * rate))
     if start is not None or stop is not None:
         start = 0.0 if start is None else start
@@ -75,6 +76,9 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
     duration = (last - first) / rate
     if duration < min_seconds:
         raise ClipProblem("too_short", f"{path}: {duration:.3f}s < {min_seconds}s")
+    if video_seconds is not None and video_seconds < last / rate - 0.5:
+        raise ClipProblem("too_short", f"{path}: its video stream ends at {video_seconds:.2f}s, before the span's "
+                                       f"end at {last / rate:.2f}s")
     data = _read_samples(path, rate, first, last)
     if data.size == 0:
         raise ClipProblem("empty", f"{path} decoded to no samples")
@@ -86,7 +90,8 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
 
 
 def _audio_facts(path, need_video=False):
-    """Sample rate, channels and seconds of a file's audio."""
+    """Sample rate, channels and seconds of a file's audio, and the seconds of its video stream (with
+    ``need_video``; else ``None``)."""
     if is_video(path):
         info = probe_video(path)
         if info["audio"] is None:
@@ -95,14 +100,15 @@ def _audio_facts(path, need_video=False):
             raise ClipProblem("no_video_stream", path)
         if not info["duration"]:
             raise ClipProblem("empty", f"{path} has no duration")
-        return info["audio"]["sample_rate"], info["audio"]["channels"], info["duration"]
+        video_seconds = info["video"]["duration"] if need_video else None
+        return info["audio"]["sample_rate"], info["audio"]["channels"], info["duration"], video_seconds
     try:
         info = soundfile.info(path)
     except Exception as error:  # soundfile raises several types for corrupt files
         raise ClipProblem("unreadable", f"{path}: {error}") from None
     if info.frames <= 0:
         raise ClipProblem("empty", f"{path} has no audio frames")
-    return info.samplerate, info.channels, info.frames / info.samplerate
+    return info.samplerate, info.channels, info.frames / info.samplerate, None
 
 
 def _read_samples(path, rate, first, last):

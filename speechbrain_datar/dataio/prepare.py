@@ -97,7 +97,8 @@ def _check(job):
     except ClipProblem as problem:
         return key, None, problem
     # Where frames come from: the file itself unless the data set has extracted frames (EPIC's dumps).
-    return key, dict(dict(frames_folder=None, fps=None), **entry, path=path, duration=info["duration"]), None
+    return key, dict(dict(frames_folder=None, fps=None, frame_offset=0.0), **entry, path=path,
+                     duration=info["duration"]), None
 
 
 def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips",

@@ -151,6 +151,29 @@ def render_scene(scene, seconds, rng, fps=VIDEO_FPS, size=VIDEO_SIZE):
     return frames
 
 
+def index_frames(n, size=VIDEO_SIZE):
+    """uint8 frames ``[n, size, size, 3]`` whose colour encodes their index (red: index mod 30, green:
+    index div 30), so that a test can tell which frames a decoder returned.
+
+    Example
+    -------
+    >>> import torch
+    >>> frames = index_frames(40)
+    >>> frame_indices(torch.from_numpy(frames[[3, 35]]).permute(0, 3, 1, 2))
+    [3, 35]
+    """
+    frames = np.zeros((n, size, size, 3), np.uint8)
+    for i in range(n):
+        frames[i, ..., 0], frames[i, ..., 1] = 10 + 8 * (i % 30), 10 + 8 * (i // 30)
+    return frames
+
+
+def frame_indices(frames):
+    """The indices ``index_frames`` wrote into uint8 frames ``[n, 3, H, W]`` (read at their centres)."""
+    centre = frames[:, :, frames.shape[2] // 2, frames.shape[3] // 2].int()
+    return (((centre[:, 0] - 10) / 8).round() + 30 * ((centre[:, 1] - 10) / 8).round()).int().tolist()
+
+
 def write_clip(stem, wav, sample_rate, rng, video=False, scene=0, audio_codec="aac"):
     """Writes a generated clip: ``stem.wav``, or with ``video`` ``stem.mp4`` with sound and a moving ``scene``.
 
@@ -187,8 +210,8 @@ def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0
     The CSV has VGGSound's four columns and no header: YouTube id, start second,
     label, ``train``/``test``. With ``include_bad_clips``, rows point to clips a real
     download also produces: missing, zero-byte, corrupt and silent; with ``video``
-    also a video without an audio stream and one without a video stream (fine for
-    audio recipes). Videos show a moving scene: ``classes`` is a list of sound
+    also a video without an audio stream, one without a video stream and one whose
+    video stream stops early (the last two are fine for audio recipes). Videos show a moving scene: ``classes`` is a list of sound
     classes (scene ``i % 3`` for the ``i``-th) or a dict ``label -> (sound, scene)``
     such as ``AUDIO_VISUAL_CLASSES``.
 
@@ -212,7 +235,7 @@ def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0
                 rows.append((ytid, start, label, split))
     bad = {}
     kinds = [("missing", "train"), ("empty", "train"), ("unreadable", "test"), ("silent", "train")]
-    kinds += [("no_audio_stream", "train"), ("no_video_stream", "train")] if video else []
+    kinds += [("no_audio_stream", "train"), ("no_video_stream", "train"), ("short_video", "train")] if video else []
     for problem, split in kinds if include_bad_clips else []:
         ytid, start = _youtube_like_id(rng), int(rng.integers(0, 300))
         stem = os.path.join(audio_folder, f"{ytid}_{start:06d}")
@@ -229,6 +252,8 @@ def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0
             write_video(stem + ext, None, sample_rate, render_scene(0, seconds, rng), fps=VIDEO_FPS, audio_codec=None)
         elif problem == "no_video_stream":
             write_video(stem + ext, tone, sample_rate, None)
+        elif problem == "short_video":  # frames for the first quarter only
+            write_video(stem + ext, tone, sample_rate, render_scene(0, seconds / 4, rng), fps=VIDEO_FPS)
         rows.append((ytid, start, first, split))
         bad[ytid] = problem
     order = rng.permutation(len(rows))
@@ -296,10 +321,12 @@ def _timestamp(seconds):
 
 
 def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=36, validation_segments=12,
-                            sample_rate=16000, seed=0, media="audio"):
+                            sample_rate=16000, seed=0, media="audio", frame_dumps=False):
     """Writes EPIC-KITCHENS-100-style annotations and, per video, its audio (``media="audio"``), the video in
     the official layout ``<participant>/videos/<video_id>.MP4`` (``"video"``; FLAC sound, so that segments
-    read from it equal those of the audio file), or both (``"both"``).
+    read from it equal those of the audio file), or both (``"both"``). Video frames encode their index
+    (``index_frames``, at ``VIDEO_FPS``); with ``frame_dumps`` they are also written as EPIC's extracted
+    frames, ``<participant>/rgb_frames/<video_id>/frame_0000000001.jpg`` onwards.
 
     ``annotations/EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` have the
     official columns (narration_id, participant_id, video_id, narration_timestamp,
@@ -334,7 +361,7 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
             n = len(rows[True]) + len(rows[False])
             rows[is_train].append([
                 f"{video}_{n}", video.split("_")[0], video, _timestamp(start), _timestamp(start),
-                _timestamp(start + seg_seconds), int(start * 50), int((start + seg_seconds) * 50),
+                _timestamp(start + seg_seconds), int(start * VIDEO_FPS) + 1, int((start + seg_seconds) * VIDEO_FPS) + 1,
                 f"{EPIC_VERBS[verb][0]} {EPIC_NOUNS[noun][0]}", EPIC_VERBS[verb][0], verb,
                 EPIC_NOUNS[noun][0], noun, f"['{EPIC_NOUNS[noun][0]}']", f"[{noun}]",
             ])
@@ -345,10 +372,18 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
         if media in ("audio", "both"):
             os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
             soundfile.write(os.path.join(folder, "audio", f"{video}.wav"), samples, sample_rate)
+        participant = video.split("_")[0]
+        frames = index_frames(int(np.ceil(len(wav) / sample_rate * VIDEO_FPS)))
         if media in ("video", "both"):
-            frames = render_scene(2, len(wav) / sample_rate, rng)
-            write_video(os.path.join(folder, video.split("_")[0], "videos", f"{video}.MP4"), wav, sample_rate, frames,
+            write_video(os.path.join(folder, participant, "videos", f"{video}.MP4"), wav, sample_rate, frames,
                         fps=VIDEO_FPS, audio_codec="flac")
+        if frame_dumps:
+            from PIL import Image
+
+            dumps = os.path.join(folder, participant, "rgb_frames", video)
+            os.makedirs(dumps, exist_ok=True)
+            for index, image in enumerate(frames, start=1):
+                Image.fromarray(image).save(os.path.join(dumps, f"frame_{index:010d}.jpg"), quality=95)
     v0 = videos[0]
     bad = [
         [f"{v0}_bad_ts", "P01", v0, "00:00:01.00", "00:00:0x.50", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],

@@ -44,7 +44,7 @@ def probe_video(path):
     -------
     dict
         ``duration`` (seconds), ``audio`` (``sample_rate``, ``channels``) or ``None``,
-        ``video`` (``fps``, ``width``, ``height``) or ``None``.
+        ``video`` (``fps``, ``width``, ``height``, ``duration`` of the video stream) or ``None``.
     """
     with _open(path) as container:
         duration = container.duration / av.time_base if container.duration else None
@@ -57,7 +57,10 @@ def probe_video(path):
         if container.streams.video:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-            video = {"fps": fps, "width": stream.codec_context.width, "height": stream.codec_context.height}
+            seconds = float(stream.duration * stream.time_base) if stream.duration else (
+                stream.frames / fps if stream.frames and fps else duration)
+            video = {"fps": fps, "width": stream.codec_context.width, "height": stream.codec_context.height,
+                     "duration": seconds}
         return {"duration": duration, "audio": audio, "video": video}
 
 

@@ -7,6 +7,7 @@ set with several heads, its label keys and joint metrics) and calls ``recipe_mai
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -66,18 +67,20 @@ def audio_pipeline(sample_rate):
 
 
 def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
-    """Dynamic item ``(path, span, duration, frames_folder, fps) -> frames``: uint8 ``[n_frames, 3, size, size]`` over the
-    span, from the video file or from extracted frames (``frames_folder``, 1-based ``frame_%010d.jpg``)."""
+    """Dynamic item ``(path, span, duration, frames_folder, fps, frame_offset) -> frames``: uint8
+    ``[n_frames, 3, size, size]`` over the span, from the video file or from extracted frames
+    (``frames_folder/frame_%010d.jpg``, the frame at ``t`` seconds numbered ``t * fps + frame_offset``)."""
     transform = FrameTransform(size, train=train)
 
-    @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps")
+    @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps", "frame_offset")
     @sb.utils.data_pipeline.provides("frames")
-    def pipeline(path, span, duration, frames_folder, fps):
+    def pipeline(path, span, duration, frames_folder, fps, frame_offset):
         first, last = span
         last = first + duration if last is None else last  # a whole clip's span ends with the clip
         times = frame_times(first, last, n_frames, sampling, fps or 25.0, stride, random_start=train)
         if frames_folder:
-            frames = read_frame_dumps(frames_folder, [int(round(t * fps)) + 1 for t in times])
+            # the frame shown at t, as from the video: the last one that started by then
+            frames = read_frame_dumps(frames_folder, [math.floor(t * fps + frame_offset + 1e-6) for t in times])
         else:
             frames = read_video_frames(path, times)
         return transform(frames)
