@@ -8,7 +8,11 @@ corrupt and a silent clip among them), then runs the real recipe
 DATAR, and finally loads the exported folder with SpeechBrain's
 ``EncoderClassifier`` and classifies a test file.
 
-    python recipes/VGGSound/run_embedded_default.py [--output_folder results/embedded_default]
+    python recipes/VGGSound/run_embedded_default.py [--output_folder results/embedded_default] [--video]
+
+With ``--video`` the clips are mp4 videos with sound (and a missing, an empty, a
+corrupt, a silent one, one without sound, one without picture and one whose
+picture stops early among them), read as they are.
 
 Extra ``--key=value`` arguments are passed to ``train.py`` as hparams overrides.
 """
@@ -43,13 +47,14 @@ def main(argv=None):
     parser.add_argument("--hparams", default=os.path.join(ROOT, "hparams", "datar.yaml"))
     parser.add_argument("--train_per_class", type=int, default=60)
     parser.add_argument("--test_per_class", type=int, default=12)
+    parser.add_argument("--video", action="store_true", help="the clips as mp4 videos with sound, as downloaded")
     args, extra = parser.parse_known_args(argv)
 
     from speechbrain_datar.dataio.synthetic import CLASSES, make_vggsound_like
 
     data_folder = os.path.join(args.output_folder, "data")
     if not os.path.isfile(os.path.join(data_folder, "vggsound.csv")):
-        made = make_vggsound_like(data_folder, args.train_per_class, args.test_per_class, seconds=2.0)
+        made = make_vggsound_like(data_folder, args.train_per_class, args.test_per_class, seconds=2.0, video=args.video)
         print(f"generated {made['rows']} clips of {len(CLASSES)} classes in {data_folder}", flush=True)
     run_folder = os.path.join(args.output_folder, "run")
     overrides = dict(OVERRIDES, data_folder=data_folder, output_folder=run_folder)
@@ -62,8 +67,11 @@ def main(argv=None):
 
     from speechbrain.inference.classifiers import EncoderClassifier
 
+    from speechbrain_datar.inference.interfaces import AudioClassifier
+
     export = os.path.join(run_folder, "pretrained")
-    classifier = EncoderClassifier.from_hparams(
+    interface = AudioClassifier if args.video else EncoderClassifier  # AudioClassifier also reads video files
+    classifier = interface.from_hparams(
         source=os.path.abspath(export), savedir=os.path.join(args.output_folder, "loaded_model")
     )
     with open(os.path.join(run_folder, "save", "test.json")) as f:
@@ -80,7 +88,7 @@ def main(argv=None):
     print(f"training + test + export took {elapsed:.0f} s")
     print(f"test accuracy: top-1 {metrics['top1']:.1f}%, top-5 {metrics['top5']:.1f}% "
           f"(chance: {100 / len(CLASSES):.1f}%)")
-    print(f"EncoderClassifier on {os.path.basename(test[clip_id]['path'])}: '{label[0]}' "
+    print(f"{interface.__name__} on {os.path.basename(test[clip_id]['path'])}: '{label[0]}' "
           f"(true: '{test[clip_id]['label']}')")
     print(f"exported model: {export} ({', '.join(sorted(os.listdir(export)))})")
 

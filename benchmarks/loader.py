@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Data loading throughput per worker: how many clips a second one loader process prepares.
+
+Generates 10 s clips as a YouTube download looks (640x360 H.264 at 25 fps, 48 kHz
+stereo AAC) and as extracted audio (16 kHz wav), then times, in one process:
+audio from the wav, audio from the mp4, audio + 8 frames spread over the clip
+(VGGSound/Kinetics, MBT's default), and audio + 32 consecutive frames (EPIC);
+frames get the training augmentation (random resized crop to 224, flip). Beside
+them, the training throughput of the models measured by ``benchmark.py`` (from its
+JSON), to read off how many workers keep training fed.
+
+    python benchmarks/loader.py --json docs/loader_cpu.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark import machine, table  # noqa: E402
+
+from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
+from speechbrain_datar.dataio.frames import FrameTransform, frame_times  # noqa: E402
+from speechbrain_datar.dataio.synthetic import render_scene, synthesize_event, write_video  # noqa: E402
+from speechbrain_datar.dataio.video import read_video_frames  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_clips(folder, n, seconds=10.0):
+    """``n`` clips as ``.wav`` (16 kHz mono) and ``.mp4`` (640x360, 25 fps, 48 kHz stereo AAC)."""
+    rng = np.random.default_rng(0)
+    stems = []
+    for i in range(n):
+        stem = os.path.join(folder, f"clip{i}")
+        wav16 = synthesize_event("rising chirp", seconds, 16000, rng)
+        soundfile.write(stem + ".wav", wav16, 16000)
+        wav48 = synthesize_event("rising chirp", seconds, 48000, rng)
+        frames = render_scene(i % 3, seconds, rng, fps=25, size=360)
+        frames = np.concatenate([frames, frames[:, :, :280]], axis=2)  # 360 x 640
+        write_video(stem + ".mp4", wav48, 48000, frames, fps=25, audio_codec="aac")
+        stems.append(stem)
+    return stems
+
+
+def clips_per_second(load, stems, repeats=2):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for stem in stems:
+            load(stem)
+        times.append(time.perf_counter() - start)
+    return len(stems) / statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--model-json", default=os.path.join(ROOT, "docs", "benchmark_cpu.json"),
+                        help="benchmark.py's results, for the training throughput beside")
+    parser.add_argument("--json", help="write the measurements here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # one loader worker
+    results = {"machine": machine(torch.device("cpu")), "loader_clips_per_s": {}}
+    print("machine:", json.dumps(results["machine"]))
+    augment = FrameTransform(224, train=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stems = make_clips(tmp, args.clips)
+        ways = {
+            "audio from wav": lambda s: load_clip(s + ".wav", 16000),
+            "audio from mp4": lambda s: load_clip(s + ".mp4", 16000),
+            "audio + 8 frames from mp4": lambda s: (load_clip(s + ".mp4", 16000),
+                                                    augment(read_video_frames(s + ".mp4", frame_times(0, 10, 8)))),
+            "audio + 32 consecutive frames from mp4": lambda s: (
+                load_clip(s + ".mp4", 16000, 4.0, 5.28),
+                augment(read_video_frames(s + ".mp4", frame_times(4.0, 5.28, 32, "consecutive", fps=25)))),
+        }
+        for name, load in ways.items():
+            results["loader_clips_per_s"][name] = clips_per_second(load, stems)
+            print(f"{name}: {results['loader_clips_per_s'][name]:.1f} clips/s per worker", flush=True)
+    training = {}
+    if os.path.isfile(args.model_json):
+        with open(args.model_json) as f:
+            models = json.load(f)
+        training = {name: 1 / e["train_s_per_clip"] for name, e in models["models"].items() if "train_s_per_clip" in e}
+        results["training_clips_per_s"] = training
+        results["model_machine"] = models["machine"]
+    rows = [[name, f"{value:.1f}"] + [f"{training[m] / value:.2f}" for m in training]
+            for name, value in results["loader_clips_per_s"].items()]
+    print()
+    print("10 s clips; workers needed = training clips/s / loader clips/s per worker "
+          f"(training: {', '.join(f'{m} {v:.2f} clips/s' for m, v in training.items())}, from {args.model_json}):")
+    print(table(["loading", "clips/s per worker"] + [f"workers for {m}" for m in training], rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
