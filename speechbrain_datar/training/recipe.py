@@ -269,6 +269,15 @@ def load_hparams(path, overrides=None):
         return load_hyperpyyaml(f, overrides)
 
 
+def dataset_options(hparams):
+    """The arguments of the data set's preparation: ``data_folder``, ``prepare_options``, and ``need_video``
+    when the recipe reads frames (so that videos without picture are reported, not trained on)."""
+    options = dict(data_folder=hparams["data_folder"], **(hparams["prepare_options"] or {}))
+    if hparams["n_frames"]:
+        options.setdefault("need_video", True)
+    return options
+
+
 def recipe_main(argv, prepare, label_keys=("label",), main_metric=None, extra_statistics=()):
     """The whole ``train.py`` of a recipe: parse, prepare once, train, test, export.
 
@@ -295,7 +304,7 @@ def recipe_main(argv, prepare, label_keys=("label",), main_metric=None, extra_st
             prepare_dataset,
             args=[prepare, hparams["save_folder"]],
             kwargs=dict(
-                dataset_options=dict(data_folder=hparams["data_folder"], **(hparams["prepare_options"] or {})),
+                dataset_options=dataset_options(hparams),
                 valid_ratio=hparams["valid_ratio"],
                 seed=hparams["seed"],
                 compute_features=hparams["compute_features"],
