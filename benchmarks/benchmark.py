@@ -200,6 +200,14 @@ def machine(device):
     return info
 
 
+def write_json(path, results):
+    """Writes the measurements to ``path`` (nothing when ``path`` is empty) and says so."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"\nwrote {path}")
+
+
 def table(headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
@@ -294,10 +302,7 @@ def run(args):
         growth = f"growth {args.seconds[0]}->{args.seconds[-1]} s (time / memory)"
         print(table(["model"] + [f"{s} s" for s in args.seconds] + [growth], rows))
 
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {args.json}")
+    write_json(args.json, results)
     if args.plot and results["lengths"]:
         plot(results, args.plot)
         print(f"wrote {args.plot}")

@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, machine, table  # noqa: E402
+from benchmark import build, machine, table, write_json  # noqa: E402
 
 from speechbrain_datar.lobes.features import Fbank  # noqa: E402
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule  # noqa: E402
@@ -134,9 +134,7 @@ def main(argv=None):
         results["recipe_epoch_seconds"] = seconds
         print(f"\nrecipe (DATAR-tiny, fshift, 10 s clips): phase-1 epoch {seconds[0]:.1f} s, "
               f"full-resolution epoch {seconds[1]:.1f} s, ratio {seconds[0] / seconds[1]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import soundfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import machine, table  # noqa: E402
+from benchmark import machine, table, write_json  # noqa: E402
 
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.frames import FrameTransform, frame_times  # noqa: E402
@@ -99,9 +99,7 @@ def main(argv=None):
     print("10 s clips; workers needed = training clips/s / loader clips/s per worker "
           f"(training: {', '.join(f'{m} {v:.2f} clips/s' for m, v in training.items())}, from {args.model_json}):")
     print(table(["loading", "clips/s per worker"] + [f"workers for {m}" for m in training], rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return results
 
 

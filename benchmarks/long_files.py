@@ -24,7 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import _rss_kib, machine, table  # noqa: E402
+from benchmark import _rss_kib, machine, table, write_json  # noqa: E402
 
 SAMPLE_RATE = 16000
 FEATURES = {"sample_rate": SAMPLE_RATE, "n_mels": 128, "n_fft": 512, "win_length": 25, "hop_length": 10}
@@ -112,9 +112,7 @@ def main(argv=None):
             first, last = chunked[0], chunked[-1]
             print(f"{preset}: peak at {last['minutes']:g} min / at {first['minutes']:g} min = "
                   f"{last['peak_mib'] / first['peak_mib']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return results
 
 
