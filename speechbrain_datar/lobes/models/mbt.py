@@ -1,0 +1,187 @@
+"""MBT: audio-visual fusion through attention bottlenecks (Nagrani et al., NeurIPS 2021).
+
+One ViT stream per modality, each with its own weights, patch embedding,
+positional embedding and CLS token: the spectrogram cut into 16x16 patches, the
+frames into 16x16 patches per frame (or 16x16x2 tubelets). Layers below the
+fusion layer ``L_f`` run on each modality alone. From ``L_f`` on:
+
+- ``fusion="bottleneck"`` (MBT): modality ``m``'s layer runs on
+  ``[its tokens ; B bottleneck tokens]``, and the next bottleneck is the mean over
+  the modalities of their bottleneck outputs. Bottlenecks start as a learned
+  ``N(0, 0.02)`` parameter.
+- ``fusion="cross_attention"`` (the paper's "vanilla" fusion): modality ``m``'s
+  layer runs on ``[the other modalities' tokens ; its tokens]`` and keeps its own.
+
+``L_f = depth`` is late fusion (the streams never meet), ``L_f = 0`` early fusion.
+A final LayerNorm is shared by the modalities. This follows scenic's
+``projects/mbt/model.py`` (which also adds one bottleneck token when CLS tokens are
+used, as here).
+"""
+
+import torch
+from torch import nn
+
+from speechbrain_datar.lobes.models.ast import ViTBlock
+from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
+
+PRESETS = {
+    "base": dict(embed_dim=768, depth=12, num_heads=12, fusion_layer=8),
+    "micro": dict(embed_dim=32, depth=4, num_heads=2, fusion_layer=2),
+}
+MODALITIES = ("audio", "video")
+FUSIONS = ("bottleneck", "cross_attention")
+
+
+class SpectrogramTokens(nn.Module):
+    """Non-overlapping ``patch x patch`` patches of ``[batch, time, n_mels]`` features -> tokens ``[batch, n, dim]``."""
+
+    def __init__(self, dim, patch=16):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, patch, patch)
+
+    def forward(self, feats):
+        """Tokens in (frequency, time) order of the patch grid."""
+        return self.proj(feats.transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
+
+
+class FrameTokens(nn.Module):
+    """Frames ``[batch, n_frames, 3, H, W]`` (float) -> tokens ``[batch, n, dim]``: 2-D patches of each frame, or
+    ``tubelet``-frame 3-D tubelets (MBT's 16x16x2)."""
+
+    def __init__(self, dim, patch=16, tubelet=1):
+        super().__init__()
+        self.tubelet = int(tubelet)
+        self.proj = nn.Conv3d(3, dim, (self.tubelet, patch, patch), (self.tubelet, patch, patch))
+
+    def forward(self, frames):
+        """Tokens in (time, height, width) order."""
+        return self.proj(frames.transpose(1, 2)).flatten(2).transpose(1, 2)
+
+
+class MBT(nn.Module):
+    """Audio-visual transformer with bottleneck (or cross-attention) fusion.
+
+    Arguments
+    ---------
+    preset : str
+        ``"base"`` (ViT-B, ``L_f = 8``) or ``"micro"`` (for tests).
+    modalities : sequence
+        ``("audio", "video")``, or one of them for a single-modality model.
+    n_mels, audio_frames : int
+        Spectrogram height and the length (frames) its positional embedding is sized for (8 s: 800).
+    n_frames, image_size : int
+        Frames per clip and their size (8 frames of 224 x 224).
+    patch, tubelet : int
+        Patch size; frames per tubelet (1: 2-D patches per frame).
+    fusion_layer : int
+        ``L_f``; ``depth`` means late fusion.
+    n_bottlenecks : int
+        ``B``, bottleneck tokens.
+    fusion : str
+        ``"bottleneck"`` or ``"cross_attention"``.
+    embed_dim, depth, num_heads : int
+        Override the preset.
+    mlp_ratio, drop_rate, attn_drop_rate, drop_path_rate : float
+        As in ViT; stochastic depth grows linearly to ``drop_path_rate``.
+
+    Example
+    -------
+    >>> model = MBT("micro", n_mels=32, audio_frames=64, n_frames=2, image_size=32).eval()
+    >>> out = model.forward_features(torch.randn(2, 64, 32), torch.randn(2, 2, 3, 32, 32))
+    >>> out["audio"].shape, out["video"].shape, out["cls"].shape
+    (torch.Size([2, 9, 32]), torch.Size([2, 9, 32]), torch.Size([2, 2, 32]))
+    """
+
+    def __init__(
+        self, preset="base", modalities=MODALITIES, n_mels=128, audio_frames=800, n_frames=8, image_size=224,
+        patch=16, tubelet=1, fusion_layer=None, n_bottlenecks=4, fusion="bottleneck", embed_dim=None, depth=None,
+        num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+    ):
+        super().__init__()
+        self.init_kwargs = record_init_kwargs(locals())
+        config = preset_config(PRESETS, preset, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                               fusion_layer=fusion_layer)
+        self.modalities = tuple(modalities)
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            raise ValueError(f"modalities must be taken from {MODALITIES}, got {modalities}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        dim, self.depth = config["embed_dim"], config["depth"]
+        self.fusion_layer, self.fusion = config["fusion_layer"], fusion
+        if not 0 <= self.fusion_layer <= self.depth:
+            raise ValueError(f"fusion_layer must be in [0, {self.depth}], got {self.fusion_layer}")
+        self.embedding_dim = dim
+        grids = {"audio": (n_mels // patch) * (audio_frames // patch),
+                 "video": (n_frames // tubelet) * (image_size // patch) ** 2}
+        self.tokenizers = nn.ModuleDict()
+        if "audio" in self.modalities:
+            self.tokenizers["audio"] = SpectrogramTokens(dim, patch)
+        if "video" in self.modalities:
+            self.tokenizers["video"] = FrameTokens(dim, patch, tubelet)
+        self.cls = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dim)) for m in self.modalities})
+        self.pos_embed = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(1, grids[m] + 1, dim) * 0.02) for m in self.modalities}
+        )
+        # scenic adds one bottleneck token for the CLS tokens' sake
+        self.bottleneck = nn.Parameter(torch.randn(1, n_bottlenecks + 1, dim) * 0.02)
+        rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        self.blocks = nn.ModuleDict({
+            m: nn.ModuleList(ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates)
+            for m in self.modalities
+        })
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.apply(init_linear_weights)
+
+    def tokens(self, modality, x):
+        """``[CLS ; patch tokens] + positional embedding`` of one modality."""
+        x = self.tokenizers[modality](x)
+        x = torch.cat((self.cls[modality].expand(x.shape[0], -1, -1), x), dim=1)
+        if x.shape[1] > self.pos_embed[modality].shape[1]:
+            raise ValueError(f"{modality} gives {x.shape[1] - 1} patches; this MBT is sized for "
+                             f"{self.pos_embed[modality].shape[1] - 1}")
+        return x + self.pos_embed[modality][:, : x.shape[1]]
+
+    def forward_features(self, feats=None, frames=None):
+        """Encodes the modalities given; returns each modality's normalised tokens and ``cls`` ``[batch, M, dim]``.
+
+        Arguments
+        ---------
+        feats : torch.Tensor or None
+            ``[batch, time, n_mels]`` normalised features (``time`` a multiple of the patch).
+        frames : torch.Tensor or None
+            ``[batch, n_frames, 3, H, W]`` normalised float frames.
+        """
+        inputs = {"audio": feats, "video": frames}
+        x = {m: self.tokens(m, inputs[m]) for m in self.modalities if inputs[m] is not None}
+        if not x:
+            raise ValueError("MBT needs the spectrogram, the frames, or both")
+        bottleneck = self.bottleneck.expand(next(iter(x.values())).shape[0], -1, -1)
+        for layer in range(self.depth):
+            if layer < self.fusion_layer or len(x) == 1:
+                x = {m: self.blocks[m][layer](tokens) for m, tokens in x.items()}
+            elif self.fusion == "bottleneck":
+                x, bottleneck = self._bottleneck_layer(layer, x, bottleneck)
+            else:
+                x = self._cross_attention_layer(layer, x)
+        x = {m: self.norm(tokens) for m, tokens in x.items()}
+        return dict(x, cls=torch.stack([tokens[:, 0] for tokens in x.values()], dim=1))
+
+    def _bottleneck_layer(self, layer, x, bottleneck):
+        out, shared = {}, []
+        for m, tokens in x.items():
+            n = tokens.shape[1]
+            both = self.blocks[m][layer](torch.cat((tokens, bottleneck), dim=1))
+            out[m] = both[:, :n]
+            shared.append(both[:, n:])
+        return out, torch.stack(shared, dim=-1).mean(dim=-1)
+
+    def _cross_attention_layer(self, layer, x):
+        out = {}
+        for m, tokens in x.items():
+            context = [x[other] for other in x if other != m]
+            out[m] = self.blocks[m][layer](torch.cat(context + [tokens], dim=1))[:, -tokens.shape[1]:]
+        return out
+
+    def forward(self, feats=None, frames=None):
+        """The CLS embedding of each modality given, ``[batch, M, dim]``."""
+        return self.forward_features(feats, frames)["cls"]

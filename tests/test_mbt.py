@@ -1,0 +1,131 @@
+"""MBT's encoder: information flows only where the paper says, and it equals a restatement of scenic's."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechbrain_datar.lobes.models.mbt import MBT
+
+SIZES = dict(n_mels=32, audio_frames=64, n_frames=2, image_size=32)  # 8 + 8 patches per modality
+
+
+def inputs(batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 64, 32, generator=g), torch.randn(batch, 2, 3, 32, 32, generator=g)
+
+
+def model(**kwargs):
+    torch.manual_seed(0)
+    return MBT("micro", **SIZES, **kwargs).eval()
+
+
+def video_states(mbt, feats, frames):
+    """Video tokens after each layer, recorded by hooks."""
+    states = []
+    hooks = [b.register_forward_hook(lambda m, a, out: states.append(out.detach().clone())) for b in mbt.blocks["video"]]
+    with torch.no_grad():
+        out = mbt.forward_features(feats, frames)
+    for hook in hooks:
+        hook.remove()
+    return states, out
+
+
+@pytest.mark.parametrize("fusion", ["bottleneck", "cross_attention"])
+def test_late_fusion_keeps_the_streams_apart(fusion):
+    mbt = model(fusion_layer=4, fusion=fusion)
+    feats, frames = inputs()
+    with torch.no_grad():
+        a = mbt.forward_features(feats, frames)
+        b = mbt.forward_features(torch.randn_like(feats), frames)
+    assert torch.equal(a["video"], b["video"]) and not torch.allclose(a["audio"], b["audio"])
+
+
+@pytest.mark.parametrize("fusion", ["bottleneck", "cross_attention"])
+def test_fusion_starts_at_the_fusion_layer(fusion):
+    mbt = model(fusion_layer=2, fusion=fusion)
+    feats, frames = inputs()
+    before, a = video_states(mbt, feats, frames)
+    after, b = video_states(mbt, feats + torch.randn_like(feats), frames)
+    for layer in range(2):  # below L_f, audio reaches no visual token
+        assert torch.equal(before[layer][:, : after[layer].shape[1]], after[layer][:, : before[layer].shape[1]])
+    assert not torch.allclose(a["cls"][:, 1], b["cls"][:, 1], atol=1e-4)  # from L_f on, it does
+
+
+def test_single_modality_models_and_bottleneck_init():
+    audio_only = model(modalities=("audio",))
+    feats, frames = inputs()
+    assert audio_only(feats).shape == (2, 1, 32) and "video" not in audio_only.tokenizers
+    assert audio_only.bottleneck.shape == (1, 5, 32)  # B = 4, plus one for the CLS tokens (as scenic)
+    assert abs(MBT("micro", **SIZES, embed_dim=256).bottleneck.std().item() - 0.02) < 0.005
+    video_only = model(modalities=("video",))
+    assert video_only(None, frames).shape == (2, 1, 32)
+    with pytest.raises(ValueError, match="modalities"):
+        MBT("micro", modalities=("audio", "smell"))
+
+
+# --------------------------------------------------------------- scenic's encoder, restated
+def scenic_block(block, x):
+    """scenic's EncoderBlock: pre-norm multi-head self-attention and MLP, each residual (eval mode)."""
+    heads = block.attn.num_heads
+    h = F.layer_norm(x, x.shape[-1:], block.norm1.weight, block.norm1.bias, eps=1e-6)
+    q, k, v = (h @ block.attn.qkv.weight.t() + block.attn.qkv.bias).chunk(3, dim=-1)
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+    weights = (split(q) @ split(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads)).softmax(-1)
+    attended = (weights @ split(v)).transpose(1, 2).reshape(x.shape)
+    x = x + attended @ block.attn.proj.weight.t() + block.attn.proj.bias
+    h = F.layer_norm(x, x.shape[-1:], block.norm2.weight, block.norm2.bias, eps=1e-6)
+    h = F.gelu(h @ block.mlp.fc1.weight.t() + block.mlp.fc1.bias) @ block.mlp.fc2.weight.t() + block.mlp.fc2.bias
+    return x + h
+
+
+def scenic_encoder(mbt, feats, frames):
+    """scenic/projects/mbt/model.py's MBT up to its encoder_norm, with ``mbt``'s weights (token classifier)."""
+    x = {}
+    for name, data in (("spectrogram", feats), ("rgb", frames)):
+        if name == "spectrogram":
+            tokens = F.conv2d(feats.transpose(1, 2).unsqueeze(1), mbt.tokenizers["audio"].proj.weight,
+                              mbt.tokenizers["audio"].proj.bias, stride=16).flatten(2).transpose(1, 2)
+            cls, pos = mbt.cls["audio"], mbt.pos_embed["audio"]
+        else:
+            tokens = F.conv3d(frames.transpose(1, 2), mbt.tokenizers["video"].proj.weight,
+                              mbt.tokenizers["video"].proj.bias, stride=(1, 16, 16)).flatten(2).transpose(1, 2)
+            cls, pos = mbt.cls["video"], mbt.pos_embed["video"]
+        x[name] = torch.cat((cls.expand(len(data), -1, -1), tokens), dim=1) + pos
+    blocks = {"spectrogram": mbt.blocks["audio"], "rgb": mbt.blocks["video"]}
+    bottleneck = mbt.bottleneck.expand(len(feats), -1, -1)
+    for layer in range(mbt.depth):
+        if layer < mbt.fusion_layer:
+            x = {m: scenic_block(blocks[m][layer], x[m]) for m in x}
+        elif mbt.fusion == "bottleneck":
+            bottle = []
+            for m in ("rgb", "spectrogram"):
+                t = x[m].shape[1]
+                out = scenic_block(blocks[m][layer], torch.cat([x[m], bottleneck], dim=1))
+                x[m] = out[:, :t]
+                bottle.append(out[:, t:])
+            bottleneck = torch.stack(bottle, dim=-1).mean(dim=-1)
+        else:
+            new = {}
+            for m in ("rgb", "spectrogram"):
+                other = [x[o] for o in ("rgb", "spectrogram") if o != m]
+                t = x[m].shape[1]
+                new[m] = scenic_block(blocks[m][layer], torch.cat(other + [x[m]], dim=1))[:, -t:]
+            x = new
+    encoded = torch.cat([x["rgb"], x["spectrogram"]], dim=1)
+    return F.layer_norm(encoded, encoded.shape[-1:], mbt.norm.weight, mbt.norm.bias, eps=1e-6), x["rgb"].shape[1]
+
+
+@pytest.mark.parametrize("fusion,fusion_layer", [("bottleneck", 2), ("bottleneck", 0), ("cross_attention", 1)])
+def test_equals_a_restatement_of_scenics_encoder(fusion, fusion_layer):
+    mbt = model(fusion=fusion, fusion_layer=fusion_layer)
+    for p in mbt.parameters():  # weights far from their initial values
+        torch.nn.init.normal_(p, std=0.2)
+    feats, frames = inputs(seed=1)
+    with torch.no_grad():
+        ours = mbt.forward_features(feats, frames)
+        theirs, n_rgb = scenic_encoder(mbt, feats, frames)
+    assert torch.allclose(ours["video"], theirs[:, :n_rgb], atol=1e-5)
+    assert torch.allclose(ours["audio"], theirs[:, n_rgb:], atol=1e-5)
+    assert torch.equal(ours["cls"][:, 0], ours["audio"][:, 0]) and torch.equal(ours["cls"][:, 1], ours["video"][:, 0])
