@@ -289,7 +289,7 @@ def test_a_clip_that_disappears_after_preparation_is_skipped_with_a_warning(tmp_
     import logging
 
     from speechbrain_datar.dataio.labels import load_label_encoder
-    from speechbrain_datar.training.recipe import build_datasets
+    from speechbrain_datar.dataio.pipelines import build_datasets
 
     vggsound_folder(tmp_path / "data", ROWS)
     prepare_vgg(tmp_path)

@@ -19,7 +19,7 @@ from speechbrain_datar.dataio.synthetic import (
     make_vggsound_like,
     write_video,
 )
-from speechbrain_datar.dataio.video import read_video_audio, read_video_frames
+from speechbrain_datar.dataio.video import read_video_frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
@@ -133,7 +133,7 @@ def test_kinetics_and_epic_recipes_on_their_videos(tmp_path):
 
 
 def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
-    from speechbrain_datar.training.recipe import build_datasets
+    from speechbrain_datar.dataio.pipelines import build_datasets
 
     path = str(tmp_path / "clip.mp4")
     write_video(path, 0.1 * np.ones(16000 * 4, np.float32), 16000, index_frames(100), fps=25, audio_codec="flac")
@@ -159,7 +159,7 @@ def test_epic_frames_come_from_the_video_or_from_the_extracted_frames_alike(tmp_
     from epic_kitchens_prepare import prepare_epic_kitchens
 
     from speechbrain_datar.dataio.prepare import prepare_dataset
-    from speechbrain_datar.training.recipe import build_datasets
+    from speechbrain_datar.dataio.pipelines import build_datasets
 
     epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video", frame_dumps=True)
     save = tmp_path / "save"
