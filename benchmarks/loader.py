@@ -5,7 +5,8 @@ Generates 10 s clips as a YouTube download looks (640x360 H.264 at 25 fps, 48 kH
 stereo AAC) and as extracted audio (16 kHz wav), then times, in one process:
 audio from the wav, audio from the mp4, audio + 8 frames spread over the clip
 (VGGSound/Kinetics, MBT's default), and audio + 32 consecutive frames (EPIC);
-frames get the training augmentation (random resized crop to 224, flip). Beside
+frames get the training augmentation (random resized crop to 224, flip). Then the
+time to read a 1 s segment at the start, middle and end of a 60-minute video. Beside
 them, the training throughput of the models measured by ``benchmark.py`` (from its
 JSON), to read off how many workers keep training fed.
 
@@ -51,6 +52,26 @@ def make_clips(folder, n, seconds=10.0):
     return stems
 
 
+def segment_read_times(folder, minutes=60.0, repeats=5):
+    """Milliseconds to read a 1 s segment near the start, the middle and the end of a long video (EPIC's
+    reading), and seconds to read its whole audio: seeking keeps a segment's cost independent of its place."""
+    path = os.path.join(folder, "long.MP4")
+    wav = (0.1 * np.random.default_rng(0).standard_normal(int(16000 * 60 * minutes))).astype(np.float32)
+    write_video(path, wav, 16000, np.zeros((int(60 * minutes * 2), 48, 48, 3), np.uint8), fps=2, audio_codec="flac")
+    times = {}
+    for start in (5.0, 30 * minutes, 60 * minutes - 60):
+        runs = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            load_clip(path, 16000, start, start + 1.0)
+            runs.append(time.perf_counter() - begin)
+        times[f"1 s segment at {start:g} s (ms)"] = 1000 * statistics.median(runs)
+    begin = time.perf_counter()
+    load_clip(path, 16000)
+    times["whole audio (s)"] = time.perf_counter() - begin
+    return times
+
+
 def clips_per_second(load, stems, repeats=2):
     times = []
     for _ in range(repeats):
@@ -66,6 +87,8 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--model-json", default=os.path.join(ROOT, "docs", "benchmark_cpu.json"),
                         help="benchmark.py's results, for the training throughput beside")
+    parser.add_argument("--seek-minutes", type=float, default=60.0, help="length of the video for the segment "
+                        "reading times (0: skip)")
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one loader worker
@@ -86,6 +109,9 @@ def main(argv=None):
         for name, load in ways.items():
             results["loader_clips_per_s"][name] = clips_per_second(load, stems)
             print(f"{name}: {results['loader_clips_per_s'][name]:.1f} clips/s per worker", flush=True)
+        if args.seek_minutes:
+            results["segment_reading"] = segment_read_times(tmp, args.seek_minutes)
+            print(f"{args.seek_minutes:g}-minute video:", json.dumps(results["segment_reading"]), flush=True)
     training = {}
     if os.path.isfile(args.model_json):
         with open(args.model_json) as f:
