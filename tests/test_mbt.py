@@ -60,7 +60,7 @@ def test_single_modality_models_and_bottleneck_init():
     assert audio_only.bottleneck.shape == (1, 5, 32)  # B = 4, plus one for the CLS tokens (as scenic)
     assert abs(MBT("micro", **SIZES, embed_dim=256).bottleneck.std().item() - 0.02) < 0.005
     video_only = model(modalities=("video",))
-    assert video_only(None, frames).shape == (2, 1, 32)
+    assert video_only(None, frames=frames).shape == (2, 1, 32)
     with pytest.raises(ValueError, match="modalities"):
         MBT("micro", modalities=("audio", "smell"))
 

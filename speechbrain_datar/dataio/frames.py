@@ -91,3 +91,24 @@ class FrameTransform:
         if self.train and float(torch.rand(())) < self.flip:
             out = out.flip(-1)
         return out.round().clamp(0, 255).to(torch.uint8)
+
+
+class FrameNormalization(torch.nn.Module):
+    """uint8 frames ``[..., 3, H, W]`` -> float ``(x / 255 - mean) / std`` per colour channel.
+
+    The default (0.5, 0.5) maps pixels to [-1, 1], as ImageNet-21k ViT weights expect.
+
+    Example
+    -------
+    >>> FrameNormalization()(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).unique()
+    tensor([1.])
+    """
+
+    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(3, 1, 1))
+
+    def forward(self, frames):
+        """Normalised float frames."""
+        return (frames.float() / 255.0 - self.mean) / self.std

@@ -107,6 +107,30 @@ class MultiHeadClassifier(nn.Module):
         return {name: head(x) for name, head in self.heads.items()}
 
 
+class ModalityClassifier(Classifier):
+    """MBT's head: one linear layer shared by every modality's embedding (``[batch, M, dim]``).
+
+    In training it returns each modality's log-probabilities ``[batch, M, n_classes]``
+    (the loss averages them, as MBT trains each CLS); in evaluation the logits are
+    averaged over the modalities first, giving ``[batch, 1, n_classes]``.
+
+    Example
+    -------
+    >>> head = ModalityClassifier(8, 3)
+    >>> head(torch.randn(2, 2, 8)).shape, head.eval()(torch.randn(2, 2, 8)).shape
+    (torch.Size([2, 2, 3]), torch.Size([2, 1, 3]))
+    """
+
+    def forward(self, x):
+        """Per-modality log-probabilities in training, those of the averaged logits in evaluation."""
+        if self.out is None:
+            raise RuntimeError("this ModalityClassifier has no n_classes yet: call set_n_classes first")
+        logits = self.out(self.dropout(self.norm(x)))
+        if not self.training:
+            logits = logits.mean(dim=1, keepdim=True)
+        return torch.log_softmax(logits, dim=-1)
+
+
 def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0):
     """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``.
 

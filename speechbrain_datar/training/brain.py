@@ -6,7 +6,7 @@ embeds with ``embedding_model`` and classifies with ``classifier`` (one head, or
 several named heads). Validation and test clips are classified by sliding
 windows whose scores are averaged, exactly as the exported model does.
 
-hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
+hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``, ``modality_mixup``,
 ``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``, ``eval_max_windows``,
 ``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
 ``null`` when unused:
@@ -17,7 +17,9 @@ hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
   step (SpeechBrain's ``NoamScheduler``, ..., or ``WarmupCosineScheduler``; one with
   ``set_steps_per_epoch`` is told the length of an epoch);
 - ``coarse_to_fine``: a ``CoarseToFineSchedule``. At each of its phase changes the Brain calls
-  ``on_phase_change``.
+  ``on_phase_change``;
+- ``frame_norm``: normalises the frames of audio-visual batches (those with a ``frames`` item), which
+  go to ``embedding_model(feats, lengths, frames=...)``.
 """
 
 import contextlib
@@ -78,25 +80,44 @@ class AudioClassificationBrain(sb.Brain):
         wavs, lens = batch.sig
         return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens), lens
 
-    def _mixup(self, feats, lens):
+    def _mixup(self, feats, lens, frames=None):
+        """Mixup of the batch with a permutation of itself; with frames and ``modality_mixup``, each modality
+        gets its own weight (MBT's modality mixup). Records the weights for the loss."""
         self._mix = None
         alpha = self.hparams.mixup_alpha
         if alpha <= 0 or feats.shape[0] < 2 or torch.rand(()).item() >= self.hparams.mixup_prob:
-            return feats, lens
-        lam = torch.distributions.Beta(alpha, alpha).sample().item()
+            return feats, lens, frames
+        beta = torch.distributions.Beta(alpha, alpha)
         perm = torch.randperm(feats.shape[0], device=feats.device)
-        self._mix = (lam, perm)
-        return lam * feats + (1 - lam) * feats[perm], torch.maximum(lens, lens[perm])
+        lams = [beta.sample().item()]
+        feats, lens = lams[0] * feats + (1 - lams[0]) * feats[perm], torch.maximum(lens, lens[perm])
+        if frames is not None:
+            lams.append(beta.sample().item() if self.hparams.modality_mixup else lams[0])
+            frames = lams[1] * frames + (1 - lams[1]) * frames[perm]
+        self._mix = (lams, perm)
+        return feats, lens, frames
+
+    def compute_frames(self, batch):
+        """The batch's normalised frames ``[batch, n_frames, 3, H, W]``, or ``None`` (audio-only batches)."""
+        if not hasattr(batch, "frames"):
+            return None
+        return self.hparams.frame_norm(batch.frames.data)
 
     def compute_forward(self, batch, stage):
-        """Training: one embedding per (cropped) clip. Evaluation: averaged sliding windows."""
+        """Training: one embedding per (cropped) clip. Evaluation: averaged sliding windows (audio), or the clip
+        at once with its frames (audio-visual)."""
         batch = batch.to(self.device)
         feats, lens = self.compute_features(batch)
+        frames = self.compute_frames(batch)
+        media = {} if frames is None else {"frames": frames}
         if stage == sb.Stage.TRAIN:
             if self.hparams.feature_augment is not None:
                 feats, lens = self.hparams.feature_augment(feats, lens)
-            feats, lens = self._mixup(feats, lens)
-            return self.modules.classifier(self.modules.embedding_model(feats, lens))
+            feats, lens, frames = self._mixup(feats, lens, frames)
+            media = {} if frames is None else {"frames": frames}
+            return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
+        if media:
+            return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
         window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
         if self.phases is not None:
             window, hop = self.phases.frames(window), self.phases.frames(hop)
@@ -114,17 +135,27 @@ class AudioClassificationBrain(sb.Brain):
         for key in self.label_keys:
             log_probs = predictions[key]
             targets = getattr(batch, f"{key}_encoded").data.reshape(-1, 1)
-            if stage == sb.Stage.TRAIN and self._mix is not None:
-                lam, perm = self._mix
-                loss = loss + lam * sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
-                loss = loss + (1 - lam) * sb.nnet.losses.nll_loss(
-                    log_probs, targets[perm], label_smoothing=smoothing
-                )
+            if stage == sb.Stage.TRAIN and log_probs.shape[1] > 1:
+                # one row per modality (MBT): each modality's loss, averaged
+                loss = loss + sum(
+                    self._row_loss(log_probs[:, row : row + 1], targets, row, smoothing, stage)
+                    for row in range(log_probs.shape[1])
+                ) / log_probs.shape[1]
             else:
-                loss = loss + sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
+                loss = loss + self._row_loss(log_probs, targets, 0, smoothing, stage)
             if stage != sb.Stage.TRAIN:
                 self.metrics[key].append(batch.id, log_probs, targets.reshape(-1))
         return loss
+
+    def _row_loss(self, log_probs, targets, row, smoothing, stage):
+        """NLL of one output row; in training under mixup, against the mixed targets with that row's modality
+        weight (rows are the modalities in order: audio, then video)."""
+        loss = sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
+        if stage != sb.Stage.TRAIN or self._mix is None:
+            return loss
+        lams, perm = self._mix
+        lam = lams[min(row, len(lams) - 1)]
+        return lam * loss + (1 - lam) * sb.nnet.losses.nll_loss(log_probs, targets[perm], label_smoothing=smoothing)
 
     # ---------------------------------------------------- schedules and phases
     def make_dataloader(self, dataset, stage, *args, **kwargs):

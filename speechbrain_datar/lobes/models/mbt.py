@@ -182,6 +182,7 @@ class MBT(nn.Module):
             out[m] = self.blocks[m][layer](torch.cat(context + [tokens], dim=1))[:, -tokens.shape[1]:]
         return out
 
-    def forward(self, feats=None, frames=None):
-        """The CLS embedding of each modality given, ``[batch, M, dim]``."""
+    def forward(self, feats=None, lengths=None, frames=None):
+        """The CLS embedding of each modality given, ``[batch, M, dim]`` (``lengths`` is accepted for the
+        embedding-model convention; clips are cropped or padded to the same length upstream)."""
         return self.forward_features(feats, frames)["cls"]
