@@ -129,3 +129,30 @@ def test_equals_a_restatement_of_scenics_encoder(fusion, fusion_layer):
     assert torch.allclose(ours["video"], theirs[:, :n_rgb], atol=1e-5)
     assert torch.allclose(ours["audio"], theirs[:, n_rgb:], atol=1e-5)
     assert torch.equal(ours["cls"][:, 0], ours["audio"][:, 0]) and torch.equal(ours["cls"][:, 1], ours["video"][:, 0])
+
+
+@pytest.mark.slow
+def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
+    """The shared Brain with frames: modality mixup, per-modality losses, averaged logits in evaluation."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from speechbrain_datar.dataio.synthetic import AUDIO_VISUAL_CLASSES, make_vggsound_like
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=2, seconds=1.0,
+                              classes=AUDIO_VISUAL_CLASSES, include_bad_clips=False, video=True)
+    out = tmp_path / "exp"
+    cmd = [sys.executable, os.path.join(root, "recipes", "VGGSound", "train.py"), os.path.join(root, "hparams", "mbt.yaml"),
+           f"--data_folder={os.path.dirname(data['csv'])}", f"--output_folder={out}", "--preset=micro",
+           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--frame_size=32", "--n_frames=2", "--batch_size=4",
+           "--number_of_epochs=2", "--lr=0.001", "--num_workers=0", "--valid_ratio=0.25", "--modality_mixup=True",
+           "--stats_max_clips=8"]
+    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.load(open(out / "test_metrics.json"))
+    assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
+    log = open(out / "train_log.txt").read()
+    assert "epoch: 2," in log and "lr: " in log
