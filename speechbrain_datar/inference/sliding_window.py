@@ -273,12 +273,9 @@ class SlidingWindowEmbedding(nn.Module):
         if window_frames < 1 or hop_frames < 1:
             raise ValueError("window_frames and hop_frames must be positive")
         self.encoder = encoder
-        self.window_frames = int(window_frames)
-        self.hop_frames = int(hop_frames)
-        self.features = features
-        self.normalizer = normalizer
-        self.max_windows = max_windows
-        self.min_samples = int(min_samples)
+        self.window_frames, self.hop_frames = int(window_frames), int(hop_frames)
+        self.features, self.normalizer = features, normalizer  # waveform input: features per chunk
+        self.max_windows, self.min_samples = max_windows, int(min_samples)
         self.window_valid = None
 
     def check_waveforms(self, wavs, lengths):
