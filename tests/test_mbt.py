@@ -65,6 +65,36 @@ def test_single_modality_models_and_bottleneck_init():
         MBT("micro", modalities=("audio", "smell"))
 
 
+def test_mean_pooling_averages_every_token_of_every_modality():
+    mbt = model(pooling="mean")
+    feats, frames = inputs()
+    with torch.no_grad():
+        out = mbt.forward_features(feats, frames)
+        pooled = mbt(feats, frames=frames)
+    assert pooled.shape == (2, 1, 32)
+    assert torch.allclose(pooled[:, 0], torch.cat([out["audio"], out["video"]], dim=1).mean(dim=1), atol=1e-6)
+
+
+def test_datar_beside_the_visual_stream_through_late_fusion():
+    from speechbrain_datar.lobes.models.datar import DATAR
+    from speechbrain_datar.lobes.models.mbt import LateFusion
+    from speechbrain_datar.nnet.classifier import ModalityClassifier
+
+    torch.manual_seed(0)
+    fused = LateFusion(DATAR("micro", n_mels=32), MBT("micro", modalities=("video",), **SIZES)).eval()
+    head = ModalityClassifier(fused.embedding_dim, 4)
+    feats, frames = inputs()
+    with torch.no_grad():
+        a = fused(feats, None, frames=frames)
+        b = fused(torch.randn_like(feats), None, frames=frames)
+    assert a.shape == (2, 2, 32) and torch.equal(a[:, 1], b[:, 1]) and not torch.allclose(a[:, 0], b[:, 0])
+    assert fused(feats).shape == (2, 1, 32)  # a file without picture: audio alone
+    log_probs = head.train()(fused(feats, None, frames=frames))
+    log_probs.sum().backward()
+    assert log_probs.shape == (2, 2, 4)
+    assert all(p.grad is not None for p in fused.audio_encoder.parameters() if p.requires_grad)
+
+
 # --------------------------------------------------------------- scenic's encoder, restated
 def scenic_block(block, x):
     """scenic's EncoderBlock: pre-norm multi-head self-attention and MLP, each residual (eval mode)."""

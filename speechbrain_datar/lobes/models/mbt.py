@@ -95,7 +95,7 @@ class MBT(nn.Module):
     def __init__(
         self, preset="base", modalities=MODALITIES, n_mels=128, audio_frames=800, n_frames=8, image_size=224,
         patch=16, tubelet=1, fusion_layer=None, n_bottlenecks=4, fusion="bottleneck", embed_dim=None, depth=None,
-        num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+        num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, pooling="cls",
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
@@ -106,6 +106,9 @@ class MBT(nn.Module):
             raise ValueError(f"modalities must be taken from {MODALITIES}, got {modalities}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         dim, self.depth = config["embed_dim"], config["depth"]
         self.fusion_layer, self.fusion = config["fusion_layer"], fusion
         if not 0 <= self.fusion_layer <= self.depth:
@@ -183,6 +186,53 @@ class MBT(nn.Module):
         return out
 
     def forward(self, feats=None, lengths=None, frames=None):
-        """The CLS embedding of each modality given, ``[batch, M, dim]`` (``lengths`` is accepted for the
-        embedding-model convention; clips are cropped or padded to the same length upstream)."""
-        return self.forward_features(feats, frames)["cls"]
+        """The CLS embedding of each modality given, ``[batch, M, dim]`` (the paper), or with
+        ``pooling="mean"`` the mean of all tokens of all modalities, ``[batch, 1, dim]`` (the released
+        config). ``lengths`` is accepted for the embedding-model convention; clips are cropped or padded
+        to the same length upstream."""
+        out = self.forward_features(feats, frames)
+        if self.pooling == "mean":
+            return torch.cat([out[m] for m in self.modalities if m in out], dim=1).mean(dim=1, keepdim=True)
+        return out["cls"]
+
+
+class LateFusion(nn.Module):
+    """Any audio encoder of this package (DATAR, AST) beside a visual stream, fused late.
+
+    Returns one embedding per modality given, ``[batch, M, dim]``, for a
+    ``ModalityClassifier`` (per-modality losses, averaged logits). An audio
+    embedding of another size is projected to the visual one's.
+
+    Arguments
+    ---------
+    audio_encoder : torch.nn.Module
+        ``audio_encoder(feats, lengths) -> [batch, 1, audio_dim]``.
+    video_encoder : MBT
+        A visual-only MBT (``modalities=("video",)``).
+
+    Example
+    -------
+    >>> from speechbrain_datar.lobes.models.datar import DATAR
+    >>> video = MBT("micro", modalities=("video",), n_frames=2, image_size=32)
+    >>> model = LateFusion(DATAR("micro", n_mels=32), video).eval()
+    >>> model(torch.randn(2, 64, 32), torch.ones(2), frames=torch.randn(2, 2, 3, 32, 32)).shape
+    torch.Size([2, 2, 32])
+    """
+
+    def __init__(self, audio_encoder, video_encoder):
+        super().__init__()
+        self.audio_encoder, self.video_encoder = audio_encoder, video_encoder
+        self.embedding_dim = video_encoder.embedding_dim
+        audio_dim = audio_encoder.embedding_dim
+        self.project = nn.Identity() if audio_dim == self.embedding_dim else nn.Linear(audio_dim, self.embedding_dim)
+
+    def forward(self, feats=None, lengths=None, frames=None):
+        """Audio then video embedding, for the modalities given."""
+        rows = []
+        if feats is not None:
+            rows.append(self.project(self.audio_encoder(feats, lengths)))
+        if frames is not None:
+            rows.append(self.video_encoder(None, frames=frames))
+        if not rows:
+            raise ValueError("LateFusion needs the spectrogram, the frames, or both")
+        return torch.cat(rows, dim=1)
