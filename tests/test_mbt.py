@@ -182,6 +182,12 @@ def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
            "--stats_max_clips=8"]
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    # one pooled output for two differently mixed modalities has no target: refused, in one line
+    pooled = [arg.replace(str(out), str(tmp_path / "pooled")) for arg in cmd]
+    pooled += ["--pooling=mean", "--mixup_alpha=0.3", "--mixup_prob=1.0"]
+    refused = subprocess.run(pooled, cwd=root, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "modality_mixup needs one output per modality" in refused.stderr
+    assert "Traceback" not in refused.stderr
     metrics = json.load(open(out / "test_metrics.json"))
     assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
     log = open(out / "train_log.txt").read()

@@ -133,7 +133,8 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
                                                                                 reports[split]):
             entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
             dumps = os.path.join(data_folder, video.split("_")[0], "rgb_frames", video)
-            if os.path.isdir(dumps) and frames and frames[1] > frames[0]:
+            last_frame = os.path.join(dumps, f"frame_{frames[1]:010d}.jpg") if frames else ""
+            if frames and frames[1] > frames[0] and os.path.isfile(last_frame):  # else: frames from the video
                 # EPIC's extracted frames serve the frames item: frame number = t * fps + offset
                 fps = (frames[1] - frames[0]) / (stop - start)
                 entry.update(frames_folder=dumps, fps=round(fps, 4), frame_offset=round(frames[0] - start * fps, 4))

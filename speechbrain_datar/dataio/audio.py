@@ -15,7 +15,7 @@ import torchaudio
 from speechbrain.dataio.dataio import read_audio
 
 from speechbrain_datar.dataio.problems import ClipProblem
-from speechbrain_datar.dataio.video import VIDEO_EXTENSIONS, is_video, probe_video, read_video_audio
+from speechbrain_datar.dataio.video import VIDEO_EXTENSIONS, is_video, probe_video, read_video_samples
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 #: What a clip may be: an audio file, or a video file whose audio stream is read.
@@ -114,7 +114,7 @@ def _audio_facts(path, need_video=False):
 def _read_samples(path, rate, first, last):
     """Samples ``[first, last)`` of a file's audio (at its own rate) as a numpy array."""
     if is_video(path):
-        return read_video_audio(path, rate, first / rate, last / rate).numpy()
+        return read_video_samples(path, first / rate, last / rate)[0].numpy()
     try:
         return soundfile.read(path, start=first, stop=last, dtype="float32", always_2d=True)[0]
     except Exception as error:
@@ -125,7 +125,7 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
     """Loads a mono waveform at ``sample_rate``, optionally a segment given in seconds.
 
     Audio files are read with SpeechBrain's ``read_audio``; video files' audio
-    streams with ``read_video_audio`` (seeking to ``start``). Multi-channel audio
+    streams with ``read_video_samples`` (seeking to ``start``). Multi-channel audio
     is averaged to mono; other sample rates are resampled.
 
     Example
@@ -137,11 +137,12 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
     torch.Size([1600])
     """
     if is_video(path):
-        return read_video_audio(path, sample_rate, start, stop)
-    file_rate = soundfile.info(path).samplerate
-    first = 0 if start is None else int(round(start * file_rate))
-    last = first if stop is None else int(round(stop * file_rate))  # read_audio: stop == start reads to the end
-    wav = read_audio({"file": path, "start": first, "stop": last}).float()
+        wav, file_rate = read_video_samples(path, start, stop)
+    else:
+        file_rate = soundfile.info(path).samplerate
+        first = 0 if start is None else int(round(start * file_rate))
+        last = first if stop is None else int(round(stop * file_rate))  # read_audio: stop == start reads to the end
+        wav = read_audio({"file": path, "start": first, "stop": last}).float()
     if wav.dim() == 2:
         wav = wav.mean(dim=1)
     if file_rate != sample_rate:

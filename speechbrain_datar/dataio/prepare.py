@@ -105,7 +105,8 @@ def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_work
                 need_video=False):
     """Opens every clip or segment in threads; returns the usable entries and records the rest.
 
-    With ``need_video``, a video file without a video stream is unusable too.
+    With ``need_video``, a video file without a video stream, or whose video stream
+    ends before the segment does, is unusable too.
 
     Arguments
     ---------

@@ -373,7 +373,8 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
             os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
             soundfile.write(os.path.join(folder, "audio", f"{video}.wav"), samples, sample_rate)
         participant = video.split("_")[0]
-        frames = index_frames(int(np.ceil(len(wav) / sample_rate * VIDEO_FPS)))
+        # up to the frame shown at the very end, which the last segment's stop_frame names
+        frames = index_frames(int(len(wav) / sample_rate * VIDEO_FPS) + 1)
         if media in ("video", "both"):
             write_video(os.path.join(folder, participant, "videos", f"{video}.MP4"), wav, sample_rate, frames,
                         fps=VIDEO_FPS, audio_codec="flac")

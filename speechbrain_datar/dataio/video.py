@@ -12,7 +12,6 @@ import os
 import av
 import numpy as np
 import torch
-import torchaudio
 
 from speechbrain_datar.dataio.problems import ClipProblem
 
@@ -69,11 +68,18 @@ def _seek(container, stream, seconds):
         container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
 
 
-def read_video_audio(path, sample_rate=16000, start=None, stop=None):
-    """The audio of a video file (or of its segment ``[start, stop)`` seconds) as a mono float waveform.
+def read_video_samples(path, start=None, stop=None):
+    """The audio stream of a video file (or its segment ``[start, stop)`` seconds) at the file's own rate.
 
-    Seeks to ``start`` and decodes up to ``stop`` only. Channels are averaged and
-    the rate converted to ``sample_rate``, as ``load_clip`` does for audio files.
+    Seeks to ``start`` and decodes up to ``stop`` only. ``load_clip`` makes it mono
+    at the recipe's rate, as it does for audio files.
+
+    Returns
+    -------
+    samples : torch.Tensor
+        Float ``[samples, channels]``.
+    rate : int
+        The stream's sample rate.
 
     Example
     -------
@@ -82,8 +88,9 @@ def read_video_audio(path, sample_rate=16000, start=None, stop=None):
     >>> path = os.path.join(tempfile.mkdtemp(), "clip.mkv")
     >>> wav = np.sin(np.arange(16000) / 5.0).astype(np.float32) * 0.5
     >>> write_video(path, wav, 16000, np.zeros((25, 32, 32, 3), np.uint8), fps=25, audio_codec="flac")
-    >>> read_video_audio(path, 16000, 0.25, 0.5).shape
-    torch.Size([4000])
+    >>> samples, rate = read_video_samples(path, 0.25, 0.5)
+    >>> samples.shape, rate
+    (torch.Size([4000, 1]), 16000)
     """
     with _open(path) as container:
         if not container.streams.audio:
@@ -113,11 +120,8 @@ def read_video_audio(path, sample_rate=16000, start=None, stop=None):
         except av.error.FFmpegError as error:
             raise ClipProblem("unreadable", f"{path}: {error}") from None
     if not pieces:
-        return torch.zeros(0)
-    wav = torch.from_numpy(np.concatenate(pieces, axis=1)).float().mean(dim=0)
-    if rate != sample_rate:
-        wav = torchaudio.functional.resample(wav, rate, sample_rate)
-    return wav
+        return torch.zeros(0, 1), rate
+    return torch.from_numpy(np.concatenate(pieces, axis=1)).float().t(), rate
 
 
 def read_video_frames(path, times):

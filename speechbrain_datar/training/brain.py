@@ -29,6 +29,7 @@ import time
 import speechbrain as sb
 import torch
 
+from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.training.metrics import ClassificationMetrics, drop_unsaved_epochs, write_test_reports
@@ -64,7 +65,7 @@ class AudioClassificationBrain(sb.Brain):
         single = len(self.label_keys) == 1
         self.main_metric = main_metric or ("top1" if single else f"{self.label_keys[0]}_top1")
         self.extra_statistics = list(extra_statistics)
-        self.phases = self.hparams.coarse_to_fine if self.hparams.coarse_to_fine is not None else None
+        self.phases = self.hparams.coarse_to_fine
         if self.phases is not None and not self.phases.enabled:
             self.phases = None
         self._mix = None
@@ -109,14 +110,12 @@ class AudioClassificationBrain(sb.Brain):
         batch = batch.to(self.device)
         feats, lens = self.compute_features(batch)
         frames = self.compute_frames(batch)
-        media = {} if frames is None else {"frames": frames}
         if stage == sb.Stage.TRAIN:
             if self.hparams.feature_augment is not None:
                 feats, lens = self.hparams.feature_augment(feats, lens)
             feats, lens, frames = self._mixup(feats, lens, frames)
+        if stage == sb.Stage.TRAIN or frames is not None:
             media = {} if frames is None else {"frames": frames}
-            return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
-        if media:
             return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
         window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
         if self.phases is not None:
@@ -135,6 +134,9 @@ class AudioClassificationBrain(sb.Brain):
         for key in self.label_keys:
             log_probs = predictions[key]
             targets = getattr(batch, f"{key}_encoded").data.reshape(-1, 1)
+            if stage == sb.Stage.TRAIN and self._mix is not None and log_probs.shape[1] < len(set(self._mix[0])):
+                # scenic refuses this too: one output for two differently mixed modalities has no target
+                raise DataError("modality_mixup needs one output per modality (pooling: cls, both modalities)")
             if stage == sb.Stage.TRAIN and log_probs.shape[1] > 1:
                 # one row per modality (MBT): each modality's loss, averaged
                 loss = loss + sum(
