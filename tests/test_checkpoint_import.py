@@ -192,3 +192,94 @@ init_report: !apply:speechbrain_datar.pretrained.checkpoint_import.init_from
     assert hparams["init_report"].initialised == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
     assert torch.equal(hparams["embedding_model"].stages[0][0].mlp.fc1.weight, dat_state["stages.0.mlps.0.chunk.linear1.weight"])
     assert (tmp_path / "init_report.json").exists()
+
+
+# ------------------------------------------------------------------------ MBT
+def make_vit_state_dict(dim=32, depth=4, grid=14, seed=1):
+    """Random weights in timm's ViT layout (an ImageNet-21k ViT-B/16 has dim 768, depth 12, a 14 x 14 grid)."""
+    from speechbrain_datar.lobes.models.ast import ViTBlock
+
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g) * 0.05  # noqa: E731
+    sd = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, 1 + grid * grid, dim),
+          "patch_embed.proj.weight": rand(dim, 3, 16, 16), "patch_embed.proj.bias": rand(dim),
+          "norm.weight": 1 + rand(dim), "norm.bias": rand(dim), "head.weight": rand(21843, dim), "head.bias": rand(21843)}
+    for i in range(depth):
+        sd.update({f"blocks.{i}.{k}": rand(*v.shape) for k, v in ViTBlock(dim, 2).state_dict().items()})
+    return sd
+
+
+def micro_mbt(**kwargs):
+    from speechbrain_datar.lobes.models.mbt import MBT
+
+    return MBT("micro", **dict(dict(n_mels=32, audio_frames=64, n_frames=2, image_size=32), **kwargs)).eval()
+
+
+def test_imagenet_vit_fills_both_mbt_streams():
+    from speechbrain_datar.pretrained.checkpoint_import import import_mbt
+
+    vit = make_vit_state_dict()
+    mbt = micro_mbt(tubelet=2)
+    report = import_mbt(mbt, vit)
+    assert report.initialised == ["bottleneck"] and set(report.ignored) == {"head.weight", "head.bias"}
+    rgb = vit["patch_embed.proj.weight"]
+    assert torch.equal(mbt.tokenizers["audio"].proj.weight, rgb.sum(1, keepdim=True))
+    video = mbt.tokenizers["video"].proj.weight  # 16 x 16 x 2 tubelets: the kernel on the central frame
+    assert torch.equal(video[:, :, 1], rgb) and not video[:, :, 0].any()
+    for m in ("audio", "video"):
+        assert torch.equal(mbt.blocks[m][3].mlp.fc2.weight, vit["blocks.3.mlp.fc2.weight"])
+        assert torch.equal(mbt.cls[m], vit["cls_token"]) and torch.equal(mbt.pos_embed[m][:, 0], vit["pos_embed"][:, 0])
+    assert torch.equal(mbt.norm.weight, vit["norm.weight"])
+    # frames: the 14 x 14 grid resized to 2 x 2, the same for every tubelet; audio: AST's centre crop, 2 x 4
+    grid = vit["pos_embed"][0, 1:].reshape(14, 14, 32).permute(2, 0, 1)[None]
+    frame = F.interpolate(grid, size=(2, 2), mode="bilinear", align_corners=False)[0].flatten(1).t()
+    assert torch.allclose(mbt.pos_embed["video"][0, 1:], frame)
+    audio = grid[0, :, 6:8, 5:9].flatten(1).t()
+    assert torch.allclose(mbt.pos_embed["audio"][0, 1:], audio)
+    # central-frame initialisation: a still video's tubelet tokens are the image's ViT patch tokens
+    image = torch.randn(1, 3, 32, 32)
+    still = image[:, None].expand(-1, 2, -1, -1, -1)
+    expected = F.conv2d(image, rgb, vit["patch_embed.proj.bias"], stride=16).flatten(2).transpose(1, 2)
+    assert torch.allclose(mbt.tokenizers["video"](still), expected, atol=1e-5)
+
+
+def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
+    from speechbrain_datar.lobes.models.mbt import MBT, LateFusion
+    from speechbrain_datar.pretrained.checkpoint_import import import_mbt, init_from
+
+    ast, vit = make_ast_state_dict(dim=32, depth=4), make_vit_state_dict()
+    torch.save(ast, tmp_path / "ast.pth")
+    torch.save(vit, tmp_path / "vit.pth")
+    mbt = micro_mbt()
+    report = init_from(mbt, {"audio": str(tmp_path / "ast.pth"), "video": str(tmp_path / "vit.pth")},
+                       report_path=str(tmp_path / "report.json"))
+    assert report.initialised == ["bottleneck"] and "v.dist_token" in report.ignored
+    assert torch.equal(mbt.blocks["audio"][0].attn.qkv.weight, ast["module.v.blocks.0.attn.qkv.weight"])
+    assert torch.equal(mbt.blocks["video"][0].attn.qkv.weight, vit["blocks.0.attn.qkv.weight"])
+    assert torch.equal(mbt.tokenizers["audio"].proj.weight, ast["module.v.patch_embed.proj.weight"])
+    # AST's 12 x 101 overlapping grid, resized to the 2 x 4 grid of 16 x 16 patches
+    grid = ast["module.v.pos_embed"][0, 2:].t().reshape(32, 12, 101)[None]
+    expected = F.interpolate(grid, size=(2, 4), mode="bilinear", align_corners=False)[0].flatten(1).t()
+    assert torch.allclose(mbt.pos_embed["audio"][0, 1:], expected)
+    assert (tmp_path / "report.json").exists()
+    # problems are named, and nothing is half-loaded by an import that fails
+    before = {k: v.clone() for k, v in micro_mbt().state_dict().items()}
+    fresh = micro_mbt()
+    fresh.load_state_dict(before)
+    with pytest.raises(CheckpointLayoutError, match="can fill the audio stream only"):
+        import_mbt(fresh, ast, streams=("audio", "video"))
+    with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: blocks.4"):
+        import_mbt(fresh, make_vit_state_dict(depth=5))
+    with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*blocks\.0\.attn\.qkv\.weight \(192, 64\)"):
+        import_mbt(fresh, make_vit_state_dict(dim=64))
+    with pytest.raises(CheckpointLayoutError, match="neither a ViT nor an AST"):
+        import_mbt(fresh, make_dat_state_dict())
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
+    # DATAR users get sight too: a DAT checkpoint for the audio encoder, a ViT for the visual stream
+    fused = LateFusion(DATAR("tiny", n_mels=32), MBT("micro", modalities=("video",), n_frames=2, image_size=32))
+    with pytest.raises(CheckpointLayoutError, match="one checkpoint per stream"):
+        init_from(fused, str(tmp_path / "vit.pth"))
+    torch.save({"model": make_dat_state_dict()}, tmp_path / "dat.pth")
+    report = init_from(fused, {"audio": str(tmp_path / "dat.pth"), "video": str(tmp_path / "vit.pth")})
+    assert "audio_encoder.stages.2.1.attn.proj_q.weight" in report.loaded
+    assert torch.equal(fused.video_encoder.blocks["video"][1].norm1.bias, vit["blocks.1.norm1.bias"])

@@ -75,6 +75,59 @@ def test_mean_pooling_averages_every_token_of_every_modality():
     assert torch.allclose(pooled[:, 0], torch.cat([out["audio"], out["video"]], dim=1).mean(dim=1), atol=1e-6)
 
 
+@pytest.mark.parametrize("fusion,pooling", [("bottleneck", "cls"), ("cross_attention", "mean")])
+def test_a_clips_output_does_not_depend_on_its_batch(fusion, pooling):
+    """Padded spectrogram patches are masked out of attention and of mean pooling."""
+    mbt = model(fusion=fusion, pooling=pooling)
+    feats, frames = inputs()
+    padded = feats.clone()
+    padded[1, 40:] = 100.0  # what lies beyond a clip's length must not matter
+    with torch.no_grad():
+        together = mbt(padded, torch.tensor([1.0, 40 / 64]), frames=frames)
+        alone = mbt(feats[1:, :40], None, frames=frames[1:])
+        audio_alone = model(fusion=fusion, pooling=pooling, modalities=("audio",))(feats[1:, :40])
+        audio_together = model(fusion=fusion, pooling=pooling, modalities=("audio",))(padded, torch.tensor([1.0, 40 / 64]))
+    assert torch.allclose(together[1], alone[0], atol=1e-5)
+    assert torch.allclose(audio_together[1], audio_alone[0], atol=1e-5)
+
+
+def test_any_audio_length_through_interpolated_positions():
+    mbt = model(modalities=("audio",))
+    feats, _ = inputs()
+    with torch.no_grad():
+        longer = mbt.forward_features(torch.randn(2, 100, 32))  # 6 time patches; the grid has 4
+        short = mbt.forward_features(torch.randn(2, 5, 32))  # shorter than a patch: padded to one
+    assert longer["audio"].shape == (2, 1 + 2 * 6, 32) and short["audio"].shape == (2, 1 + 2 * 1, 32)
+    assert torch.isfinite(longer["audio"]).all()
+
+
+def test_coarse_to_fine_changes_the_audio_stream_only():
+    from speechbrain_datar.lobes.features import Fbank
+    from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule
+
+    mbt = model()
+    fine = {k: v.clone() for k, v in mbt.state_dict().items()}
+    features = Fbank(n_mels=32)
+    schedule = CoarseToFineSchedule([{"factor": 4, "epochs": 1}, {"factor": 1, "epochs": 1}], "fshift",
+                                    features=features, encoder=mbt)
+    schedule.enter(0)
+    assert mbt.pos_embed["audio"].shape == (1, 1 + 2 * 1, 32)  # 64 / 4 frames: one column of patches
+    coarse = features(torch.randn(2, 16000 * 64 // 100))
+    _, frames = inputs()
+    with torch.no_grad():
+        assert mbt(coarse, frames=frames).shape == (2, 2, 32)
+    assert torch.equal(mbt.pos_embed["video"], fine["pos_embed.video"])
+    schedule.enter(1)
+    assert mbt.pos_embed["audio"].shape == fine["pos_embed.audio"].shape
+    wide = CoarseToFineSchedule([{"factor": 2, "epochs": 1}, {"factor": 1, "epochs": 1}], "patch", encoder=mbt)
+    wide.enter(0)
+    assert mbt.tokenizers["audio"].proj.weight.shape[-2:] == (16, 32)
+    with torch.no_grad():
+        assert mbt.forward_features(inputs()[0])["audio"].shape == (2, 1 + 2 * 2, 32)
+    wide.enter(1)
+    assert mbt.tokenizers["audio"].proj.weight.shape[-2:] == (16, 16)
+
+
 def test_datar_beside_the_visual_stream_through_late_fusion():
     from speechbrain_datar.lobes.models.datar import DATAR
     from speechbrain_datar.lobes.models.mbt import LateFusion

@@ -121,6 +121,19 @@ def ceil_div(value, divisor):
     return int(math.ceil(value / divisor))
 
 
+def patches_within(frames, width, stride):
+    """Patches of ``width`` frames every ``stride`` frames that lie inside ``frames`` valid frames (at
+    least one: a clip shorter than a patch is padded to one).
+
+    Example
+    -------
+    >>> patches_within(torch.tensor([10, 16, 40]), 16, 16)
+    tensor([1, 1, 2])
+    """
+    frames = torch.as_tensor(frames).clamp(min=width)
+    return torch.div(frames - width, stride, rounding_mode="floor") + 1
+
+
 def grid_mask(valid_w, valid_h, height, width):
     """Boolean mask ``[batch, height, width]`` of valid positions of a 2-D map.
 

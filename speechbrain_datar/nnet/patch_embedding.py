@@ -58,6 +58,40 @@ def resize_patch_weights(weight, new_shape, method="pi"):
     return new.reshape(*weight.shape[:-2], *new_shape).to(weight.dtype)
 
 
+def interpolate_time_positions(positions, f_dim, n_time):
+    """Patch positional embeddings ``[1, f_dim * t, dim]`` of an (frequency, time) grid, resampled
+    bilinearly to ``n_time`` columns: ``[1, f_dim * n_time, dim]``.
+
+    Example
+    -------
+    >>> interpolate_time_positions(torch.randn(1, 2 * 5, 8), 2, 10).shape
+    torch.Size([1, 20, 8])
+    """
+    dim = positions.shape[-1]
+    grid = positions.reshape(1, f_dim, -1, dim).permute(0, 3, 1, 2)
+    if grid.shape[-1] != n_time:
+        grid = F.interpolate(grid, size=(f_dim, n_time), mode="bilinear", align_corners=False)
+    return grid.flatten(2).transpose(1, 2)
+
+
+def positions_for_time(positions, f_dim, n_time):
+    """The patch positional embeddings for ``n_time`` columns of an (frequency, time) grid: the first
+    columns for a shorter input (what padding it to the full length would give), an interpolated grid
+    for a longer one.
+
+    Example
+    -------
+    >>> grid = torch.arange(6.0).reshape(1, 6, 1)  # 2 rows x 3 columns
+    >>> positions_for_time(grid, 2, 2)[0, :, 0]
+    tensor([0., 1., 3., 4.])
+    """
+    dim = positions.shape[-1]
+    t_dim = positions.shape[1] // f_dim
+    if n_time > t_dim:
+        return interpolate_time_positions(positions, f_dim, n_time)
+    return positions.reshape(1, f_dim, t_dim, dim)[:, :, :n_time].reshape(1, f_dim * n_time, dim)
+
+
 def resize_patch_kernel(conv, kernel_size, stride, method="pi"):
     """Gives a patch convolution a new kernel size and stride in place, moving its kernel by ``method``.
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
+from speechbrain_datar.lobes.models.mbt import MBT, MODALITIES, LateFusion
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 
 logger = logging.getLogger(__name__)
@@ -395,8 +396,148 @@ def import_ast(model, checkpoint, head=None, source_name="ViT/AST checkpoint"):
     return report
 
 
+def _vit_patch_kernel(weight, channels, frames=None, central=0):
+    """A ViT's RGB patch kernel ``[dim, 3, p, p]`` for a spectrogram (summed over RGB, ``channels`` 1) or
+    for tubelets of ``frames`` frames (the kernel on the central frame, zeros on the others)."""
+    if channels == 1 and weight.shape[1] != 1:
+        weight = weight.sum(dim=1, keepdim=True)
+    if frames is None:
+        return weight
+    tubelet = weight.new_zeros(weight.shape[0], weight.shape[1], frames, *weight.shape[-2:])
+    tubelet[:, :, central] = weight
+    return tubelet
+
+
+def _square_grid(positions, name):
+    """``[1, n*n, dim]`` patch positions -> ``[dim, n, n]``."""
+    side = int(math.isqrt(positions.shape[1]))
+    if side * side != positions.shape[1]:
+        raise CheckpointLayoutError(f"{name}: a ViT's positional embedding must cover a square grid, "
+                                    f"got {positions.shape[1]} patches")
+    return positions[0].t().reshape(-1, side, side)
+
+
+def import_mbt(model, checkpoint, streams=None, source_name="ViT/AST checkpoint"):
+    """Loads an ImageNet ViT (timm naming, e.g. ImageNet-21k ViT-B/16) or an official AST checkpoint into
+    streams of an ``MBT``.
+
+    A ViT fills any stream: the spectrogram patch kernel is the RGB kernel summed
+    over its channels and the positional grid is cropped along frequency and
+    interpolated along time (as the AST import does); the frame kernel is the RGB
+    kernel (16x16x2 tubelets: on the central frame, zeros on the other) and the
+    spatial grid, resized to the frame size, is repeated over time. An AST
+    checkpoint fills the audio stream (its CLS token, its positional grid resized
+    to MBT's non-overlapping patches; its distillation token and heads are left
+    out). The bottleneck tokens stay at their initialisation; the shared final
+    LayerNorm takes the checkpoint's. Everything is listed in the report, and a
+    checkpoint whose layout does not fit raises ``CheckpointLayoutError``.
+
+    Arguments
+    ---------
+    model : MBT
+        Target.
+    checkpoint : str or dict
+        Path or state dict.
+    streams : sequence or None
+        The modalities to fill (default: all of the model's for a ViT, ``audio`` for an AST).
+    source_name : str
+        How the report and the error messages name the checkpoint.
+
+    Returns
+    -------
+    ImportReport
+    """
+    state, family, mapper = _start_import(
+        model, MBT, checkpoint, ("ast", "vit"), source_name, "is neither a ViT nor an AST checkpoint"
+    )
+    streams = tuple(streams or (model.modalities if family == "vit" else ("audio",)))
+    unknown = [m for m in streams if m not in model.modalities]
+    if unknown:
+        raise CheckpointLayoutError(f"{source_name}: this MBT has no {unknown} stream (it has {model.modalities})")
+    if family == "ast" and streams != ("audio",):
+        raise CheckpointLayoutError(f"{source_name} is an AST checkpoint: it can fill the audio stream only, "
+                                    f"not {list(streams)} (give the video stream an ImageNet ViT)")
+    prefix = "v." if family == "ast" else ""
+    pos = state[f"{prefix}pos_embed"]
+    n_special = 2 if f"{prefix}dist_token" in state else 1
+    patches = pos[:, n_special:]
+    for m in streams:
+        proj = model.tokenizers[m].proj
+        frames = proj.weight.shape[2] if m == "video" else None
+        mapper.take(f"tokenizers.{m}.proj.weight", f"{prefix}patch_embed.proj.weight",
+                    lambda w: _vit_patch_kernel(w, proj.weight.shape[1], frames, (frames or 1) // 2), resized=True)
+        mapper.take(f"tokenizers.{m}.proj.bias", f"{prefix}patch_embed.proj.bias")
+        mapper.take(f"cls.{m}", f"{prefix}cls_token")
+        mapper.take(f"pos_embed.{m}", f"{prefix}pos_embed",
+                    lambda p: torch.cat((p[:, :1], _stream_positions(model, m, patches, family, source_name)), dim=1),
+                    resized=True)
+        for key in model.blocks[m].state_dict():
+            mapper.take(f"blocks.{m}.{key}", f"{prefix}blocks.{key}")
+    for suffix in ("weight", "bias"):
+        mapper.take(f"norm.{suffix}", f"{prefix}norm.{suffix}")
+    others = tuple(f"{part}.{m}." for m in model.modalities if m not in streams
+                   for part in ("tokenizers", "blocks")) + tuple(
+        f"{part}.{m}" for m in model.modalities if m not in streams for part in ("cls", "pos_embed"))
+    mapper.finish(model, allowed_at_init=("bottleneck",) + others,
+                  ignored_sources=("head", "fc_norm", "mlp_head", "pre_logits", "dist_token"))
+    logger.info(mapper.report.summary())
+    return mapper.report
+
+
+def _stream_positions(model, modality, patches, family, source_name):
+    """The checkpoint's patch positions ``[1, n, dim]`` on one MBT stream's grid."""
+    dim = patches.shape[-1]
+    if modality == "audio":
+        t_dim = (model.pos_embed["audio"].shape[1] - 1) // model.f_dim
+        if family == "ast":  # AST's overlapping grid: 12 frequency rows (128 bins, stride 10)
+            if patches.shape[1] % 12:
+                raise CheckpointLayoutError(f"{source_name}: {patches.shape[1]} positions are not 12 rows of an AST grid")
+            grid = patches[0].t().reshape(dim, 12, -1)
+            grid = F.interpolate(grid[None], size=(model.f_dim, t_dim), mode="bilinear", align_corners=False)[0]
+        else:
+            grid = adapt_position_embedding(_square_grid(patches, source_name), model.f_dim, t_dim)
+        return grid.reshape(dim, -1).t().unsqueeze(0)
+    n_time, side = model.video_grid
+    grid = _square_grid(patches, source_name)
+    if grid.shape[-1] != side:
+        grid = F.interpolate(grid[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    return grid.reshape(dim, -1).t().unsqueeze(0).repeat(1, n_time, 1)
+
+
+def _import_into(model, checkpoint, streams, head, name):
+    """One checkpoint into a DATAR, AST or MBT, or into the named streams of an MBT or a ``LateFusion``."""
+    if isinstance(model, LateFusion):
+        if streams is None:
+            raise CheckpointLayoutError(
+                "a LateFusion model takes one checkpoint per stream: init_from: {audio: <DAT or AST "
+                "checkpoint>, video: <ImageNet ViT>}")
+        report = ImportReport(name)
+        for stream in streams:
+            target, prefix = (model.audio_encoder, "audio_encoder.") if stream == "audio" else (
+                model.video_encoder, "video_encoder.")
+            part = _import_into(target, checkpoint, None if stream == "audio" else ("video",), head, name)
+            report.loaded += [prefix + k for k in part.loaded]
+            report.resized += [prefix + k for k in part.resized]
+            report.ignored += part.ignored
+        return report
+    if isinstance(model, MBT):
+        return import_mbt(model, checkpoint, streams=streams, source_name=name)
+    if streams not in (None, ("audio",)):
+        raise CheckpointLayoutError(f"{type(model).__name__} has an audio stream only, not {list(streams)}")
+    if isinstance(model, DATAR):
+        return import_dat(model, checkpoint, source_name=name)
+    if isinstance(model, AST):
+        return import_ast(model, checkpoint, head=head, source_name=name)
+    raise TypeError(f"init_from supports DATAR, AST, MBT and LateFusion, not {type(model).__name__}")
+
+
 def init_from(model, checkpoint, head=None, report_path=None):
-    """Loads ``checkpoint`` into a DATAR or AST model, whichever ``model`` is; usable from YAML.
+    """Loads ``checkpoint`` into a DATAR, AST, MBT or LateFusion model, whichever ``model`` is; usable from YAML.
+
+    ``checkpoint`` is a path (or state dict), or for audio-visual models one per
+    stream, ``{audio: ..., video: ...}``: e.g. an official AST checkpoint for MBT's
+    audio stream and an ImageNet-21k ViT for its visual one, or a DAT checkpoint for
+    the DATAR of a ``LateFusion``. A ViT given as one path fills every MBT stream.
 
     Example (hparams)::
 
@@ -404,13 +545,17 @@ def init_from(model, checkpoint, head=None, report_path=None):
             model: !ref <embedding_model>
             checkpoint: /path/to/dat_tiny_in1k.pth
     """
-    name = checkpoint if isinstance(checkpoint, str) else "checkpoint"
-    if isinstance(model, DATAR):
-        report = import_dat(model, checkpoint, source_name=name)
-    elif isinstance(model, AST):
-        report = import_ast(model, checkpoint, head=head, source_name=name)
+    if isinstance(checkpoint, dict) and checkpoint and set(checkpoint) <= set(MODALITIES):
+        parts = [_import_into(model, path, (stream,), head, str(path)) for stream, path in checkpoint.items()]
+        report = ImportReport(" + ".join(part.source for part in parts))
+        for part in parts:
+            report.loaded += part.loaded
+            report.resized += part.resized
+            report.ignored += part.ignored
+        done = set(report.loaded) | set(report.resized)
+        report.initialised = sorted(k for k in model.state_dict() if k not in done and not k.endswith("_index"))
     else:
-        raise TypeError(f"init_from supports DATAR and AST, not {type(model).__name__}")
+        report = _import_into(model, checkpoint, None, head, checkpoint if isinstance(checkpoint, str) else "checkpoint")
     if report_path:
         report.save(report_path)
     return report

@@ -13,7 +13,7 @@ Compression methods, by a factor ``k`` along time:
 
 A phase is two calls: the feature module's ``set_time_resolution`` (the first three methods) and
 the encoder's ``set_time_resolution`` (each encoder adapts what depends on its token grid: AST
-interpolates its positional embedding, the Patch method resizes patch kernels; DATAR's
+and MBT's audio stream interpolate their positional embeddings, the Patch method resizes patch kernels; DATAR's
 relative-position tables are in token units and serve any length). The schedule is a checkpoint
 recoverable, so a killed run resumes in its phase; the ``Brain`` restarts the optimiser and the
 learning-rate schedulers at every phase change, as the paper does.

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_datar.nnet.layers import DropPath, FeedForward, init_linear_weights, preset_config, record_init_kwargs
-from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
-from speechbrain_datar.nnet.patch_embedding import resize_patch_kernel
+from speechbrain_datar.nnet.masking import patches_within, valid_frames, zero_padded_frames
+from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
 
 #: ViT sizes. ``base`` is ViT-B/16 as in AST.
 PRESETS = {
@@ -151,9 +151,7 @@ class AST(nn.Module):
 
     def num_time_patches(self, frames):
         """Patches along time for ``frames`` frames (clips shorter than a patch are padded)."""
-        width = self.patch_size[1]
-        frames = torch.as_tensor(frames).clamp(min=width)
-        return torch.div(frames - width, self.tstride, rounding_mode="floor") + 1
+        return patches_within(frames, self.patch_size[1], self.tstride)
 
     def set_time_grid(self, target_length=None, patch_width=None, tstride=None, patch_resize="pi"):
         """Adapts the model to another time grid: training length, patch width and time stride.
@@ -168,9 +166,7 @@ class AST(nn.Module):
         tstride = tstride or self.tstride
         t_dim = self._time_patches(target_length, width, tstride)
         if t_dim != self.t_dim:
-            grid = self.pos_embed[:, 2:].reshape(1, self.f_dim, self.t_dim, -1).permute(0, 3, 1, 2)
-            grid = F.interpolate(grid.detach(), size=(self.f_dim, t_dim), mode="bilinear", align_corners=False)
-            grid = grid.flatten(2).transpose(1, 2)
+            grid = interpolate_time_positions(self.pos_embed[:, 2:].detach(), self.f_dim, t_dim)
             self.pos_embed = nn.Parameter(torch.cat((self.pos_embed[:, :2].detach(), grid), dim=1))
         resize_patch_kernel(self.patch_embed, (self.patch_size[0], width), (self.fstride, tstride), patch_resize)
         self.target_length, self.t_dim = target_length, t_dim
@@ -200,12 +196,7 @@ class AST(nn.Module):
 
     def patch_position_embedding(self, n_time):
         """Positional embedding ``[1, f_dim * n_time, dim]`` of the patches for ``n_time`` columns."""
-        grid = self.pos_embed[:, 2:].reshape(1, self.f_dim, self.t_dim, -1).permute(0, 3, 1, 2)
-        if n_time <= self.t_dim:
-            grid = grid[..., :n_time]
-        else:
-            grid = F.interpolate(grid, size=(self.f_dim, n_time), mode="bilinear", align_corners=False)
-        return grid.flatten(2).transpose(1, 2)
+        return positions_for_time(self.pos_embed[:, 2:], self.f_dim, n_time)
 
     def forward_features(self, feats, lengths=None):
         """Returns all output tokens ``[batch, 2 + patches, dim]`` and the token mask."""

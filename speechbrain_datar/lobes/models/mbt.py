@@ -19,10 +19,13 @@ used, as here).
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_datar.lobes.models.ast import ViTBlock
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
+from speechbrain_datar.nnet.masking import patches_within, valid_frames, zero_padded_frames
+from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
 
 PRESETS = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, fusion_layer=8),
@@ -33,14 +36,18 @@ FUSIONS = ("bottleneck", "cross_attention")
 
 
 class SpectrogramTokens(nn.Module):
-    """Non-overlapping ``patch x patch`` patches of ``[batch, time, n_mels]`` features -> tokens ``[batch, n, dim]``."""
+    """Non-overlapping ``patch x patch`` patches of ``[batch, time, n_mels]`` features -> tokens ``[batch, n, dim]``
+    in (frequency, time) order. ``set_time_resolution`` of ``MBT`` may widen the patches along time."""
 
     def __init__(self, dim, patch=16):
         super().__init__()
         self.proj = nn.Conv2d(1, dim, patch, patch)
 
     def forward(self, feats):
-        """Tokens in (frequency, time) order of the patch grid."""
+        """Tokens in (frequency, time) order of the patch grid; a clip shorter than a patch is padded to one."""
+        width = self.proj.kernel_size[1]
+        if feats.shape[1] < width:
+            feats = F.pad(feats, (0, 0, 0, width - feats.shape[1]))
         return self.proj(feats.transpose(1, 2).unsqueeze(1)).flatten(2).transpose(1, 2)
 
 
@@ -61,6 +68,12 @@ class FrameTokens(nn.Module):
 class MBT(nn.Module):
     """Audio-visual transformer with bottleneck (or cross-attention) fusion.
 
+    The audio stream takes spectrograms of any length: its positional embedding
+    is sized for ``audio_frames`` and a longer input gets an interpolated copy (a
+    shorter one its first columns, as padding would). Patches beyond a clip's
+    valid length are masked out of attention, so a clip's output does not depend
+    on its batch. The visual stream takes up to ``n_frames`` frames.
+
     Arguments
     ---------
     preset : str
@@ -68,7 +81,7 @@ class MBT(nn.Module):
     modalities : sequence
         ``("audio", "video")``, or one of them for a single-modality model.
     n_mels, audio_frames : int
-        Spectrogram height and the length (frames) its positional embedding is sized for (8 s: 800).
+        Spectrogram height and the length (frames) its positional embedding is sized for (8 s: 801).
     n_frames, image_size : int
         Frames per clip and their size (8 frames of 224 x 224).
     patch, tubelet : int
@@ -83,6 +96,8 @@ class MBT(nn.Module):
         Override the preset.
     mlp_ratio, drop_rate, attn_drop_rate, drop_path_rate : float
         As in ViT; stochastic depth grows linearly to ``drop_path_rate``.
+    pooling : str
+        ``"cls"``: each modality's CLS (the paper); ``"mean"``: the mean of all valid tokens (released config).
 
     Example
     -------
@@ -90,6 +105,8 @@ class MBT(nn.Module):
     >>> out = model.forward_features(torch.randn(2, 64, 32), torch.randn(2, 2, 3, 32, 32))
     >>> out["audio"].shape, out["video"].shape, out["cls"].shape
     (torch.Size([2, 9, 32]), torch.Size([2, 9, 32]), torch.Size([2, 2, 32]))
+    >>> model(torch.randn(2, 100, 32), torch.tensor([1.0, 0.5])).shape  # audio alone, longer than 64 frames
+    torch.Size([2, 1, 32])
     """
 
     def __init__(
@@ -108,14 +125,19 @@ class MBT(nn.Module):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if n_mels < patch:
+            raise ValueError(f"n_mels {n_mels} is smaller than the patch size {patch}")
         self.pooling = pooling
         dim, self.depth = config["embed_dim"], config["depth"]
         self.fusion_layer, self.fusion = config["fusion_layer"], fusion
         if not 0 <= self.fusion_layer <= self.depth:
             raise ValueError(f"fusion_layer must be in [0, {self.depth}], got {self.fusion_layer}")
-        self.embedding_dim = dim
-        grids = {"audio": (n_mels // patch) * (audio_frames // patch),
-                 "video": (n_frames // tubelet) * (image_size // patch) ** 2}
+        self.embedding_dim, self.n_mels, self.patch = dim, n_mels, patch
+        self.f_dim = n_mels // patch
+        self.audio_frames = self.base_audio_frames = audio_frames  # set_time_resolution(1) restores the latter
+        self.video_grid = (n_frames // tubelet, image_size // patch)  # tubelets along time, patches per side
+        grids = {"audio": self.f_dim * max(1, audio_frames // patch),
+                 "video": self.video_grid[0] * self.video_grid[1] ** 2}
         self.tokenizers = nn.ModuleDict()
         if "audio" in self.modalities:
             self.tokenizers["audio"] = SpectrogramTokens(dim, patch)
@@ -135,65 +157,140 @@ class MBT(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(init_linear_weights)
 
-    def tokens(self, modality, x):
-        """``[CLS ; patch tokens] + positional embedding`` of one modality."""
-        x = self.tokenizers[modality](x)
-        x = torch.cat((self.cls[modality].expand(x.shape[0], -1, -1), x), dim=1)
-        if x.shape[1] > self.pos_embed[modality].shape[1]:
-            raise ValueError(f"{modality} gives {x.shape[1] - 1} patches; this MBT is sized for "
-                             f"{self.pos_embed[modality].shape[1] - 1}")
-        return x + self.pos_embed[modality][:, : x.shape[1]]
+    # ------------------------------------------------------------------ tokens
+    def audio_tokens(self, feats, lengths=None):
+        """``[CLS ; spectrogram patches] + positions`` and the valid-token mask (``None``: all valid)."""
+        frames = valid_frames(feats, lengths, self.n_mels, "MBT")
+        x = self.tokenizers["audio"](zero_padded_frames(feats, frames))
+        n_time = x.shape[1] // self.f_dim
+        pos = self.pos_embed["audio"]
+        pos = torch.cat((pos[:, :1], positions_for_time(pos[:, 1:], self.f_dim, n_time)), dim=1)
+        x = torch.cat((self.cls["audio"].expand(x.shape[0], -1, -1), x), dim=1) + pos
+        if frames is None:
+            return x, None
+        width = self.tokenizers["audio"].proj.kernel_size[1]
+        valid_t = patches_within(frames, width, width)
+        if not bool((valid_t < n_time).any()):
+            return x, None
+        t_index = torch.arange(n_time, device=x.device).repeat(self.f_dim)  # (frequency, time) order
+        cls_ok = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)
+        return x, torch.cat((cls_ok, t_index[None, :] < valid_t[:, None]), dim=1)
 
-    def forward_features(self, feats=None, frames=None):
-        """Encodes the modalities given; returns each modality's normalised tokens and ``cls`` ``[batch, M, dim]``.
+    def video_tokens(self, frames):
+        """``[CLS ; frame patches] + positions`` (every token valid)."""
+        x = self.tokenizers["video"](frames)
+        x = torch.cat((self.cls["video"].expand(x.shape[0], -1, -1), x), dim=1)
+        if x.shape[1] > self.pos_embed["video"].shape[1]:
+            raise ValueError(f"the frames give {x.shape[1] - 1} patches; this MBT is sized for "
+                             f"{self.pos_embed['video'].shape[1] - 1} (n_frames and image_size)")
+        return x + self.pos_embed["video"][:, : x.shape[1]], None
+
+    def set_time_resolution(self, factor=1, patch_resize=None):
+        """Adapts the audio stream to a coarser time resolution (coarse-to-fine training); the visual
+        stream does not change.
+
+        Arguments
+        ---------
+        factor : int
+            1 restores the audio grid MBT was built for.
+        patch_resize : str or None
+            ``None``: the features come ``factor`` times coarser and the positional
+            grid is interpolated to ``factor`` times fewer columns. ``"pi"`` or
+            ``"bilinear"``: the features stay at full resolution and the patches
+            become ``factor`` times wider (kernel moved by that method).
+        """
+        if "audio" not in self.modalities:
+            return
+        factor = int(factor)
+        width = self.patch * (1 if patch_resize is None else factor)
+        self.audio_frames = -(-self.base_audio_frames // factor) if patch_resize is None else self.base_audio_frames
+        resize_patch_kernel(self.tokenizers["audio"].proj, (self.patch, width), (self.patch, width),
+                            patch_resize or "pi")
+        n_time = max(1, self.audio_frames // width)
+        pos = self.pos_embed["audio"]
+        if pos.shape[1] - 1 != self.f_dim * n_time:
+            grid = interpolate_time_positions(pos[:, 1:].detach(), self.f_dim, n_time)
+            self.pos_embed["audio"] = nn.Parameter(torch.cat((pos[:, :1].detach(), grid), dim=1))
+
+    # ------------------------------------------------------------------ layers
+    def forward_features(self, feats=None, frames=None, lengths=None):
+        """Encodes the modalities given.
 
         Arguments
         ---------
         feats : torch.Tensor or None
-            ``[batch, time, n_mels]`` normalised features (``time`` a multiple of the patch).
+            ``[batch, time, n_mels]`` normalised features.
         frames : torch.Tensor or None
             ``[batch, n_frames, 3, H, W]`` normalised float frames.
+        lengths : torch.Tensor or None
+            Relative lengths of ``feats``.
+
+        Returns
+        -------
+        dict
+            Each modality's normalised tokens, ``cls`` ``[batch, M, dim]`` and ``valid``
+            (each modality's valid-token mask, or ``None``).
         """
-        inputs = {"audio": feats, "video": frames}
-        x = {m: self.tokens(m, inputs[m]) for m in self.modalities if inputs[m] is not None}
-        if not x:
+        inputs = {"audio": (feats, lengths), "video": (frames,)}
+        tokenize = {"audio": self.audio_tokens, "video": self.video_tokens}
+        given = [m for m in self.modalities if inputs[m][0] is not None]
+        if not given:
             raise ValueError("MBT needs the spectrogram, the frames, or both")
+        encoded = {m: tokenize[m](*inputs[m]) for m in given}
+        x = {m: tokens for m, (tokens, _) in encoded.items()}
+        valid = {m: mask for m, (_, mask) in encoded.items()}
         bottleneck = self.bottleneck.expand(next(iter(x.values())).shape[0], -1, -1)
         for layer in range(self.depth):
             if layer < self.fusion_layer or len(x) == 1:
-                x = {m: self.blocks[m][layer](tokens) for m, tokens in x.items()}
+                x = {m: self.blocks[m][layer](tokens, valid[m]) for m, tokens in x.items()}
             elif self.fusion == "bottleneck":
-                x, bottleneck = self._bottleneck_layer(layer, x, bottleneck)
+                x, bottleneck = self._bottleneck_layer(layer, x, valid, bottleneck)
             else:
-                x = self._cross_attention_layer(layer, x)
+                x = self._cross_attention_layer(layer, x, valid)
         x = {m: self.norm(tokens) for m, tokens in x.items()}
-        return dict(x, cls=torch.stack([tokens[:, 0] for tokens in x.values()], dim=1))
+        return dict(x, cls=torch.stack([tokens[:, 0] for tokens in x.values()], dim=1), valid=valid)
 
-    def _bottleneck_layer(self, layer, x, bottleneck):
+    @staticmethod
+    def _joint_mask(parts):
+        """The key mask of concatenated ``(tokens, mask)`` parts (``None`` when all are valid)."""
+        if all(mask is None for _, mask in parts):
+            return None
+        return torch.cat([
+            torch.ones(t.shape[:2], dtype=torch.bool, device=t.device) if mask is None else mask for t, mask in parts
+        ], dim=1)
+
+    def _bottleneck_layer(self, layer, x, valid, bottleneck):
         out, shared = {}, []
         for m, tokens in x.items():
             n = tokens.shape[1]
-            both = self.blocks[m][layer](torch.cat((tokens, bottleneck), dim=1))
+            mask = self._joint_mask([(tokens, valid[m]), (bottleneck, None)])
+            both = self.blocks[m][layer](torch.cat((tokens, bottleneck), dim=1), mask)
             out[m] = both[:, :n]
             shared.append(both[:, n:])
         return out, torch.stack(shared, dim=-1).mean(dim=-1)
 
-    def _cross_attention_layer(self, layer, x):
+    def _cross_attention_layer(self, layer, x, valid):
         out = {}
         for m, tokens in x.items():
-            context = [x[other] for other in x if other != m]
-            out[m] = self.blocks[m][layer](torch.cat(context + [tokens], dim=1))[:, -tokens.shape[1]:]
+            parts = [(x[other], valid[other]) for other in x if other != m] + [(tokens, valid[m])]
+            joint = self.blocks[m][layer](torch.cat([t for t, _ in parts], dim=1), self._joint_mask(parts))
+            out[m] = joint[:, -tokens.shape[1]:]
         return out
 
     def forward(self, feats=None, lengths=None, frames=None):
         """The CLS embedding of each modality given, ``[batch, M, dim]`` (the paper), or with
-        ``pooling="mean"`` the mean of all tokens of all modalities, ``[batch, 1, dim]`` (the released
-        config). ``lengths`` is accepted for the embedding-model convention; clips are cropped or padded
-        to the same length upstream."""
-        out = self.forward_features(feats, frames)
-        if self.pooling == "mean":
-            return torch.cat([out[m] for m in self.modalities if m in out], dim=1).mean(dim=1, keepdim=True)
-        return out["cls"]
+        ``pooling="mean"`` the mean of all valid tokens of all modalities, ``[batch, 1, dim]`` (the
+        released config)."""
+        out = self.forward_features(feats, frames, lengths)
+        if self.pooling == "cls":
+            return out["cls"]
+        given = [m for m in self.modalities if m in out]
+        weights = self._joint_mask([(out[m], out["valid"][m]) for m in given])
+        tokens = torch.cat([out[m] for m in given], dim=1)
+        if weights is None:
+            return tokens.mean(dim=1, keepdim=True)
+        weights = weights.to(tokens.dtype).unsqueeze(-1)
+        return ((tokens * weights).sum(dim=1) / weights.sum(dim=1)).unsqueeze(1)
 
 
 class LateFusion(nn.Module):
