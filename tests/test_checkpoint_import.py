@@ -244,7 +244,7 @@ def test_imagenet_vit_fills_both_mbt_streams():
 
 
 def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
-    from speechbrain_datar.lobes.models.mbt import MBT, LateFusion
+    from speechbrain_datar.lobes.models.mbt import LateFusion
     from speechbrain_datar.pretrained.checkpoint_import import import_mbt, init_from
 
     ast, vit = make_ast_state_dict(dim=32, depth=4), make_vit_state_dict()
@@ -276,7 +276,7 @@ def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
         import_mbt(fresh, make_dat_state_dict())
     assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
     # DATAR users get sight too: a DAT checkpoint for the audio encoder, a ViT for the visual stream
-    fused = LateFusion(DATAR("tiny", n_mels=32), MBT("micro", modalities=("video",), n_frames=2, image_size=32))
+    fused = LateFusion("datar", {"preset": "tiny", "n_mels": 32}, {"preset": "micro", "n_frames": 2, "image_size": 32})
     with pytest.raises(CheckpointLayoutError, match="one checkpoint per stream"):
         init_from(fused, str(tmp_path / "vit.pth"))
     torch.save({"model": make_dat_state_dict()}, tmp_path / "dat.pth")

@@ -134,7 +134,8 @@ def test_datar_beside_the_visual_stream_through_late_fusion():
     from speechbrain_datar.nnet.classifier import ModalityClassifier
 
     torch.manual_seed(0)
-    fused = LateFusion(DATAR("micro", n_mels=32), MBT("micro", modalities=("video",), **SIZES)).eval()
+    fused = LateFusion("datar", {"preset": "micro", "n_mels": 32}, dict(SIZES, preset="micro")).eval()
+    assert isinstance(fused.audio_encoder, DATAR)
     head = ModalityClassifier(fused.embedding_dim, 4)
     feats, frames = inputs()
     with torch.no_grad():
@@ -245,3 +246,24 @@ def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
     assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
     log = open(out / "train_log.txt").read()
     assert "epoch: 2," in log and "lr: " in log
+
+
+def test_evaluation_averages_the_logits_of_crops_spread_over_the_clip():
+    from speechbrain.lobes.features import Fbank
+
+    from speechbrain_datar.inference.temporal_crops import crop_starts, embed_crops
+    from speechbrain_datar.nnet.classifier import ModalityClassifier
+
+    torch.manual_seed(0)
+    mbt = MBT("micro", n_mels=32, audio_frames=101, n_frames=2, image_size=32).eval()
+    head = ModalityClassifier(32, 5).eval()
+    fbank = Fbank(n_mels=32)
+    wav, frames = torch.randn(1, 40000), torch.randn(1, 4, 2, 3, 32, 32)  # 2.5 s; each crop its own frames
+    starts = crop_starts(2.5, 1.0, 4)
+    assert starts == [0.0, 0.5, 1.0, 1.5]
+    with torch.no_grad():
+        rows = embed_crops(mbt, lambda w, l: fbank(w), wav, torch.ones(1), frames, torch.tensor([starts]), 16000, 1.0)
+        logits = [head.out(mbt(fbank(wav[:, int(s * 16000): int(s * 16000) + 16000]), frames=frames[:, i]))
+                  for i, s in enumerate(starts)]  # each [1, 2 modalities, 5]
+    expected = torch.log_softmax(torch.cat(logits, dim=1).mean(dim=1, keepdim=True), dim=-1)
+    assert rows.shape == (1, 8, 32) and torch.allclose(head(rows), expected, atol=1e-5)

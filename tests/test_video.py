@@ -144,10 +144,12 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
 
     labels = CategoricalEncoder()
     labels.update_from_iterable(["a"])
-    frames = {"n_frames": 4, "size": 16, "sampling": "uniform", "stride": 1}
+    frames = {"n_frames": 4, "size": 16, "sampling": "uniform", "stride": 1, "eval_crops": 3}
     evaluation = build_datasets({"test": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["test"][0]
-    assert evaluation["frames"].shape == (4, 3, 16, 16) and evaluation["sig"].shape == (64000,)
-    assert frame_indices(evaluation["frames"]) == [12, 37, 62, 87]  # the centres of four 1 s parts
+    assert evaluation["frames"].shape == (3, 4, 3, 16, 16) and evaluation["sig"].shape == (64000,)
+    # evaluation: 3 crops of 2 s (at 0, 1 and 2 s), each with the centres of its four 0.5 s parts
+    assert evaluation["crop_starts"].tolist() == [0.0, 1.0, 2.0]
+    assert [frame_indices(crop) for crop in evaluation["frames"]] == [[6, 18, 31, 43], [31, 43, 56, 68], [56, 68, 81, 93]]
     torch.manual_seed(3)
     training = build_datasets({"train": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["train"][0]
     assert training["sig"].shape == (32000,)  # a 2 s crop; its 4 frames lie inside it, 0.5 s apart
@@ -171,12 +173,12 @@ def test_epic_frames_come_from_the_video_or_from_the_extracted_frames_alike(tmp_
     for key in ("verb", "noun"):
         encoders[key] = CategoricalEncoder()
         encoders[key].update_from_iterable(sorted({e[key] for e in test.values()}))
-    frames = {"n_frames": 6, "size": 16, "sampling": "consecutive", "stride": 1}
+    frames = {"n_frames": 6, "size": 16, "sampling": "consecutive", "stride": 1, "eval_crops": 1}
     from_dumps = build_datasets({"test": str(save / "test.json")}, encoders, 16000, None, frames)["test"]
     no_dumps = {k: dict(e, frames_folder=None) for k, e in test.items()}
     (save / "from_video.json").write_text(json.dumps(no_dumps))
     from_video = build_datasets({"test": str(save / "from_video.json")}, encoders, 16000, None, frames)["test"]
     for dumped, decoded in zip(from_dumps, from_video):
-        indices = frame_indices(dumped["frames"])
+        indices = frame_indices(dumped["frames"][0])
         assert np.all(np.diff(indices) == 1)  # consecutive frames
-        assert indices == frame_indices(decoded["frames"])  # frame_0000000001.jpg is the video's first frame
+        assert indices == frame_indices(decoded["frames"][0])  # frame_0000000001.jpg is the video's first frame

@@ -89,6 +89,26 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
     return {"sample_rate": int(rate), "channels": int(channels), "duration": round(duration, 4)}
 
 
+def clip_duration(path):
+    """Seconds of a whole clip as preparation records them: its audio's (in whole samples), or for a video
+    without sound its picture's.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+    >>> soundfile.write(path, np.zeros(12345), 16000)
+    >>> clip_duration(path)
+    0.7716
+    """
+    if is_video(path):
+        info = probe_video(path)
+        if info["audio"] is None and info["video"] is not None:
+            return round(info["video"]["duration"] or info["duration"], 4)
+    rate, _, seconds, _ = _audio_facts(path)
+    return round(int(round(seconds * rate)) / rate, 4)
+
+
 def _audio_facts(path, need_video=False):
     """Sample rate, channels and seconds of a file's audio, and the seconds of its video stream (with
     ``need_video``; else ``None``)."""

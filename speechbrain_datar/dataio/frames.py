@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 SAMPLINGS = ("uniform", "consecutive")
+#: The frame rate assumed where a clip's own is not recorded (MBT's videos are 25 fps).
+DEFAULT_FPS = 25.0
 
 
 def frame_times(span_start, span_stop, n_frames, sampling="uniform", fps=25.0, stride=1, random_start=False):

@@ -13,9 +13,10 @@ import speechbrain as sb
 import torch
 
 from speechbrain_datar.dataio.audio import load_clip
-from speechbrain_datar.dataio.frames import FrameTransform, frame_times
+from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_times
 from speechbrain_datar.dataio.video import read_frame_dumps, read_video_frames
 from speechbrain_datar.errors import DataError
+from speechbrain_datar.inference.temporal_crops import crop_starts
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,37 @@ def audio_pipeline(sample_rate):
     return pipeline
 
 
+def read_frames(path, times, frames_folder=None, fps=None, frame_offset=0.0):
+    """uint8 ``[len(times), 3, H, W]``: the frames shown at ``times`` (seconds, any order), from the video
+    file or from extracted frames (``frames_folder/frame_%010d.jpg``, the frame at ``t`` seconds numbered
+    ``t * fps + frame_offset``)."""
+    if frames_folder:
+        # the frame shown at t, as from the video: the last one that started by then
+        return read_frame_dumps(frames_folder, [math.floor(t * fps + frame_offset + 1e-6) for t in times])
+    order = sorted(range(len(times)), key=times.__getitem__)
+    frames = read_video_frames(path, [times[i] for i in order])
+    out = torch.empty_like(frames)
+    out[torch.tensor(order)] = frames
+    return out
+
+
+def crop_frames(path, first, duration, starts, span_seconds, n_frames, transform, sampling="uniform", stride=1,
+                frames_folder=None, fps=None, frame_offset=0.0):
+    """uint8 ``[len(starts), n_frames, 3, size, size]``: each evaluation crop's frames (``first``: where the
+    clip starts in the file; ``starts``: the crops' starts in the clip, as ``crop_starts`` gives them)."""
+    rate = fps or DEFAULT_FPS
+    span_seconds = duration if span_seconds is None else span_seconds
+    times = []
+    for start in starts:
+        times += frame_times(first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate,
+                             stride)
+    frames = transform(read_frames(path, times, frames_folder, rate, frame_offset))
+    return frames.reshape(len(starts), n_frames, *frames.shape[1:])
+
+
 def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
     """Dynamic item ``(path, span, duration, frames_folder, fps, frame_offset) -> frames``: uint8
-    ``[n_frames, 3, size, size]`` over the span, from the video file or from extracted frames
-    (``frames_folder/frame_%010d.jpg``, the frame at ``t`` seconds numbered ``t * fps + frame_offset``)."""
+    ``[n_frames, 3, size, size]`` over the span, from the video file or from extracted frames."""
     transform = FrameTransform(size, train=train)
 
     @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps", "frame_offset")
@@ -62,13 +90,26 @@ def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
     def pipeline(path, span, duration, frames_folder, fps, frame_offset):
         first, last = span
         last = first + duration if last is None else last  # a whole clip's span ends with the clip
-        times = frame_times(first, last, n_frames, sampling, fps or 25.0, stride, random_start=train)
-        if frames_folder:
-            # the frame shown at t, as from the video: the last one that started by then
-            frames = read_frame_dumps(frames_folder, [math.floor(t * fps + frame_offset + 1e-6) for t in times])
-        else:
-            frames = read_video_frames(path, times)
-        return transform(frames)
+        rate = fps or DEFAULT_FPS
+        times = frame_times(first, last, n_frames, sampling, rate, stride, random_start=train)
+        return transform(read_frames(path, times, frames_folder, rate, frame_offset))
+
+    return pipeline
+
+
+def crop_frames_pipeline(n_frames, size, span_seconds, n_crops, sampling="uniform", stride=1):
+    """Evaluation's dynamic items ``-> frames, crop_starts``: uint8 ``[n_crops, n_frames, 3, size, size]``, the
+    frames of ``n_crops`` crops of ``span_seconds`` over the whole clip, and the crops' starts (seconds into
+    the clip) for the audio to be cut alike (``temporal_crops.embed_crops``)."""
+    transform = FrameTransform(size)
+
+    @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps", "frame_offset")
+    @sb.utils.data_pipeline.provides("frames", "crop_starts")
+    def pipeline(path, span, duration, frames_folder, fps, frame_offset):
+        starts = crop_starts(duration, span_seconds, n_crops)
+        yield crop_frames(path, span[0], duration, starts, span_seconds, n_frames, transform, sampling, stride,
+                          frames_folder, fps, frame_offset)
+        yield torch.tensor(starts)
 
     return pipeline
 
@@ -89,8 +130,9 @@ def label_pipeline(key, encoder):
 def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=None):
     """``DynamicItemDataset`` per split; training clips are randomly cropped to ``crop_seconds``.
 
-    ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``), when given with
-    ``n_frames`` > 0, adds a ``frames`` item over the same span as the audio.
+    ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``, ``eval_crops``), when given with
+    ``n_frames`` > 0, adds a ``frames`` item: over the same span as the audio in training; in
+    evaluation, the frames of ``eval_crops`` crops of ``crop_seconds`` and their ``crop_starts``.
     Evaluation splits are sorted by duration so that batches hold clips of similar length.
     Clips that disappeared since preparation are left out, with a warning.
     """
@@ -100,10 +142,14 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=
         items = [span_pipeline(crop_seconds if train else None), audio_pipeline(sample_rate)]
         items += [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
         keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
-        if frames and frames.get("n_frames"):
-            items.append(frames_pipeline(frames["n_frames"], frames["size"], frames.get("sampling", "uniform"),
-                                         frames.get("stride", 1), train=train))
+        if frames and frames.get("n_frames") and train:
+            items.append(frames_pipeline(frames["n_frames"], frames["size"], frames["sampling"], frames["stride"],
+                                         train=True))
             keys.append("frames")
+        elif frames and frames.get("n_frames"):
+            items.append(crop_frames_pipeline(frames["n_frames"], frames["size"], crop_seconds, frames["eval_crops"],
+                                              frames["sampling"], frames["stride"]))
+            keys += ["frames", "crop_starts"]
         dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path, dynamic_items=items, output_keys=keys)
         present = dataset.filtered_sorted(key_test={"path": os.path.isfile})
         if len(present) < len(dataset):

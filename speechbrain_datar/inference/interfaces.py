@@ -2,16 +2,25 @@
 
 ``EncoderClassifier`` serves an exported one-head model from audio files;
 ``AudioClassifier`` is the same interface that also reads the audio stream of a
-video file (mp4, mkv, webm, ...), and ``MultiHeadAudioClassifier`` serves models
-with several heads (EPIC-KITCHENS: verb and noun).
+video file (mp4, mkv, webm, ...), ``MultiHeadAudioClassifier`` serves models
+with several heads (EPIC-KITCHENS: verb and noun), and ``AudioVisualClassifier``
+serves audio-visual models (MBT, DATAR beside a visual stream) from sound and frames.
 """
+
+import logging
 
 import torch
 from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.interfaces import Pretrained
 
-from speechbrain_datar.dataio.audio import load_clip
-from speechbrain_datar.dataio.video import is_video
+from speechbrain_datar.dataio.audio import clip_duration, load_clip
+from speechbrain_datar.dataio.frames import FrameTransform
+from speechbrain_datar.dataio.labels import label_encoder_name
+from speechbrain_datar.dataio.pipelines import crop_frames
+from speechbrain_datar.dataio.video import is_video, probe_video
+from speechbrain_datar.inference.temporal_crops import crop_starts
+
+logger = logging.getLogger(__name__)
 
 
 class VideoFiles:
@@ -75,3 +84,101 @@ class MultiHeadAudioClassifier(VideoFiles, Pretrained):
     def forward(self, wavs, wav_lens=None):
         """Runs the classification."""
         return self.classify_batch(wavs, wav_lens)
+
+
+class ClassifiedClip(tuple):
+    """What ``EncoderClassifier.classify_file`` returns, ``(out_prob, score, index, text_lab)``, and
+    ``modalities``: what the file gave the model (``("audio", "video")``, or one of them)."""
+
+    def __new__(cls, values, modalities):
+        clip = super().__new__(cls, values)
+        clip.modalities = tuple(modalities)
+        return clip
+
+
+class AudioVisualClassifier(Pretrained):
+    """Serves an exported audio-visual model (``hparams/mbt.yaml``, ``hparams/late_fusion.yaml``).
+
+    ``classify_file`` reads a video file's sound and frames and classifies it as the
+    recipe's evaluation does (temporal crops of the training span, logits averaged).
+    A file without a video stream (an audio file too) is classified from its sound
+    alone, a video without sound from its frames alone; the result says which.
+
+    Example (a folder exported by the recipe)::
+
+        model = AudioVisualClassifier.from_hparams(source="results/mbt_base/1234/pretrained")
+        out_prob, score, index, label = result = model.classify_file("clip.mp4")
+        result.modalities  # ("audio", "video")
+    """
+
+    MODULES_NEEDED = ["embedding_model", "classifier"]
+    HPARAMS_NEEDED = ["label_keys", "modalities", "sample_rate", "clip_seconds", "eval_crops", "frames"]
+
+    def load_media(self, path):
+        """A file's waveform (or ``None``), its crops' uint8 frames (or ``None``), the crop starts and the
+        modalities used."""
+        path = str(path)
+        found = {"audio": True, "video": False}
+        if is_video(path):
+            info = probe_video(path)
+            found = {"audio": info["audio"] is not None, "video": info["video"] is not None}
+        used = tuple(m for m in self.hparams.modalities if found[m])
+        if not used:
+            raise ValueError(f"{path} has no {' and no '.join(self.hparams.modalities)} stream for this model")
+        if len(used) < len(self.hparams.modalities):
+            logger.info("%s: no %s stream; classified from its %s alone", path,
+                        " and ".join(m for m in self.hparams.modalities if m not in used), " and ".join(used))
+        duration = clip_duration(path)
+        starts = crop_starts(duration, self.hparams.clip_seconds, self.hparams.eval_crops)
+        wav = load_clip(path, self.hparams.sample_rate) if "audio" in used else None
+        frames = None
+        if "video" in used:
+            options = self.hparams.frames
+            frames = crop_frames(path, 0.0, duration, starts, self.hparams.clip_seconds, options["n_frames"],
+                                 FrameTransform(options["size"]), options["sampling"], options["stride"])
+        return wav, frames, starts, used
+
+    def classify_batch(self, wavs=None, wav_lens=None, frames=None, starts=None):
+        """Per head: log-probabilities ``[batch, C]``, best score, best index, best label.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor or None
+            ``[batch, samples]`` at the model's rate.
+        wav_lens : torch.Tensor or None
+            Relative lengths.
+        frames : torch.Tensor or None
+            uint8 ``[batch, n_crops, n_frames, 3, size, size]``.
+        starts : torch.Tensor or None
+            ``[batch, n_crops]`` crop starts in seconds (default: every crop at 0).
+        """
+        batch = (wavs if wavs is not None else frames).shape[0]
+        if starts is None:
+            starts = torch.zeros(batch, self.hparams.eval_crops)
+        if wavs is not None:
+            wavs = wavs.to(self.device).float()
+            wav_lens = torch.ones(batch, device=self.device) if wav_lens is None else wav_lens.to(self.device)
+        frames = None if frames is None else frames.to(self.device)
+        scores = self.mods.classifier(self.mods.embedding_model(wavs, wav_lens, frames, starts.to(self.device)))
+        scores = scores if isinstance(scores, dict) else {"label": scores}
+        results = {}
+        for key in self.hparams.label_keys:
+            out_prob = scores[key].squeeze(1)
+            score, index = torch.max(out_prob, dim=-1)
+            encoder = getattr(self.hparams, label_encoder_name(key))
+            results[key] = (out_prob, score, index, encoder.decode_torch(index))
+        return results
+
+    def classify_file(self, path):
+        """Classifies a video (or audio) file; returns a ``ClassifiedClip``, or one per head by name."""
+        wav, frames, starts, used = self.load_media(path)
+        results = self.classify_batch(
+            None if wav is None else wav.unsqueeze(0), None, None if frames is None else frames.unsqueeze(0),
+            torch.tensor([starts]),
+        )
+        clips = {key: ClassifiedClip(result, used) for key, result in results.items()}
+        return clips["label"] if list(clips) == ["label"] else clips
+
+    def forward(self, wavs=None, wav_lens=None, frames=None, starts=None):
+        """Runs the classification."""
+        return self.classify_batch(wavs, wav_lens, frames, starts)

@@ -59,54 +59,6 @@ class Classifier(nn.Module):
         return torch.log_softmax(self.out(self.dropout(self.norm(x))), dim=-1)
 
 
-class MultiHeadClassifier(nn.Module):
-    """Several named heads on one embedding (EPIC-Kitchens: verb and noun).
-
-    Arguments
-    ---------
-    input_size : int
-        Embedding size.
-    n_classes : dict or list
-        Head name -> number of classes, e.g. ``{verb: 97, noun: 300}``; a list of
-        names (or ``None`` sizes) leaves the sizes to ``set_n_classes``.
-    input_norm : bool
-        LayerNorm before each head.
-    dropout : float
-        Dropout on the embedding.
-
-    Example
-    -------
-    >>> heads = MultiHeadClassifier(16, {"verb": 4, "noun": 7})
-    >>> {name: out.shape for name, out in heads(torch.randn(2, 1, 16)).items()}
-    {'verb': torch.Size([2, 1, 4]), 'noun': torch.Size([2, 1, 7])}
-    """
-
-    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0):
-        super().__init__()
-        if not n_classes:
-            raise ValueError("n_classes must name at least one head")
-        sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
-        self.heads = nn.ModuleDict(
-            {str(name): Classifier(input_size, n, input_norm, dropout) for name, n in sizes.items()}
-        )
-
-    @property
-    def init_kwargs(self):
-        """The constructor arguments, with each head's current size (for the exported hparams)."""
-        first = next(iter(self.heads.values())).init_kwargs
-        sizes = {name: head.n_classes for name, head in self.heads.items()}
-        return dict(first, n_classes=sizes)
-
-    def set_n_classes(self, sizes):
-        """Sizes the named heads: ``{name: n_classes}``."""
-        for name, n_classes in sizes.items():
-            self.heads[name].set_n_classes(n_classes)
-
-    def forward(self, x):
-        """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""
-        return {name: head(x) for name, head in self.heads.items()}
-
-
 class ModalityClassifier(Classifier):
     """MBT's head: one linear layer shared by every modality's embedding (``[batch, M, dim]``).
 
@@ -131,8 +83,59 @@ class ModalityClassifier(Classifier):
         return torch.log_softmax(logits, dim=-1)
 
 
-def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0):
-    """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``.
+class MultiHeadClassifier(nn.Module):
+    """Several named heads on one embedding (EPIC-Kitchens: verb and noun).
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding size.
+    n_classes : dict or list
+        Head name -> number of classes, e.g. ``{verb: 97, noun: 300}``; a list of
+        names (or ``None`` sizes) leaves the sizes to ``set_n_classes``.
+    input_norm : bool
+        LayerNorm before each head.
+    dropout : float
+        Dropout on the embedding.
+    per_modality : bool
+        Each head a ``ModalityClassifier`` (audio-visual models with one embedding per modality).
+
+    Example
+    -------
+    >>> heads = MultiHeadClassifier(16, {"verb": 4, "noun": 7})
+    >>> {name: out.shape for name, out in heads(torch.randn(2, 1, 16)).items()}
+    {'verb': torch.Size([2, 1, 4]), 'noun': torch.Size([2, 1, 7])}
+    """
+
+    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0, per_modality=False):
+        super().__init__()
+        if not n_classes:
+            raise ValueError("n_classes must name at least one head")
+        sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
+        head = ModalityClassifier if per_modality else Classifier
+        self.per_modality = bool(per_modality)
+        self.heads = nn.ModuleDict({str(name): head(input_size, n, input_norm, dropout) for name, n in sizes.items()})
+
+    @property
+    def init_kwargs(self):
+        """The constructor arguments, with each head's current size (for the exported hparams)."""
+        first = next(iter(self.heads.values())).init_kwargs
+        sizes = {name: head.n_classes for name, head in self.heads.items()}
+        return dict(first, n_classes=sizes, per_modality=self.per_modality)
+
+    def set_n_classes(self, sizes):
+        """Sizes the named heads: ``{name: n_classes}``."""
+        for name, n_classes in sizes.items():
+            self.heads[name].set_n_classes(n_classes)
+
+    def forward(self, x):
+        """Returns a dict of log-probabilities ``[batch, 1, n_classes]``, one per head."""
+        return {name: head(x) for name, head in self.heads.items()}
+
+
+def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0, per_modality=False):
+    """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``;
+    with ``per_modality``, heads that take one embedding per modality (``ModalityClassifier``, MBT).
 
     Lets one hparams file serve single-head recipes and EPIC-Kitchens' verb and noun
     heads (``heads: [verb, noun]``, or with sizes ``{verb: 97, noun: 300}``). Sizes
@@ -142,7 +145,9 @@ def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, d
     -------
     >>> type(build_classifier(8, 3)).__name__, type(build_classifier(8, 3, {"verb": 2, "noun": 3})).__name__
     ('Classifier', 'MultiHeadClassifier')
+    >>> type(build_classifier(8, 3, per_modality=True)).__name__
+    'ModalityClassifier'
     """
     if heads:
-        return MultiHeadClassifier(input_size, heads, input_norm, dropout)
-    return Classifier(input_size, n_classes, input_norm, dropout)
+        return MultiHeadClassifier(input_size, heads, input_norm, dropout, per_modality)
+    return (ModalityClassifier if per_modality else Classifier)(input_size, n_classes, input_norm, dropout)

@@ -32,13 +32,24 @@ normalizer: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
     mean: {mean!r}
     std: {std!r}
 
+encoder: !new:{encoder_class}
+{encoder}
+{pipeline}
+{label_encoders}
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <encoder>
+        classifier: !ref <head>
+{loadables}
+"""
+
+#: Audio models: sliding windows over the file, window scores averaged.
+AUDIO_PIPELINE = """
 # Features are computed window by window by embedding_model, so the pipeline's first two steps pass
 # the waveform on unchanged.
 compute_features: !new:speechbrain_datar.inference.sliding_window.Unchanged
 mean_var_norm: !new:speechbrain_datar.inference.sliding_window.Unchanged
 
-encoder: !new:{encoder_class}
-{encoder}
 # Clips longer than the window are embedded window by window, {max_windows} windows at a time, so that
 # memory does not grow with the file; window scores are averaged.
 embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEmbedding
@@ -56,18 +67,38 @@ classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
     classifier: !ref <head>
     windows: !ref <embedding_model>
 
-{label_encoders}
 modules:
     compute_features: !ref <compute_features>
     mean_var_norm: !ref <mean_var_norm>
     embedding_model: !ref <embedding_model>
     classifier: !ref <classifier>
+"""
 
-pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
-    loadables:
-        embedding_model: !ref <encoder>
-        classifier: !ref <head>
-{loadables}
+#: Audio-visual models: temporal crops of the training span, sound and frames, logits averaged.
+AUDIO_VISUAL_PIPELINE = """
+modalities: {modalities}
+clip_seconds: {clip_seconds}
+eval_crops: {eval_crops}
+frames:
+{frames}
+frame_norm: !new:speechbrain_datar.dataio.frames.FrameNormalization
+    mean: {frame_mean}
+    std: {frame_std}
+
+embedding_model: !new:speechbrain_datar.inference.temporal_crops.CropEmbedding
+    encoder: !ref <encoder>
+    features: !ref <features>
+    normalizer: !ref <normalizer>
+    frame_norm: !ref <frame_norm>
+    sample_rate: !ref <sample_rate>
+    span_seconds: !ref <clip_seconds>
+
+# One head for every crop's and every modality's embedding; it averages their logits.
+head: !new:{head_class}
+{head}
+modules:
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <head>
 """
 
 
@@ -92,6 +123,7 @@ def export_classifier(
     sample_rate=16000,
     extra_files=None,
     max_windows=8,
+    audio_visual=None,
 ):
     """Writes the inference folder.
 
@@ -117,6 +149,10 @@ def export_classifier(
         ``{name: dict}`` written as JSON beside the model (e.g. test metrics, class names).
     max_windows : int
         Windows embedded per encoder call at most (bounds memory on long files).
+    audio_visual : dict or None
+        For an audio-visual encoder (``MBT``, ``LateFusion``): ``clip_seconds``, ``eval_crops``,
+        ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``) and ``frame_norm``; the folder
+        then serves ``AudioVisualClassifier``, which reads video files' frames too.
 
     Returns
     -------
@@ -138,9 +174,23 @@ def export_classifier(
         )
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
     single = list(label_encoders) == ["label"]
+    head_yaml = dict(head_class=_class_path(head), head=_indented_yaml(head.init_kwargs))
+    if audio_visual is None:
+        interface = "EncoderClassifier" if single else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
+        pipeline = AUDIO_PIPELINE.format(
+            window_frames=int(window_frames), hop_frames=int(hop_frames), max_windows=int(max_windows),
+            min_samples=int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0)), **head_yaml,
+        )
+    else:
+        interface = "speechbrain_datar.inference.interfaces.AudioVisualClassifier"
+        frame_norm = audio_visual["frame_norm"]
+        pipeline = AUDIO_VISUAL_PIPELINE.format(
+            modalities=list(encoder.modalities), clip_seconds=float(audio_visual["clip_seconds"]),
+            eval_crops=int(audio_visual["eval_crops"]), frames=_indented_yaml(audio_visual["frames"]),
+            frame_mean=frame_norm.mean.flatten().tolist(), frame_std=frame_norm.std.flatten().tolist(), **head_yaml,
+        )
     text = INFERENCE_TEMPLATE.format(
-        interface="EncoderClassifier" if single
-        else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier",
+        interface=interface,
         label_keys=list(label_encoders),
         sample_rate=int(sample_rate),
         features=_indented_yaml(feature_options),
@@ -148,12 +198,7 @@ def export_classifier(
         std=float(normalizer.std),
         encoder_class=_class_path(encoder),
         encoder=_indented_yaml(encoder.init_kwargs),
-        window_frames=int(window_frames),
-        hop_frames=int(hop_frames),
-        max_windows=int(max_windows),
-        min_samples=int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0)),
-        head_class=_class_path(head),
-        head=_indented_yaml(head.init_kwargs),
+        pipeline=pipeline,
         label_encoders="".join(blocks),
         loadables="".join(f"        {n}: !ref <{n}>\n" for n in encoder_names),
     )

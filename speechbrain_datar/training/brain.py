@@ -8,6 +8,7 @@ windows whose scores are averaged, exactly as the exported model does.
 
 hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``, ``modality_mixup``,
 ``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``, ``eval_max_windows``,
+``sample_rate``, ``clip_seconds``,
 ``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
 ``null`` when unused:
 
@@ -31,6 +32,7 @@ import torch
 
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
+from speechbrain_datar.inference.temporal_crops import embed_crops
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.training.metrics import ClassificationMetrics, drop_unsaved_epochs, write_test_reports
 
@@ -76,10 +78,14 @@ class AudioClassificationBrain(sb.Brain):
         self.train_seconds = None
 
     # ----------------------------------------------------------------- forward
+    def audio_features(self, wavs, lens):
+        """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase)."""
+        return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens)
+
     def compute_features(self, batch):
-        """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase) and lengths."""
+        """The batch's normalised features and their lengths."""
         wavs, lens = batch.sig
-        return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens), lens
+        return self.audio_features(wavs, lens), lens
 
     def _mixup(self, feats, lens, frames=None):
         """Mixup of the batch with a permutation of itself; with frames and ``modality_mixup``, each modality
@@ -99,22 +105,27 @@ class AudioClassificationBrain(sb.Brain):
         return feats, lens, frames
 
     def compute_frames(self, batch):
-        """The batch's normalised frames ``[batch, n_frames, 3, H, W]``, or ``None`` (audio-only batches)."""
+        """The batch's normalised frames ``[batch, n_frames, 3, H, W]`` (evaluation: ``[batch, n_crops, ...]``), or
+        ``None`` (audio-only batches)."""
         if not hasattr(batch, "frames"):
             return None
         return self.hparams.frame_norm(batch.frames.data)
 
     def compute_forward(self, batch, stage):
-        """Training: one embedding per (cropped) clip. Evaluation: averaged sliding windows (audio), or the clip
-        at once with its frames (audio-visual)."""
+        """Training: one embedding per (cropped) clip. Evaluation: averaged sliding windows (audio), or
+        temporal crops with their frames, logits averaged (audio-visual: MBT's protocol)."""
         batch = batch.to(self.device)
-        feats, lens = self.compute_features(batch)
         frames = self.compute_frames(batch)
+        if stage != sb.Stage.TRAIN and frames is not None:
+            wavs, lens = batch.sig
+            embeddings = embed_crops(self.modules.embedding_model, self.audio_features, wavs, lens, frames,
+                                     batch.crop_starts.data, self.hparams.sample_rate, self.hparams.clip_seconds)
+            return self.modules.classifier(embeddings)
+        feats, lens = self.compute_features(batch)
         if stage == sb.Stage.TRAIN:
             if self.hparams.feature_augment is not None:
                 feats, lens = self.hparams.feature_augment(feats, lens)
             feats, lens, frames = self._mixup(feats, lens, frames)
-        if stage == sb.Stage.TRAIN or frames is not None:
             media = {} if frames is None else {"frames": frames}
             return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
         window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames

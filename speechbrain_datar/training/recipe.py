@@ -96,8 +96,8 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         hparams["epoch_counter"].limit = schedule.total_epochs
     manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
     frames = {key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}
-    datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"],
-                              frames=dict(frames, n_frames=hparams["n_frames"]))
+    frames.update(n_frames=hparams["n_frames"], eval_crops=hparams["eval_crops"])
+    datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"], frames)
 
     brain = AudioClassificationBrain(
         modules=hparams["modules"],
@@ -132,11 +132,21 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
             max_windows=hparams["eval_max_windows"],
             sample_rate=hparams["sample_rate"],
             extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
+            audio_visual=audio_visual_export(hparams),
         )
         logger.info("exported the trained model to %s", folder)
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(brain.test_stats, f, indent=2)
     return brain
+
+
+def audio_visual_export(hparams):
+    """The evaluation protocol an exported audio-visual model follows (``None`` for audio models)."""
+    if not hparams["n_frames"]:
+        return None
+    frames = {key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}
+    return dict(clip_seconds=hparams["clip_seconds"], eval_crops=hparams["eval_crops"], frame_norm=hparams["frame_norm"],
+                frames=dict(frames, n_frames=hparams["n_frames"]))
 
 
 def resolve_hparams_file(path, overrides=None):

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.lobes.models.ast import ViTBlock
+from speechbrain_datar.lobes.models.ast import AST, ViTBlock
+from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
 from speechbrain_datar.nnet.masking import patches_within, valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
@@ -294,34 +295,47 @@ class MBT(nn.Module):
 
 
 class LateFusion(nn.Module):
-    """Any audio encoder of this package (DATAR, AST) beside a visual stream, fused late.
+    """An audio encoder of this package (DATAR, AST) beside MBT's visual stream, fused late.
 
     Returns one embedding per modality given, ``[batch, M, dim]``, for a
     ``ModalityClassifier`` (per-modality losses, averaged logits). An audio
-    embedding of another size is projected to the visual one's.
+    embedding of another size is projected to the visual one's. Built from plain
+    settings, so that hparams files and exported folders describe it as they do
+    every other encoder.
 
     Arguments
     ---------
-    audio_encoder : torch.nn.Module
-        ``audio_encoder(feats, lengths) -> [batch, 1, audio_dim]``.
-    video_encoder : MBT
-        A visual-only MBT (``modalities=("video",)``).
+    audio_encoder : str
+        ``"datar"`` or ``"ast"``.
+    audio_options : dict or None
+        The audio encoder's arguments (``preset``, ``n_mels``, ...).
+    video_options : dict or None
+        ``MBT``'s arguments for the visual stream (its ``modalities`` are ``("video",)``).
 
     Example
     -------
-    >>> from speechbrain_datar.lobes.models.datar import DATAR
-    >>> video = MBT("micro", modalities=("video",), n_frames=2, image_size=32)
-    >>> model = LateFusion(DATAR("micro", n_mels=32), video).eval()
+    >>> model = LateFusion("datar", {"preset": "micro", "n_mels": 32},
+    ...                    {"preset": "micro", "n_frames": 2, "image_size": 32}).eval()
     >>> model(torch.randn(2, 64, 32), torch.ones(2), frames=torch.randn(2, 2, 3, 32, 32)).shape
     torch.Size([2, 2, 32])
     """
 
-    def __init__(self, audio_encoder, video_encoder):
+    def __init__(self, audio_encoder="datar", audio_options=None, video_options=None):
         super().__init__()
-        self.audio_encoder, self.video_encoder = audio_encoder, video_encoder
-        self.embedding_dim = video_encoder.embedding_dim
-        audio_dim = audio_encoder.embedding_dim
+        self.init_kwargs = record_init_kwargs(locals())
+        encoders = {"datar": DATAR, "ast": AST}
+        if audio_encoder not in encoders:
+            raise ValueError(f"audio_encoder must be one of {sorted(encoders)}, got {audio_encoder!r}")
+        self.audio_encoder = encoders[audio_encoder](**(audio_options or {}))
+        self.video_encoder = MBT(**dict(video_options or {}, modalities=("video",)))
+        self.modalities = MODALITIES
+        self.embedding_dim = self.video_encoder.embedding_dim
+        audio_dim = self.audio_encoder.embedding_dim
         self.project = nn.Identity() if audio_dim == self.embedding_dim else nn.Linear(audio_dim, self.embedding_dim)
+
+    def set_time_resolution(self, factor=1, patch_resize=None):
+        """Coarse-to-fine training changes the audio encoder only."""
+        self.audio_encoder.set_time_resolution(factor, patch_resize)
 
     def forward(self, feats=None, lengths=None, frames=None):
         """Audio then video embedding, for the modalities given."""
@@ -333,3 +347,24 @@ class LateFusion(nn.Module):
         if not rows:
             raise ValueError("LateFusion needs the spectrogram, the frames, or both")
         return torch.cat(rows, dim=1)
+
+
+def audio_visual_encoder(audio_stream="mbt", audio_options=None, **mbt_options):
+    """The audio-visual encoder of ``hparams/mbt.yaml``: ``MBT`` with its own audio stream, or with
+    ``audio_stream: datar`` (or ``ast``) that encoder beside MBT's visual stream (``LateFusion``).
+
+    ``mbt_options`` are ``MBT``'s arguments; the audio encoder gets ``n_mels`` (and AST
+    its ``target_length``) from them, and ``audio_options`` on top.
+
+    Example
+    -------
+    >>> sizes = dict(preset="micro", n_mels=32, audio_frames=64, n_frames=2, image_size=32)
+    >>> type(audio_visual_encoder(**sizes)).__name__, type(audio_visual_encoder("datar", {"preset": "micro"}, **sizes)).__name__
+    ('MBT', 'LateFusion')
+    """
+    if audio_stream == "mbt":
+        return MBT(**mbt_options)
+    audio = {"n_mels": mbt_options.get("n_mels", 128)}
+    if audio_stream == "ast":
+        audio["target_length"] = mbt_options.get("audio_frames", 800)
+    return LateFusion(audio_stream, dict(audio, **(audio_options or {})), mbt_options)
