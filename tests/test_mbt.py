@@ -217,11 +217,15 @@ def test_equals_a_restatement_of_scenics_encoder(fusion, fusion_layer):
 
 @pytest.mark.slow
 def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
-    """The shared Brain with frames: modality mixup, per-modality losses, averaged logits in evaluation."""
+    """The shared Brain with frames: modality mixup, per-modality losses, coarse-to-fine on the audio stream,
+    and a killed run that resumes in its phase."""
     import json
     import os
+    import re
     import subprocess
     import sys
+
+    from conftest import kill_after_first_checkpoint
 
     from speechbrain_datar.dataio.synthetic import AUDIO_VISUAL_CLASSES, make_vggsound_like
 
@@ -231,21 +235,24 @@ def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
     out = tmp_path / "exp"
     cmd = [sys.executable, os.path.join(root, "recipes", "VGGSound", "train.py"), os.path.join(root, "hparams", "mbt.yaml"),
            f"--data_folder={os.path.dirname(data['csv'])}", f"--output_folder={out}", "--preset=micro",
-           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--frame_size=32", "--n_frames=2", "--batch_size=4",
-           "--number_of_epochs=2", "--lr=0.001", "--num_workers=0", "--valid_ratio=0.25", "--modality_mixup=True",
-           "--stats_max_clips=8"]
+           "--clip_seconds=1.0", "--frame_size=32", "--n_frames=2", "--batch_size=4", "--lr=0.001", "--num_workers=0",
+           "--valid_ratio=0.25", "--modality_mixup=True", "--stats_max_clips=8",
+           "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]"]
+    kill_after_first_checkpoint(cmd, root, str(out))
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    log = open(out / "train_log.txt").read()
+    assert re.findall(r"epoch: (\d+), .*phase: (\d+), factor: (\d+)", log) == [("1", "1", "4"), ("2", "2", "1")]
+    exported = torch.load(out / "pretrained" / "embedding_model.ckpt")
+    assert exported["pos_embed.audio"].shape[1] == 1 + 8 * 6  # 128 mel bins, 101 frames: the full grid again
+    metrics = json.load(open(out / "test_metrics.json"))
+    assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
     # one pooled output for two differently mixed modalities has no target: refused, in one line
-    pooled = [arg.replace(str(out), str(tmp_path / "pooled")) for arg in cmd]
-    pooled += ["--pooling=mean", "--mixup_alpha=0.3", "--mixup_prob=1.0"]
+    pooled = [arg.replace(str(out), str(tmp_path / "pooled")) for arg in cmd[:-1]]
+    pooled += ["--pooling=mean", "--mixup_alpha=0.3", "--mixup_prob=1.0", "--number_of_epochs=1"]
     refused = subprocess.run(pooled, cwd=root, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0 and "modality_mixup needs one output per modality" in refused.stderr
     assert "Traceback" not in refused.stderr
-    metrics = json.load(open(out / "test_metrics.json"))
-    assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
-    log = open(out / "train_log.txt").read()
-    assert "epoch: 2," in log and "lr: " in log
 
 
 def test_evaluation_averages_the_logits_of_crops_spread_over_the_clip():
