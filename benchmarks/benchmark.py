@@ -11,6 +11,8 @@ matmul's, measured in the same run).
     python benchmarks/benchmark.py --device cuda --json results.json --plot results.png
     python benchmarks/benchmark.py --hf-ast                 # also transformers' ASTModel, if installed
     python benchmarks/benchmark.py --compile --seconds ""   # also torch.compile (slow to compile)
+    python benchmarks/benchmark.py --models datar-tiny,datar-tiny-r2,datar-tiny-r4,ast --no-train
+                                                            # sub-sampled offsets (offset_strides r = 2, 4)
 
 Each peak-memory point is measured in a fresh process (CPU: peak resident memory
 above the process's state after building the model and the input; CUDA: peak
@@ -43,7 +45,8 @@ def build(name, seconds=10):
     if name.startswith("datar-"):
         from speechbrain_datar.lobes.models.datar import DATAR
 
-        return DATAR(name.split("-", 1)[1], n_mels=N_MELS, reference_frames=1024)
+        preset, _, stride = name.split("-", 1)[1].partition("-r")  # datar-tiny-r2: offset_strides=2
+        return DATAR(preset, n_mels=N_MELS, reference_frames=1024, offset_strides=int(stride or 1))
     if name == "ast":
         from speechbrain_datar.lobes.models.ast import AST
 
@@ -284,6 +287,7 @@ def run(args):
                 x = torch.randn(1, frames(seconds), N_MELS, device=device)
                 repeats = args.repeats if seconds <= 10 else max(1, args.repeats // 3)
                 per_length[seconds] = {
+                    "gmacs": count_macs(model, x) / 1e9,
                     "infer_s": inference_time(model, x, device, repeats) if seconds <= 20 else
                     timed(lambda: _no_grad(model, x), device, repeats, warmup=1),
                     "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
@@ -295,11 +299,13 @@ def run(args):
         rows = []
         for name, per_length in results["lengths"].items():
             first, last = per_length[args.seconds[0]], per_length[args.seconds[-1]]
-            rows.append([name] + [f"{per_length[s]['infer_s']:.2f} s / {per_length[s]['peak_mib']:.0f} MiB" for s in args.seconds]
-                        + [f"{last['infer_s'] / first['infer_s']:.1f}x / {last['peak_mib'] / first['peak_mib']:.1f}x"])
+            rows.append([name] + [f"{per_length[s]['gmacs']:.1f} / {per_length[s]['infer_s']:.2f} s / "
+                                  f"{per_length[s]['peak_mib']:.0f} MiB" for s in args.seconds]
+                        + [f"{last['gmacs'] / first['gmacs']:.1f}x / {last['infer_s'] / first['infer_s']:.1f}x / "
+                           f"{last['peak_mib'] / first['peak_mib']:.1f}x"])
         print()
-        print("inference time / peak memory against clip length (batch 1):")
-        growth = f"growth {args.seconds[0]}->{args.seconds[-1]} s (time / memory)"
+        print("GMACs / inference time / peak memory against clip length (batch 1):")
+        growth = f"growth {args.seconds[0]}->{args.seconds[-1]} s (MACs / time / memory)"
         print(table(["model"] + [f"{s} s" for s in args.seconds] + [growth], rows))
 
     write_json(args.json, results)

@@ -67,14 +67,16 @@ def _centres(size):
     return (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
 
 
-def _deformable_attention(x, sd, key, heads, groups, range_factor):
+def deformable_attention(x, sd, key, heads, groups, range_factor, stride=1):
+    """DAT v1's DAttentionBaseline on a channels-first map; ``stride`` is its reference-point stride ``r``
+    (the offset network's convolution stride: keys on a grid ``r`` times coarser)."""
     batch, channels, height, width = x.shape
     group_channels = channels // groups
     q = _pointwise(x, sd, f"{key}.proj_q")
     offsets = q.reshape(batch * groups, group_channels, height, width)
     kernel = sd[f"{key}.conv_offset.0.weight"]
-    offsets = F.conv2d(offsets, kernel, sd[f"{key}.conv_offset.0.bias"], padding=kernel.shape[-1] // 2,
-                       groups=group_channels)
+    offsets = F.conv2d(offsets, kernel, sd[f"{key}.conv_offset.0.bias"], stride=stride,
+                       padding=kernel.shape[-1] // 2, groups=group_channels)
     offsets = F.gelu(_ln(offsets, sd, f"{key}.conv_offset.1.norm"))
     offsets = F.conv2d(offsets, sd[f"{key}.conv_offset.3.weight"])
     key_h, key_w = offsets.shape[-2:]
@@ -111,7 +113,7 @@ def dat_v1_features(sd, images, config=TINY, window=7, range_factor=2.0):
             key = f"stages.{i}"
             h = _ln(x, sd, f"{key}.layer_norms.{2 * d}.norm")
             if kind == "D":
-                h = _deformable_attention(h, sd, f"{key}.attns.{d}", heads, config["groups"][i], range_factor)
+                h = deformable_attention(h, sd, f"{key}.attns.{d}", heads, config["groups"][i], range_factor)
             else:
                 h = _window_attention(h, sd, f"{key}.attns.{d}", heads, window, math.ceil(window / 2) if kind == "S" else 0)
             x = x + h

@@ -148,3 +148,40 @@ def test_rejects_inconsistent_configuration():
         DeformableAttention(12, num_heads=4, num_groups=3, bias_table_size=(4, 4))
     with pytest.raises(ValueError, match="grid_convention"):
         DeformableAttention(12, 4, 2, (4, 4), grid_convention="other")
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4])
+def test_dat_v1_with_reference_point_stride_equals_dats_own(stride):
+    """DAT's ``strides`` setting (r): offsets and keys on a grid r times coarser, here on a 7 x 10 map that no
+    r divides; the same weights through the DAT v1 restatement give the same output."""
+    from dat_v1_reference import deformable_attention
+
+    attn = randomise_offsets(make("dat_v1", stride=stride, table=(7, 10)), std=0.5).eval()
+    with torch.no_grad():
+        attn.rpe_table.normal_(std=0.5)
+    sd = {f"a.proj_{name}.{part}": getattr(getattr(attn, f"proj_{name}"), part) for name in ("q", "k", "v", "out")
+          for part in ("weight", "bias")}
+    generator = attn.offset_generator
+    sd.update({"a.conv_offset.0.weight": generator[0].weight, "a.conv_offset.0.bias": generator[0].bias,
+               "a.conv_offset.1.norm.weight": generator[1].weight, "a.conv_offset.1.norm.bias": generator[1].bias,
+               "a.conv_offset.3.weight": generator[3].weight, "a.rpe_table": attn.rpe_table})
+    x = torch.randn(2, 7, 10, 12)
+    with torch.no_grad():
+        ours = attn(x)
+        theirs = deformable_attention(x.permute(0, 3, 1, 2), sd, "a", 4, 2, attn.offset_range_factor, stride)
+    assert ours.shape == x.shape
+    assert torch.allclose(ours, theirs.permute(0, 2, 3, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_a_clips_output_does_not_depend_on_its_batch_with_subsampled_offsets(stride):
+    attn = randomise_offsets(make(stride=stride, table=(6, 11)), std=0.5).eval()
+    x = torch.randn(1, 6, 7, 12)
+    padded = torch.zeros(1, 6, 11, 12)  # DATAR zeroes what lies beyond a clip
+    padded[:, :, :7] = x
+    mask = torch.zeros(1, 6, 11, dtype=torch.bool)
+    mask[:, :, :7] = True
+    with torch.no_grad():
+        alone = attn(x)
+        together = attn(torch.cat((torch.randn(1, 6, 11, 12), padded)), torch.cat((torch.ones_like(mask), mask)))
+    assert torch.allclose(together[1, :, :7], alone[0], atol=1e-4)

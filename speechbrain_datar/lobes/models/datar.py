@@ -211,7 +211,12 @@ class DATAR(nn.Module):
     offset_range_factor : float or list
         ``s`` of the deformable blocks (per stage or one value).
     offset_strides : int or list
-        Reference-grid down-sampling ``r`` per stage.
+        Reference-point stride ``r`` of the deformable blocks (DAT's ``strides``): offsets
+        and keys on a grid ``r`` times coarser, ``r**2`` times fewer keys per query. A list
+        sets each stage exactly; one number applies to every stage, capped so that at
+        least two rows of keys remain (128 mel bins: ``4`` gives 4 in the third stage, 8
+        rows high, and 2 in the fourth, 4 rows high). The DATAR paper's offset network
+        works "in 4x subsampled tokens": ``offset_strides=2``. Default 1, DAT-T's setting.
     offset_kernel_sizes : int or list
         Kernel of the offset network's depthwise convolution per stage.
     drop_rate, attn_drop_rate : float
@@ -258,6 +263,7 @@ class DATAR(nn.Module):
         if not deformable:
             spec = [["L" if b == "D" else b for b in stage] for stage in spec]
         ranges = _per_stage(offset_range_factor, num_stages, "offset_range_factor")
+        capped = isinstance(offset_strides, int)  # one number: capped per stage by the map's height
         strides = _per_stage(offset_strides, num_stages, "offset_strides")
         kernels = _per_stage(offset_kernel_sizes, num_stages, "offset_kernel_sizes")
 
@@ -283,7 +289,8 @@ class DATAR(nn.Module):
                 if kind == "D":
                     attention = DeformableAttention(
                         dims[i], heads[i], groups[i], (map_h, map_w),
-                        offset_range_factor=ranges[i], offset_stride=strides[i],
+                        offset_range_factor=ranges[i],
+                        offset_stride=min(strides[i], max(1, map_h // 2)) if capped else strides[i],
                         offset_kernel_size=kernels[i], attn_drop=attn_drop_rate,
                         proj_drop=drop_rate, grid_convention=grid_convention,
                         query_chunk_size=query_chunk_size,
