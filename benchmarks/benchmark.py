@@ -101,8 +101,26 @@ def matmul_gflops(device, size=2048, repeats=10):
     return 2 * size**3 / seconds / 1e9
 
 
+def flop_counter():
+    """``FlopCounterMode`` that also counts scaled-dot-product attention on the CPU: torch's counter knows
+    only the CUDA kernels of ``F.scaled_dot_product_attention`` and counts the CPU one as zero."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    })
+
+
 def count_macs(model, feats):
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), flop_counter() as counter:
         model(feats)
     return counter.get_total_flops() / 2
 

@@ -26,10 +26,9 @@ import tempfile
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, machine, table, write_json  # noqa: E402
+from benchmark import build, flop_counter, machine, table, write_json  # noqa: E402
 
 from speechbrain_datar.lobes.features import Fbank  # noqa: E402
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule  # noqa: E402
@@ -63,7 +62,7 @@ def step_cost(name, compression, factor, batch, repeats):
         loss.backward()
         optimizer.step()
 
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step()
     times = []
     for _ in range(repeats):

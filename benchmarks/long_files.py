@@ -10,7 +10,15 @@ the real-time factor (audio seconds per second of computation).
 ``--whole`` also measures the previous way for comparison: the features of the
 whole file at once and every window through the encoder in one call.
 
+``--files`` classifies wav files on disk with ``classify_file`` instead: the way
+``EncoderClassifier`` does it (the whole file decoded, then its windows) against
+``AudioClassifier``'s stream (decoded block by block while the windows are
+embedded), for each hop (``--hops``, frames; 1001 = the window, no overlap) and
+number of windows per encoder call (``--max-windows``). Memory is then the peak
+above the loaded model, waveform included.
+
     python benchmarks/long_files.py --presets micro,tiny --minutes 10,60 --json docs/long_files_cpu.json
+    python benchmarks/long_files.py --files --presets tiny --minutes 10,60 --hops 1001,501 --max-windows 8,16
 """
 
 import argparse
@@ -30,7 +38,7 @@ SAMPLE_RATE = 16000
 FEATURES = {"sample_rate": SAMPLE_RATE, "n_mels": 128, "n_fft": 512, "win_length": 25, "hop_length": 10}
 
 
-def export(preset, folder):
+def export(preset, folder, hop_frames=501, max_windows=8):
     """A randomly initialised DATAR of ``preset``, exported as the recipes do."""
     from speechbrain.dataio.encoder import CategoricalEncoder
 
@@ -45,17 +53,34 @@ def export(preset, folder):
     encoder = DATAR(preset, reference_frames=1001).eval()
     return export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 309).eval(),
                              normalizer=DatasetNormalization(mean=-5.0, std=4.0), label_encoders={"label": labels},
-                             feature_options=FEATURES, window_frames=1001, hop_frames=501)
+                             feature_options=FEATURES, window_frames=1001, hop_frames=hop_frames,
+                             max_windows=max_windows)
 
 
-def measure(folder, minutes, whole):
-    """Peak memory above model and waveform (MiB) and real-time factor, in this (fresh) process."""
+def write_recording(path, minutes):
+    """``minutes`` of noise as a 16 kHz wav file, written a minute at a time."""
+    import soundfile
+
+    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
+        for _ in range(int(minutes)):
+            f.write((0.1 * torch.randn(60 * SAMPLE_RATE)).clamp(-1, 1).numpy())
+    return path
+
+
+def measure(folder, minutes, way, path=None):
+    """Peak memory (MiB) above the loaded model (and, for ``chunked`` and ``whole``, the waveform) and the
+    real-time factor, in this (fresh) process. ``way``: ``chunked`` / ``whole`` (a waveform in memory),
+    ``file`` (``EncoderClassifier.classify_file``) or ``streamed`` (``AudioClassifier.classify_file``)."""
     import gc
 
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    classifier = EncoderClassifier.from_hparams(source=folder, savedir=os.path.join(folder, ".loaded"))
-    wav = 0.1 * torch.randn(1, int(minutes * 60 * SAMPLE_RATE))
+    from speechbrain_datar.inference.interfaces import AudioClassifier
+
+    interface = AudioClassifier if way == "streamed" else EncoderClassifier
+    classifier = interface.from_hparams(source=folder, savedir=os.path.join(folder, ".loaded"))
+    whole = way == "whole"
+    wav = 0.1 * torch.randn(1, int(minutes * 60 * SAMPLE_RATE)) if way in ("chunked", "whole") else None
     windows = classifier.mods.embedding_model
     gc.collect()
     base = _rss_kib("VmRSS:")
@@ -70,8 +95,10 @@ def measure(folder, minutes, whole):
             embeddings, valid = sliding_window_embeddings(windows.encoder, feats, None, windows.window_frames,
                                                           windows.hop_frames)
             classifier.mods.classifier.classifier(embeddings)
-        else:
+        elif wav is not None:
             classifier.classify_batch(wav)
+        else:
+            classifier.classify_file(path)
     seconds = time.perf_counter() - start
     return {"peak_mib": (_rss_kib("VmHWM:") - base) / 1024, "seconds": seconds, "realtime": minutes * 60 / seconds}
 
@@ -82,13 +109,18 @@ def main(argv=None):
     parser.add_argument("--minutes", default="10,60", type=lambda s: [float(m) for m in s.split(",")])
     parser.add_argument("--whole", action="store_true", help="also measure whole-file features and all windows at once")
     parser.add_argument("--whole-minutes", default="10,30", type=lambda s: [float(m) for m in s.split(",")])
+    parser.add_argument("--files", action="store_true", help="classify wav files: whole-file decoding vs streamed")
+    parser.add_argument("--hops", default="501", type=lambda s: [int(h) for h in s.split(",")])
+    parser.add_argument("--max-windows", default="8", type=lambda s: [int(m) for m in s.split(",")])
     parser.add_argument("--json", help="write the measurements here")
-    parser.add_argument("--measure", nargs=3, metavar=("FOLDER", "MINUTES", "WHOLE"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=4, metavar=("FOLDER", "MINUTES", "WAY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        folder, minutes, whole = args.measure
-        print(json.dumps(measure(folder, float(minutes), whole == "1")))
+        folder, minutes, way, path = args.measure
+        print(json.dumps(measure(folder, float(minutes), way, path)))
         return None
+    if args.files:
+        return measure_files(args)
     results = {"machine": machine(torch.device("cpu")), "points": []}
     print("machine:", json.dumps(results["machine"]))
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +128,8 @@ def main(argv=None):
             folder = export(preset, os.path.join(tmp, preset))
             runs = [(m, False) for m in args.minutes] + ([(m, True) for m in args.whole_minutes] if args.whole else [])
             for minutes, whole in runs:
-                command = [sys.executable, os.path.abspath(__file__), "--measure", folder, str(minutes), str(int(whole))]
+                way = "whole" if whole else "chunked"
+                command = [sys.executable, os.path.abspath(__file__), "--measure", folder, str(minutes), way, "-"]
                 out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 point = dict(json.loads(out), preset=preset, minutes=minutes, way="whole file" if whole else "chunked")
                 results["points"].append(point)
@@ -112,6 +145,36 @@ def main(argv=None):
             first, last = chunked[0], chunked[-1]
             print(f"{preset}: peak at {last['minutes']:g} min / at {first['minutes']:g} min = "
                   f"{last['peak_mib'] / first['peak_mib']:.2f}")
+    write_json(args.json, results)
+    return results
+
+
+def measure_files(args):
+    """``classify_file`` on wav files: ``EncoderClassifier`` (whole file) against ``AudioClassifier`` (streamed)."""
+    results = {"machine": machine(torch.device("cpu")), "files": []}
+    print("machine:", json.dumps(results["machine"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {m: write_recording(os.path.join(tmp, f"{m:g}min.wav"), m) for m in args.minutes}
+        for preset in args.presets:
+            for hop in args.hops:
+                for max_windows in args.max_windows:
+                    folder = export(preset, os.path.join(tmp, f"{preset}_{hop}_{max_windows}"), hop, max_windows)
+                    for minutes in args.minutes:
+                        for way in ("file", "streamed"):
+                            command = [sys.executable, os.path.abspath(__file__), "--measure", folder, str(minutes),
+                                       way, paths[minutes]]
+                            out = subprocess.run(command, capture_output=True, text=True, check=True)
+                            point = dict(json.loads(out.stdout.strip().splitlines()[-1]), preset=preset, hop=hop,
+                                         max_windows=max_windows, minutes=minutes, way=way)
+                            results["files"].append(point)
+                            print(f"{preset} hop {hop} x{max_windows} {minutes:g} min {way}: {point['peak_mib']:.0f} MiB, "
+                                  f"{point['realtime']:.1f}x real time", flush=True)
+    rows = [[p["preset"], "window" if p["hop"] == 1001 else f"{p['hop']} frames", p["max_windows"], f"{p['minutes']:g} min",
+             "EncoderClassifier (whole file)" if p["way"] == "file" else "AudioClassifier (streamed)",
+             f"{p['peak_mib']:.0f}", f"{p['realtime']:.1f}x"] for p in results["files"]]
+    print()
+    print(table(["preset", "hop", "windows per call", "file", "classify_file", "peak MiB above model", "real time"],
+                rows))
     write_json(args.json, results)
     return results
 

@@ -109,6 +109,21 @@ def clip_duration(path):
     return round(int(round(seconds * rate)) / rate, 4)
 
 
+def audio_samples(path):
+    """The sample rate of a file's sound and how many samples it holds (the decoder may give a few fewer).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+    >>> soundfile.write(path, np.zeros(12345), 16000)
+    >>> audio_samples(path)
+    (16000, 12345)
+    """
+    rate, _, seconds, _ = _audio_facts(path)
+    return int(rate), int(round(seconds * rate))
+
+
 def _audio_facts(path, need_video=False):
     """Sample rate, channels and seconds of a file's audio, and the seconds of its video stream (with
     ``need_video``; else ``None``)."""

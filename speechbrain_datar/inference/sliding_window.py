@@ -19,8 +19,14 @@ import copy
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
+
+
+#: A file that needs this many encoder calls or more shows a progress bar (about 13 minutes at 8 windows of
+#: 10 s every 5 s).
+PROGRESS_AFTER_CHUNKS = 20
 
 
 def windows_per_clip(frames, window, hop):
@@ -66,12 +72,16 @@ class WaveformFrames:
 
     Arguments
     ---------
-    wavs : torch.Tensor
-        ``[batch, samples]``.
+    wavs : torch.Tensor or StreamedAudio
+        ``[batch, samples]``, or a source of samples (``read(first, last)``, ``n_samples``,
+        ``batch``) such as ``speechbrain_datar.dataio.streaming.StreamedAudio``, which decodes
+        a file as the frames are asked for.
     features : speechbrain.lobes.features.Fbank
         The feature extractor (its STFT must be centred, SpeechBrain's default).
     normalizer : callable or None
         Applied to each chunk of features (``normalizer(feats, lengths)``).
+    device : str or torch.device or None
+        Where a source's samples go (a tensor's stay where they are).
 
     A chunk holding NaN or infinite samples raises ``ValueError``.
 
@@ -84,22 +94,26 @@ class WaveformFrames:
     True
     """
 
-    def __init__(self, wavs, features, normalizer=None):
+    def __init__(self, wavs, features, normalizer=None, device=None):
         stft = features.compute_STFT
         self.wavs, self.normalizer = wavs, normalizer
         self.hop, self.half = stft.hop_length, stft.n_fft // 2
         self.uncentred = copy.deepcopy(features)
         self.uncentred.compute_STFT.center = False
-        self.batch, self.n_frames = wavs.shape[0], wavs.shape[1] // self.hop + 1
-        self.device = wavs.device
+        streamed = not isinstance(wavs, torch.Tensor)
+        self.n_samples = wavs.n_samples if streamed else wavs.shape[1]
+        self.batch = wavs.batch if streamed else wavs.shape[0]
+        self.n_frames = self.n_samples // self.hop + 1
+        self.device = torch.device(device or "cpu") if streamed else wavs.device
+        self.samples = (lambda lo, hi: wavs.read(lo, hi).to(self.device)) if streamed else (lambda lo, hi: wavs[:, lo:hi])
 
     def frames(self, start, stop):
         """Frames ``[start, stop)`` of every waveform, ``[batch, stop - start, n_mels]``."""
         first, last = start * self.hop - self.half, (stop - 1) * self.hop + self.half
-        span = self.wavs.new_zeros(self.batch, last - first)
-        lo, hi = max(first, 0), min(last, self.wavs.shape[1])
+        span = torch.zeros(self.batch, last - first, device=self.device)
+        lo, hi = max(first, 0), min(last, self.n_samples)
         if hi > lo:
-            span[:, lo - first : hi - first] = self.wavs[:, lo:hi]
+            span[:, lo - first : hi - first] = self.samples(lo, hi)
         # Checked span by span: a whole-file isfinite would build temporaries the size of the file.
         if not bool(torch.isfinite(span).all()):
             raise ValueError("the audio holds NaN or infinite samples")
@@ -154,7 +168,9 @@ def sliding_window_embeddings(encoder, feats, lengths, window, hop, max_windows=
     window_frames = torch.clamp(frames[:, None] - starts[None, :], min=1, max=span)
     step = n_windows if not max_windows else max(1, int(max_windows) // batch)
     out = None
-    for first in range(0, n_windows, step):
+    chunks = range(0, n_windows, step)
+    for first in tqdm(chunks, desc="windows", unit="chunk", disable=len(chunks) < PROGRESS_AFTER_CHUNKS,
+                      dynamic_ncols=True):
         last = min(first + step, n_windows)
         cuts = source.frames(first * hop, (last - 1) * hop + span).unfold(1, span, hop).permute(0, 1, 3, 2)
         chosen = valid[:, first:last]
@@ -281,9 +297,12 @@ class SlidingWindowEmbedding(nn.Module):
     def check_waveforms(self, wavs, lengths):
         """Refuses waveforms a model cannot be asked about: empty or too short (NaN and inf samples are
         refused as their chunks are read)."""
-        if wavs.dim() != 2:
+        if not isinstance(wavs, torch.Tensor):  # a stream of samples
+            samples = wavs.n_samples
+        elif wavs.dim() != 2:
             raise ValueError(f"expected waveforms [batch, samples], got shape {tuple(wavs.shape)}")
-        samples = wavs.shape[1] if lengths is None else torch.round(lengths * wavs.shape[1]).min().item()
+        else:
+            samples = wavs.shape[1] if lengths is None else torch.round(lengths * wavs.shape[1]).min().item()
         if samples < self.min_samples:
             raise ValueError(
                 f"audio of {int(samples)} samples is too short to classify: "
@@ -291,10 +310,12 @@ class SlidingWindowEmbedding(nn.Module):
             )
 
     def forward(self, inputs, lengths=None):
-        """Embeds each window of features, or of waveforms when this module has ``features``."""
+        """Embeds each window of features, or of waveforms (a tensor, or a ``StreamedAudio``) when this module
+        has ``features``."""
         if self.features is not None:
             self.check_waveforms(inputs, lengths)
-            inputs = WaveformFrames(inputs, self.features, self.normalizer)
+            device = next(self.encoder.parameters()).device
+            inputs = WaveformFrames(inputs, self.features, self.normalizer, device)
         embeddings, self.window_valid = sliding_window_embeddings(
             self.encoder, inputs, lengths, self.window_frames, self.hop_frames, self.max_windows
         )
