@@ -165,11 +165,12 @@ def measure_files(args):
                                        way, paths[minutes]]
                             out = subprocess.run(command, capture_output=True, text=True, check=True)
                             point = dict(json.loads(out.stdout.strip().splitlines()[-1]), preset=preset, hop=hop,
-                                         max_windows=max_windows, minutes=minutes, way=way)
+                                         max_windows=max_windows, minutes=minutes, way=way,
+                                         windows_per_call=max_windows if way == "file" else 1)  # CPU default
                             results["files"].append(point)
                             print(f"{preset} hop {hop} x{max_windows} {minutes:g} min {way}: {point['peak_mib']:.0f} MiB, "
                                   f"{point['realtime']:.1f}x real time", flush=True)
-    rows = [[p["preset"], "window" if p["hop"] == 1001 else f"{p['hop']} frames", p["max_windows"], f"{p['minutes']:g} min",
+    rows = [[p["preset"], "window" if p["hop"] == 1001 else f"{p['hop']} frames", p["windows_per_call"], f"{p['minutes']:g} min",
              "EncoderClassifier (whole file)" if p["way"] == "file" else "AudioClassifier (streamed)",
              f"{p['peak_mib']:.0f}", f"{p['realtime']:.1f}x"] for p in results["files"]]
     print()
