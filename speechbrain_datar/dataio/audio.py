@@ -98,28 +98,20 @@ def clip_duration(path):
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
     >>> soundfile.write(path, np.zeros(12345), 16000)
-    >>> clip_duration(path)
-    0.7716
+    >>> clip_duration(path), audio_samples(path)
+    (0.7716, (16000, 12345))
     """
     if is_video(path):
         info = probe_video(path)
         if info["audio"] is None and info["video"] is not None:
             return round(info["video"]["duration"] or info["duration"], 4)
-    rate, _, seconds, _ = _audio_facts(path)
-    return round(int(round(seconds * rate)) / rate, 4)
+    rate, samples = audio_samples(path)
+    return round(samples / rate, 4)
 
 
 def audio_samples(path):
-    """The sample rate of a file's sound and how many samples it holds (the decoder may give a few fewer).
-
-    Example
-    -------
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
-    >>> soundfile.write(path, np.zeros(12345), 16000)
-    >>> audio_samples(path)
-    (16000, 12345)
-    """
+    """The sample rate of a file's sound and how many samples it holds (the decoder may give a few fewer);
+    ``clip_duration``'s example shows both."""
     rate, _, seconds, _ = _audio_facts(path)
     return int(rate), int(round(seconds * rate))
 
