@@ -325,6 +325,15 @@ def adapt_position_embedding(grid, f_dim, t_dim):
     return grid[0]
 
 
+def _square_grid(positions, name):
+    """``[1, n*n, dim]`` patch positions -> ``[dim, n, n]``."""
+    side = int(math.isqrt(positions.shape[1]))
+    if side * side != positions.shape[1]:
+        raise CheckpointLayoutError(f"{name}: a ViT's positional embedding must cover a square grid, "
+                                    f"got {positions.shape[1]} patches")
+    return positions[0].t().reshape(-1, side, side)
+
+
 def import_ast(model, checkpoint, head=None, source_name="ViT/AST checkpoint"):
     """Loads ViT/DeiT (timm naming) or official AST weights into an ``AST`` model.
 
@@ -371,8 +380,7 @@ def import_ast(model, checkpoint, head=None, source_name="ViT/AST checkpoint"):
                 f"{f_dim} x {t_dim} (build it with the checkpoint's n_mels, target_length and strides)"
             )
         else:
-            side = int(math.isqrt(patches.shape[1]))
-            grid = patches[0].t().reshape(-1, side, side)
+            grid = _square_grid(patches, source_name)
             grid_part = adapt_position_embedding(grid, f_dim, t_dim).reshape(grid.shape[0], -1).t().unsqueeze(0)
         special = pos[:, :n_special]
         if n_special == 1:
@@ -406,15 +414,6 @@ def _vit_patch_kernel(weight, channels, frames=None, central=0):
     tubelet = weight.new_zeros(weight.shape[0], weight.shape[1], frames, *weight.shape[-2:])
     tubelet[:, :, central] = weight
     return tubelet
-
-
-def _square_grid(positions, name):
-    """``[1, n*n, dim]`` patch positions -> ``[dim, n, n]``."""
-    side = int(math.isqrt(positions.shape[1]))
-    if side * side != positions.shape[1]:
-        raise CheckpointLayoutError(f"{name}: a ViT's positional embedding must cover a square grid, "
-                                    f"got {positions.shape[1]} patches")
-    return positions[0].t().reshape(-1, side, side)
 
 
 def import_mbt(model, checkpoint, streams=None, source_name="ViT/AST checkpoint"):

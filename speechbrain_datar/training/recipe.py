@@ -95,8 +95,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
         hparams["epoch_counter"].limit = schedule.total_epochs
     manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
-    frames = {key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}
-    frames.update(n_frames=hparams["n_frames"], eval_crops=hparams["eval_crops"])
+    frames = dict(frame_options(hparams), eval_crops=hparams["eval_crops"])
     datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"], frames)
 
     brain = AudioClassificationBrain(
@@ -140,13 +139,17 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
     return brain
 
 
+def frame_options(hparams):
+    """Which frames a clip gives: ``n_frames``, ``size``, ``sampling``, ``stride`` (``n_frames`` 0: none)."""
+    return dict({key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}, n_frames=hparams["n_frames"])
+
+
 def audio_visual_export(hparams):
     """The evaluation protocol an exported audio-visual model follows (``None`` for audio models)."""
     if not hparams["n_frames"]:
         return None
-    frames = {key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}
     return dict(clip_seconds=hparams["clip_seconds"], eval_crops=hparams["eval_crops"], frame_norm=hparams["frame_norm"],
-                frames=dict(frames, n_frames=hparams["n_frames"]))
+                frames=frame_options(hparams))
 
 
 def resolve_hparams_file(path, overrides=None):
