@@ -80,3 +80,22 @@ def test_one_pixel_maps_and_fully_padded_windows_stay_finite():
 def test_rejects_bad_shift():
     with pytest.raises(ValueError, match="shift_size"):
         WindowAttention(8, 2, window_size=4, shift_size=4)
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+@pytest.mark.parametrize("width", [1, 6, 7, 20])
+def test_exported_graphs_padded_windows_equal_the_cut_windows(shift, width):
+    """An exported graph pads the time axis to whole windows and masks the padding (its width is symbolic);
+    eager mode attends the cut edge windows at their own size. Both must give the same result."""
+    attn = WindowAttention(dim=8, num_heads=2, window_size=(3, 5), shift_size=(1, shift)).eval()
+    x = torch.randn(2, 5, width, 8)
+    mask = torch.ones(2, 5, width, dtype=torch.bool)
+    mask[1, :, (width + 1) // 2:] = False
+    x = x * mask[..., None]
+    for m in (None, mask):
+        qkv = attn.qkv(x)
+        rows = attn.band_groups(5, 3, (3 - 1) % 3)
+        cut = attn(x, m)
+        padded = attn.proj(attn._attend_padded_width(qkv, m, rows))
+        padded = padded if m is None else padded * m[..., None]
+        assert torch.allclose(padded, cut, atol=1e-6)

@@ -63,6 +63,52 @@ class FeatureFrames:
         return part
 
 
+class SampleSpans:
+    """The samples behind frames of a centred STFT: frame ``i`` covers samples ``[i*hop - half, i*hop + half)``,
+    zeros outside the waveform.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor or StreamedAudio
+        ``[batch, samples]``, or a source of samples (``read(first, last)``, ``n_samples``,
+        ``batch``) such as ``speechbrain_datar.dataio.streaming.StreamedAudio``, which decodes
+        a file as the spans are asked for.
+    hop, half : int
+        The STFT's hop and half its ``n_fft``, in samples.
+    device : str or torch.device or None
+        Where a source's samples go (a tensor's stay where they are).
+
+    A span holding NaN or infinite samples raises ``ValueError``.
+
+    Example
+    -------
+    >>> spans = SampleSpans(torch.arange(1.0, 11.0)[None], hop=4, half=2)
+    >>> spans.n_frames, spans.span(0, 2).tolist()
+    (3, [[0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+    """
+
+    def __init__(self, wavs, hop, half, device=None):
+        streamed = not isinstance(wavs, torch.Tensor)
+        self.hop, self.half = int(hop), int(half)
+        self.n_samples = wavs.n_samples if streamed else wavs.shape[1]
+        self.batch = wavs.batch if streamed else wavs.shape[0]
+        self.n_frames = self.n_samples // self.hop + 1
+        self.device = torch.device(device or "cpu") if streamed else wavs.device
+        self.samples = (lambda lo, hi: wavs.read(lo, hi).to(self.device)) if streamed else (lambda lo, hi: wavs[:, lo:hi])
+
+    def span(self, start, stop):
+        """The samples of frames ``[start, stop)``: ``[batch, (stop - 1 - start) * hop + 2 * half]``."""
+        first, last = start * self.hop - self.half, (stop - 1) * self.hop + self.half
+        span = torch.zeros(self.batch, last - first, device=self.device)
+        lo, hi = max(first, 0), min(last, self.n_samples)
+        if hi > lo:
+            span[:, lo - first : hi - first] = self.samples(lo, hi)
+        # Checked span by span: a whole-file isfinite would build temporaries the size of the file.
+        if not bool(torch.isfinite(span).all()):
+            raise ValueError("the audio holds NaN or infinite samples")
+        return span
+
+
 class WaveformFrames:
     """Normalised fbank frames of a batch of waveforms, computed only for the frames asked for.
 
@@ -73,9 +119,7 @@ class WaveformFrames:
     Arguments
     ---------
     wavs : torch.Tensor or StreamedAudio
-        ``[batch, samples]``, or a source of samples (``read(first, last)``, ``n_samples``,
-        ``batch``) such as ``speechbrain_datar.dataio.streaming.StreamedAudio``, which decodes
-        a file as the frames are asked for.
+        ``[batch, samples]``, or a source of samples (see ``SampleSpans``).
     features : speechbrain.lobes.features.Fbank
         The feature extractor (its STFT must be centred, SpeechBrain's default).
     normalizer : callable or None
@@ -96,28 +140,15 @@ class WaveformFrames:
 
     def __init__(self, wavs, features, normalizer=None, device=None):
         stft = features.compute_STFT
-        self.wavs, self.normalizer = wavs, normalizer
-        self.hop, self.half = stft.hop_length, stft.n_fft // 2
+        self.spans = SampleSpans(wavs, stft.hop_length, stft.n_fft // 2, device)
+        self.batch, self.n_frames, self.device = self.spans.batch, self.spans.n_frames, self.spans.device
+        self.normalizer = normalizer
         self.uncentred = copy.deepcopy(features)
         self.uncentred.compute_STFT.center = False
-        streamed = not isinstance(wavs, torch.Tensor)
-        self.n_samples = wavs.n_samples if streamed else wavs.shape[1]
-        self.batch = wavs.batch if streamed else wavs.shape[0]
-        self.n_frames = self.n_samples // self.hop + 1
-        self.device = torch.device(device or "cpu") if streamed else wavs.device
-        self.samples = (lambda lo, hi: wavs.read(lo, hi).to(self.device)) if streamed else (lambda lo, hi: wavs[:, lo:hi])
 
     def frames(self, start, stop):
         """Frames ``[start, stop)`` of every waveform, ``[batch, stop - start, n_mels]``."""
-        first, last = start * self.hop - self.half, (stop - 1) * self.hop + self.half
-        span = torch.zeros(self.batch, last - first, device=self.device)
-        lo, hi = max(first, 0), min(last, self.n_samples)
-        if hi > lo:
-            span[:, lo - first : hi - first] = self.samples(lo, hi)
-        # Checked span by span: a whole-file isfinite would build temporaries the size of the file.
-        if not bool(torch.isfinite(span).all()):
-            raise ValueError("the audio holds NaN or infinite samples")
-        feats = self.uncentred(span)
+        feats = self.uncentred(self.spans.span(start, stop))
         if self.normalizer is not None:
             feats = self.normalizer(feats, torch.ones(self.batch, device=feats.device))
         return feats

@@ -341,13 +341,14 @@ class DeformableAttention(nn.Module):
     #: whole stage-3 map of a 10 s clip, and temporaries proportional to clip length.
     INFERENCE_QUERY_CHUNK = 512
 
-    def _query_chunk(self, n_queries):
-        """Queries per chunk: all of them in training, a fixed number in inference."""
-        if self.query_chunk_size:
-            return self.query_chunk_size
-        if torch.is_grad_enabled():
-            return n_queries
-        return min(n_queries, self.INFERENCE_QUERY_CHUNK)
+    def _query_bounds(self, n_queries):
+        """``(start, stop)`` of each chunk of queries: one chunk in training and in exported graphs
+        (which cannot loop over a number of chunks that depends on the clip length), chunks of
+        ``query_chunk_size`` (default ``INFERENCE_QUERY_CHUNK``) in inference."""
+        if torch.compiler.is_exporting() or (not self.query_chunk_size and torch.is_grad_enabled()):
+            return [(0, n_queries)]
+        chunk = self.query_chunk_size or self.INFERENCE_QUERY_CHUNK
+        return [(start, min(start + chunk, n_queries)) for start in range(0, n_queries, chunk)]
 
     # ---------------------------------------------------------------- forward
     def forward(self, x, mask=None):
@@ -384,13 +385,11 @@ class DeformableAttention(nn.Module):
             key_valid = mask[:, ::stride, ::stride][:, :key_h, :key_w]
             key_invalid = ~key_valid.reshape(batch, 1, 1, n_keys)
 
-        rows = torch.arange(height, device=x.device).repeat_interleave(width)
-        cols = torch.arange(width, device=x.device).repeat(height)
+        rows = torch.arange(height, device=x.device)[:, None].expand(height, width).reshape(-1)
+        cols = torch.arange(width, device=x.device)[None, :].expand(height, width).reshape(-1)
         n_queries = height * width
-        chunk = self._query_chunk(n_queries)
         outputs = []
-        for start in range(0, n_queries, chunk):
-            stop = min(start + chunk, n_queries)
+        for start, stop in self._query_bounds(n_queries):
             attn_bias = None
             if self.rpe_table is not None:
                 attn_bias = self._relative_position_bias(
@@ -411,7 +410,9 @@ class DeformableAttention(nn.Module):
                 )
             )
         out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-        out = out.transpose(1, 2).reshape(batch, height, width, dim)
+        # Heads joined by concatenation rather than transpose + reshape: the same values in eager mode, and a
+        # layout that does not depend on the attention kernel's output strides in an exported graph.
+        out = torch.cat(out.unbind(1), dim=-1).reshape(batch, height, width, dim)
         out = self.proj_drop(self.proj_out(out))
         self.sampling_points(  # a tap for hooks; costs nothing
             pixel_positions.reshape(batch, self.num_groups, key_h, key_w, 2), self._to_pixels(references, height, width)

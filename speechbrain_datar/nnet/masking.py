@@ -5,10 +5,7 @@ valid (unpadded) positions. Padded positions are kept exactly at zero through
 every layer, so that a clip's output does not depend on what else is in the batch.
 """
 
-import math
-
 import torch
-from speechbrain.dataio.dataio import length_to_mask
 
 
 def relative_to_absolute_lengths(lengths, max_len):
@@ -49,7 +46,8 @@ def relative_to_absolute_lengths(lengths, max_len):
         raise ValueError(
             f"lengths must be a 1-D tensor of relative lengths, got shape {tuple(lengths.shape)}"
         )
-    if torch.any(lengths <= 0) or torch.any(lengths > 1.0 + 1e-6):
+    # An exported graph cannot raise on its data; its callers check (speechbrain_datar.inference.onnx_runtime).
+    if not torch.compiler.is_exporting() and (torch.any(lengths <= 0) or torch.any(lengths > 1.0 + 1e-6)):
         raise ValueError(
             "lengths must be relative lengths in (0, 1] as SpeechBrain passes them; "
             f"got min {lengths.min().item():.4g}, max {lengths.max().item():.4g}"
@@ -91,7 +89,8 @@ def zero_padded_frames(feats, frames):
     """
     if frames is None:
         return feats
-    valid = length_to_mask(frames, max_len=feats.shape[1], device=feats.device).bool()
+    # SpeechBrain's length_to_mask takes len() of the lengths, which would fix an exported graph's batch size.
+    valid = torch.arange(feats.shape[1], device=feats.device)[None, :] < frames.to(feats.device)[:, None]
     return feats.masked_fill(~valid.reshape(*valid.shape, *([1] * (feats.dim() - 2))), 0.0)
 
 
@@ -118,7 +117,7 @@ def ceil_div(value, divisor):
     """
     if isinstance(value, torch.Tensor):
         return torch.div(value + divisor - 1, divisor, rounding_mode="floor")
-    return int(math.ceil(value / divisor))
+    return -(-value // divisor)  # integer arithmetic: also exact on the symbolic sizes of an exported graph
 
 
 def patches_within(frames, width, stride):
@@ -132,6 +131,22 @@ def patches_within(frames, width, stride):
     """
     frames = torch.as_tensor(frames).clamp(min=width)
     return torch.div(frames - width, stride, rounding_mode="floor") + 1
+
+
+def unless_full(mask):
+    """``mask``, or ``None`` when every position is valid (the layers then skip masking).
+
+    While a graph is being exported (``torch.export``, ONNX) the mask is always kept: an exported graph
+    cannot branch on the data, and a full mask gives the same results as none.
+
+    Example
+    -------
+    >>> unless_full(torch.ones(1, 2, dtype=torch.bool)) is None
+    True
+    """
+    if torch.compiler.is_exporting():
+        return mask
+    return None if bool(mask.all()) else mask
 
 
 def grid_mask(valid_w, valid_h, height, width):

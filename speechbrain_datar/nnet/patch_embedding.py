@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.masking import ceil_div, grid_mask
+from speechbrain_datar.nnet.masking import ceil_div, grid_mask, unless_full
 
 PATCH_RESIZES = ("pi", "bilinear")
 
@@ -69,7 +69,7 @@ def interpolate_time_positions(positions, f_dim, n_time):
     """
     dim = positions.shape[-1]
     grid = positions.reshape(1, f_dim, -1, dim).permute(0, 3, 1, 2)
-    if grid.shape[-1] != n_time:
+    if torch.compiler.is_exporting() or grid.shape[-1] != n_time:  # the identity at the same size
         grid = F.interpolate(grid, size=(f_dim, n_time), mode="bilinear", align_corners=False)
     return grid.flatten(2).transpose(1, 2)
 
@@ -77,7 +77,8 @@ def interpolate_time_positions(positions, f_dim, n_time):
 def positions_for_time(positions, f_dim, n_time):
     """The patch positional embeddings for ``n_time`` columns of an (frequency, time) grid: the first
     columns for a shorter input (what padding it to the full length would give), an interpolated grid
-    for a longer one.
+    for a longer one. While a graph is exported the grid is always interpolated (the identity at the
+    same size), so that one graph serves every input at least as long as the grid.
 
     Example
     -------
@@ -87,7 +88,7 @@ def positions_for_time(positions, f_dim, n_time):
     """
     dim = positions.shape[-1]
     t_dim = positions.shape[1] // f_dim
-    if n_time > t_dim:
+    if torch.compiler.is_exporting() or n_time > t_dim:
         return interpolate_time_positions(positions, f_dim, n_time)
     return positions.reshape(1, f_dim, t_dim, dim)[:, :, :n_time].reshape(1, f_dim * n_time, dim)
 
@@ -158,16 +159,18 @@ class PatchEmbedding(nn.Conv2d):
         """
         batch, time, n_mels = feats.shape
         x = feats.transpose(1, 2).unsqueeze(1)  # B, 1, n_mels, time
-        pad_h, pad_w = (-n_mels) % self.total_stride[0], (-time) % self.total_stride[1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-            if frames is None:
-                frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
+        # Sizes as multiples (not remainders), which an exported graph's symbolic time axis divides exactly.
+        pad_h = ceil_div(n_mels, self.total_stride[0]) * self.total_stride[0] - n_mels
+        pad_w = ceil_div(time, self.total_stride[1]) * self.total_stride[1] - time
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+        # An exported graph serves every length, so it always masks what the padding adds.
+        if frames is None and (torch.compiler.is_exporting() or pad_h or pad_w):
+            frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
         x = self.norm(self._conv_forward(x, self.weight, self.bias).permute(0, 2, 3, 1))
         if frames is None:
             return x, None
         mask = grid_mask(ceil_div(frames, self.stride[1]), ceil_div(n_mels, self.stride[0]), x.shape[1], x.shape[2])
-        return x, None if bool(mask.all()) else mask
+        return x, unless_full(mask)
 
 
 class PatchMerging(nn.Conv2d):
@@ -194,5 +197,4 @@ class PatchMerging(nn.Conv2d):
         if mask is None:
             return x, None
         # Valid positions form a prefix in both axes, so a 2x2 block holds data iff its first position does.
-        mask = mask[:, ::2, ::2]
-        return x, None if bool(mask.all()) else mask
+        return x, unless_full(mask[:, ::2, ::2])

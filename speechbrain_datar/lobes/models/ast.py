@@ -153,6 +153,15 @@ class AST(nn.Module):
         """Patches along time for ``frames`` frames (clips shorter than a patch are padded)."""
         return patches_within(frames, self.patch_size[1], self.tstride)
 
+    #: Frames by which the time axis of an exported graph grows (any length).
+    export_time_step = 1
+
+    def export_frames(self, frames):
+        """Frames an exported graph is given for a clip of ``frames``: at least the positional grid's length
+        (an exported graph interpolates the grid, the identity at that length; shorter clips are padded to it
+        and masked, which gives what eager AST gives them)."""
+        return max(int(frames), (self.t_dim - 1) * self.tstride + self.patch_size[1])
+
     def set_time_grid(self, target_length=None, patch_width=None, tstride=None, patch_resize="pi"):
         """Adapts the model to another time grid: training length, patch width and time stride.
 
@@ -215,7 +224,7 @@ class AST(nn.Module):
         key_valid = None
         if frames is not None:
             valid_t = self.num_time_patches(frames)
-            if bool((valid_t < n_time).any()):
+            if torch.compiler.is_exporting() or bool((valid_t < n_time).any()):
                 t_index = torch.arange(n_time, device=x.device).repeat(self.f_dim)
                 patch_ok = t_index[None, :] < valid_t[:, None]
                 key_valid = torch.cat(

@@ -274,6 +274,7 @@ class DATAR(nn.Module):
         self.num_stages = num_stages
         self.embedding_dim = dims[-1]
         self.base_patch_size = to_pair(patch_size)
+        self.window_size = window_size
 
         self.input_adaptor = build_input_adaptor(input_adaptor, adaptor_strength, adaptor_kernel_size)
         self.patch_proj = PatchEmbedding(dims[0], self.base_patch_size, downsampling=2 ** (num_stages - 1))
@@ -325,6 +326,17 @@ class DATAR(nn.Module):
     def total_stride(self):
         """``(frequency, time)`` input bins per position of the last stage's map."""
         return self.patch_proj.total_stride
+
+    @property
+    def export_time_step(self):
+        """Frames by which the time axis of an exported graph grows: every stage's map then holds whole windows,
+        so the graph's sizes are exact multiples (``speechbrain_datar.export_onnx``)."""
+        return self.total_stride[1] * self.window_size
+
+    def export_frames(self, frames):
+        """Frames an exported graph is given for a clip of ``frames``: the next multiple of
+        ``export_time_step``, the rest masked as padding (which changes nothing)."""
+        return ceil_div(frames, self.export_time_step) * self.export_time_step
 
     def set_time_resolution(self, factor=1, patch_resize=None):
         """Adapts DATAR to features of a coarser time resolution (coarse-to-fine training).

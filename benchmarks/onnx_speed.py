@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""onnxruntime against eager PyTorch on the CPU, side by side in one run.
+
+For each model (random weights, 10 s windows every 5 s, 309 classes, exported as the
+recipes export and then with ``python -m speechbrain_datar.export_onnx``):
+
+* one 10 s window through the embedding model and the head, as each runtime serves it:
+  eager on the window's 1001 frames, onnxruntime on the window padded to whole blocks
+  (1120 frames for DATAR) with its length given; median of alternating rounds;
+* a recording classified from a wav file, hop = window and the default hop (half a
+  window): ``AudioClassifier.classify_file`` against ``OnnxAudioClassifier.classify_file``
+  (features included, one window per call, the file decoded as a stream), as real-time factors.
+
+    python benchmarks/onnx_speed.py --models datar-tiny,ast --file-models datar-tiny --minutes 10 --json docs/onnx_cpu.json
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark import N_MELS, build, machine, table, timed, write_json  # noqa: E402
+from long_files import FEATURES, write_recording  # noqa: E402
+
+
+def export(name, folder, hop_frames):
+    """Model ``name`` (random weights) exported as the recipes do, then to ONNX."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from speechbrain_datar.dataio.normalization import DatasetNormalization
+    from speechbrain_datar.export_onnx import export_onnx
+    from speechbrain_datar.nnet.classifier import Classifier
+    from speechbrain_datar.pretrained.export import export_classifier
+
+    torch.manual_seed(0)
+    labels = CategoricalEncoder()
+    labels.update_from_iterable([f"class{i}" for i in range(309)])
+    encoder = build(name).eval()
+    export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 309).eval(),
+                      normalizer=DatasetNormalization(mean=-5.0, std=4.0), label_encoders={"label": labels},
+                      feature_options=FEATURES, window_frames=1001, hop_frames=hop_frames)
+    start = time.perf_counter()
+    export_onnx(folder)
+    return time.perf_counter() - start
+
+
+def window_latency(folder, rounds, repeats):
+    """Seconds per 10 s window: eager (1001 frames) and onnxruntime (padded to whole blocks), alternating."""
+    import numpy as np
+
+    from speechbrain_datar.export_onnx import ClassifierGraph, load_exported
+    from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
+
+    with tempfile.TemporaryDirectory() as savedir:
+        loaded = load_exported(folder, savedir)
+    graph = ClassifierGraph(loaded.mods.embedding_model.encoder, loaded.mods.classifier.classifier).eval()
+    runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
+    meta = runtime.meta
+    feats = torch.randn(1, 1001, N_MELS)
+    padded = np.zeros((1, meta["graph_frames"] // meta["block_frames"] + (meta["graph_frames"] % meta["block_frames"] > 0),
+                       meta["block_frames"], N_MELS), dtype=np.float32)
+    padded.reshape(1, -1, N_MELS)[:, :1001] = feats.numpy()
+    inputs = {"blocks": padded, "lengths": np.array([1001 / padded.shape[1] / padded.shape[2]], dtype=np.float32)}
+    eager, ort = [], []
+    with torch.no_grad():
+        for _ in range(rounds):
+            eager.append(timed(lambda: graph(feats.reshape(1, 1, 1001, N_MELS), None), torch.device("cpu"), repeats, 1))
+            ort.append(timed(lambda: runtime.classifier.run(None, inputs), torch.device("cpu"), repeats, 1))
+    return min(eager), min(ort), padded.shape[1] * padded.shape[2]
+
+
+def file_speed(folder, path):
+    """Real-time factors of classify_file: eager PyTorch (AudioClassifier) and onnxruntime."""
+    from speechbrain_datar.inference.interfaces import AudioClassifier
+    from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
+
+    with tempfile.TemporaryDirectory() as savedir:
+        eager = AudioClassifier.from_hparams(source=folder, savedir=savedir)
+        eager.classify_file(path)
+    runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
+    runtime.classify_file(path)
+    return eager.last_realtime_factor, runtime.last_realtime_factor
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
+    parser.add_argument("--minutes", default=10.0, type=float, help="length of the recording (0: no file)")
+    parser.add_argument("--file-models", default="datar-tiny", type=lambda s: s.split(","),
+                        help="models that classify the recording too")
+    parser.add_argument("--hops", default="1001,501", type=lambda s: [int(h) for h in s.split(",")])
+    parser.add_argument("--rounds", default=3, type=int)
+    parser.add_argument("--repeats", default=5, type=int)
+    parser.add_argument("--json", help="write the measurements here")
+    args = parser.parse_args(argv)
+    results = {"machine": machine(torch.device("cpu")), "windows": [], "files": []}
+    import onnxruntime
+
+    results["machine"]["onnxruntime"] = onnxruntime.__version__
+    print("machine:", results["machine"], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_recording(os.path.join(tmp, "recording.wav"), args.minutes) if args.minutes else None
+        for name in args.models:
+            for hop in args.hops if name in args.file_models else args.hops[:1]:
+                folder = os.path.join(tmp, f"{name}_{hop}")
+                export_seconds = export(name, folder, hop)
+                if hop == args.hops[0]:
+                    eager, ort, frames = window_latency(folder, args.rounds, args.repeats)
+                    results["windows"].append(dict(model=name, eager_s=eager, onnxruntime_s=ort, onnx_frames=frames,
+                                                   speedup=eager / ort, export_s=export_seconds))
+                    print(f"{name}: one window eager {eager * 1000:.0f} ms, onnxruntime {ort * 1000:.0f} ms "
+                          f"({frames} frames), {eager / ort:.2f}x; export {export_seconds:.0f} s", flush=True)
+                if path and name in args.file_models:
+                    eager_rt, ort_rt = file_speed(folder, path)
+                    results["files"].append(dict(model=name, hop=hop, minutes=args.minutes, eager_realtime=eager_rt,
+                                                 onnxruntime_realtime=ort_rt, speedup=ort_rt / eager_rt))
+                    print(f"{name} hop {hop}: {args.minutes:g} min file, eager {eager_rt:.1f}x real time, "
+                          f"onnxruntime {ort_rt:.1f}x", flush=True)
+    print()
+    print(table(["model", "eager ms / window", "onnxruntime ms / window", "onnxruntime speed-up"],
+                [[w["model"], f"{w['eager_s'] * 1000:.0f}", f"{w['onnxruntime_s'] * 1000:.0f}", f"{w['speedup']:.2f}x"]
+                 for w in results["windows"]]))
+    if results["files"]:
+        print()
+        print(table(["model", "hop", "eager classify_file", "onnxruntime classify_file", "speed-up"],
+                    [[f["model"], "window" if f["hop"] == 1001 else f"{f['hop']} frames",
+                      f"{f['eager_realtime']:.1f}x real time", f"{f['onnxruntime_realtime']:.1f}x real time",
+                      f"{f['speedup']:.2f}x"] for f in results["files"]]))
+    write_json(args.json, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""ONNX export: the graphs take any clip length and give what the PyTorch model gives, run by onnxruntime."""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime
+import pytest
+import soundfile
+import torch
+from speechbrain.dataio.encoder import CategoricalEncoder
+
+from speechbrain_datar.dataio.normalization import DatasetNormalization
+from speechbrain_datar.export_onnx import ClassifierGraph, export_onnx, load_exported, main
+from speechbrain_datar.inference.interfaces import AudioClassifier, MultiHeadAudioClassifier
+from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
+from speechbrain_datar.lobes.models.ast import AST
+from speechbrain_datar.lobes.models.datar import DATAR
+from speechbrain_datar.nnet.classifier import build_classifier
+from speechbrain_datar.pretrained.export import export_classifier
+from conftest import randomise_offsets
+
+FEATURES = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
+WINDOW, HOP = 301, 151  # 3 s windows every 1.5 s
+
+
+def exported_folder(root, encoder, heads):
+    """A micro model exported as the recipes export, then to ONNX with the command line."""
+    torch.manual_seed(0)
+    label_encoders = {}
+    for key, n in heads.items():
+        label_encoders[key] = CategoricalEncoder()
+        label_encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
+    head = build_classifier(encoder.embedding_dim, heads=heads if len(heads) > 1 else None,
+                            n_classes=None if len(heads) > 1 else next(iter(heads.values())))
+    folder = str(root / "model")
+    export_classifier(folder, encoder=encoder.eval(), head=head.eval(), normalizer=DatasetNormalization(-5.0, 3.0),
+                      label_encoders=label_encoders, feature_options=FEATURES, window_frames=WINDOW, hop_frames=HOP)
+    main([folder])
+    return folder
+
+
+def datar_micro():
+    encoder = DATAR("micro", n_mels=32, reference_frames=WINDOW)
+    randomise_offsets(encoder)  # deformed keys and bias read between pixels, not on them
+    return encoder
+
+
+@pytest.fixture(scope="module")
+def datar_folder(tmp_path_factory):
+    return exported_folder(tmp_path_factory.mktemp("datar"), datar_micro(), {"label": 5})
+
+
+@pytest.fixture(scope="module")
+def ast_folder(tmp_path_factory):
+    return exported_folder(tmp_path_factory.mktemp("ast"), AST("micro", n_mels=32, target_length=WINDOW), {"label": 4})
+
+
+def recording(seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.1 * rng.standard_normal(t.shape) * (1.2 + np.sin(t)) + 0.2 * np.sin(2 * np.pi * 440 * t)
+            * (np.sin(3 * t) > 0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("model", ["datar", "ast"])
+def test_the_classifier_graph_matches_eager_at_any_length(model, datar_folder, ast_folder, tmp_path):
+    """Clips of one window, shorter (padded and masked) and several windows long, in padded batches."""
+    folder = datar_folder if model == "datar" else ast_folder
+    with open(os.path.join(folder, "onnx", "onnx.json")) as f:
+        meta = json.load(f)
+    loaded = load_exported(folder, str(tmp_path / "loaded"))
+    graph = ClassifierGraph(loaded.mods.embedding_model.encoder, loaded.mods.classifier.classifier).eval()
+    session = onnxruntime.InferenceSession(os.path.join(folder, "onnx", "classifier.onnx"))
+    block, n_mels = meta["block_frames"], meta["n_mels"]
+    shortest = -(-meta["graph_frames"] // block)
+    for n_blocks, lengths in ((shortest, [1.0]), (shortest, [1.0, 0.4]), (shortest + 7, [0.35, 1.0, 0.9]),
+                              (3 * shortest, [1.0, 0.5])):
+        feats = torch.randn(len(lengths), n_blocks, block, n_mels)
+        lengths = torch.tensor(lengths)
+        with torch.no_grad():
+            expected = graph(feats, lengths)
+        got = session.run(None, {"blocks": feats.numpy(), "lengths": lengths.numpy()})
+        for want, have in zip(expected, got):
+            assert have.shape == tuple(want.shape)
+            assert np.abs(have - want.numpy()).max() < 1e-4, (n_blocks, lengths)
+
+
+@pytest.mark.parametrize("seconds", [0.2, 3.0, 10.37])
+def test_onnxruntime_classifies_as_the_exported_pytorch_model(datar_folder, tmp_path, seconds):
+    """Features and network in onnxruntime, window by window: the same windows and averaging as
+    ``classify_file`` of the PyTorch export (the STFT of onnxruntime differs by float round-off)."""
+    path = str(tmp_path / "clip.wav")
+    soundfile.write(path, recording(seconds), 16000)
+    eager = AudioClassifier.from_hparams(source=datar_folder, savedir=str(tmp_path / "loaded"))
+    with torch.no_grad():
+        expected = eager.classify_file(path)
+    runtime = OnnxAudioClassifier(os.path.join(datar_folder, "onnx"), windows_per_call=2)
+    got = runtime.classify_file(path)
+    assert got[0].shape == expected[0].shape
+    assert torch.allclose(got[0], expected[0], atol=1e-3) and got[3] == expected[3]
+    assert runtime.last_realtime_factor > 0
+
+
+def test_multi_head_models_get_one_output_per_head(tmp_path):
+    folder = exported_folder(tmp_path, datar_micro(), {"verb": 3, "noun": 4})
+    with open(os.path.join(folder, "onnx", "onnx.json")) as f:
+        assert json.load(f)["outputs"] == ["log_probs_verb", "log_probs_noun"]
+    wav = torch.from_numpy(recording(4.0))[None]
+    expected = MultiHeadAudioClassifier.from_hparams(source=folder, savedir=str(tmp_path / "l")).classify_batch(wav)
+    got = OnnxAudioClassifier(os.path.join(folder, "onnx")).classify_batch(wav)
+    assert set(got) == {"verb", "noun"}
+    for key in got:
+        assert torch.allclose(got[key][0], expected[key][0], atol=1e-3) and got[key][3] == expected[key][3]
+
+
+def test_bad_input_gets_a_clear_error(datar_folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match="hyperparams.yaml"):
+        export_onnx(str(tmp_path))
+    with pytest.raises(ValueError, match="too short"):
+        OnnxAudioClassifier(os.path.join(datar_folder, "onnx")).classify_batch(torch.zeros(100))
+    assert not os.path.exists(os.path.join(str(tmp_path), "onnx"))  # nothing written for a refused folder
