@@ -1,9 +1,11 @@
 """Pictures of what DATAR does: the input adaptor's enhancement (the paper's Fig. 1), where the
-deformable blocks sample keys (Fig. 3), and confusion matrices.
+deformable blocks sample keys (Fig. 3), confusion matrices, and when each class sounds in a recording
+(``--timeline``).
 
 Command line::
 
     python -m speechbrain_datar.visualize --model <exported folder> --audio clip.wav --output clip.png
+    python -m speechbrain_datar.visualize --model <exported folder> --audio street.wav --output street.png --timeline
 
 Needs matplotlib (``pip install speechbrain-datar[plot]``).
 """
@@ -17,6 +19,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+
+def save_figure(fig, path, title=None):
+    """Gives ``fig`` its title, writes it to ``path`` (PNG) and closes it; returns ``path``."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_confusion_matrix(matrix, labels, path):
@@ -96,12 +108,7 @@ def plot_datar_views(spectrogram, adapted, sampling, path, title=None, max_point
         ax.set_ylim(extent[2], extent[3])
         ax.legend(loc="upper right", fontsize=6, markerscale=2, ncol=min(4, len(positions)))
     axes[-1].set_xlabel("frame (10 ms)")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 @torch.no_grad()
@@ -138,15 +145,66 @@ def visualize_clip(model_folder, audio_path, output_path, savedir=None):
     return label
 
 
+def plot_timeline(spectrogram, frame_seconds, probs, resolution, labels, found, path, title=None, top=8):
+    """Draws a recording's spectrogram over the probabilities of its ``top`` classes through time, and the
+    segments found (``(start, end, label, score)``) as bars on their rows."""
+    probs = np.asarray(probs)
+    order = np.argsort(-probs.max(axis=0))[: min(top, probs.shape[1])]
+    fig, (ax_spec, ax_probs) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
+                                            gridspec_kw={"height_ratios": [1.2, 1]})
+    seconds = spectrogram.shape[0] * frame_seconds
+    ax_spec.imshow(np.asarray(spectrogram).T, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0,
+                                                                                                  spectrogram.shape[1]))
+    ax_spec.set_ylabel("mel bin")
+    ax_probs.imshow(probs[:, order].T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                    extent=(0, probs.shape[0] * resolution, -0.5, len(order) - 0.5), interpolation="nearest")
+    row_of = {labels[c]: row for row, c in enumerate(order)}
+    for start, end, label, score in found:
+        if label in row_of:
+            ax_probs.plot([start, end], [row_of[label]] * 2, color="white", linewidth=3, solid_capstyle="butt")
+    ax_probs.set_yticks(range(len(order)), [labels[c] for c in order], fontsize=8)
+    ax_probs.set_xlabel(f"seconds (class probabilities every {resolution:.2f} s; bars: segments found)")
+    ax_probs.set_xlim(0, seconds)
+    return save_figure(fig, path, title)
+
+
+@torch.no_grad()
+def visualize_timeline(model_folder, audio_path, output_path, threshold=0.5, savedir=None):
+    """Draws when each class sounds in ``audio_path`` (the model's final-map timeline); returns the segments."""
+    from speechbrain_datar.inference.interfaces import AudioClassifier, AudioTagger
+
+    with open(os.path.join(model_folder, "hyperparams.yaml")) as f:
+        tagger = "\nthreshold:" in f.read()
+    interface = AudioTagger if tagger else AudioClassifier
+    model = interface.from_hparams(source=os.path.abspath(model_folder),
+                                   savedir=savedir or os.path.join(os.path.abspath(model_folder), ".loaded"))
+    probs, resolution, found = model.timeline(audio_path, threshold)
+    windows = model.mods.embedding_model
+    wav = model.load_audio(audio_path).unsqueeze(0)
+    feats = windows.normalizer(windows.features(wav), torch.ones(1))[0]
+    plot_timeline(feats.cpu(), model.frame_seconds(), probs, resolution, model.class_names(), found,
+                  output_path, title=f"{os.path.basename(audio_path)}: {len(found)} segments at p >= {threshold}")
+    return found
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="exported model folder (hyperparams.yaml + ckpts)")
     parser.add_argument("--audio", required=True, help="audio file to draw")
     parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--timeline", action="store_true",
+                        help="draw when each class sounds (class probabilities over time, segments)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="with --timeline: a segment's probability")
     args = parser.parse_args(argv)
     for path, what in ((args.model, "model folder"), (args.audio, "audio file")):
         if not os.path.exists(path):
             parser.error(f"{what} {path} does not exist")
+    if args.timeline:
+        found = visualize_timeline(args.model, args.audio, args.output, args.threshold)
+        for start, end, label, score in found:
+            print(f"{start:8.2f} {end:8.2f}  {label}  {score:.3f}")
+        print(f"wrote {args.output}")
+        return
     label = visualize_clip(args.model, args.audio, args.output)
     print(f"predicted '{label}'; wrote {args.output}")
 

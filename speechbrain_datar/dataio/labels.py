@@ -59,3 +59,43 @@ def expecting(n_classes):
     encoder = CategoricalEncoder()
     encoder.expect_len(n_classes)
     return encoder
+
+
+def class_balanced_weights(label_lists):
+    """Sampling weight of each clip that balances the classes, as AudioSet's weighted sampler (AST, PaSST)
+    does: the sum, over the clip's labels, of the inverse of the label's count in the set.
+
+    Example
+    -------
+    >>> class_balanced_weights([["speech"], ["speech"], ["speech", "dog"]])
+    [0.3333333333333333, 0.3333333333333333, 1.3333333333333333]
+    """
+    counts = {}
+    for labels in label_lists:
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+    return [sum(1.0 / counts[label] for label in labels) for labels in label_lists]
+
+
+def names_of_mids(clip_id, mids, names, report):
+    """The class names of a clip's ontology MIDs (AudioSet, FSD50K), sorted; an MID without a name is
+    counted in ``report`` as ``unknown_mid``, and a clip left without any as ``no_known_label`` (``None``).
+
+    Example
+    -------
+    >>> from speechbrain_datar.dataio.report import SkipReport
+    >>> report = SkipReport("csv")
+    >>> names_of_mids("clip", ["/m/b", "/m/x", "/m/a"], {"/m/a": "Dog", "/m/b": "Bark"}, report), report.counts
+    (['Bark', 'Dog'], {'unknown_mid': 1})
+    """
+    known = []
+    for mid in mids:
+        if mid in names:
+            known.append(names[mid])
+        else:
+            report.add("unknown_mid", f"{clip_id}: {mid}")
+    if not known:
+        report.add("no_known_label", f"{clip_id}: {list(mids)}")
+        return None
+    return sorted(set(known))
+

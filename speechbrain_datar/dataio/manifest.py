@@ -37,7 +37,9 @@ def stratified_split(entries, ratio, seed=1234, label_key="label"):
     """
     by_label = {}
     for key in sorted(entries):
-        by_label.setdefault(entries[key][label_key], []).append(key)
+        label = entries[key][label_key]
+        # multi-label entries (a list) are stratified by their first label, so every class still reaches valid
+        by_label.setdefault(label[0] if isinstance(label, list) else label, []).append(key)
     rng = random.Random(seed)
     carved_keys = set()
     for label in sorted(by_label):

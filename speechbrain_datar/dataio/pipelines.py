@@ -115,14 +115,22 @@ def crop_frames_pipeline(n_frames, size, span_seconds, n_crops, sampling="unifor
 
 
 def label_pipeline(key, encoder):
-    """Dynamic item ``key -> key_encoded``; an unknown label is a clear error."""
+    """Dynamic item ``key -> key_encoded``: the class index of a label, or the multi-hot vector ``[n_classes]``
+    of a list of labels (multi-label tagging); an unknown label is a clear error."""
+
+    def index(label):
+        if label not in encoder.lab2ind:
+            raise DataError(f"label {label!r} was not seen in training; re-run data preparation")
+        return encoder.lab2ind[label]
 
     @sb.utils.data_pipeline.takes(key)
     @sb.utils.data_pipeline.provides(f"{key}_encoded")
     def pipeline(label):
-        if label not in encoder.lab2ind:
-            raise DataError(f"label {label!r} was not seen in training; re-run data preparation")
-        return torch.LongTensor([encoder.lab2ind[label]])
+        if isinstance(label, list):
+            vector = torch.zeros(len(encoder))
+            vector[[index(one) for one in label]] = 1.0
+            return vector
+        return torch.LongTensor([index(label)])
 
     return pipeline
 

@@ -51,6 +51,9 @@ class PreparedData:
     inputs : list
         The annotation files and clip folders read: when any of them changes, the
         next run prepares again.
+    valid : dict or None
+        The data set's own validation entries (FSD50K); ``None``: carved from ``train``. Its report
+        is the one named ``valid``.
     """
 
     train: dict
@@ -60,6 +63,7 @@ class PreparedData:
     extra_report: dict = dataclasses.field(default_factory=dict)
     extra_files: dict = dataclasses.field(default_factory=dict)
     inputs: list = dataclasses.field(default_factory=list)
+    valid: dict = None
 
 
 def open_annotations(path):
@@ -132,6 +136,17 @@ def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_work
     return entries
 
 
+def labels_of(value):
+    """The labels of an entry's label field: a list (multi-label tagging) or one label.
+
+    Example
+    -------
+    >>> labels_of(["dog", "bark"]), labels_of("dog")
+    (['dog', 'bark'], ['dog'])
+    """
+    return list(value) if isinstance(value, list) else [value]
+
+
 def drop_unstorable_labels(entries, label_keys, report):
     """Removes entries with a label that a label-encoder file cannot hold (`` => `` or a line break in it).
 
@@ -143,7 +158,7 @@ def drop_unstorable_labels(entries, label_keys, report):
     (['a'], {'unusable_label': 1})
     """
     for clip_id in sorted(entries):
-        labels = [str(entries[clip_id][key]) for key in label_keys]
+        labels = [str(label) for key in label_keys for label in labels_of(entries[clip_id][key])]
         bad = [label for label in labels if " => " in label or "\n" in label or "\r" in label]
         if bad:
             report.add("unusable_label", f"{clip_id}: {bad[0]!r} (' => ' and line breaks cannot be stored)")
@@ -160,12 +175,19 @@ def drop_classes_without_training_data(train, evaluation, label_keys, report):
     """
     dropped = {}
     for label_key in label_keys:
-        known = {e[label_key] for e in train.values()}
-        missing = sorted({e[label_key] for e in evaluation.values()} - known, key=str)
+        known = {label for e in train.values() for label in labels_of(e[label_key])}
+        missing = sorted({label for e in evaluation.values() for label in labels_of(e[label_key])} - known, key=str)
         dropped[label_key] = missing
         for clip_id in sorted(evaluation):
             label = evaluation[clip_id][label_key]
-            if label not in known:
+            if isinstance(label, list):  # multi-label: the clip keeps its known labels; each dropped one is reported
+                for unknown in [one for one in label if one not in known]:
+                    report.add("label_without_training_data", f"{clip_id}: {label_key} {unknown!r} dropped")
+                label[:] = [one for one in label if one in known]
+                if not label:
+                    report.add("no_known_label", f"{clip_id}: none of its labels has training data")
+                    del evaluation[clip_id]
+            elif label not in known:
                 reason = "unknown_label" if label_key == "label" else f"{label_key}_without_training_sample"
                 report.add(reason, f"{clip_id}: {label_key} {label!r}")
                 del evaluation[clip_id]
@@ -184,19 +206,28 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
     list
         The names of the files written.
     """
-    for entries, report in zip((data.train, data.test), data.reports[-2:]):
+    valid_report = next((r for r in data.reports if r.name == "valid"), None)
+    evaluation = [(data.test, data.reports[-1])] + ([(data.valid, valid_report)] if data.valid is not None else [])
+    for entries, report in [(data.train, data.reports[-2])] + evaluation:
         drop_unstorable_labels(entries, data.label_keys, report)
     if not data.train:
         raise DataError(f"no usable training clip: {'; '.join(r.summary() for r in data.reports)}")
-    dropped = drop_classes_without_training_data(data.train, data.test, data.label_keys, data.reports[-1])
+    dropped = {}
+    for entries, report in evaluation:
+        for key, classes in drop_classes_without_training_data(data.train, entries, data.label_keys, report).items():
+            dropped[key] = sorted(set(dropped.get(key, [])) | set(classes), key=str)
     outputs = ["train.json", "valid.json", "test.json", "prepare_report.json"]
     for key in data.label_keys:
         outputs.append(label_encoder_file(key))
-        fit_label_encoder({e[key] for e in data.train.values()}, os.path.join(save_folder, outputs[-1]))
-    train_kept, valid = stratified_split(data.train, valid_ratio, seed, label_key=data.label_keys[0])
+        fit_label_encoder({label for e in data.train.values() for label in labels_of(e[key])},
+                          os.path.join(save_folder, outputs[-1]))
+    if data.valid is None:
+        train_kept, valid = stratified_split(data.train, valid_ratio, seed, label_key=data.label_keys[0])
+    else:
+        train_kept, valid = data.train, data.valid
     for name, entries in (("train.json", train_kept), ("valid.json", valid), ("test.json", data.test)):
         write_manifest(entries, os.path.join(save_folder, name))
-    for report, kept in zip(data.reports[-2:], (data.train, data.test)):
+    for kept, report in [(data.train, data.reports[-2])] + evaluation:
         report.kept(len(kept))
     extra = dict(data.extra_report)
     if any(dropped.values()):

@@ -8,6 +8,7 @@ tests; nothing is downloaded.
 """
 
 import csv
+import json
 import os
 import string
 
@@ -24,11 +25,14 @@ CLASSES = (
 )
 
 
-def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0)):
+def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0), onset=None, length=None, level=None,
+                     snr_db=None):
     """One clip of class ``label``: float32 waveform in [-1, 1].
 
     ``pitch`` is the range of the fundamental (tones, chirps, warbles) and, scaled
-    by 2.5, of the noise band's centre.
+    by 2.5, of the noise band's centre. ``onset`` and ``length`` (seconds) and ``level``
+    (peak amplitude) place the event, ``snr_db`` sets its background noise; by default they are drawn at
+    random.
 
     Example
     -------
@@ -38,8 +42,8 @@ def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0)):
     """
     n = int(round(seconds * sample_rate))
     t = np.arange(n) / sample_rate
-    onset = rng.uniform(0.0, 0.25) * seconds
-    length = rng.uniform(0.6, 0.75) * seconds
+    onset = rng.uniform(0.0, 0.25) * seconds if onset is None else onset
+    length = rng.uniform(0.6, 0.75) * seconds if length is None else length
     env = ((t >= onset) & (t < onset + length)).astype(np.float64)
     ramp = np.clip(np.minimum(t - onset, onset + length - t) / 0.01, 0, 1)
     env *= ramp
@@ -74,8 +78,8 @@ def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0)):
         signal = np.sin(phase)
     else:
         raise ValueError(f"unknown synthetic class {label!r}")
-    level = rng.uniform(0.2, 0.6)
-    snr_db = rng.uniform(10.0, 25.0)
+    level = rng.uniform(0.2, 0.6) if level is None else level
+    snr_db = rng.uniform(10.0, 25.0) if snr_db is None else snr_db
     event = level * signal * env
     noise = rng.standard_normal(n) * level * 10 ** (-snr_db / 20) / np.sqrt(2)
     wav = event + noise
@@ -409,3 +413,79 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
             for class_id, key in sorted(table.items()):
                 writer.writerow([class_id, key, "[]", "synthetic"])
     return folder
+
+
+#: The multi-label set's classes: FSD50K-style names (no commas) and made-up MIDs.
+TAGGING_CLASSES = {name.replace(",", "").replace(" ", "_").capitalize(): (name, f"/m/syn{i}")
+                   for i, name in enumerate(CLASSES)}
+
+
+def synthesize_scene(events, seconds, sample_rate, rng):
+    """A clip holding several events: ``events`` is ``[(class name of CLASSES, onset, length, level)]``.
+
+    Example
+    -------
+    >>> wav = synthesize_scene([("steady tone", 0.5, 1.0, 0.3), ("click train", 2.0, 1.0, 0.5)], 4.0, 16000,
+    ...                        np.random.default_rng(0))
+    >>> rms = lambda a, b: float(np.sqrt(np.mean(wav[a:b] ** 2)))
+    >>> wav.shape, rms(0, 7000) < 0.2 * rms(9000, 20000)  # background before the first onset (0.5 s)
+    ((64000,), True)
+    """
+    wav = 0.01 * rng.standard_normal(int(round(seconds * sample_rate)))  # one background for the scene
+    for label, onset, length, level in events:
+        wav += synthesize_event(label, seconds, sample_rate, rng, onset=onset, length=length, level=level, snr_db=80.0)
+    return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+
+def make_fsd50k_like(folder, dev_clips=120, val_clips=24, eval_clips=48, seconds=4.0, sample_rate=16000,
+                     max_events=3, seed=0):
+    """A multi-label set in FSD50K's layout: 1 to ``max_events`` events of different classes per clip, at known
+    times and levels (6 dB to 20 dB apart).
+
+    Writes ``FSD50K.ground_truth/{dev,eval,vocabulary}.csv``, ``FSD50K.dev_audio/`` and
+    ``FSD50K.eval_audio/``, and ``events.json``: every clip's events (``label``, ``onset``,
+    ``offset`` in seconds). Returns that dict.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> events = make_fsd50k_like(tempfile.mkdtemp(), dev_clips=3, val_clips=1, eval_clips=2, seconds=1.0)
+    >>> len(events), all(1 <= len(e) <= 3 for e in events.values())
+    (6, True)
+    """
+    rng = np.random.default_rng(seed)
+    names = list(TAGGING_CLASSES)
+    truth = os.path.join(folder, "FSD50K.ground_truth")
+    for sub in (truth, os.path.join(folder, "FSD50K.dev_audio"), os.path.join(folder, "FSD50K.eval_audio")):
+        os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(truth, "vocabulary.csv"), "w", newline="") as f:
+        csv.writer(f).writerows((i, name, TAGGING_CLASSES[name][1]) for i, name in enumerate(names))
+    all_events, fname = {}, 100000
+    rows = {"dev": [], "eval": []}
+    for split, count in (("train", dev_clips), ("val", val_clips), ("eval", eval_clips)):
+        for _ in range(count):
+            fname += int(rng.integers(1, 50))
+            chosen = rng.choice(len(names), size=int(rng.integers(1, max_events + 1)), replace=False)
+            events = []
+            for index in chosen:
+                length = rng.uniform(0.25, 0.45) * seconds
+                onset = rng.uniform(0.0, seconds - length)
+                events.append((names[index], round(float(onset), 3), round(float(length), 3),
+                               float(rng.uniform(0.1, 0.7))))
+            wav = synthesize_scene([(TAGGING_CLASSES[n][0], o, d, g) for n, o, d, g in events], seconds, sample_rate,
+                                   rng)
+            audio = "FSD50K.eval_audio" if split == "eval" else "FSD50K.dev_audio"
+            soundfile.write(os.path.join(folder, audio, f"{fname}.wav"), wav, sample_rate)
+            labels = sorted({n for n, *_ in events})
+            row = [fname, ",".join(labels), ",".join(TAGGING_CLASSES[n][1] for n in labels)]
+            rows["eval" if split == "eval" else "dev"].append(row + ([] if split == "eval" else [split]))
+            all_events[str(fname)] = [dict(label=n, onset=o, offset=round(o + d, 3)) for n, o, d, _ in events]
+    for name, header in (("dev", ["fname", "labels", "mids", "split"]), ("eval", ["fname", "labels", "mids"])):
+        with open(os.path.join(truth, f"{name}.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows[name])
+    with open(os.path.join(folder, "events.json"), "w") as f:
+        json.dump(all_events, f, indent=1)
+    return all_events
+

@@ -20,7 +20,9 @@ from speechbrain_datar.dataio.labels import label_encoder_name
 from speechbrain_datar.dataio.pipelines import crop_frames
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.video import is_video, probe_video
+from speechbrain_datar.inference.sliding_window import WaveformFrames
 from speechbrain_datar.inference.temporal_crops import crop_starts
+from speechbrain_datar.inference.timeline import recording_timeline, segments, window_timeline
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ class AudioClassifier(VideoFiles, EncoderClassifier):
         windows = self.mods.embedding_model
         if getattr(windows, "features", None) is None:  # a model exported before features moved into the windows
             return super().classify_file(path, **kwargs)
+        out_prob = self.stream_scores(path, block_seconds, windows_per_call)
+        score, index = torch.max(out_prob, dim=-1)
+        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+
+    def stream_scores(self, path, block_seconds=30.0, windows_per_call=None):
+        """Log of the window-averaged class probabilities of a file, decoded as a stream: ``[1, n_classes]``."""
+        windows = self.mods.embedding_model
         stream = StreamedAudio(path, self.audio_normalizer.sample_rate, block_seconds)
         exported = windows.max_windows
         if windows_per_call is None and torch.device(self.device).type == "cpu":
@@ -82,8 +91,106 @@ class AudioClassifier(VideoFiles, EncoderClassifier):
         self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
         logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,
                     self.last_realtime_factor)
-        score, index = torch.max(out_prob, dim=-1)
-        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+        return out_prob
+
+    def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0,
+                 hop_seconds=0.125):
+        """When each class sounds in a file: class probabilities over time and the segments above ``threshold``.
+
+        Arguments
+        ---------
+        path : str
+            Audio file, or video file whose sound is read.
+        threshold : float
+            Probability a class needs over a stretch of time to make a segment.
+        min_seconds : float
+            Shorter segments are left out.
+        method : str
+            ``"windows"``: windows of ``window_seconds`` every ``hop_seconds``, each classified
+            alone (any encoder). ``"columns"``: the time columns of DATAR's final map within the
+            model's own windows (one encoder call per window, 0.32 s steps, but the deformable
+            blocks' global attention spreads a class over the window).
+
+        Returns
+        -------
+        probs : torch.Tensor
+            ``[rows, n_classes]``, one row per window or column.
+        resolution : float
+            Seconds per row.
+        found : list
+            ``(start, end, label, score)`` in seconds (see ``timeline.segments``).
+        """
+        windows = self.mods.embedding_model
+        device = next(windows.encoder.parameters()).device
+        source = WaveformFrames(StreamedAudio(path, self.audio_normalizer.sample_rate), windows.features,
+                                windows.normalizer, device)
+        head = self.mods.classifier.classifier
+        frame = self.frame_seconds()
+        with torch.no_grad():
+            if method == "columns":
+                probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
+                resolution, offset = windows.encoder.total_stride[1] * frame, 0.0
+            elif method == "windows":
+                window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
+                probs = window_timeline(windows.encoder, head, source, window, hop)
+                resolution, offset = hop * frame, (window - hop) / 2 * frame  # a row: the hop around its centre
+            else:
+                raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
+        return probs, resolution, segments(probs, resolution, self.class_names(), threshold, min_seconds, offset)
+
+    def frame_seconds(self):
+        """Seconds between feature frames."""
+        return self.mods.embedding_model.features.compute_STFT.hop_length / self.audio_normalizer.sample_rate
+
+    def class_names(self):
+        """The class names by index."""
+        encoder = self.hparams.label_encoder
+        return [encoder.ind2lab[i] for i in range(len(encoder))]
+
+
+class AudioTagger(AudioClassifier):
+    """Multi-label tagging (AudioSet, FSD50K): the probability of every class and the classes above a threshold.
+
+    ``classify_file`` and ``classify_batch`` return ``(probs, scores, indices, labels)``, like
+    ``EncoderClassifier``'s four values: ``probs`` ``[batch, n_classes]`` (sigmoid, averaged
+    over the windows), and per clip the scores, indices and names of the classes whose
+    probability reaches ``threshold`` (the exported ``threshold`` unless given), highest
+    first. ``timeline`` says when they sound.
+
+    Example (a folder exported by the FSD50K or AudioSet recipe)::
+
+        tagger = AudioTagger.from_hparams(source="results/fsd50k_datar_tiny/1234/pretrained")
+        probs, scores, indices, labels = tagger.classify_file("street.wav", threshold=0.3)
+        probs, resolution, found = tagger.timeline("street.wav")   # [(start, end, label, score), ...]
+    """
+
+    HPARAMS_NEEDED = ["label_keys", "threshold"]
+
+    def _tags(self, log_probs, threshold):
+        threshold = self.hparams.threshold if threshold is None else float(threshold)
+        probs = log_probs.reshape(log_probs.shape[0], -1).exp()
+        names = self.class_names()
+        scores, indices, labels = [], [], []
+        for row in probs:
+            chosen = [int(i) for i in torch.argsort(row, descending=True) if row[i] >= threshold]
+            scores.append([float(row[i]) for i in chosen])
+            indices.append(chosen)
+            labels.append([names[i] for i in chosen])
+        return probs, scores, indices, labels
+
+    def classify_batch(self, wavs, wav_lens=None, threshold=None):
+        """Tags waveforms ``[batch, samples]``."""
+        log_probs = self.mods.classifier(self.encode_batch(wavs, wav_lens))
+        return self._tags(log_probs, threshold)
+
+    def classify_file(self, path, threshold=None, block_seconds=30.0, windows_per_call=None):
+        """Tags an audio file, or a video file's sound, of any length (decoded as a stream)."""
+        return self._tags(self.stream_scores(path, block_seconds, windows_per_call), threshold)
+
+    def class_names(self):
+        """The class names by index."""
+        encoder = getattr(self.hparams, label_encoder_name(self.hparams.label_keys[0]))
+        return [encoder.ind2lab[i] for i in range(len(encoder))]
 
 
 class MultiHeadAudioClassifier(VideoFiles, Pretrained):

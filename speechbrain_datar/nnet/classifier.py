@@ -1,6 +1,7 @@
 """Classification heads returning log-probabilities, as SpeechBrain's classifiers do."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from speechbrain_datar.nnet.layers import record_init_kwargs
@@ -20,6 +21,9 @@ class Classifier(nn.Module):
         Apply LayerNorm first (AST's ``mlp_head`` is LayerNorm + Linear).
     dropout : float
         Dropout on the embedding.
+    multi_label : bool
+        Independent classes (multi-label tagging): each output is the log of a sigmoid, the
+        probability that the class is present, instead of a log-softmax over the classes.
 
     Example
     -------
@@ -29,9 +33,10 @@ class Classifier(nn.Module):
     (torch.Size([3, 1, 5]), True)
     """
 
-    def __init__(self, input_size, n_classes=None, input_norm=False, dropout=0.0):
+    def __init__(self, input_size, n_classes=None, input_norm=False, dropout=0.0, multi_label=False):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
+        self.multi_label = bool(multi_label)
         self.input_size = input_size
         self.norm = nn.LayerNorm(input_size) if input_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
@@ -56,7 +61,11 @@ class Classifier(nn.Module):
             raise RuntimeError("this Classifier has no n_classes yet: call set_n_classes first")
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        return torch.log_softmax(self.out(self.dropout(self.norm(x))), dim=-1)
+        return self.log_probabilities(self.out(self.dropout(self.norm(x))))
+
+    def log_probabilities(self, logits):
+        """Log-softmax over the classes, or each class's log-sigmoid (``multi_label``)."""
+        return F.logsigmoid(logits) if self.multi_label else torch.log_softmax(logits, dim=-1)
 
 
 class ModalityClassifier(Classifier):
@@ -80,7 +89,7 @@ class ModalityClassifier(Classifier):
         logits = self.out(self.dropout(self.norm(x)))
         if not self.training:
             logits = logits.mean(dim=1, keepdim=True)
-        return torch.log_softmax(logits, dim=-1)
+        return self.log_probabilities(logits)
 
 
 class MultiHeadClassifier(nn.Module):
@@ -99,6 +108,8 @@ class MultiHeadClassifier(nn.Module):
         Dropout on the embedding.
     per_modality : bool
         Each head a ``ModalityClassifier`` (audio-visual models with one embedding per modality).
+    multi_label : bool
+        Each head's classes independent (log-sigmoid outputs, multi-label tagging).
 
     Example
     -------
@@ -107,14 +118,15 @@ class MultiHeadClassifier(nn.Module):
     {'verb': torch.Size([2, 1, 4]), 'noun': torch.Size([2, 1, 7])}
     """
 
-    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0, per_modality=False):
+    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0, per_modality=False, multi_label=False):
         super().__init__()
         if not n_classes:
             raise ValueError("n_classes must name at least one head")
         sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
         head = ModalityClassifier if per_modality else Classifier
         self.per_modality = bool(per_modality)
-        self.heads = nn.ModuleDict({str(name): head(input_size, n, input_norm, dropout) for name, n in sizes.items()})
+        self.heads = nn.ModuleDict({str(name): head(input_size, n, input_norm, dropout, multi_label)
+                                    for name, n in sizes.items()})
 
     @property
     def init_kwargs(self):
@@ -133,9 +145,11 @@ class MultiHeadClassifier(nn.Module):
         return {name: head(x) for name, head in self.heads.items()}
 
 
-def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0, per_modality=False):
+def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0, per_modality=False,
+                     multi_label=False):
     """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``;
-    with ``per_modality``, heads that take one embedding per modality (``ModalityClassifier``, MBT).
+    with ``per_modality``, heads that take one embedding per modality (``ModalityClassifier``, MBT); with
+    ``multi_label``, independent classes (log-sigmoid outputs, multi-label tagging).
 
     Lets one hparams file serve single-head recipes and EPIC-Kitchens' verb and noun
     heads (``heads: [verb, noun]``, or with sizes ``{verb: 97, noun: 300}``). Sizes
@@ -149,5 +163,25 @@ def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, d
     'ModalityClassifier'
     """
     if heads:
-        return MultiHeadClassifier(input_size, heads, input_norm, dropout, per_modality)
-    return (ModalityClassifier if per_modality else Classifier)(input_size, n_classes, input_norm, dropout)
+        return MultiHeadClassifier(input_size, heads, input_norm, dropout, per_modality, multi_label)
+    return (ModalityClassifier if per_modality else Classifier)(input_size, n_classes, input_norm, dropout, multi_label)
+
+
+def binary_cross_entropy(log_probs, targets):
+    """Mean binary cross-entropy of per-class log-probabilities (``multi_label`` heads) against targets in
+    [0, 1] (multi-hot, or mixed by mixup): ``-(t log p + (1 - t) log(1 - p))``.
+
+    ``log(1 - p)`` comes from ``log p`` without leaving the log domain (``log(-expm1(log p))``, exact for
+    logits up to about 87 in float32, where ``log p`` is still above zero), computed in float32.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[2.0, -1.0]]); targets = torch.tensor([[1.0, 0.0]])
+    >>> expected = F.binary_cross_entropy_with_logits(logits, targets)
+    >>> bool(torch.allclose(binary_cross_entropy(F.logsigmoid(logits), targets), expected))
+    True
+    """
+    log_probs = log_probs.float().clamp(max=-torch.finfo(torch.float32).tiny)  # p = 1 exactly: a finite loss
+    log_not = torch.where(log_probs > -0.6931, torch.log(-torch.expm1(log_probs)), torch.log1p(-torch.exp(log_probs)))
+    return -(targets * log_probs + (1.0 - targets) * log_not).mean()
+

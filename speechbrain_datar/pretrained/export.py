@@ -124,6 +124,7 @@ def export_classifier(
     extra_files=None,
     max_windows=8,
     audio_visual=None,
+    threshold=0.5,
 ):
     """Writes the inference folder.
 
@@ -153,6 +154,9 @@ def export_classifier(
         For an audio-visual encoder (``MBT``, ``LateFusion``): ``clip_seconds``, ``eval_crops``,
         ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``) and ``frame_norm``; the folder
         then serves ``AudioVisualClassifier``, which reads video files' frames too.
+    threshold : float
+        For a multi-label head (independent classes): the probability a class needs to be
+        returned as a tag; the folder then serves ``AudioTagger``.
 
     Returns
     -------
@@ -175,8 +179,13 @@ def export_classifier(
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
     single = list(label_encoders) == ["label"]
     head_yaml = dict(head_class=_class_path(head), head=_indented_yaml(head.init_kwargs))
+    multi_label = any(getattr(m, "multi_label", False) for m in head.modules())
+    if multi_label:
+        blocks.append(f"threshold: {float(threshold)}  # probability a class needs to be a tag\n")
     if audio_visual is None:
         interface = "EncoderClassifier" if single else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
+        if multi_label:
+            interface = "speechbrain_datar.inference.interfaces.AudioTagger"
         pipeline = AUDIO_PIPELINE.format(
             window_frames=int(window_frames), hop_frames=int(hop_frames), max_windows=int(max_windows),
             min_samples=int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0)), **head_yaml,

@@ -1,10 +1,12 @@
-"""The classification ``Brain`` shared by the VGGSound, Kinetics-Sounds and EPIC-Kitchens recipes.
+"""The classification ``Brain`` shared by the VGGSound, Kinetics-Sounds, EPIC-Kitchens, FSD50K and AudioSet recipes.
 
 It reads waveforms, computes features with the recipe's ``compute_features`` and
 ``mean_var_norm`` modules, applies ``feature_augment`` and mixup in training,
 embeds with ``embedding_model`` and classifies with ``classifier`` (one head, or
 several named heads). Validation and test clips are classified by sliding
-windows whose scores are averaged, exactly as the exported model does.
+windows whose scores are averaged, exactly as the exported model does. A head built with
+``multi_label`` (independent classes) makes it a tagger: binary cross-entropy against multi-hot
+targets (mixed by mixup), and mAP, AUC and d-prime in evaluation.
 
 hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``, ``modality_mixup``,
 ``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``, ``eval_max_windows``,
@@ -33,8 +35,14 @@ import torch
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.inference.temporal_crops import embed_crops
+from speechbrain_datar.nnet.classifier import binary_cross_entropy
 from speechbrain_datar.nnet.layers import unwrap_module
-from speechbrain_datar.training.metrics import ClassificationMetrics, drop_unsaved_epochs, write_test_reports
+from speechbrain_datar.training.metrics import (
+    ClassificationMetrics,
+    TaggingMetrics,
+    drop_unsaved_epochs,
+    write_test_reports,
+)
 
 
 LR_SCHEDULES = ("lr_annealing", "lr_scheduler")
@@ -65,7 +73,11 @@ class AudioClassificationBrain(sb.Brain):
         self.label_encoders = label_encoders
         self.label_keys = list(label_encoders)
         single = len(self.label_keys) == 1
-        self.main_metric = main_metric or ("top1" if single else f"{self.label_keys[0]}_top1")
+        head = unwrap_module(self.modules.classifier)
+        # Multi-label tagging when the head's classes are independent (``multi_label`` in the YAML).
+        self.multi_label = any(getattr(m, "multi_label", False) for m in head.modules())
+        first = "mAP" if self.multi_label else "top1"
+        self.main_metric = main_metric or (first if single else f"{self.label_keys[0]}_{first}")
         self.extra_statistics = list(extra_statistics)
         self.phases = self.hparams.coarse_to_fine
         if self.phases is not None and not self.phases.enabled:
@@ -137,14 +149,16 @@ class AudioClassificationBrain(sb.Brain):
         return average_window_scores(self.modules.classifier, embeddings, valid)
 
     def compute_objectives(self, predictions, batch, stage):
-        """Sum of the heads' NLL losses (mixed targets under mixup); accumulates metrics in evaluation."""
+        """Sum of the heads' NLL losses, or binary cross-entropies for multi-label heads (mixed targets under
+        mixup); accumulates metrics in evaluation."""
         if not isinstance(predictions, dict):
             predictions = {self.label_keys[0]: predictions}
         smoothing = self.hparams.label_smoothing
         loss = 0.0
         for key in self.label_keys:
             log_probs = predictions[key]
-            targets = getattr(batch, f"{key}_encoded").data.reshape(-1, 1)
+            targets = getattr(batch, f"{key}_encoded").data
+            targets = targets.unsqueeze(1) if self.multi_label else targets.reshape(-1, 1)
             if stage == sb.Stage.TRAIN and self._mix is not None and log_probs.shape[1] < len(set(self._mix[0])):
                 # scenic refuses this too: one output for two differently mixed modalities has no target
                 raise DataError("modality_mixup needs one output per modality (pooling: cls, both modalities)")
@@ -157,18 +171,25 @@ class AudioClassificationBrain(sb.Brain):
             else:
                 loss = loss + self._row_loss(log_probs, targets, 0, smoothing, stage)
             if stage != sb.Stage.TRAIN:
-                self.metrics[key].append(batch.id, log_probs, targets.reshape(-1))
+                self.metrics[key].append(batch.id, log_probs, targets[:, 0] if self.multi_label else targets.reshape(-1))
         return loss
+
+    def _loss(self, log_probs, targets, smoothing):
+        """NLL of the target classes, or the binary cross-entropy of multi-hot targets (multi-label)."""
+        if self.multi_label:
+            return binary_cross_entropy(log_probs, targets.expand_as(log_probs))
+        return sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
 
     def _row_loss(self, log_probs, targets, row, smoothing, stage):
         """NLL of one output row; in training under mixup, against the mixed targets with that row's modality
         weight (rows are the modalities in order: audio, then video)."""
-        loss = sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
+        loss = self._loss(log_probs, targets, smoothing)
         if stage != sb.Stage.TRAIN or self._mix is None:
             return loss
         lams, perm = self._mix
         lam = lams[min(row, len(lams) - 1)]
-        return lam * loss + (1 - lam) * sb.nnet.losses.nll_loss(log_probs, targets[perm], label_smoothing=smoothing)
+        # Both losses are linear in the targets: for multi-label heads this is the loss of the mixed label vectors.
+        return lam * loss + (1 - lam) * self._loss(log_probs, targets[perm], smoothing)
 
     # ---------------------------------------------------- schedules and phases
     def make_dataloader(self, dataset, stage, *args, **kwargs):
@@ -238,7 +259,8 @@ class AudioClassificationBrain(sb.Brain):
         else:
             topk = tuple(self.hparams.topk)
             self.metrics = {
-                key: ClassificationMetrics(len(self.label_encoders[key]), topk) for key in self.label_keys
+                key: TaggingMetrics(len(encoder)) if self.multi_label else ClassificationMetrics(len(encoder), topk)
+                for key, encoder in self.label_encoders.items()
             }
 
     def stage_statistics(self, stage_loss):
@@ -246,8 +268,8 @@ class AudioClassificationBrain(sb.Brain):
         stats = {"loss": stage_loss}
         for key, metrics in self.metrics.items():
             prefix = "" if len(self.label_keys) == 1 else f"{key}_"
-            for name, value in metrics.summarize().items():
-                stats[prefix + name] = round(100.0 * value, 2)
+            for name, value in metrics.statistics().items():
+                stats[prefix + name] = value
         for extra in self.extra_statistics:
             stats.update(extra(self.metrics))
         return stats

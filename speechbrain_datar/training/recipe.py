@@ -16,9 +16,9 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain_datar.dataio.labels import label_encoder_file, load_label_encoder
+from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
 from speechbrain_datar.dataio.pipelines import build_datasets
-from speechbrain_datar.dataio.prepare import prepare_dataset
+from speechbrain_datar.dataio.prepare import labels_of, prepare_dataset
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.classifier import MultiHeadClassifier
 from speechbrain_datar.nnet.layers import unwrap_module
@@ -35,11 +35,12 @@ FINE_TUNING_LR = 1e-4
 def fit_heads_to_labels(classifier, label_encoders):
     """Sizes the classifier's heads from the prepared labels; a head whose size was set must match them."""
     head = unwrap_module(classifier)
-    heads = dict(head.heads) if isinstance(head, MultiHeadClassifier) else {"label": head}
     sizes = {key: len(encoder) for key, encoder in label_encoders.items()}
+    single_key = next(iter(sizes)) if len(sizes) == 1 else "label"  # one head: "label", or "labels" (tagging)
+    heads = dict(head.heads) if isinstance(head, MultiHeadClassifier) else {single_key: head}
     actual = {key: heads[key].n_classes for key in heads}
     if set(heads) != set(sizes) or any(actual[k] not in (None, sizes[k]) for k in sizes):
-        suggestion = f"--n_classes={sizes['label']}" if list(sizes) == ["label"] else (
+        suggestion = f"--n_classes={sizes[single_key]}" if list(sizes) == [single_key] else (
             '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
         )
         raise DataError(f"the data has {sizes} classes but the classifier has {actual}: pass {suggestion}")
@@ -64,6 +65,20 @@ def warn_if_fine_tuning_rate_from_scratch(hparams):
             "barely learns: use the from-scratch setting of the hparams (e.g. --lr=5e-4 --warmup_epochs=2 "
             "--lr_decay=cosine)", hparams["lr"],
         )
+
+
+def train_loader_options(hparams, train_set, label_keys):
+    """The training loader's options; with ``balanced_sampling``, a sampler that draws clips (with replacement,
+    one epoch's worth) with weights that balance the classes of the first label key."""
+    options = dict(hparams["train_dataloader_opts"])
+    if not hparams["balanced_sampling"]:
+        return options
+    with train_set.output_keys_as([label_keys[0]]):
+        label_lists = [labels_of(item[label_keys[0]]) for item in train_set]
+    weights = class_balanced_weights(label_lists)
+    options.update(shuffle=False, sampler=sb.dataio.sampler.ReproducibleWeightedRandomSampler(
+        weights, num_samples=len(weights), replacement=True, seed=hparams["seed"]))
+    return options
 
 
 def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_metric=None, extra_statistics=()):
@@ -112,7 +127,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
+        train_loader_kwargs=train_loader_options(hparams, datasets["train"], label_keys),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     brain.evaluate(
@@ -132,6 +147,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
             sample_rate=hparams["sample_rate"],
             extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
             audio_visual=audio_visual_export(hparams),
+            threshold=hparams["tagging_threshold"],
         )
         logger.info("exported the trained model to %s", folder)
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:

@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Recipe for multi-label tagging with DATAR (or the AST baseline) on AudioSet, with class-balanced sampling.
+
+    python recipes/AudioSet/train.py hparams/AudioSet/datar.yaml --data_folder=/data/audioset
+    python recipes/AudioSet/train.py hparams/AudioSet/datar.yaml --data_folder=/data/audioset \\
+        --prepare_options="{train_sets: [balanced, unbalanced]}"
+
+``data_folder`` holds the segment lists, ``class_labels_indices.csv`` and the clips (``audio/Y<YTID>.*``).
+See README.md beside this file.
+
+Authors
+ * speechbrain-datar contributors
+"""
+import os
+import sys
+
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+from audioset_prepare import prepare_audioset  # noqa: E402
+
+from speechbrain_datar.training.recipe import recipe_main  # noqa: E402
+
+if __name__ == "__main__":
+    recipe_main(sys.argv[1:], prepare_audioset, label_keys=("labels",))
