@@ -234,3 +234,56 @@ def test_audioset_preparation_counts_missing_clips_and_keeps_every_label(tmp_pat
     assert {k: v["labels"] for k, v in data.train.items()} == {
         "train0_0": ["Male speech, man speaking", "Speech"], "train1_10": ["Dog"], "train2_20": ["Dog", "Speech"]}
     assert {k: v["labels"] for k, v in data.test.items()} == {"eval0_0": ["Dog"], "eval1_0": ["Speech"]}
+
+
+def test_balanced_sampling_draws_rare_classes_as_often_as_common_ones(tmp_path):
+    """AudioSet's weighted sampler: 18 clips of a common class, 2 of a rare one; drawn with the weights,
+    each class appears in about half of the draws (shuffling would give the rare one 10%)."""
+    import speechbrain as sb
+
+    from speechbrain_datar.training.recipe import train_loader_options
+
+    entries = {f"c{i}": {"labels": ["common"] if i < 18 else ["rare"]} for i in range(20)}
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(entries))
+    dataset = sb.dataio.dataset.DynamicItemDataset.from_json(str(path), output_keys=["id"])
+    hparams = {"train_dataloader_opts": {"batch_size": 4, "shuffle": True}, "balanced_sampling": True, "seed": 3}
+    options = train_loader_options(hparams, dataset, ("labels",))
+    assert options["shuffle"] is False and len(options["sampler"]) == 20
+    draws = [index for epoch in range(50) for index in (options["sampler"].set_epoch(epoch) or options["sampler"])]
+    rare = sum(index >= 18 for index in draws) / len(draws)
+    assert 0.4 < rare < 0.6
+    assert train_loader_options(dict(hparams, balanced_sampling=False), dataset, ("labels",)) == \
+        hparams["train_dataloader_opts"]
+
+
+@pytest.mark.parametrize("heads", [{"label": 3}, {"verb": 3, "noun": 4}])
+@pytest.mark.parametrize("method", ["windows", "columns"])
+def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
+    """Single-label and multi-head models (random weights): rows cover the file at the stated resolution."""
+    import soundfile
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from speechbrain_datar.dataio.normalization import DatasetNormalization
+    from speechbrain_datar.inference.interfaces import AudioClassifier, MultiHeadAudioClassifier
+    from speechbrain_datar.lobes.models.datar import DATAR
+    from speechbrain_datar.nnet.classifier import build_classifier
+    from speechbrain_datar.pretrained.export import export_classifier
+
+    encoders = {}
+    for key, n in heads.items():
+        encoders[key] = CategoricalEncoder()
+        encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
+    encoder = DATAR("micro", n_mels=32, reference_frames=201).eval()
+    head = build_classifier(128, heads=heads if len(heads) > 1 else None, n_classes=heads.get("label")).eval()
+    export_classifier(str(tmp_path / "m"), encoder=encoder, head=head, normalizer=DatasetNormalization(-5.0, 3.0),
+                      label_encoders=encoders, feature_options={"sample_rate": 16000, "n_mels": 32},
+                      window_frames=201, hop_frames=96)
+    path = str(tmp_path / "clip.wav")
+    soundfile.write(path, 0.1 * np.random.default_rng(0).standard_normal(16000 * 5), 16000)
+    interface = AudioClassifier if len(heads) == 1 else MultiHeadAudioClassifier
+    model = interface.from_hparams(source=str(tmp_path / "m"), savedir=str(tmp_path / "l"))
+    result = model.timeline(path, threshold=0.0, method=method)
+    for key, (probs, resolution, found) in (result.items() if len(heads) > 1 else [("label", result)]):
+        assert probs.shape[1] == heads[key] and abs(probs.shape[0] * resolution - 5.0) < 1.0
+        assert {label for _, _, label, _ in found} == set(encoders[key].lab2ind)  # threshold 0: every class

@@ -37,7 +37,70 @@ class VideoFiles:
         return super().load_audio(path, savedir=savedir)
 
 
-class AudioClassifier(VideoFiles, EncoderClassifier):
+class Timelines:
+    """``timeline``: when each class sounds in a file (the audio interfaces; one result per head for a model
+    with several)."""
+
+    def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0,
+                 hop_seconds=0.125):
+        """When each class sounds in a file: class probabilities over time and the segments above ``threshold``.
+
+        Arguments
+        ---------
+        path : str
+            Audio file, or video file whose sound is read.
+        threshold : float
+            Probability a class needs over a stretch of time to make a segment.
+        min_seconds : float
+            Shorter segments are left out.
+        method : str
+            ``"windows"``: windows of ``window_seconds`` every ``hop_seconds``, each classified
+            alone (any encoder). ``"columns"``: the time columns of DATAR's final map within the
+            model's own windows (one encoder call per window, 0.32 s steps, but the deformable
+            blocks' global attention spreads a class over the window).
+
+        Returns
+        -------
+        probs : torch.Tensor
+            ``[rows, n_classes]``, one row per window or column.
+        resolution : float
+            Seconds per row.
+        found : list
+            ``(start, end, label, score)`` in seconds (see ``timeline.segments``).
+        """
+        windows = self.mods.embedding_model
+        device = next(windows.encoder.parameters()).device
+        source = WaveformFrames(StreamedAudio(path, self.audio_normalizer.sample_rate), windows.features,
+                                windows.normalizer, device)
+        head = self.mods.classifier.classifier
+        frame = self.frame_seconds()
+        with torch.no_grad():
+            if method == "columns":
+                probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
+                resolution, offset = windows.encoder.total_stride[1] * frame, 0.0
+            elif method == "windows":
+                window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
+                probs = window_timeline(windows.encoder, head, source, window, hop)
+                resolution, offset = hop * frame, (window - hop) / 2 * frame  # a row: the hop around its centre
+            else:
+                raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
+        names = self.class_names()
+        if isinstance(probs, dict):
+            return {key: (probs[key], resolution, segments(probs[key], resolution, names[key], threshold, min_seconds,
+                                                            offset)) for key in probs}
+        return probs, resolution, segments(probs, resolution, names, threshold, min_seconds, offset)
+
+    def frame_seconds(self):
+        """Seconds between feature frames."""
+        return self.mods.embedding_model.features.compute_STFT.hop_length / self.audio_normalizer.sample_rate
+
+    def class_names(self):
+        """The class names by index."""
+        encoder = self.hparams.label_encoder
+        return [encoder.ind2lab[i] for i in range(len(encoder))]
+
+
+class AudioClassifier(Timelines, VideoFiles, EncoderClassifier):
     """``EncoderClassifier`` that also classifies video files by their sound, and hour-long recordings in
     bounded memory: ``classify_file`` decodes the file as a stream, block by block, while the windows are
     embedded a chunk at a time, shows a progress bar when the file is long and logs its speed (also kept
@@ -93,60 +156,6 @@ class AudioClassifier(VideoFiles, EncoderClassifier):
                     self.last_realtime_factor)
         return out_prob
 
-    def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0,
-                 hop_seconds=0.125):
-        """When each class sounds in a file: class probabilities over time and the segments above ``threshold``.
-
-        Arguments
-        ---------
-        path : str
-            Audio file, or video file whose sound is read.
-        threshold : float
-            Probability a class needs over a stretch of time to make a segment.
-        min_seconds : float
-            Shorter segments are left out.
-        method : str
-            ``"windows"``: windows of ``window_seconds`` every ``hop_seconds``, each classified
-            alone (any encoder). ``"columns"``: the time columns of DATAR's final map within the
-            model's own windows (one encoder call per window, 0.32 s steps, but the deformable
-            blocks' global attention spreads a class over the window).
-
-        Returns
-        -------
-        probs : torch.Tensor
-            ``[rows, n_classes]``, one row per window or column.
-        resolution : float
-            Seconds per row.
-        found : list
-            ``(start, end, label, score)`` in seconds (see ``timeline.segments``).
-        """
-        windows = self.mods.embedding_model
-        device = next(windows.encoder.parameters()).device
-        source = WaveformFrames(StreamedAudio(path, self.audio_normalizer.sample_rate), windows.features,
-                                windows.normalizer, device)
-        head = self.mods.classifier.classifier
-        frame = self.frame_seconds()
-        with torch.no_grad():
-            if method == "columns":
-                probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
-                resolution, offset = windows.encoder.total_stride[1] * frame, 0.0
-            elif method == "windows":
-                window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
-                probs = window_timeline(windows.encoder, head, source, window, hop)
-                resolution, offset = hop * frame, (window - hop) / 2 * frame  # a row: the hop around its centre
-            else:
-                raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
-        return probs, resolution, segments(probs, resolution, self.class_names(), threshold, min_seconds, offset)
-
-    def frame_seconds(self):
-        """Seconds between feature frames."""
-        return self.mods.embedding_model.features.compute_STFT.hop_length / self.audio_normalizer.sample_rate
-
-    def class_names(self):
-        """The class names by index."""
-        encoder = self.hparams.label_encoder
-        return [encoder.ind2lab[i] for i in range(len(encoder))]
-
 
 class AudioTagger(AudioClassifier):
     """Multi-label tagging (AudioSet, FSD50K): the probability of every class and the classes above a threshold.
@@ -193,7 +202,7 @@ class AudioTagger(AudioClassifier):
         return [encoder.ind2lab[i] for i in range(len(encoder))]
 
 
-class MultiHeadAudioClassifier(VideoFiles, Pretrained):
+class MultiHeadAudioClassifier(Timelines, VideoFiles, Pretrained):
     """``EncoderClassifier``'s counterpart for models with several heads (EPIC-Kitchens: verb and noun).
 
     Load an exported folder with ``MultiHeadAudioClassifier.from_hparams(source=folder)``.
@@ -225,6 +234,14 @@ class MultiHeadAudioClassifier(VideoFiles, Pretrained):
             encoder = getattr(self.hparams, f"label_encoder_{key}")
             results[key] = (out_prob, score, index, encoder.decode_torch(index))
         return results
+
+    def class_names(self):
+        """The class names by index, by head."""
+        names = {}
+        for key in self.hparams.label_keys:
+            encoder = getattr(self.hparams, label_encoder_name(key))
+            names[key] = [encoder.ind2lab[i] for i in range(len(encoder))]
+        return names
 
     def classify_file(self, path, **kwargs):
         """Classifies one audio file (any length; long files by averaged sliding windows)."""

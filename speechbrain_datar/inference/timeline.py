@@ -22,7 +22,8 @@ from speechbrain_datar.nnet.masking import masked_mean
 
 
 def column_log_probs(encoder, head, feats):
-    """Log-probabilities of each time column of the final map: ``[batch, columns, n_classes]``.
+    """Log-probabilities of each time column of the final map: ``[batch, columns, n_classes]`` (a dict of them,
+    by head, for a head with several).
 
     Arguments
     ---------
@@ -48,11 +49,22 @@ def column_log_probs(encoder, head, feats):
                           None if out["mask"] is None else out["mask"].transpose(1, 2).flatten(0, 1).unsqueeze(1))
     batch, width = out["feature_map"].shape[0], out["feature_map"].shape[2]
     valid_columns = -(-feats.shape[1] // encoder.total_stride[1])
-    return head(columns.reshape(batch, width, -1))[:, :valid_columns]
+    scores = head(columns.reshape(batch, width, -1))
+    if isinstance(scores, dict):  # several heads
+        return {key: value[:, :valid_columns] for key, value in scores.items()}
+    return scores[:, :valid_columns]
+
+
+def _stacked(rows, keys, take):
+    """Rows of per-window scores (tensors, or dicts of them by head) -> one tensor, or a dict of them."""
+    if keys is None:
+        return torch.stack([take(row) for row in rows])
+    return {key: torch.stack([take(row[key]) for row in rows]) for key in keys}
 
 
 def recording_timeline(encoder, head, source, window, hop):
-    """Class probabilities over a whole recording, one row per final-map column: ``[columns, n_classes]``.
+    """Class probabilities over a whole recording, one row per final-map column: ``[columns, n_classes]``
+    (a dict of them, by head, for a head with several).
 
     Arguments
     ---------
@@ -67,22 +79,30 @@ def recording_timeline(encoder, head, source, window, hop):
     stride = encoder.total_stride[1]
     n_frames = source.n_frames
     n_columns = -(-n_frames // stride)
-    total, count = None, torch.zeros(n_columns)
+    pieces = []
     for index in range(int(windows_per_clip(torch.tensor(n_frames), window, hop))):
         start = index * hop
-        stop = min(start + window, n_frames)
-        probs = column_log_probs(encoder, head, source.frames(start, stop)).exp()[0].cpu()
-        first = start // stride
-        if total is None:
-            total = torch.zeros(n_columns, probs.shape[-1])
-        rows = min(probs.shape[0], n_columns - first)
-        total[first:first + rows] += probs[:rows]
-        count[first:first + rows] += 1
-    return total / count.clamp(min=1).unsqueeze(1)
+        scores = column_log_probs(encoder, head, source.frames(start, min(start + window, n_frames)))
+        pieces.append((start // stride, scores))
+
+    def assemble(take):
+        total, count = None, torch.zeros(n_columns)
+        for first, scores in pieces:
+            probs = take(scores).exp()[0].cpu()
+            total = torch.zeros(n_columns, probs.shape[-1]) if total is None else total
+            rows = min(probs.shape[0], n_columns - first)
+            total[first:first + rows] += probs[:rows]
+            count[first:first + rows] += 1
+        return total / count.clamp(min=1).unsqueeze(1)
+
+    if isinstance(pieces[0][1], dict):
+        return {key: assemble(lambda scores, key=key: scores[key]) for key in pieces[0][1]}
+    return assemble(lambda scores: scores)
 
 
 def window_timeline(encoder, head, source, window, hop):
-    """Class probabilities of short windows over a recording, any encoder: ``[n_windows, n_classes]``.
+    """Class probabilities of short windows over a recording, any encoder: ``[n_windows, n_classes]`` (a dict
+    of them, by head, for a head with several).
 
     Window ``i`` covers frames ``[i * hop, i * hop + window)``; its row stands for the ``hop`` frames
     around its centre. Each window is classified alone, so a class scores where it sounds, at the price
@@ -98,11 +118,9 @@ def window_timeline(encoder, head, source, window, hop):
         Window and hop in frames.
     """
     n_frames = source.n_frames
-    rows = []
-    for start in range(0, max(1, n_frames - window + hop), hop):
-        stop = min(start + window, n_frames)
-        rows.append(head(encoder(source.frames(start, stop))).exp()[0, 0].cpu())
-    return torch.stack(rows)
+    rows = [head(encoder(source.frames(start, min(start + window, n_frames))))
+            for start in range(0, max(1, n_frames - window + hop), hop)]
+    return _stacked(rows, list(rows[0]) if isinstance(rows[0], dict) else None, lambda row: row.exp()[0, 0].cpu())
 
 
 def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0.0):
