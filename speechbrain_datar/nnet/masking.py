@@ -5,6 +5,8 @@ valid (unpadded) positions. Padded positions are kept exactly at zero through
 every layer, so that a clip's output does not depend on what else is in the batch.
 """
 
+import math
+
 import torch
 
 
@@ -117,7 +119,9 @@ def ceil_div(value, divisor):
     """
     if isinstance(value, torch.Tensor):
         return torch.div(value + divisor - 1, divisor, rounding_mode="floor")
-    return -(-value // divisor)  # integer arithmetic: also exact on the symbolic sizes of an exported graph
+    if isinstance(value, (int, torch.SymInt)):
+        return -(-value // divisor)  # integer arithmetic: also exact on the symbolic sizes of an exported graph
+    return int(math.ceil(value / divisor))
 
 
 def patches_within(frames, width, stride):
