@@ -95,9 +95,13 @@ class Timelines:
         return self.mods.embedding_model.features.compute_STFT.hop_length / self.audio_normalizer.sample_rate
 
     def class_names(self):
-        """The class names by index."""
-        encoder = self.hparams.label_encoder
-        return [encoder.ind2lab[i] for i in range(len(encoder))]
+        """The class names by index; by head (a dict) for a model with several."""
+        keys = getattr(self.hparams, "label_keys", ["label"])  # exports of version 0.1 have one head, no keys
+        names = {}
+        for key in keys:
+            encoder = getattr(self.hparams, label_encoder_name(key))
+            names[key] = [encoder.ind2lab[i] for i in range(len(encoder))]
+        return names if len(names) > 1 else names[keys[0]]
 
 
 class AudioClassifier(Timelines, VideoFiles, EncoderClassifier):
@@ -196,11 +200,6 @@ class AudioTagger(AudioClassifier):
         """Tags an audio file, or a video file's sound, of any length (decoded as a stream)."""
         return self._tags(self.stream_scores(path, block_seconds, windows_per_call), threshold)
 
-    def class_names(self):
-        """The class names by index."""
-        encoder = getattr(self.hparams, label_encoder_name(self.hparams.label_keys[0]))
-        return [encoder.ind2lab[i] for i in range(len(encoder))]
-
 
 class MultiHeadAudioClassifier(Timelines, VideoFiles, Pretrained):
     """``EncoderClassifier``'s counterpart for models with several heads (EPIC-Kitchens: verb and noun).
@@ -234,14 +233,6 @@ class MultiHeadAudioClassifier(Timelines, VideoFiles, Pretrained):
             encoder = getattr(self.hparams, f"label_encoder_{key}")
             results[key] = (out_prob, score, index, encoder.decode_torch(index))
         return results
-
-    def class_names(self):
-        """The class names by index, by head."""
-        names = {}
-        for key in self.hparams.label_keys:
-            encoder = getattr(self.hparams, label_encoder_name(key))
-            names[key] = [encoder.ind2lab[i] for i in range(len(encoder))]
-        return names
 
     def classify_file(self, path, **kwargs):
         """Classifies one audio file (any length; long files by averaged sliding windows)."""

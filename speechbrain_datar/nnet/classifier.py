@@ -167,6 +167,17 @@ def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, d
     return (ModalityClassifier if per_modality else Classifier)(input_size, n_classes, input_norm, dropout, multi_label)
 
 
+def is_multi_label(head):
+    """Whether a head (or any of its heads) has independent classes (``multi_label``).
+
+    Example
+    -------
+    >>> is_multi_label(Classifier(8, 3)), is_multi_label(build_classifier(8, heads={"a": 2}, multi_label=True))
+    (False, True)
+    """
+    return any(getattr(module, "multi_label", False) for module in head.modules())
+
+
 def binary_cross_entropy(log_probs, targets):
     """Mean binary cross-entropy of per-class log-probabilities (``multi_label`` heads) against targets in
     [0, 1] (multi-hot, or mixed by mixup): ``-(t log p + (1 - t) log(1 - p))``.

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from speechbrain_datar.dataio.labels import label_encoder_name
+from speechbrain_datar.nnet.classifier import is_multi_label
 from speechbrain_datar.nnet.layers import unwrap_module
 
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
@@ -179,7 +180,7 @@ def export_classifier(
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
     single = list(label_encoders) == ["label"]
     head_yaml = dict(head_class=_class_path(head), head=_indented_yaml(head.init_kwargs))
-    multi_label = any(getattr(m, "multi_label", False) for m in head.modules())
+    multi_label = is_multi_label(head)
     if multi_label:
         blocks.append(f"threshold: {float(threshold)}  # probability a class needs to be a tag\n")
     if audio_visual is None:

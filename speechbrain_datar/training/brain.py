@@ -35,7 +35,7 @@ import torch
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
 from speechbrain_datar.inference.temporal_crops import embed_crops
-from speechbrain_datar.nnet.classifier import binary_cross_entropy
+from speechbrain_datar.nnet.classifier import binary_cross_entropy, is_multi_label
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
@@ -75,7 +75,7 @@ class AudioClassificationBrain(sb.Brain):
         single = len(self.label_keys) == 1
         head = unwrap_module(self.modules.classifier)
         # Multi-label tagging when the head's classes are independent (``multi_label`` in the YAML).
-        self.multi_label = any(getattr(m, "multi_label", False) for m in head.modules())
+        self.multi_label = is_multi_label(head)
         first = "mAP" if self.multi_label else "top1"
         self.main_metric = main_metric or (first if single else f"{self.label_keys[0]}_{first}")
         self.extra_statistics = list(extra_statistics)
