@@ -6,7 +6,9 @@ the coarse phases and the exported model all use one set of fbank settings.
 """
 
 import speechbrain.lobes.features
+import torch
 import torch.nn.functional as F
+from speechbrain.processing.features import STFT, Filterbank, spectral_magnitude
 from torch import nn
 
 TIME_COMPRESSIONS = ("fshift", "avgpool", "maxpool")
@@ -61,6 +63,9 @@ class Fbank(speechbrain.lobes.features.Fbank):
     torch.Size([2, 26, 40])
     """
 
+    #: The class an exported model computes these features with (the same output at full resolution).
+    exported_class = "speechbrain.lobes.features.Fbank"
+
     def __init__(self, **options):
         super().__init__(**options)
         self.options = dict(options)
@@ -105,6 +110,45 @@ class Fbank(speechbrain.lobes.features.Fbank):
         if self.compression == "fshift":
             return self.compress(wavs)
         return self.compress(super().forward(wavs))
+
+
+class MagnitudeMelLog1p(nn.Module):
+    """The features SpeechBrain's ESC-50 recipe gives CNN14: ``log1p`` of a mel filterbank of STFT magnitudes.
+
+    STFT (``n_fft`` 1024, 23.2 ms windows, 11.6 ms hop: 1024 and 512 samples at 44.1 kHz), magnitudes
+    (``spec_mag_power`` 0.5 of the power), ``Filterbank`` without its log, then ``log1p``.
+
+    Example
+    -------
+    >>> features = MagnitudeMelLog1p(sample_rate=16000)
+    >>> features(torch.randn(2, 16000)).shape, frames_in_clip(features, 1.0)
+    (torch.Size([2, 87, 80]), 87)
+    """
+
+    exported_class = "speechbrain_datar.lobes.features.MagnitudeMelLog1p"
+
+    def __init__(self, sample_rate=16000, n_mels=80, n_fft=1024, win_length=23.2199, hop_length=11.6099,
+                 spec_mag_power=0.5):
+        super().__init__()
+        self.options = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, win_length=win_length,
+                            hop_length=hop_length, spec_mag_power=spec_mag_power)
+        self.hop_length, self.spec_mag_power = hop_length, spec_mag_power
+        self.stft = STFT(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length)
+        self.filterbank = Filterbank(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate, log_mel=False)
+
+    def set_time_resolution(self, factor=1, compression=None):
+        """Only full resolution: coarse-to-fine schedules are built on ``Fbank``."""
+        if factor != 1:
+            raise ValueError("MagnitudeMelLog1p has no coarse time resolutions; use Fbank for coarse-to-fine")
+
+    def frames(self, full_resolution_frames):
+        """Frames at the current resolution (always the full one)."""
+        return int(full_resolution_frames)
+
+    def forward(self, wavs):
+        """Features ``[batch, frames, n_mels]``."""
+        magnitudes = spectral_magnitude(self.stft(wavs), power=self.spec_mag_power)
+        return torch.log1p(self.filterbank(magnitudes))
 
 
 def frames_in_clip(features, seconds):

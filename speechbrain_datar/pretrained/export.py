@@ -24,10 +24,10 @@ INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar
 sample_rate: {sample_rate}
 label_keys: {label_keys}
 
-audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+audio_normalizer: !new:speechbrain_datar.dataio.audio.SoxrAudioNormalizer
     sample_rate: !ref <sample_rate>
 
-features: !new:speechbrain.lobes.features.Fbank
+features: !new:{feature_class}
 {features}
 normalizer: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
     mean: {mean!r}
@@ -126,6 +126,7 @@ def export_classifier(
     max_windows=8,
     audio_visual=None,
     threshold=0.5,
+    feature_class="speechbrain.lobes.features.Fbank",
 ):
     """Writes the inference folder.
 
@@ -142,7 +143,8 @@ def export_classifier(
     label_encoders : dict
         ``{"label": CategoricalEncoder}``; several keys for several heads.
     feature_options : dict
-        Keyword arguments of SpeechBrain's ``Fbank`` used in training.
+        Keyword arguments of the features used in training (SpeechBrain's ``Fbank`` unless
+        ``feature_class`` says otherwise).
     window_frames, hop_frames : int
         Sliding-window layout for long clips.
     sample_rate : int
@@ -203,6 +205,7 @@ def export_classifier(
         interface=interface,
         label_keys=list(label_encoders),
         sample_rate=int(sample_rate),
+        feature_class=feature_class,
         features=_indented_yaml(feature_options),
         mean=float(normalizer.mean),
         std=float(normalizer.std),

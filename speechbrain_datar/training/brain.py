@@ -14,6 +14,8 @@ hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``,
 ``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
 ``null`` when unused:
 
+- ``wave_augment``: a SpeechBrain ``Augmenter`` applied to training waveforms (gain, time shift, noise),
+  before the features; it must keep the batch's size (no ``concat_original``, no repeats);
 - ``feature_augment``: a SpeechBrain ``Augmenter`` applied to training features;
 - ``lr_annealing``: an epoch-level scheduler called with the valid loss (``NewBobScheduler``, ...);
 - ``lr_scheduler``: a per-step scheduler called as ``lr_scheduler(optimizer)`` before every optimiser
@@ -94,9 +96,15 @@ class AudioClassificationBrain(sb.Brain):
         """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase)."""
         return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens)
 
-    def compute_features(self, batch):
-        """The batch's normalised features and their lengths."""
+    def compute_features(self, batch, stage=None):
+        """The batch's normalised features and their lengths; in training, of the augmented waveforms."""
         wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.wave_augment is not None:
+            augmented, lens = self.hparams.wave_augment(wavs, lens)
+            if augmented.shape[0] != wavs.shape[0]:
+                raise DataError("wave_augment must keep the batch's size: set concat_original: False and "
+                                "repeat_augment: 1 in its Augmenter")
+            wavs = augmented
         return self.audio_features(wavs, lens), lens
 
     def _mixup(self, feats, lens, frames=None):
@@ -133,7 +141,7 @@ class AudioClassificationBrain(sb.Brain):
             embeddings = embed_crops(self.modules.embedding_model, self.audio_features, wavs, lens, frames,
                                      batch.crop_starts.data, self.hparams.sample_rate, self.hparams.clip_seconds)
             return self.modules.classifier(embeddings)
-        feats, lens = self.compute_features(batch)
+        feats, lens = self.compute_features(batch, stage)
         if stage == sb.Stage.TRAIN:
             if self.hparams.feature_augment is not None:
                 feats, lens = self.hparams.feature_augment(feats, lens)

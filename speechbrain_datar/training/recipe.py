@@ -8,8 +8,10 @@ set with several heads, its label keys and joint metrics) and calls ``recipe_mai
 import json
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
 
 import ruamel.yaml
 import speechbrain as sb
@@ -141,6 +143,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
             normalizer=hparams["mean_var_norm"],
             label_encoders=label_encoders,
             feature_options=hparams["compute_features"].options,
+            feature_class=hparams["compute_features"].exported_class,
             window_frames=hparams["eval_window_frames"],
             hop_frames=hparams["eval_hop_frames"],
             max_windows=hparams["eval_max_windows"],
@@ -168,38 +171,100 @@ def audio_visual_export(hparams):
                 frames=frame_options(hparams))
 
 
-def resolve_hparams_file(path, overrides=None):
-    """The model hparams file and the overrides that a data set's hparams file stands for.
+def resolve_hparams_file(path):
+    r"""The hparams document a data set's hparams file stands for, as YAML text.
 
-    A data set's file is ``!include:<model file>`` followed by plain settings (see
-    ``hparams/KineticsSounds/datar.yaml``); HyperPyYAML does not resolve an include
-    at the root of a document, so the settings become overrides of the included
-    file, and command-line overrides apply over them. A plain hparams file is
-    returned as it is.
+    A data set's file is ``!include:<model file>`` followed by settings of its own (see
+    ``hparams/KineticsSounds/datar.yaml``); HyperPyYAML does not resolve an include at the root of a
+    document, so each top-level setting of the data set's file replaces the model file's in place
+    (objects such as ``!new:`` augmenters included, so that references keep their order), and
+    settings the model file lacks are added at the end. A plain hparams file is returned as it is.
 
     Returns
     -------
-    path : str
-    overrides : dict
+    text : str
+        The document.
+    keys : set
+        Its top-level settings.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "model.yaml"), "w") as f:
+    ...     _ = f.write("a: 1\nb: !new:collections.Counter\n    x: 1\n# c's comment\nc: !ref <a>\n")
+    >>> with open(os.path.join(folder, "data.yaml"), "w") as f:
+    ...     _ = f.write("!include:model.yaml\nb: null\nd: 4\n")
+    >>> text, keys = resolve_hparams_file(os.path.join(folder, "data.yaml"))
+    >>> print(text, end=""), sorted(keys)
+    a: 1
+    b: null
+    # c's comment
+    c: !ref <a>
+    d: 4
+    (None, ['a', 'b', 'c', 'd'])
     """
-    yaml = ruamel.yaml.YAML()
-    if isinstance(overrides, str):
-        overrides = yaml.load(overrides) if overrides.strip() else {}
-    overrides = dict(overrides or {})
     with open(path) as f:
-        root = yaml.load(f)
-    tag = getattr(getattr(root, "tag", None), "value", None) or ""
-    if not tag.startswith("!include:"):
-        return path, overrides
-    base = os.path.join(os.path.dirname(os.path.abspath(path)), tag[len("!include:"):])
-    return resolve_hparams_file(base, dict(dict(root), **overrides))
+        text = f.read()
+    first, _, rest = text.partition("\n")
+    if not first.startswith("!include:"):
+        return text, set(_top_level_blocks(text))
+    base, _ = resolve_hparams_file(os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:"):].strip()))
+    settings = _top_level_blocks(rest)
+    lines, replaced = [], set()
+    for key, block in _top_level_blocks(base, keep_other_lines=True).items():
+        if key in settings:
+            lines.append(settings[key])
+            replaced.add(key)
+        else:
+            lines.append(block)
+    lines += [block for key, block in settings.items() if key not in replaced and key is not None]
+    merged = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return merged, set(_top_level_blocks(merged))
+
+
+def _top_level_blocks(text, keep_other_lines=False):
+    """``{key: its block}`` of a YAML document: a top-level key's line and the indented (or blank) lines
+    under it. With ``keep_other_lines``, the lines between blocks (comments) are kept as blocks of their own,
+    under keys of the form ``(None, number)``, so that the document can be put together again."""
+    blocks, key, current = {}, None, []
+    for number, line in enumerate(text.splitlines(keepends=True)):
+        match = re.match(r"([A-Za-z_][\w.]*)\s*:", line)
+        if match or (line[:1] not in ("", " ", "\t", "\n", "\r")):
+            if current and (key is not None or keep_other_lines):
+                blocks[key if key is not None else (None, number)] = "".join(current)
+            key, current = (match.group(1) if match else None), [line]
+        else:
+            current.append(line)
+    if current and (key is not None or keep_other_lines):
+        blocks[key if key is not None else (None, len(blocks))] = "".join(current)
+    return blocks
+
+
+def _load_resolved(path, overrides=None):
+    """Loads an hparams file (a model's file or a data set's file over it) with command-line ``overrides``.
+
+    An override must name a setting of the document, else ``KeyError`` names it (a misspelt option never
+    passes silently).
+
+    Returns
+    -------
+    text, hparams
+        The resolved document and the loaded hparams.
+    """
+    text, keys = resolve_hparams_file(path)
+    if isinstance(overrides, str):
+        overrides = ruamel.yaml.YAML().load(overrides) if overrides.strip() else {}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - keys)
+    if unknown:
+        raise KeyError(f"Override '{unknown[0]}' not found in: {sorted(keys)}")
+    return text, load_hyperpyyaml(text, overrides)
 
 
 def load_hparams(path, overrides=None):
     """Loads a recipe's hparams file (a model's file or a data set's file over it) with overrides."""
-    path, overrides = resolve_hparams_file(path, overrides)
-    with open(path) as f:
-        return load_hyperpyyaml(f, overrides)
+    return _load_resolved(path, overrides)[1]
 
 
 def dataset_options(hparams):
@@ -223,14 +288,16 @@ def recipe_main(argv, prepare, label_keys=("label",), main_metric=None, extra_st
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        hparams_file, overrides = resolve_hparams_file(hparams_file, overrides)
-        with open(hparams_file) as f:
-            hparams = load_hyperpyyaml(f, overrides)
-        sb.create_experiment_directory(
-            experiment_directory=hparams["output_folder"],
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
-        )
+        text, hparams = _load_resolved(hparams_file, overrides)
+        with tempfile.TemporaryDirectory() as folder:  # SpeechBrain saves the hparams from a file
+            resolved = os.path.join(folder, os.path.basename(hparams_file))
+            with open(resolved, "w") as f:
+                f.write(text)
+            sb.create_experiment_directory(
+                experiment_directory=hparams["output_folder"],
+                hyperparams_to_save=resolved,
+                overrides=overrides,
+            )
         if sb.utils.distributed.if_main_process() and os.path.isfile(sys.argv[0]):
             shutil.copy(sys.argv[0], hparams["output_folder"])  # the recipe's own train.py
         sb.utils.distributed.run_on_main(

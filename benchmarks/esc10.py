@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""DATAR, its ablations, AST and SpeechBrain's CNN14 trained from scratch on real recordings: ESC-10.
+
+ESC-10 (400 five-second clips, 10 classes, 5 folds) in the official ESC-50 layout (make it from a class-folder
+copy with ``recipes/ESC50/class_folders_to_esc50.py``). Every run is the ESC-50 recipe
+(``recipes/ESC50/train.py``) with the same budget: the epochs, batch, optimiser and schedule of
+``hparams/ESC50/datar.yaml``, and one augmentation setting for every model. The protocol, in stages
+(each resumable: a finished run is read back, not trained again):
+
+1. ``lr``: DATAR-micro's learning rate, searched over ``--lrs`` on fold 1's split (folds 2-5 train; the
+   best validation top-1 over the epochs, on the validation part carved from the training folds, picks it;
+   fold 1's test clips play no part).
+2. ``augment``: at that rate, the augmentation settings of ``AUGMENTATIONS`` for DATAR, chosen the same way.
+3. ``lr_others``: the learning-rate search, with the chosen augmentation, for DATAR without deformable
+   attention, without the input adaptor, and AST of DATAR-micro's size.
+4. ``folds``: every model at its own rate on folds 2-5 (fold 1's runs are those of the search).
+5. ``coarse_to_fine``: DATAR-micro with phases ``{factor: 4, epochs: 8}, {factor: 1, epochs: 22}`` on the
+   five folds, against the full-resolution runs of stage 4.
+6. ``larger``: DATAR-tiny on fold 1 at DATAR-micro's rate.
+7. ``cnn14``: SpeechBrain's CNN14 on as many folds as ``--cnn14-folds`` (about 6 minutes an epoch here).
+
+    python benchmarks/esc10.py --data_folder /data/esc10 --results /data/esc10_runs --json docs/esc10_cpu.json \\
+        --plot docs/esc10_valid_curves.png
+
+The JSON holds every run (per-epoch validation accuracy, training seconds, test accuracy), the searches
+and what they chose, mean and standard deviation over folds, and each model's parameters and MACs on
+a 5 s clip.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
+from benchmark import count_macs, machine, table, write_json  # noqa: E402
+from cross_validate import run_fold, summary  # noqa: E402
+
+from speechbrain_datar.training.recipe import load_hparams  # noqa: E402
+
+#: model -> (hparams file, options)
+MODELS = {
+    "DATAR-micro": ("hparams/ESC50/datar.yaml", []),
+    "DATAR-micro, no deformable attention": ("hparams/ESC50/datar.yaml", ["--deformable=False"]),
+    "DATAR-micro, no input adaptor": ("hparams/ESC50/datar.yaml", ["--input_adaptor=none"]),
+    "AST (DATAR-micro's size)": ("hparams/ESC50/ast.yaml", []),
+    "DATAR-tiny": ("hparams/ESC50/datar.yaml", ["--preset=tiny"]),
+    "CNN14 (SpeechBrain)": ("hparams/ESC50/cnn14.yaml", []),
+}
+#: augmentation setting -> options (the ESC-50 file's own setting is SpecAugment + waveform augmentation)
+AUGMENTATIONS = {
+    "none": ["--wave_augment=null", "--feature_augment=null", "--mixup_alpha=0.0"],
+    "SpecAugment": ["--wave_augment=null", "--mixup_alpha=0.0"],
+    "SpecAugment + mixup": ["--wave_augment=null", "--mixup_alpha=0.5"],
+    "SpecAugment + gain, shift, noise": ["--mixup_alpha=0.0"],
+    "SpecAugment + gain, shift, noise + mixup": ["--mixup_alpha=0.5"],
+    "SpecAugment + gain, shift, noise + 4 s crops": ["--mixup_alpha=0.0", "--clip_seconds=4.0"],
+}
+DEFAULT_AUGMENTATION = "SpecAugment + gain, shift, noise"
+COARSE_TO_FINE = "[{factor: 4, epochs: 8}, {factor: 1, epochs: 22}]"
+STAGES = ("lr", "augment", "lr_others", "folds", "coarse_to_fine", "larger", "cnn14")
+
+
+def slug(text):
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
+class Benchmark:
+    """Runs (or reads back) the recipe runs of the protocol and keeps the JSON up to date."""
+
+    def __init__(self, args):
+        self.args = args
+        self.results = {"machine": machine(torch.device("cpu")), "runs": {}, "protocol": {
+            "data": "ESC-10 (400 real 5 s clips, 10 classes), official folds", "lrs": args.lrs,
+            "selection": "best validation top-1 over the epochs, on the validation part (20% of each class) "
+                         "of fold 1's training folds; ties: lower validation loss",
+        }}
+        if args.json and os.path.isfile(args.json):
+            with open(args.json) as f:
+                self.results.update({k: v for k, v in json.load(f).items() if k != "machine"})
+
+    def run(self, model, lr, fold, augmentation=None, extra=(), tag=None):
+        """One recipe run; returns its record (read back if it finished before)."""
+        hparams_file, options = MODELS[model]
+        augmentation = augmentation or self.chosen("augmentation") or DEFAULT_AUGMENTATION
+        tag = tag or f"{slug(model)}/{slug(augmentation)}/lr{lr:g}"
+        folder = os.path.join(self.args.results, tag)
+        options = [f"--data_folder={self.args.data_folder}", "--esc10=True", f"--lr={lr}",
+                   f"--output_folder={folder}/fold{fold}", *options, *AUGMENTATIONS[augmentation], *extra]
+        key = f"{tag}/fold{fold}"
+        if key not in self.results["runs"]:
+            print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
+            started = time.time()
+            run = run_fold(os.path.join(ROOT, hparams_file), options, fold,
+                           log_file=os.path.join(folder, f"fold{fold}.log"))
+            epochs = run["epochs"]
+            self.results["runs"][key] = {
+                "model": model, "lr": lr, "fold": fold, "augmentation": augmentation, "extra": list(extra),
+                "test_top1": run["test"]["top1"], "best_valid_top1": max(e["valid_top1"] for e in epochs),
+                "best_valid_loss": min(e["valid_loss"] for e in epochs),
+                "valid_top1": [e["valid_top1"] for e in epochs],
+                "train_seconds_per_epoch": statistics.median(e["train_seconds"] for e in epochs),
+                "train_seconds_total": round(sum(e["train_seconds"] for e in epochs), 1),
+                "wall_seconds": round(time.time() - started, 1),
+                "command": " ".join(["python recipes/ESC50/train.py", hparams_file, f"--test_fold={fold}"] + options),
+            }
+            self.save()
+            print(f"    valid {self.results['runs'][key]['best_valid_top1']:.1f}, "
+                  f"test {run['test']['top1']:.1f}", flush=True)
+        return self.results["runs"][key]
+
+    def chosen(self, what, model=None):
+        return self.results.get("chosen", {}).get(what if model is None else f"{what}:{model}")
+
+    def choose(self, what, runs, value, model=None):
+        """Records the setting whose run had the best validation top-1 (then the lowest validation loss)."""
+        best = max(runs, key=lambda run: (run["best_valid_top1"], -run["best_valid_loss"]))
+        self.results.setdefault("chosen", {})[what if model is None else f"{what}:{model}"] = value(best)
+        self.save()
+        return value(best)
+
+    def search_lr(self, model):
+        runs = [self.run(model, lr, 1) for lr in self.args.lrs]
+        self.results.setdefault("lr_search", {})[model] = {f"{r['lr']:g}": r["best_valid_top1"] for r in runs}
+        return self.choose("lr", runs, lambda run: run["lr"], model)
+
+    def save(self):
+        self.results["models"] = self.results.get("models") or model_sizes()
+        write_json(self.args.json, self.results)
+
+    def stage(self, name):
+        return name in self.args.stages
+
+    def main(self):
+        args = self.args
+        datar = "DATAR-micro"
+        if self.stage("lr"):
+            self.search_lr(datar)
+        if self.stage("augment"):
+            lr = self.chosen("lr", datar)
+            runs = [self.run(datar, lr, 1, augmentation) for augmentation in AUGMENTATIONS]
+            self.results["augmentation_study"] = {r["augmentation"]: {"best_valid_top1": r["best_valid_top1"],
+                                                                      "fold1_test_top1": r["test_top1"]} for r in runs}
+            self.choose("augmentation", runs, lambda run: run["augmentation"])
+        compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)")]
+        if self.stage("lr_others"):
+            for model in compared[1:]:
+                self.search_lr(model)
+        if self.stage("folds"):
+            for fold in args.folds:
+                for model in compared:
+                    self.run(model, self.chosen("lr", model), fold)
+            self.summarise_folds(compared)
+        if self.stage("coarse_to_fine"):
+            lr = self.chosen("lr", datar)
+            runs = [self.run(datar, lr, fold, extra=[f"--phases={COARSE_TO_FINE}"],
+                             tag=f"{slug(datar)}/coarse_to_fine/lr{lr:g}") for fold in [1] + list(args.folds)]
+            full = [self.run(datar, lr, fold) for fold in [1] + list(args.folds)]
+            self.results["coarse_to_fine"] = {
+                "phases": COARSE_TO_FINE,
+                "test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
+                "full_resolution_test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in full]),
+                "train_seconds_total": [r["train_seconds_total"] for r in runs],
+                "full_resolution_train_seconds_total": [r["train_seconds_total"] for r in full],
+            }
+            self.save()
+        if self.stage("larger"):
+            self.run("DATAR-tiny", self.chosen("lr", datar), 1)
+        if self.stage("cnn14"):
+            for fold in args.cnn14_folds:
+                self.run("CNN14 (SpeechBrain)", args.cnn14_lr, fold, extra=[f"--number_of_epochs={args.cnn14_epochs}"])
+        self.report(compared)
+
+    def summarise_folds(self, models):
+        folds = {}
+        for model in models:
+            runs = [r for r in self.results["runs"].values()
+                    if r["model"] == model and r["lr"] == self.chosen("lr", model) and not r["extra"]
+                    and r["augmentation"] == (self.chosen("augmentation") or DEFAULT_AUGMENTATION)]
+            folds[model] = dict(summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
+                                lr=self.chosen("lr", model),
+                                train_seconds_per_epoch=statistics.median(r["train_seconds_per_epoch"] for r in runs))
+        self.results["cross_validation"] = folds
+        self.save()
+
+    def report(self, models):
+        rows = []
+        for model, result in self.results.get("cross_validation", {}).items():
+            size = self.results["models"].get(model, {})
+            rows.append([model, f"{result['mean']:.1f} ± {result['std']:.1f}", len(result["folds"]),
+                         f"{result['lr']:g}", size.get("parameters_M"), size.get("gmacs_5s"),
+                         f"{result['train_seconds_per_epoch']:.1f}"])
+        if rows:
+            print(table(["model", "test top-1 (%)", "folds", "lr", "params (M)", "GMACs (5 s)", "s/epoch"], rows))
+        if self.args.plot:
+            plot_curves(self.results, self.args.plot)
+
+
+def model_sizes():
+    """Parameters and MACs (every matrix product, attention included) of each model on one 5 s clip."""
+    sizes = {}
+    for model, (hparams_file, options) in MODELS.items():
+        overrides = {"data_folder": "/unused"}
+        for option in options:
+            key, value = option[2:].split("=", 1)
+            overrides[key] = {"False": False, "none": "none"}.get(value, value)
+        hparams = load_hparams(os.path.join(ROOT, hparams_file), overrides)
+        encoder = hparams["embedding_model"].eval()
+        feats = hparams["compute_features"](torch.zeros(1, 5 * hparams["sample_rate"]))
+        sizes[model] = {"parameters_M": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 3),
+                        "gmacs_5s": round(count_macs(encoder, feats) / 1e9, 3)}
+    return sizes
+
+
+def plot_curves(results, path):
+    """Validation top-1 over the epochs of each model's fold-1 run at its chosen rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    chosen = results.get("chosen", {})
+    augmentation = chosen.get("augmentation", DEFAULT_AUGMENTATION)
+    for run in results["runs"].values():
+        if (run["fold"] == 1 and not run["extra"] and run["augmentation"] == augmentation
+                and run["lr"] == chosen.get(f"lr:{run['model']}", run["lr"])):
+            epochs = range(1, len(run["valid_top1"]) + 1)
+            axis.plot(epochs, run["valid_top1"], label=f"{run['model']} (lr {run['lr']:g})")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation top-1 (%)")
+    axis.set_title("ESC-10, fold 1's split, trained from scratch")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_folder", required=True, help="ESC-50 layout holding ESC-10 (meta/esc50.csv, audio/)")
+    parser.add_argument("--results", required=True, help="folder of the runs")
+    parser.add_argument("--json", default="docs/esc10_cpu.json")
+    parser.add_argument("--plot", default="docs/esc10_valid_curves.png")
+    parser.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3, 4, 5],
+                        help="folds run after the searches (fold 1's runs come from the searches)")
+    parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
+    parser.add_argument("--cnn14-folds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
+    parser.add_argument("--cnn14-lr", type=float, default=1e-3)
+    parser.add_argument("--cnn14-epochs", type=int, default=30)
+    Benchmark(parser.parse_args(argv)).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
