@@ -258,9 +258,9 @@ def test_annotation_edge_cases(tmp_path):
     folder = vggsound_folder(tmp_path / "data", rows, bom=True)
     soundfile.write(str(folder / "audio" / "mp3clip_000004.mp3"), 0.3 * np.sin(np.arange(8000) / 4.0), 16000,
                     format="MP3")
-    (folder / "audio" / "m4aclip_000005.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
+    (folder / "audio" / "wmaclip_000005.wma").write_bytes(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")
     with open(folder / "vggsound.csv", "a") as f:
-        f.write("mp3clip,4,cat,train\nm4aclip,5,cat,train\n")
+        f.write("mp3clip,4,cat,train\nwmaclip,5,cat,train\n")
     report, manifests = prepare_vgg(tmp_path)
     assert "clip0_000000" in manifests["train"]  # the first row, behind the byte-order mark
     assert manifests["train"]["mp3clip_000004"]["path"].endswith(".mp3")

@@ -21,7 +21,14 @@ import os
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
 from speechbrain_datar.dataio.labels import names_of_mids
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
+from speechbrain_datar.dataio.prepare import (
+    PreparedData,
+    check_audio,
+    clip_job,
+    dataset_folders,
+    open_annotations,
+    seconds,
+)
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -65,9 +72,9 @@ def read_segments(path, classes, report):
                 continue
             ytid, start, end, mids = (cell.strip() for cell in row)
             try:
-                start, end = float(start), float(end)
-            except ValueError:
-                report.add("bad_row", f"row {number}: {row} (times are not numbers)")
+                start, end = seconds(start), seconds(end)
+            except ValueError as error:
+                report.add("bad_row", f"row {number}: {row} ({error})")
                 continue
             if not ytid or not 0 <= start < end:
                 report.add("bad_row", f"row {number}: {row}")

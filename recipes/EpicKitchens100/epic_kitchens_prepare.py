@@ -25,7 +25,14 @@ import os
 import re
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
+from speechbrain_datar.dataio.prepare import (
+    PreparedData,
+    check_audio,
+    clip_job,
+    dataset_folders,
+    open_annotations,
+    whole_number,
+)
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -33,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 LABEL_KEYS = ("verb", "noun")
 REQUIRED_COLUMNS = ("narration_id", "video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
-_TIMESTAMP = re.compile(r"^(\d+):([0-5]\d):([0-5]\d(?:\.\d+)?)$")
+_TIMESTAMP = re.compile(r"^([0-9]+):([0-5][0-9]):([0-5][0-9](?:\.[0-9]+)?)$", re.ASCII)
 
 
 def parse_timestamp(text):
@@ -50,7 +57,7 @@ def parse_timestamp(text):
     ...
     ValueError: malformed timestamp '00:00:0x.50' (expected HH:MM:SS.ff)
     """
-    match = _TIMESTAMP.match(text.strip())
+    match = _TIMESTAMP.match((text or "").strip())
     if not match:
         raise ValueError(f"malformed timestamp {text!r} (expected HH:MM:SS.ff)")
     hours, minutes, seconds = match.groups()
@@ -76,8 +83,12 @@ def read_segments(path, report):
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path} does not look like an EPIC-KITCHENS-100 annotation file: missing {missing}")
-        for row in reader:
+        for number, row in enumerate(reader, start=2):
             narration = row["narration_id"]
+            if None in row.values() or None in row:
+                report.add("bad_row", f"line {number}: {len([v for v in row.values() if v is not None])} cells, "
+                                      f"not the header's {len(reader.fieldnames)}")
+                continue
             try:
                 start, stop = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
             except ValueError as error:
@@ -87,14 +98,17 @@ def read_segments(path, report):
                 report.add("stop_before_start", f"{narration}: {row['start_timestamp']} -> {row['stop_timestamp']}")
                 continue
             try:
-                verb, noun = int(row["verb_class"]), int(row["noun_class"])
+                verb, noun = whole_number(row["verb_class"]), whole_number(row["noun_class"])
             except ValueError:
                 report.add("bad_row", f"{narration}: verb_class {row['verb_class']!r}, noun_class {row['noun_class']!r}")
                 continue
-            try:
-                frames = int(row["start_frame"]), int(row["stop_frame"])
-            except (KeyError, TypeError, ValueError):
-                frames = None
+            frames = None
+            if "start_frame" in row and "stop_frame" in row:
+                try:
+                    frames = whole_number(row["start_frame"]), whole_number(row["stop_frame"])
+                except ValueError:
+                    report.add("bad_frame_numbers", f"{narration}: start_frame {row['start_frame']!r}, stop_frame "
+                                                    f"{row['stop_frame']!r} (its frames are read from the video)")
             segments.append((narration, row["video_id"], start, stop, verb, noun, frames))
     return segments
 

@@ -17,7 +17,14 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
+from speechbrain_datar.dataio.prepare import (
+    PreparedData,
+    check_audio,
+    clip_job,
+    dataset_folders,
+    open_annotations,
+    seconds,
+)
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -59,8 +66,8 @@ def read_kinetics_csv(path, classes, report):
                 other += 1
                 continue
             try:
-                start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-            except (TypeError, ValueError):
+                start, end = int(seconds(row["time_start"])), int(seconds(row["time_end"]))
+            except ValueError:
                 report.add("bad_row", f"line {number}: {row}")
                 continue
             if not 0 <= start < end:

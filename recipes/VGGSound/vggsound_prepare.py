@@ -16,7 +16,14 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
+from speechbrain_datar.dataio.prepare import (
+    PreparedData,
+    check_audio,
+    clip_job,
+    dataset_folders,
+    open_annotations,
+    whole_number,
+)
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -49,12 +56,13 @@ def read_vggsound_csv(csv_path, report):
                 report.add("bad_row", f"line {number}: {row} ({problem})")
                 continue
             ytid, start, label, split = (cell.strip() for cell in row)
-            key = f"{ytid}_{int(start):06d}"
+            start = whole_number(start)
+            key = f"{ytid}_{start:06d}"
             if key in seen:
                 report.add("duplicate", f"line {number}: {key}")
                 continue
             seen.add(key)
-            rows.append((ytid, int(start), label, split))
+            rows.append((ytid, start, label, split))
     report.kept(len(rows))
     return rows
 
@@ -62,7 +70,9 @@ def read_vggsound_csv(csv_path, report):
 def _row_problem(row):
     if len(row) != 4:
         return f"{len(row)} columns instead of 4"
-    if not row[1].strip().isdigit():
+    try:
+        whole_number(row[1])
+    except ValueError:
         return f"start {row[1]!r} is not a whole, non-negative number of seconds"
     if row[3].strip() not in SPLITS:
         return f"split {row[3]!r} is not train or test"

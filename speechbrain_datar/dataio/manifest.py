@@ -14,9 +14,27 @@ OPTIONS_FILE = "prepare_options.json"
 
 def write_manifest(entries, path):
     """Writes ``{id: {...}}`` entries as a SpeechBrain JSON manifest."""
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         json.dump(entries, f, indent=2)
     logger.info("wrote %d entries to %s", len(entries), path)
+
+
+def read_manifest(path):
+    """The entries of a JSON manifest, as they were written.
+
+    SpeechBrain's ``load_data_json`` formats every string with ``str.format``: an id, a label or a folder with
+    braces in it (``x{0}``, ``{a: b}``, ``data {v2}``) would fail or change there. This reads them unchanged.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.json")
+    >>> write_manifest({"x{0}": {"path": "/data {v2}/a.wav", "label": "{a: b}"}}, path)
+    >>> read_manifest(path)["x{0}"]["label"]
+    '{a: b}'
+    """
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def stratified_split(entries, ratio, seed=1234, label_key="label"):
@@ -81,7 +99,13 @@ def fingerprint(paths, exclude=()):
             for folder, subfolders, files in os.walk(path):
                 subfolders[:] = sorted(d for d in subfolders if os.path.join(folder, d) not in excluded)
                 for name in sorted(files):
-                    info = os.stat(os.path.join(folder, name))
+                    try:
+                        info = os.stat(os.path.join(folder, name))
+                    except OSError:  # a dangling or looping symbolic link: the link itself is what there is
+                        try:
+                            info = os.lstat(os.path.join(folder, name))
+                        except OSError:
+                            continue  # removed while the folder was listed
                     digest.update(f"{os.path.relpath(os.path.join(folder, name), path)}|{info.st_size}|"
                                   f"{info.st_mtime_ns}\n".encode())
         else:

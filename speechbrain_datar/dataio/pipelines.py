@@ -14,6 +14,7 @@ import torch
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_times
+from speechbrain_datar.dataio.manifest import read_manifest
 from speechbrain_datar.dataio.video import read_frame_dumps, read_video_frames
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.temporal_crops import crop_starts
@@ -52,18 +53,30 @@ def audio_pipeline(sample_rate):
     return pipeline
 
 
-def read_frames(path, times, frames_folder=None, fps=None, frame_offset=0.0):
+def read_frames(path, times, frames_folder=None, fps=None, frame_offset=0.0, short_side=None):
     """uint8 ``[len(times), 3, H, W]``: the frames shown at ``times`` (seconds, any order), from the video
     file or from extracted frames (``frames_folder/frame_%010d.jpg``, the frame at ``t`` seconds numbered
-    ``t * fps + frame_offset``)."""
+    ``t * fps + frame_offset``); video frames larger than ``short_side`` are scaled down as they are decoded."""
     if frames_folder:
         # the frame shown at t, as from the video: the last one that started by then
         return read_frame_dumps(frames_folder, [math.floor(t * fps + frame_offset + 1e-6) for t in times])
     order = sorted(range(len(times)), key=times.__getitem__)
-    frames = read_video_frames(path, [times[i] for i in order])
+    frames = read_video_frames(path, [times[i] for i in order], short_side)
     out = torch.empty_like(frames)
     out[torch.tensor(order)] = frames
     return out
+
+
+def decoded_short_side(transform):
+    """The short side frames are decoded at: twice the model's frame size, so that the smallest random crops
+    (35% of the area) still come from more pixels than they are resized to.
+
+    Example
+    -------
+    >>> decoded_short_side(FrameTransform(224))
+    448
+    """
+    return 2 * transform.size
 
 
 def crop_frames(path, first, duration, starts, span_seconds, n_frames, transform, sampling="uniform", stride=1,
@@ -76,7 +89,7 @@ def crop_frames(path, first, duration, starts, span_seconds, n_frames, transform
     for start in starts:
         times += frame_times(first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate,
                              stride)
-    frames = transform(read_frames(path, times, frames_folder, rate, frame_offset))
+    frames = transform(read_frames(path, times, frames_folder, rate, frame_offset, decoded_short_side(transform)))
     return frames.reshape(len(starts), n_frames, *frames.shape[1:])
 
 
@@ -92,7 +105,7 @@ def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
         last = first + duration if last is None else last  # a whole clip's span ends with the clip
         rate = fps or DEFAULT_FPS
         times = frame_times(first, last, n_frames, sampling, rate, stride, random_start=train)
-        return transform(read_frames(path, times, frames_folder, rate, frame_offset))
+        return transform(read_frames(path, times, frames_folder, rate, frame_offset, decoded_short_side(transform)))
 
     return pipeline
 
@@ -158,10 +171,13 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=
             items.append(crop_frames_pipeline(frames["n_frames"], frames["size"], crop_seconds, frames["eval_crops"],
                                               frames["sampling"], frames["stride"]))
             keys += ["frames", "crop_starts"]
-        dataset = sb.dataio.dataset.DynamicItemDataset.from_json(path, dynamic_items=items, output_keys=keys)
+        dataset = sb.dataio.dataset.DynamicItemDataset(read_manifest(path), dynamic_items=items, output_keys=keys)
         present = dataset.filtered_sorted(key_test={"path": os.path.isfile})
         if len(present) < len(dataset):
             logger.warning("%s: %d clips of %s have disappeared since preparation and are skipped",
                            split, len(dataset) - len(present), path)
+        if not len(present):
+            raise DataError(f"the {split} split has no clip to {'train on' if train else 'evaluate'} ({path}): see "
+                            f"prepare_report.json beside it for what preparation left out")
         datasets[split] = present if split == "train" else present.filtered_sorted(sort_key="duration")
     return datasets

@@ -1,22 +1,25 @@
-"""A recording's sound, decoded block by block as it is read: hour-long files in bounded memory.
+"""A recording's sound, decoded as it is read: hour-long files in bounded memory.
 
-``StreamedAudio`` gives the samples of an audio file or of a video file's audio
-stream at the model's rate, mono, for increasing sample ranges, holding at most
-two blocks. Each block is read with ``load_clip`` (audio files exactly, video
-files by seeking); when the file has another rate, a block is read with a margin
-on each side and resampled, and its edges are cut away, so its samples are those
-of the whole file resampled at once (up to float round-off).
+``StreamedAudio`` gives the samples of an audio file or of a video file's audio stream at the model's
+rate, mono, for increasing sample ranges. It decodes the file once, front to back
+(``decoding.open_audio``), and resamples with soxr's streaming resampler, whose output does not depend
+on how the input is cut: the samples equal ``load_clip`` of the whole file, whatever ``block_seconds``.
+It keeps only what the next read can still ask for (from the last read's first sample on) and one
+block ahead of it.
 """
 
 import math
 
+import numpy as np
+import soxr
 import torch
 
-from speechbrain_datar.dataio.audio import audio_samples, load_clip
+from speechbrain_datar.dataio.audio import RESAMPLING_MARGIN_SECONDS, mono
+from speechbrain_datar.dataio.decoding import open_audio, resampled_length, resampling_grid
 
 
 class StreamedAudio:
-    """Samples ``[first, last)`` of a file's sound at ``sample_rate``, decoded a block at a time.
+    """Samples ``[first, last)`` of a file's sound at ``sample_rate``, decoded as the reads move forward.
 
     Arguments
     ---------
@@ -30,6 +33,7 @@ class StreamedAudio:
     Example
     -------
     >>> import os, tempfile, numpy as np, soundfile
+    >>> from speechbrain_datar.dataio.audio import load_clip
     >>> path = os.path.join(tempfile.mkdtemp(), "long.wav")
     >>> soundfile.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, 48000), 16000)
     >>> stream = StreamedAudio(path, 16000, block_seconds=1.0)
@@ -43,37 +47,62 @@ class StreamedAudio:
     def __init__(self, path, sample_rate, block_seconds=30.0):
         self.path, self.sample_rate = str(path), int(sample_rate)
         self.batch = 1
-        self.file_rate, file_samples = audio_samples(self.path)
-        self.n_samples = math.ceil(file_samples * self.sample_rate / self.file_rate)  # as resampling gives them
+        with open_audio(self.path) as source:
+            self.file_rate, file_samples = source.sample_rate, source.decoded_samples()
+        self.n_samples = resampled_length(file_samples, self.file_rate, self.sample_rate)
         self.duration = self.n_samples / self.sample_rate
-        # Blocks start where a whole-file resampling has an output sample on an input sample.
-        step = self.sample_rate // math.gcd(self.sample_rate, self.file_rate)
-        self.block = max(step, int(block_seconds * self.sample_rate) // step * step)
-        self.margin = 0 if self.file_rate == self.sample_rate else step * math.ceil(0.05 * self.sample_rate / step)
-        self._blocks = {}
+        self.block = max(1, int(block_seconds * self.file_rate))
+        self._source = self._chunks = self._resampler = None
+        self._kept, self._kept_first, self._decoded_end = torch.zeros(0), 0, 0
 
-    def _read_block(self, index):
-        first, last = index * self.block, min((index + 1) * self.block, self.n_samples)
-        start, stop = max(0, first - self.margin), min(self.n_samples, last + self.margin)
-        wav = load_clip(self.path, self.sample_rate, start / self.sample_rate if start else None,
-                        stop / self.sample_rate if stop < self.n_samples else None)
-        part = wav[first - start : first - start + (last - first)]
-        if part.shape[0] < last - first:  # a decoder that gives a few samples fewer than the duration says
-            part = torch.nn.functional.pad(part, (0, last - first - part.shape[0]))
-        return part
+    def _start(self, first):
+        """(Re)starts decoding so that output sample ``first`` comes out: from the file's start when
+        ``first`` is early, else from a sample where both rates meet, ``RESAMPLING_MARGIN_SECONDS`` before it
+        (then equal to the whole file's resampling to float round-off, not to the bit)."""
+        self.close()
+        step_in, step_out = resampling_grid(self.file_rate, self.sample_rate)
+        margin = math.ceil(RESAMPLING_MARGIN_SECONDS * self.sample_rate / step_out) * step_out
+        out_start = 0 if first <= 2 * margin else (first - margin) // step_out * step_out
+        self._source = open_audio(self.path)
+        self._chunks = self._source.chunks(out_start // step_out * step_in)
+        self._resampler = None if self.file_rate == self.sample_rate else soxr.ResampleStream(
+            self.file_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self._kept, self._kept_first, self._decoded_end = torch.zeros(0), out_start, out_start
+
+    def _decode_block(self):
+        """Decodes about ``block_seconds`` more; returns False at the end of the file."""
+        pieces, count = [], 0
+        for _, samples in self._chunks:
+            pieces.append(mono(samples))
+            count += samples.shape[1]
+            if count >= self.block:
+                break
+        last = count < self.block
+        wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if self._resampler is not None:
+            wav = self._resampler.resample_chunk(wav, last=last)
+        self._kept = torch.cat([self._kept, torch.from_numpy(np.ascontiguousarray(wav))])
+        self._decoded_end = self._kept_first + self._kept.shape[0]
+        return not last
 
     def read(self, first, last):
-        """Samples ``[first, last)`` as ``[1, last - first]``, zero outside the file; earlier blocks are let go."""
+        """Samples ``[first, last)`` as ``[1, last - first]``, zero outside the file; what comes before
+        ``first`` is let go."""
         out = torch.zeros(1, last - first)
         lo, hi = max(first, 0), min(last, self.n_samples)
         if hi <= lo:
             return out
-        needed = range(lo // self.block, (hi - 1) // self.block + 1)
-        self._blocks = {k: v for k, v in self._blocks.items() if k in needed}
-        for index in needed:
-            if index not in self._blocks:
-                self._blocks[index] = self._read_block(index)
-            block_first = index * self.block
-            a, b = max(lo, block_first), min(hi, block_first + self.block)
-            out[0, a - first : b - first] = self._blocks[index][a - block_first : b - block_first]
+        if self._chunks is None or lo < self._kept_first or lo > self._decoded_end + self.block:
+            self._start(lo)
+        while self._decoded_end < hi and self._decode_block():
+            pass
+        self._kept, self._kept_first = self._kept[lo - self._kept_first :], lo
+        part = self._kept[: hi - lo]
+        out[0, lo - first : lo - first + part.shape[0]] = part
         return out
+
+    def close(self):
+        """Releases the file (a later read opens it again)."""
+        if self._source is not None:
+            self._source.close()
+        self._source = self._chunks = None

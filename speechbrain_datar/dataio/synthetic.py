@@ -7,6 +7,7 @@ their spectro-temporal shape. Used by the embedded default run and by the recipe
 tests; nothing is downloaded.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -86,16 +87,33 @@ def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0), on
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
-def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video_codec="libx264"):
-    """Writes a video file with sound: ``wav`` (float in [-1, 1]) and ``frames`` (uint8 ``[n, H, W, 3]``).
+def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video_codec="libx264", audio_options=None,
+                audio_gap=0.0, seekable=True, container_options=None):
+    """Writes a video file with sound: ``wav`` (float in [-1, 1], ``[n]`` or ``[n, channels]``) and ``frames``
+    (uint8 ``[n, H, W, 3]``).
 
     ``audio_codec`` ``None`` writes no audio stream and ``frames`` ``None`` no video
-    stream. ``flac`` or ``pcm_s16le`` keep the audio exact (for tests).
+    stream. ``flac`` or ``pcm_s16le`` keep the audio exact (for tests); the lossy encoders
+    of FFmpeg's wheel (``aac``, ``libmp3lame``, ``vorbis``, ``libopus``) take ``audio_options``
+    (e.g. ``{"aac_pns": "0"}``). ``audio_gap`` seconds are inserted in the audio packets'
+    timestamps after the frame at time 0, as some downloads have. ``seekable`` False writes
+    as a live stream does (a WebM then has no duration in its header). ``container_options`` go to the
+    muxer (``{"movflags": "faststart"}``: the mp4 index first, as served for streaming).
     """
     import av
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with av.open(path, "w") as container:
+    if audio_codec is not None:
+        pcm = np.clip(np.asarray(wav, dtype=np.float32), -1, 1)
+        pcm = pcm[:, None] if pcm.ndim == 1 else pcm
+        layout = "mono" if pcm.shape[1] == 1 else "stereo"
+    with contextlib.ExitStack() as stack:
+        target, container_format = path, None
+        if not seekable:  # a file object: FFmpeg cannot guess the format from its name
+            target = stack.enter_context(_Unseekable(path))
+            container_format = {".mkv": "matroska", ".mov": "mov"}.get(os.path.splitext(path)[1],
+                                                                        os.path.splitext(path)[1][1:])
+        container = stack.enter_context(av.open(target, "w", format=container_format, options=container_options or {}))
         video = audio = None
         if frames is not None:
             video = container.add_stream(video_codec, rate=fps)
@@ -104,8 +122,11 @@ def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video
             if video_codec == "libx264":
                 video.options = {"crf": "10", "preset": "ultrafast"}
         if audio_codec is not None:
-            audio = container.add_stream(audio_codec, rate=sample_rate)
-            audio.layout = "mono"
+            options = dict(audio_options or {})
+            if audio_codec == "vorbis":
+                options.setdefault("strict", "experimental")  # FFmpeg's own Vorbis encoder (stereo only)
+            audio = container.add_stream(audio_codec, rate=sample_rate, options=options)
+            audio.layout = layout
         if video is not None:
             for image in frames:
                 for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
@@ -113,20 +134,51 @@ def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video
             for packet in video.encode():
                 container.mux(packet)
         if audio is not None:
-            pcm = np.clip(np.asarray(wav, dtype=np.float32), -1, 1)
             if audio_codec in ("flac", "pcm_s16le"):
-                samples, layout_format = (np.round(pcm * 32767).astype(np.int16)[None], "s16")
+                samples, layout_format = np.round(pcm * 32767).astype(np.int16), "s16"
             else:
-                samples, layout_format = pcm[None], "fltp"
+                samples, layout_format = pcm, "fltp"
+            planar = layout_format.endswith("p")
+            gap = None
             step = 1024
-            for first in range(0, samples.shape[1], step):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, first:first + step]),
-                                                   format=layout_format, layout="mono")
+            for first in range(0, samples.shape[0], step):
+                block = samples[first:first + step]
+                block = block.T if planar else block.reshape(1, -1)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=layout_format, layout=layout)
                 frame.sample_rate, frame.pts = sample_rate, first
                 for packet in audio.encode(frame):
-                    container.mux(packet)
+                    gap = _mux_audio(container, packet, audio_gap, gap)
             for packet in audio.encode():
-                container.mux(packet)
+                gap = _mux_audio(container, packet, audio_gap, gap)
+
+
+def _mux_audio(container, packet, audio_gap, gap):
+    """Muxes an audio packet, shifted by ``audio_gap`` seconds if it comes after the frame at time 0."""
+    if audio_gap and packet.pts is not None and packet.pts > 0:
+        gap = gap if gap is not None else int(round(audio_gap / packet.time_base))
+        packet.pts += gap
+        packet.dts += gap
+    container.mux(packet)
+    return gap
+
+
+class _Unseekable:
+    """A file written front to back only, as a live stream or a pipe is."""
+
+    def __init__(self, path):
+        self.file = open(path, "wb")
+
+    def write(self, data):
+        return self.file.write(data)
+
+    def seekable(self):
+        return False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
 
 #: Frame rate and size of generated videos: small, so that tests stay fast.

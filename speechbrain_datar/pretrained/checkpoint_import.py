@@ -19,13 +19,15 @@ keys or wrong shapes, raises ``CheckpointLayoutError`` naming the keys.
 import json
 import logging
 import math
+import os
 import pickle
 import re
+import zipfile
 
 import torch
 import torch.nn.functional as F
 
-from speechbrain_datar.errors import DataError
+from speechbrain_datar.errors import DataError, MissingDataError
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.lobes.models.mbt import MBT, MODALITIES, LateFusion
@@ -68,19 +70,90 @@ class ImportReport:
             json.dump(self.to_dict(), f, indent=2)
 
 
-def load_weights_only(path):
-    """``torch.load`` of tensors and plain containers only: a file that needs anything else is refused
-    unopened (unpickling arbitrary objects can run code), with the offending type named."""
+def check_checkpoint_file(path):
+    """Refuses, before anything is read into memory, a file that is not a checkpoint as ``torch.save`` writes
+    it: missing, empty, not a zip archive, or a zip whose members are compressed or add up to more than the
+    file (a small file that would unpack to gigabytes).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "bad.pth")
+    >>> _ = open(path, "wb").write(b"not a checkpoint")
+    >>> check_checkpoint_file(path)
+    Traceback (most recent call last):
+    ...
+    speechbrain_datar.pretrained.checkpoint_import.CheckpointLayoutError: .../bad.pth is not a PyTorch checkpoint ...
+    """
+    if not os.path.isfile(path):
+        raise MissingDataError(f"checkpoint {path} does not exist")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointLayoutError(f"{path} is empty (an interrupted download?)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointLayoutError(
+            f"{path} is not a PyTorch checkpoint in torch.save's format (a zip archive, the format since "
+            f"torch 1.6): a truncated or damaged download, or another kind of file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise CheckpointLayoutError(f"{path} is a damaged checkpoint: {error}") from None
+    compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if compressed or sum(m.file_size for m in members) > size:
+        raise CheckpointLayoutError(
+            f"{path} is not a checkpoint as torch.save writes it: its members "
+            + (f"are compressed ({compressed[0]})" if compressed else "add up to more than the file")
+            + ", so loading it could take far more memory than the file's size")
+
+
+def load_weights_only(path):
+    """``torch.load`` of tensors and plain containers only.
+
+    A file that needs anything else is refused unopened (unpickling arbitrary objects can run code),
+    with the offending type named; a file that is not a sound checkpoint (``check_checkpoint_file``),
+    a truncated or damaged one, and tensors that declare more elements than their data holds are refused
+    with one line saying so.
+    """
+    check_checkpoint_file(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error)) or re.search(r"global:? ([\w.]+)", str(error))
-        offending = found.group(1) if found else "an object that is not a tensor"
+        if not found:
+            raise CheckpointLayoutError(f"{path} is a damaged checkpoint: {_first_line(error)}") from None
         raise CheckpointLayoutError(
-            f"{path} holds {offending}, not only tensors, and was not loaded (loading it could run code). "
+            f"{path} holds {found.group(1)}, not only tensors, and was not loaded (loading it could run code). "
             f"If you trust the file, keep only its weights: python -c \"import torch; "
             f"c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), 'weights.pth')\""
         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+        raise CheckpointLayoutError(f"{path} cannot be read as a checkpoint (truncated or damaged?): "
+                                    f"{_first_line(error)}") from None
+    _check_tensor_sizes(checkpoint, path)
+    return checkpoint
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _check_tensor_sizes(value, path, name="checkpoint", depth=0):
+    """Refuses a tensor that declares more elements than its storage holds (a stride-0 view makes a tiny file
+    declare a tensor of billions of elements, which the first arithmetic on it would allocate)."""
+    if depth > 16:
+        raise CheckpointLayoutError(f"{path}: containers nested deeper than 16 levels")
+    if isinstance(value, torch.Tensor):
+        if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise CheckpointLayoutError(
+                f"{path}: tensor {name} declares {tuple(value.shape)} ({value.numel()} elements) over "
+                f"{value.untyped_storage().nbytes()} bytes of data: not a checkpoint torch.save writes")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_tensor_sizes(item, path, f"{name}.{key}" if name != "checkpoint" else str(key), depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_tensor_sizes(item, path, f"{name}[{index}]", depth + 1)
 
 
 def read_state_dict(checkpoint):
@@ -153,9 +226,14 @@ class _Mapper:
         value = self.source[source_key]
         self.used.add(source_key)
         self.attempted.add(target_key)
-        if transform is not None:
-            value = transform(value)
         expected = self.target[target_key].shape
+        if transform is not None:
+            try:
+                value = transform(value)
+            except (IndexError, ValueError, RuntimeError) as error:  # a tensor of another rank or shape
+                self.bad_shapes.append(f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)} "
+                                       f"({_first_line(error)})")
+                return True
         if tuple(value.shape) != tuple(expected):
             self.bad_shapes.append(f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)}")
             return True
@@ -504,7 +582,18 @@ def _stream_positions(model, modality, patches, family, source_name):
 
 
 def _import_into(model, checkpoint, streams, head, name):
-    """One checkpoint into a DATAR, AST or MBT, or into the named streams of an MBT or a ``LateFusion``."""
+    """One checkpoint into a DATAR, AST or MBT, or into the named streams of an MBT or a ``LateFusion``; a
+    checkpoint whose tensors have other ranks or shapes than the mapping reads is refused in one line."""
+    try:
+        return _import_model(model, checkpoint, streams, head, name)
+    except (IndexError, ValueError, KeyError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise CheckpointLayoutError(f"{name} does not fit {type(model).__name__}: a tensor it needs is missing or "
+                                    f"has another shape ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _import_model(model, checkpoint, streams, head, name):
     if isinstance(model, LateFusion):
         if streams is None:
             raise CheckpointLayoutError(
@@ -514,7 +603,7 @@ def _import_into(model, checkpoint, streams, head, name):
         for stream in streams:
             target, prefix = (model.audio_encoder, "audio_encoder.") if stream == "audio" else (
                 model.video_encoder, "video_encoder.")
-            part = _import_into(target, checkpoint, None if stream == "audio" else ("video",), head, name)
+            part = _import_model(target, checkpoint, None if stream == "audio" else ("video",), head, name)
             report.loaded += [prefix + k for k in part.loaded]
             report.resized += [prefix + k for k in part.resized]
             report.ignored += part.ignored

@@ -1,0 +1,147 @@
+"""Hostile inputs of the kinds real downloads and shared files bring, and a runner that measures them.
+
+Each ``make_*`` writes one input; ``python tests/hostile_media.py <kind>=<path> ...`` runs, in a fresh process,
+the operations that the inputs used to blow up or crash, and prints one JSON line each: the outcome (what was
+returned, or the one-line error) and the process's peak resident memory so far in MiB (torch included).
+``benchmarks/hostile_inputs.py`` runs them at the sizes of the reports; ``tests/test_media.py`` checks the
+outcomes and the memory bound.
+"""
+
+import json
+import os
+import resource
+import struct
+import sys
+import zipfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_wav(path, rate, samples, channels=1):
+    """A 16-bit PCM WAV whose header declares ``rate`` (written by hand: libraries refuse absurd rates)."""
+    data = (np.sin(np.arange(samples * channels) / 7.0) * 8000).astype("<i2").tobytes()
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels, rate,
+                         rate * channels * 2, channels * 2, 16, b"data", len(data))
+    with open(path, "wb") as f:
+        f.write(header + data)
+    return path
+
+
+def make_truncated_download(path, seconds=14.0, keep=0.6, video=True, codec="aac"):
+    """An mp4 (AAC sound, small H.264 picture) cut after ``keep`` of its bytes, as an interrupted download is;
+    its header still says ``seconds``."""
+    from speechbrain_datar.dataio.synthetic import write_video
+
+    rate = 44100
+    rng = np.random.default_rng(0)
+    wav = (0.2 * rng.standard_normal(int(seconds * rate)) * np.sin(np.arange(int(seconds * rate)) / 9000.0)).astype(
+        np.float32)
+    frames = np.broadcast_to((np.arange(int(seconds * 5)) % 200).astype(np.uint8)[:, None, None, None],
+                             (int(seconds * 5), 32, 32, 3))
+    write_video(path, wav, rate, frames if video else None, fps=5, audio_codec=codec,
+                container_options={"movflags": "faststart"})  # the index first, as streaming sites serve mp4
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: int(len(content) * keep)])
+    return path
+
+
+def make_huge_frame_video(path, side):
+    """One black ``side x side`` H.264 frame with a second of sound: a small file that declares a huge picture."""
+    import av
+
+    with av.open(path, "w") as container:
+        video = container.add_stream("libx264", rate=1)
+        video.width = video.height = side
+        video.pix_fmt = "yuv420p"
+        video.options = {"preset": "ultrafast", "crf": "51", "rc-lookahead": "0", "threads": "1"}
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        frame = av.VideoFrame(side, side, "yuv420p")
+        for plane, value in zip(frame.planes, (16, 128, 128)):
+            plane.update(bytes([value]) * plane.buffer_size)
+        for packet in video.encode(frame):
+            container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        tone = (0.3 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)[None]
+        for first in range(0, 16000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, first:first + 1024]), format="fltp",
+                                               layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, first
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    return path
+
+
+def make_stride_zero_checkpoint(path, rows=30_000_000):
+    """A 2 KB checkpoint in DAT's layout whose patch kernel declares ``rows x 3 x 4 x 4`` over one element."""
+    import torch
+
+    torch.save({"model": {"patch_proj.0.weight": torch.zeros(1).expand(rows, 3, 4, 4)}}, path)
+    return path
+
+
+def make_zip_bomb_checkpoint(path, megabytes=3400):
+    """A checkpoint whose tensor data is a deflated run of zeros: a few MB that unpack to ``megabytes``."""
+    import torch
+
+    torch.save({"model": {"patch_proj.0.weight": torch.zeros(4)}}, path + ".plain")
+    with zipfile.ZipFile(path + ".plain") as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/data/0"):
+                zeros = b"\0" * (1 << 20)
+                with bomb.open(info.filename, "w", force_zip64=True) as member:
+                    for _ in range(megabytes):
+                        member.write(zeros)
+                continue
+            bomb.writestr(info.filename, data)
+    os.remove(path + ".plain")
+    return path
+
+
+def run(kind, path):
+    """The operation ``kind`` on ``path``: its outcome (a value, or the one-line error)."""
+    from speechbrain_datar.dataio.audio import inspect_clip, load_clip
+    from speechbrain_datar.dataio.problems import ClipProblem
+    from speechbrain_datar.errors import DataError
+
+    try:
+        if kind == "load_clip":
+            return f"{tuple(load_clip(path, 16000).shape)} samples"
+        if kind == "inspect_clip":
+            return str(inspect_clip(path, need_video=path.endswith(".mp4")))
+        if kind == "read_frames":
+            from speechbrain_datar.dataio.video import read_video_frames
+
+            return f"{tuple(read_video_frames(path, [0.0] * 8, short_side=64).shape)} frames"
+        if kind == "init_from":
+            from speechbrain_datar.lobes.models.datar import DATAR
+            from speechbrain_datar.pretrained.checkpoint_import import init_from
+
+            return init_from(DATAR("micro", n_mels=64, reference_frames=100), path).summary()
+        if kind == "read_past_the_end":
+            return f"{tuple(load_clip(path, 16000, 10.0, 14.0).shape)} samples"
+        raise ValueError(f"unknown kind {kind}")
+    except (ClipProblem, DataError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def main(argv):
+    for argument in argv:
+        kind, path = argument.split("=", 1)
+        outcome = run(kind, path)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"kind": kind, "path": os.path.basename(path), "outcome": outcome, "peak_mib": round(peak, 1)}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    main(sys.argv[1:])
