@@ -85,9 +85,9 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
             if not samples.size:
                 break
             decoded += samples.shape[1]
-            finite = finite and bool(np.isfinite(samples).all())
-            if finite:
-                peak = max(peak, float(np.abs(samples).max()))
+            loudest = float(np.abs(samples).max())  # NaN or infinite if any sample is
+            finite = finite and math.isfinite(loudest)
+            peak = max(peak, loudest) if finite else peak
     end = first + decoded
     if last is None and header and end < header - TRUNCATION_SECONDS * rate:
         raise ClipProblem("truncated", f"{path}: its header says {header / rate:.2f} s, {end / rate:.2f} s decode "

@@ -15,7 +15,8 @@ file's own rate, contiguous and in order. Every reader of this package (``load_c
 - Lossy decoders need the frames before a seek point (AAC's and Vorbis' overlapping transforms, MP3's bit
   reservoir, Opus' filters). A read decodes from the file's start when it begins within the first
   ``ANCHOR_SECONDS``, else from ``PREROLL_SECONDS`` before its anchor (Matroska) or its first sample (other
-  containers), and discards what precedes the span. Measured on files made with FFmpeg's encoders, a span
+  containers), and discards what precedes the span. Raw streams without an index (ADTS ``.aac``, ``.mp3``),
+  where FFmpeg can only estimate where a seek lands, are always decoded from the start. Measured on files made with FFmpeg's encoders, a span
   read by seeking then equals the whole-file read exactly for AAC, MP3, Vorbis and FLAC, and to 3e-8 for
   Opus (its filters converge, not to the bit). One exception needs the read from the start: AAC noise
   substitution (PNS, FFmpeg's AAC encoder's default) fills noise-coded bands from a generator whose state
@@ -47,6 +48,9 @@ PREROLL_SECONDS = 0.5
 #: Reads that start within this many seconds decode from the file's start (exact for every codec);
 #: in Matroska/WebM the sample count restarts at each multiple of it.
 ANCHOR_SECONDS = 60.0
+#: Raw elementary streams (FFmpeg's demuxer names): no index and no stored timestamps, so FFmpeg estimates
+#: where a seek lands from the bit rate. Reads from them decode from the start.
+UNSEEKABLE_FORMATS = ("aac", "mp3", "ac3", "eac3")
 #: Samples decoded at once from audio files.
 BLOCK_SAMPLES = 1 << 16
 
@@ -210,6 +214,7 @@ class ContainerSource(AudioSource):
             self.header_samples = int(round(seconds * self.sample_rate)) if seconds else None
         ticks = float(self.time_base) * self.sample_rate
         self.coarse = ticks > 1.0 + 1e-9  # timestamps coarser than a sample (Matroska's milliseconds)
+        self.seekable = not set(self.container.format.name.split(",")) & set(UNSEEKABLE_FORMATS)
         self.tolerance = ticks / 2 + 1.0
         self.anchor = int(round(ANCHOR_SECONDS * self.sample_rate))
         self._used = False
@@ -230,7 +235,7 @@ class ContainerSource(AudioSource):
     def _start_of(self, first, minutes_back=0):
         """Where decoding starts for a read from sample ``first`` (seconds; 0: the file's start), and the
         anchor (in samples) the count restarts from (``None``: counted from the decoding's first frame)."""
-        if first < self.anchor:
+        if first < self.anchor or not self.seekable:
             return 0.0, None
         if not self.coarse:
             return first / self.sample_rate - PREROLL_SECONDS, None
@@ -247,22 +252,26 @@ class ContainerSource(AudioSource):
                 self.container = open_container(self.path)
         self._used = True
         stream = self.container.streams.audio[0]
-        # Packed float: one plane whatever the channel count (PyAV's planar conversion reads past FFmpeg's
-        # eight inline planes, and a damaged AAC frame can declare 29 channels).
-        to_float = av.AudioResampler(format="flt")
+        # Frames that are not float already are converted to packed float: one plane whatever the channel
+        # count (PyAV's planar conversion reads past FFmpeg's eight inline planes, and a damaged AAC frame can
+        # declare 29 channels).
+        to_float, seconds_per_tick = av.AudioResampler(format="flt"), float(stream.time_base)
         try:
             if seek_seconds > 0:
                 self.container.seek(int((seek_seconds + self.origin) / self.time_base), stream=stream, backward=True)
             for frame in self.container.decode(stream):
                 if frame.layout.nb_channels != self.channels or frame.sample_rate != self.sample_rate:
                     continue  # a damaged frame (or a stream that changes layout): nothing this timeline can place
+                if not frame.samples:
+                    continue
+                exact = None if frame.pts is None else (frame.pts * seconds_per_tick - self.origin) * self.sample_rate
+                if frame.format.name == "fltp" and self.channels <= 8:  # the decoders' usual output: as it is
+                    yield exact, frame.to_ndarray()
+                    continue
                 for converted in to_float.resample(frame):
-                    if not converted.samples:
-                        continue
-                    samples = converted.to_ndarray().reshape(converted.samples, self.channels).T
-                    exact = None if converted.pts is None else (
-                        (float(converted.pts * converted.time_base) - self.origin) * self.sample_rate)
-                    yield exact, samples
+                    if converted.samples:
+                        yield exact, converted.to_ndarray().reshape(converted.samples, self.channels).T
+                        exact = None if exact is None else exact + converted.samples
         except av.error.FFmpegError:
             return  # decoding stops where the file stops decoding (a truncated or damaged file)
 

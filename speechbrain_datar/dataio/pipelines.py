@@ -171,13 +171,14 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=
             items.append(crop_frames_pipeline(frames["n_frames"], frames["size"], crop_seconds, frames["eval_crops"],
                                               frames["sampling"], frames["stride"]))
             keys += ["frames", "crop_starts"]
-        dataset = sb.dataio.dataset.DynamicItemDataset(read_manifest(path), dynamic_items=items, output_keys=keys)
-        present = dataset.filtered_sorted(key_test={"path": os.path.isfile})
-        if len(present) < len(dataset):
+        entries = read_manifest(path)
+        present = {key: entry for key, entry in entries.items() if os.path.isfile(entry["path"])}
+        if len(present) < len(entries):
             logger.warning("%s: %d clips of %s have disappeared since preparation and are skipped",
-                           split, len(dataset) - len(present), path)
-        if not len(present):
+                           split, len(entries) - len(present), path)
+        if not present:
             raise DataError(f"the {split} split has no clip to {'train on' if train else 'evaluate'} ({path}): see "
                             f"prepare_report.json beside it for what preparation left out")
+        present = sb.dataio.dataset.DynamicItemDataset(present, dynamic_items=items, output_keys=keys)
         datasets[split] = present if split == "train" else present.filtered_sorted(sort_key="duration")
     return datasets
