@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
 from benchmark import count_macs, machine, table, write_json  # noqa: E402
-from cross_validate import run_fold, summary  # noqa: E402
+from cross_validate import fold_options, run_fold, summary  # noqa: E402
 
 from speechbrain_datar.training.recipe import load_hparams  # noqa: E402
 
@@ -92,7 +92,7 @@ class Benchmark:
         tag = tag or f"{slug(model)}/{slug(augmentation)}/lr{lr:g}"
         folder = os.path.join(self.args.results, tag)
         options = [f"--data_folder={self.args.data_folder}", "--esc10=True", f"--lr={lr}",
-                   f"--output_folder={folder}/fold{fold}", *options, *AUGMENTATIONS[augmentation], *extra]
+                   f"--output_folder={folder}", *options, *AUGMENTATIONS[augmentation], *extra]
         key = f"{tag}/fold{fold}"
         if key not in self.results["runs"]:
             print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
@@ -108,7 +108,7 @@ class Benchmark:
                 "train_seconds_per_epoch": statistics.median(e["train_seconds"] for e in epochs),
                 "train_seconds_total": round(sum(e["train_seconds"] for e in epochs), 1),
                 "wall_seconds": round(time.time() - started, 1),
-                "command": " ".join(["python recipes/ESC50/train.py", hparams_file, f"--test_fold={fold}"] + options),
+                "command": " ".join(["python recipes/ESC50/train.py", hparams_file] + fold_options(options, fold)),
             }
             self.save()
             print(f"    valid {self.results['runs'][key]['best_valid_top1']:.1f}, "

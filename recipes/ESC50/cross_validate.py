@@ -5,8 +5,9 @@
 
 Every fold is an ordinary run of ``train.py`` (``--test_fold=k``, its own output folder, preparation,
 checkpoints and export; a killed fold resumes, a finished one is not trained again). Any other option
-goes to every fold. At the end the test accuracy of each fold, their mean and standard deviation are
-printed and written to ``cross_validation.json`` beside the fold folders.
+goes to every fold; ``--output_folder=X`` puts fold k's run in ``X/fold<k>``. At the end the test accuracy
+of each fold, their mean and standard deviation are printed and written to ``cross_validation.json`` beside
+the fold folders.
 
 Authors
  * speechbrain-datar contributors
@@ -30,9 +31,15 @@ EPOCH_LINE = re.compile(r"^epoch: (?P<epoch>\d+)(?P<meta>.*?) - train loss: (?P<
                         r" - valid loss: (?P<valid_loss>[^,\s]+), valid top1: (?P<valid_top1>[\d.]+)")
 
 
+def fold_options(options, fold):
+    """The options of one fold's run: ``--test_fold``, and ``--output_folder=X`` as ``X/fold<k>``."""
+    return [f"--output_folder={os.path.join(option.split('=', 1)[1], f'fold{fold}')}"
+            if option.startswith("--output_folder=") else option for option in options] + [f"--test_fold={fold}"]
+
+
 def output_folder(hparams_file, options, fold):
     """Where the run of ``fold`` writes (``output_folder`` of the hparams with these options)."""
-    _, _, overrides = sb.parse_arguments([hparams_file] + list(options) + [f"--test_fold={fold}"])
+    _, _, overrides = sb.parse_arguments([hparams_file] + fold_options(options, fold))
     return load_hparams(hparams_file, overrides)["output_folder"]
 
 
@@ -58,7 +65,7 @@ def run_fold(hparams_file, options, fold, log_file=None):
     ``log_file``: where the run's output goes (default: this process's output)."""
     folder = output_folder(hparams_file, options, fold)
     if not os.path.isfile(os.path.join(folder, "test_metrics.json")):
-        command = [sys.executable, TRAIN, hparams_file, f"--test_fold={fold}"] + list(options)
+        command = [sys.executable, TRAIN, hparams_file] + fold_options(options, fold)
         if log_file:
             os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         with open(log_file, "a") if log_file else contextlib.nullcontext() as log:

@@ -364,6 +364,39 @@ def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, secon
     return folder
 
 
+#: ESC-50-style classes of the generated set: (category, target, in ESC-10, synthetic event).
+ESC50_DEMO = (("dog", 0, True, "click train"), ("rain", 10, True, "noise burst, band-limited"),
+              ("rooster", 1, True, "rising chirp"), ("siren", 42, False, "warbling tone"),
+              ("church_bells", 46, False, "steady tone"))
+
+
+def make_esc50_like(folder, per_fold=2, seconds=1.0, sample_rate=44100, seed=0):
+    """Writes ESC-50's official layout: ``meta/esc50.csv`` (``filename, fold, target, category, esc10, src_file,
+    take``) and ``audio/<fold>-<source>-<take>-<target>.wav``, ``per_fold`` clips of each class in each of
+    the 5 folds, three classes in ESC-10 and two outside it. One row names a clip that is not on disk and
+    one row has a fold outside 1-5.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+    rows = []
+    for fold in range(1, 6):
+        for category, target, esc10, event in ESC50_DEMO:
+            for take in "ABCDEFGH"[:per_fold]:
+                source = int(rng.integers(10000, 999999))
+                name = f"{fold}-{source}-{take}-{target}.wav"
+                soundfile.write(os.path.join(folder, "audio", name),
+                                synthesize_event(event, seconds, sample_rate, rng), sample_rate)
+                rows.append([name, fold, target, category, esc10, source, take])
+    rows.append(["3-424242-A-0.wav", 3, 0, "dog", True, 424242, "A"])  # in the CSV, never on disk
+    rows.append(["9-424243-A-0.wav", 9, 0, "dog", True, 424243, "A"])  # a fold ESC-50 does not have
+    os.makedirs(os.path.join(folder, "meta"), exist_ok=True)
+    with open(os.path.join(folder, "meta", "esc50.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        writer.writerows(rows)
+    return folder
+
+
 #: EPIC-style classes of the generated set: official-looking ids that are not contiguous.
 EPIC_VERBS = {0: ("take", "steady tone"), 2: ("open", "rising chirp"), 3: ("close", "falling chirp"),
               5: ("wash", "noise burst, band-limited"), 8: ("cut", "warbling tone")}
