@@ -50,3 +50,46 @@ def kill_after_first_checkpoint(cmd, cwd, output_folder, timeout=300):
         process.send_signal(signal.SIGKILL)
         process.wait()
     return [os.path.dirname(path) for path in glob.glob(completed)]
+
+
+@pytest.fixture
+def decoded_samples(monkeypatch):
+    """A list that receives the number of samples of every audio frame a container read decodes."""
+    import speechbrain_datar.dataio.decoding as decoding
+
+    counts = []
+    frames = decoding.ContainerSource._frames
+
+    def counting(self, seek_seconds):
+        for exact, samples in frames(self, seek_seconds):
+            counts.append(samples.shape[1])
+            yield exact, samples
+
+    monkeypatch.setattr(decoding.ContainerSource, "_frames", counting)
+    return counts
+
+
+@pytest.fixture(scope="session")
+def micro_audio_classifier(tmp_path_factory):
+    """A micro DATAR exported as the recipes export it (32 mel bins, 10 s windows every 5 s, 5 classes), loaded
+    with ``AudioClassifier``; ``exported_folder`` is its folder."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from speechbrain_datar.dataio.normalization import DatasetNormalization
+    from speechbrain_datar.inference.interfaces import AudioClassifier
+    from speechbrain_datar.lobes.models.datar import DATAR
+    from speechbrain_datar.nnet.classifier import Classifier
+    from speechbrain_datar.pretrained.export import export_classifier
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("export")
+    labels = CategoricalEncoder()
+    labels.update_from_iterable([f"class{i}" for i in range(5)])
+    encoder = DATAR("micro", n_mels=32, reference_frames=1001).eval()
+    features = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
+    export_classifier(str(folder / "model"), encoder=encoder, head=Classifier(encoder.embedding_dim, 5).eval(),
+                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
+                      feature_options=features, window_frames=1001, hop_frames=501, max_windows=8)
+    model = AudioClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
+    model.exported_folder = str(folder / "model")
+    return model

@@ -4,32 +4,16 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_datar.dataio.audio import load_clip
-from speechbrain_datar.dataio.normalization import DatasetNormalization
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.synthetic import write_video
-from speechbrain_datar.inference.interfaces import AudioClassifier
-from speechbrain_datar.lobes.models.datar import DATAR
-from speechbrain_datar.nnet.classifier import Classifier
-from speechbrain_datar.pretrained.export import export_classifier
-
-FEATURES = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
+@pytest.fixture
+def classifier(micro_audio_classifier):
     """A micro DATAR exported as the recipes export (10 s windows, 5 s hop, 8 windows per encoder call)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("export")
-    labels = CategoricalEncoder()
-    labels.update_from_iterable([f"class{i}" for i in range(5)])
-    encoder = DATAR("micro", n_mels=32, reference_frames=1001).eval()
-    export_classifier(str(folder / "model"), encoder=encoder, head=Classifier(encoder.embedding_dim, 5).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
-                      feature_options=FEATURES, window_frames=1001, hop_frames=501, max_windows=8)
-    return AudioClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
+    return micro_audio_classifier
 
 
 def recording(seconds, rate, seed=0):

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from speechbrain.dataio.encoder import CategoricalEncoder
 
 import speechbrain_datar.dataio.decoding as decoding
 from hostile_media import (
@@ -33,14 +32,10 @@ from hostile_media import (
 )
 from speechbrain_datar.dataio.audio import inspect_clip, load_clip
 from speechbrain_datar.dataio.decoding import open_audio
-from speechbrain_datar.dataio.normalization import DatasetNormalization
 from speechbrain_datar.dataio.problems import ClipProblem
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.synthetic import write_video
 from speechbrain_datar.dataio.video import read_video_frames
-from speechbrain_datar.lobes.models.datar import DATAR
-from speechbrain_datar.nnet.classifier import Classifier
-from speechbrain_datar.pretrained.export import export_classifier
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: name -> (encoder, container, rate, channels, encoder options)
@@ -130,18 +125,10 @@ def test_a_span_read_by_seeking_equals_the_same_span_of_the_whole_file(tmp_path,
 
 
 @pytest.mark.parametrize("name", ["Vorbis in webm", "AAC in mp4"])
-def test_reads_after_the_first_minute_seek_and_equal_the_whole_file(tmp_path, monkeypatch, name):
+def test_reads_after_the_first_minute_seek_and_equal_the_whole_file(tmp_path, decoded_samples, name):
     path = write_media(tmp_path, name, 63.0, rate=16000)
     whole, rate = whole_file(path)
-    decoded = []
-    frames = decoding.ContainerSource._frames
-
-    def counting(self, seek_seconds):
-        for exact, samples in frames(self, seek_seconds):
-            decoded.append(samples.shape[1])
-            yield exact, samples
-
-    monkeypatch.setattr(decoding.ContainerSource, "_frames", counting)
+    decoded = decoded_samples
     for seconds in (59.99, 60.0, 60.02, 61.5):
         decoded.clear()
         part = span(path, int(seconds * rate), rate)
@@ -173,37 +160,18 @@ def test_a_timestamp_gap_is_silence_in_every_read_path(tmp_path, short_anchor, n
         assert torch.equal(stream.read(0, stream.n_samples)[0], resampled)
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A micro DATAR exported as the recipes export it (10 s windows, 5 s hop)."""
-    from speechbrain_datar.inference.interfaces import AudioClassifier
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("export")
-    labels = CategoricalEncoder()
-    labels.update_from_iterable([f"class{i}" for i in range(4)])
-    encoder = DATAR("micro", n_mels=32, reference_frames=1001).eval()
-    features = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
-    export_classifier(str(folder / "model"), encoder=encoder, head=Classifier(encoder.embedding_dim, 4).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
-                      feature_options=features, window_frames=1001, hop_frames=501)
-    model = AudioClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
-    model.exported_folder = str(folder / "model")
-    return model
-
-
 @pytest.mark.parametrize("name", ["Vorbis in webm", "AAC in mp4"])
-def test_classify_file_does_not_depend_on_the_block_size(classifier, tmp_path, name):
+def test_classify_file_does_not_depend_on_the_block_size(micro_audio_classifier, tmp_path, name):
     path = write_media(tmp_path, name, 23.0)
-    results = [classifier.classify_file(path, block_seconds=block) for block in (1.0, 7.0, 30.0)]
+    results = [micro_audio_classifier.classify_file(path, block_seconds=block) for block in (1.0, 7.0, 30.0)]
     assert all(torch.equal(result[0], results[0][0]) and result[3] == results[0][3] for result in results)
 
 
-def test_the_exported_model_resamples_odd_rates_in_speechbrains_encoder_classifier(classifier, tmp_path):
+def test_the_exported_model_resamples_odd_rates_in_speechbrains_encoder_classifier(micro_audio_classifier, tmp_path):
     from speechbrain.inference.classifiers import EncoderClassifier
 
     path = make_wav(str(tmp_path / "odd.wav"), 44101, 44101 * 2)
-    model = EncoderClassifier.from_hparams(source=classifier.exported_folder, savedir=str(tmp_path / "sb"))
+    model = EncoderClassifier.from_hparams(source=micro_audio_classifier.exported_folder, savedir=str(tmp_path / "sb"))
     assert model.load_audio(path).shape == (32000,)
     with pytest.raises(ValueError, match="1 Hz is outside"):
         model.load_audio(make_wav(str(tmp_path / "one_hz.wav"), 1, 4000))

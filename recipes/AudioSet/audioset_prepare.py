@@ -20,15 +20,9 @@ import csv
 import os
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
+from speechbrain_datar.dataio.cells import seconds
 from speechbrain_datar.dataio.labels import names_of_mids
-from speechbrain_datar.dataio.prepare import (
-    PreparedData,
-    check_audio,
-    clip_job,
-    dataset_folders,
-    open_annotations,
-    seconds,
-)
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 

@@ -16,14 +16,8 @@ import logging
 import os
 
 from speechbrain_datar.dataio.audio import CLIP_EXTENSIONS
-from speechbrain_datar.dataio.prepare import (
-    PreparedData,
-    check_audio,
-    clip_job,
-    dataset_folders,
-    open_annotations,
-    whole_number,
-)
+from speechbrain_datar.dataio.cells import whole_number
+from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 

@@ -11,7 +11,6 @@ label encoders, feature statistics and the skip report.
 import dataclasses
 import json
 import logging
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,47 +64,6 @@ class PreparedData:
     extra_files: dict = dataclasses.field(default_factory=dict)
     inputs: list = dataclasses.field(default_factory=list)
     valid: dict = None
-
-
-def whole_number(text):
-    """A whole, non-negative number written in ASCII digits (annotation cells); ``ValueError`` otherwise.
-
-    Example
-    -------
-    >>> whole_number(" 42 ")
-    42
-    >>> whole_number("\u00b2")
-    Traceback (most recent call last):
-    ...
-    ValueError: '²' is not a whole, non-negative number
-    """
-    value = (text or "").strip()
-    if not (value.isascii() and value.isdigit()):
-        raise ValueError(f"{value!r} is not a whole, non-negative number")
-    return int(value)
-
-
-def seconds(text):
-    """A finite, non-negative number of seconds (annotation cells); ``ValueError`` for anything else,
-    ``inf``, ``nan`` and ``1e400`` included.
-
-    Example
-    -------
-    >>> seconds("12.5"), seconds("3")
-    (12.5, 3.0)
-    >>> seconds("1e400")
-    Traceback (most recent call last):
-    ...
-    ValueError: '1e400' is not a finite, non-negative number of seconds
-    """
-    value = (text or "").strip()
-    try:
-        number = float(value) if value.isascii() else math.nan
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{value!r} is not a finite, non-negative number of seconds")
-    return number
 
 
 def open_annotations(path):
