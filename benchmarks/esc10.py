@@ -32,7 +32,9 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -84,6 +86,16 @@ class Benchmark:
         if args.json and os.path.isfile(args.json):
             with open(args.json) as f:
                 self.results.update({k: v for k, v in json.load(f).items() if k != "machine"})
+        self.lock = threading.Lock()
+        self.env = None
+        if args.parallel > 1:  # concurrent runs, one thread and one loader worker each
+            self.env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.results["protocol"]["concurrent_runs"] = args.parallel
+
+    def runs(self, jobs):
+        """Several ``run`` s (``(model, lr, fold, augmentation, extra, tag)``), ``--parallel`` at a time."""
+        with ThreadPoolExecutor(max_workers=self.args.parallel) as pool:
+            return list(pool.map(lambda job: self.run(*job), jobs))
 
     def run(self, model, lr, fold, augmentation=None, extra=(), tag=None):
         """One recipe run; returns its record (read back if it finished before)."""
@@ -93,14 +105,16 @@ class Benchmark:
         folder = os.path.join(self.args.results, tag)
         options = [f"--data_folder={self.args.data_folder}", "--esc10=True", f"--lr={lr}",
                    f"--output_folder={folder}", *options, *AUGMENTATIONS[augmentation], *extra]
+        if self.args.parallel > 1:
+            options.append("--num_workers=1")
         key = f"{tag}/fold{fold}"
         if key not in self.results["runs"]:
             print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
             started = time.time()
             run = run_fold(os.path.join(ROOT, hparams_file), options, fold,
-                           log_file=os.path.join(folder, f"fold{fold}.log"))
+                           log_file=os.path.join(folder, f"fold{fold}.log"), env=self.env)
             epochs = run["epochs"]
-            self.results["runs"][key] = {
+            record = {
                 "model": model, "lr": lr, "fold": fold, "augmentation": augmentation, "extra": list(extra),
                 "test_top1": run["test"]["top1"], "best_valid_top1": max(e["valid_top1"] for e in epochs),
                 "best_valid_loss": min(e["valid_loss"] for e in epochs),
@@ -110,9 +124,10 @@ class Benchmark:
                 "wall_seconds": round(time.time() - started, 1),
                 "command": " ".join(["python recipes/ESC50/train.py", hparams_file] + fold_options(options, fold)),
             }
-            self.save()
-            print(f"    valid {self.results['runs'][key]['best_valid_top1']:.1f}, "
-                  f"test {run['test']['top1']:.1f}", flush=True)
+            with self.lock:
+                self.results["runs"][key] = record
+                self.save()
+            print(f"    {key}: valid {record['best_valid_top1']:.1f}, test {run['test']['top1']:.1f}", flush=True)
         return self.results["runs"][key]
 
     def chosen(self, what, model=None):
@@ -126,7 +141,7 @@ class Benchmark:
         return value(best)
 
     def search_lr(self, model):
-        runs = [self.run(model, lr, 1) for lr in self.args.lrs]
+        runs = self.runs([(model, lr, 1) for lr in self.args.lrs])
         self.results.setdefault("lr_search", {})[model] = {f"{r['lr']:g}": r["best_valid_top1"] for r in runs}
         return self.choose("lr", runs, lambda run: run["lr"], model)
 
@@ -144,23 +159,22 @@ class Benchmark:
             self.search_lr(datar)
         if self.stage("augment"):
             lr = self.chosen("lr", datar)
-            runs = [self.run(datar, lr, 1, augmentation) for augmentation in AUGMENTATIONS]
+            runs = self.runs([(datar, lr, 1, augmentation) for augmentation in AUGMENTATIONS])
             self.results["augmentation_study"] = {r["augmentation"]: {"best_valid_top1": r["best_valid_top1"],
                                                                       "fold1_test_top1": r["test_top1"]} for r in runs}
             self.choose("augmentation", runs, lambda run: run["augmentation"])
         compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)")]
         if self.stage("lr_others"):
+            self.runs([(model, lr, 1) for model in compared[1:] for lr in args.lrs])
             for model in compared[1:]:
                 self.search_lr(model)
         if self.stage("folds"):
-            for fold in args.folds:
-                for model in compared:
-                    self.run(model, self.chosen("lr", model), fold)
+            self.runs([(model, self.chosen("lr", model), fold) for fold in args.folds for model in compared])
             self.summarise_folds(compared)
         if self.stage("coarse_to_fine"):
             lr = self.chosen("lr", datar)
-            runs = [self.run(datar, lr, fold, extra=[f"--phases={COARSE_TO_FINE}"],
-                             tag=f"{slug(datar)}/coarse_to_fine/lr{lr:g}") for fold in [1] + list(args.folds)]
+            runs = self.runs([(datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"],
+                               f"{slug(datar)}/coarse_to_fine/lr{lr:g}") for fold in [1] + list(args.folds)])
             full = [self.run(datar, lr, fold) for fold in [1] + list(args.folds)]
             self.results["coarse_to_fine"] = {
                 "phases": COARSE_TO_FINE,
@@ -256,6 +270,8 @@ def main(argv=None):
     parser.add_argument("--cnn14-folds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
     parser.add_argument("--cnn14-lr", type=float, default=1e-3)
     parser.add_argument("--cnn14-epochs", type=int, default=30)
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once, one thread each (training seconds are then not comparable to 1)")
     Benchmark(parser.parse_args(argv)).main()
     return 0
 

@@ -59,17 +59,18 @@ def read_run(folder):
     return {"test": test, "epochs": epochs}
 
 
-def run_fold(hparams_file, options, fold, log_file=None):
+def run_fold(hparams_file, options, fold, log_file=None, env=None):
     """Trains and tests one fold (unless its run has finished already); returns ``read_run`` of it.
 
-    ``log_file``: where the run's output goes (default: this process's output)."""
+    ``log_file``: where the run's output goes (default: this process's output); ``env``: the run's
+    environment (default: this process's)."""
     folder = output_folder(hparams_file, options, fold)
     if not os.path.isfile(os.path.join(folder, "test_metrics.json")):
         command = [sys.executable, TRAIN, hparams_file] + fold_options(options, fold)
         if log_file:
             os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         with open(log_file, "a") if log_file else contextlib.nullcontext() as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT if log else None)
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT if log else None, env=env)
         if done.returncode != 0:
             raise SystemExit(f"error: fold {fold} failed (exit {done.returncode}): {' '.join(command)}"
                              + (f" (output: {log_file})" if log_file else ""))
