@@ -307,7 +307,7 @@ def run(args):
                 per_length[seconds] = {
                     "gmacs": count_macs(model, x) / 1e9,
                     "infer_s": inference_time(model, x, device, repeats) if seconds <= 20 else
-                    timed(lambda: _no_grad(model, x), device, repeats, warmup=1),
+                    timed(lambda model=model, x=x: _no_grad(model, x), device, repeats, warmup=1),
                     "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
                 }
                 print(f"measured {name} at {seconds} s", flush=True)

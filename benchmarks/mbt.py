@@ -56,10 +56,9 @@ def main(argv=None):
     models.update({"DATAR-tiny (audio only)": build("datar-tiny").eval(), "AST (audio only)": build("ast").eval()})
     for name, model in models.items():
         with torch.no_grad():
-            seconds = timed(lambda: model(feats), device, args.repeats, warmup=1)
+            seconds = timed(lambda model=model: model(feats), device, args.repeats, warmup=1)
         results["models"][name] = {"gmacs": count_macs(model, feats) / 1e9, "infer_s": seconds}
         print(f"measured {name}", flush=True)
-        del model
     late = results["models"]["MBT late fusion (L_f = 12)"]
     rows = [[name, f"{e['gmacs']:.1f}", f"{e['gmacs'] / late['gmacs']:.3f}", f"{e['infer_s']:.2f}",
              f"{e['infer_s'] / late['infer_s']:.2f}"] for name, e in results["models"].items()]

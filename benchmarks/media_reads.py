@@ -12,7 +12,6 @@ the seek path too.
 """
 
 import argparse
-import json
 import os
 import sys
 

@@ -9,6 +9,13 @@ import time
 import pytest
 import torch
 
+#: The repository, its recipes and hparams, and the tests' own data (exports of earlier versions).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "recipes")
+HPARAMS = os.path.join(ROOT, "hparams")
+TEST_DATA = os.path.join(ROOT, "tests", "data")
+HELPERS = os.path.join(ROOT, "tests")
+
 
 def available_devices():
     """CPU always; CUDA as well when this machine has it."""
@@ -72,11 +79,11 @@ def decoded_samples(monkeypatch):
 @pytest.fixture(scope="session")
 def micro_audio_classifier(tmp_path_factory):
     """A micro DATAR exported as the recipes export it (32 mel bins, 10 s windows every 5 s, 5 classes), loaded
-    with ``AudioClassifier``; ``exported_folder`` is its folder."""
+    with ``StreamingClassifier``; ``exported_folder`` is its folder."""
     from speechbrain.dataio.encoder import CategoricalEncoder
 
     from speechbrain_datar.dataio.normalization import DatasetNormalization
-    from speechbrain_datar.inference.interfaces import AudioClassifier
+    from speechbrain_datar.inference.interfaces import StreamingClassifier
     from speechbrain_datar.lobes.models.datar import DATAR
     from speechbrain_datar.nnet.classifier import Classifier
     from speechbrain_datar.pretrained.export import export_classifier
@@ -90,6 +97,6 @@ def micro_audio_classifier(tmp_path_factory):
     export_classifier(str(folder / "model"), encoder=encoder, head=Classifier(encoder.embedding_dim, 5).eval(),
                       normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
                       feature_options=features, window_frames=1001, hop_frames=501, max_windows=8)
-    model = AudioClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
+    model = StreamingClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
     model.exported_folder = str(folder / "model")
     return model

@@ -3,7 +3,7 @@
 Each ``make_*`` writes one input; ``python tests/hostile_media.py <kind>=<path> ...`` runs, in a fresh process,
 the operations that the inputs used to blow up or crash, and prints one JSON line each: the outcome (what was
 returned, or the one-line error) and the process's peak resident memory so far in MiB (torch included).
-``benchmarks/hostile_inputs.py`` runs them at the sizes of the reports; ``tests/test_media.py`` checks the
+``benchmarks/hostile_inputs.py`` runs them at the sizes of the reports; ``tests/unit/dataio/test_media.py`` checks the
 outcomes and the memory bound.
 """
 

@@ -26,6 +26,9 @@ import speechbrain as sb
 
 from speechbrain_datar.training.recipe import load_hparams
 
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+from train import DATASET_HPARAMS  # noqa: E402
+
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 EPOCH_LINE = re.compile(r"^epoch: (?P<epoch>\d+)(?P<meta>.*?) - train loss: (?P<train_loss>\S+)"
                         r" - valid loss: (?P<valid_loss>[^,\s]+), valid top1: (?P<valid_top1>[\d.]+)")
@@ -40,7 +43,7 @@ def fold_options(options, fold):
 def output_folder(hparams_file, options, fold):
     """Where the run of ``fold`` writes (``output_folder`` of the hparams with these options)."""
     _, _, overrides = sb.parse_arguments([hparams_file] + fold_options(options, fold))
-    return load_hparams(hparams_file, overrides)["output_folder"]
+    return load_hparams(hparams_file, overrides, DATASET_HPARAMS)["output_folder"]
 
 
 def read_run(folder):

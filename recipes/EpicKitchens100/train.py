@@ -19,6 +19,7 @@ import torch
 from speechbrain_datar.training.recipe import recipe_main
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 from epic_kitchens_prepare import LABEL_KEYS, prepare_epic_kitchens  # noqa: E402
 
 
@@ -33,4 +34,5 @@ def action_accuracy(metrics):
 
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_epic_kitchens, LABEL_KEYS, "action_top1", [action_accuracy])
+    recipe_main(sys.argv[1:], prepare_epic_kitchens, main_metric="action_top1", extra_statistics=[action_accuracy],
+                dataset_hparams=os.path.join(HPARAMS, "EpicKitchens100", "epic_kitchens.yaml"))

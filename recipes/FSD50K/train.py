@@ -13,7 +13,9 @@ import sys
 from speechbrain_datar.training.recipe import recipe_main
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 from fsd50k_prepare import prepare_fsd50k  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_fsd50k, label_keys=("labels",))
+    recipe_main(sys.argv[1:], prepare_fsd50k,
+                dataset_hparams=os.path.join(HPARAMS, "FSD50K", "fsd50k.yaml"))

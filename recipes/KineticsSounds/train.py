@@ -16,7 +16,9 @@ import sys
 from speechbrain_datar.training.recipe import recipe_main
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 from kinetics_sounds_prepare import prepare_kinetics_sounds  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_kinetics_sounds)
+    recipe_main(sys.argv[1:], prepare_kinetics_sounds,
+                dataset_hparams=os.path.join(HPARAMS, "KineticsSounds", "kinetics_sounds.yaml"))

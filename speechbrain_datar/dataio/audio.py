@@ -10,10 +10,8 @@ import math
 import os
 
 import numpy as np
-import soundfile
 import soxr
 import torch
-
 from speechbrain.dataio.preprocess import AudioNormalizer
 
 from speechbrain_datar.dataio.decoding import open_audio, resampling_grid, unsupported_rate
@@ -59,7 +57,7 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
 
     Example
     -------
-    >>> import tempfile, os
+    >>> import tempfile, os, soundfile
     >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
     >>> soundfile.write(path, 0.5 * np.sin(np.arange(8000) / 5.0), 16000)
     >>> inspect_clip(path)
@@ -127,7 +125,7 @@ def clip_duration(path):
 
     Example
     -------
-    >>> import tempfile, os
+    >>> import tempfile, os, soundfile
     >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
     >>> soundfile.write(path, np.zeros(12345), 16000)
     >>> clip_duration(path), audio_samples(path)
@@ -198,7 +196,7 @@ def load_clip(path, sample_rate=16000, start=None, stop=None):
 
     Example
     -------
-    >>> import tempfile, os
+    >>> import tempfile, os, soundfile
     >>> path = os.path.join(tempfile.mkdtemp(), "stereo.wav")
     >>> soundfile.write(path, np.zeros((4410, 2), dtype="float32") + 0.1, 44100)
     >>> load_clip(path, 16000).shape, load_clip(path, 16000, 0.05, 0.25).shape, load_clip(path, 16000, 0.0, 9.0).shape

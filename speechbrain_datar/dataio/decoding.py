@@ -141,7 +141,7 @@ class SoundfileSource(AudioSource):
         self.path = path
         try:
             self.file = soundfile.SoundFile(path)
-        except Exception as error:  # soundfile raises several types for files it cannot open
+        except (soundfile.SoundFileError, OSError) as error:  # a bug of ours must not look like a bad file
             raise ClipProblem("unreadable", f"{path}: {error}") from None
         self.sample_rate, self.channels = self.file.samplerate, self.file.channels
         check_rate(path, self.sample_rate)

@@ -4,6 +4,8 @@ import os
 
 from speechbrain.dataio.encoder import CategoricalEncoder
 
+from speechbrain_datar.errors import MissingDataError
+
 
 def label_encoder_name(key):
     """Name of the label encoder of ``key``: ``label_encoder`` for single-head recipes, else ``label_encoder_<key>``.
@@ -40,10 +42,32 @@ def fit_label_encoder(labels, path):
 def load_label_encoder(path):
     """Loads an encoder saved by ``fit_label_encoder``, with a clear error if it is missing."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"label encoder {path} not found: has data preparation run?")
+        raise MissingDataError(f"label encoder {path} not found: has data preparation run?")
     encoder = CategoricalEncoder()
     encoder.load(path)
     return encoder
+
+
+def label_encoders_of(hparams):
+    """``{key: CategoricalEncoder}`` of an exported model's hparams, one per head, in the heads' order
+    (exports of version 0.1 have one head and no ``label_keys``).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> verbs, nouns = CategoricalEncoder(), CategoricalEncoder()
+    >>> list(label_encoders_of(SimpleNamespace(label_keys=["verb", "noun"], label_encoder_verb=verbs,
+    ...                                        label_encoder_noun=nouns)))
+    ['verb', 'noun']
+    """
+    keys = getattr(hparams, "label_keys", ["label"])
+    return {key: getattr(hparams, label_encoder_name(key)) for key in keys}
+
+
+def class_names(hparams):
+    """``{key: [class name by index]}`` of an exported model's hparams (``label_encoders_of``)."""
+    return {key: [encoder.ind2lab[i] for i in range(len(encoder))]
+            for key, encoder in label_encoders_of(hparams).items()}
 
 
 def expecting(n_classes):

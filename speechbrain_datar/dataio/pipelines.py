@@ -6,18 +6,16 @@ for audio-visual models, ``frames`` over the same span.
 """
 
 import logging
-import math
 import os
 
 import speechbrain as sb
 import torch
 
 from speechbrain_datar.dataio.audio import load_clip
+from speechbrain_datar.dataio.crops import crop_frames, crop_starts, decoded_short_side, read_frames
 from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_times
 from speechbrain_datar.dataio.manifest import read_manifest
-from speechbrain_datar.dataio.video import read_frame_dumps, read_video_frames
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.inference.temporal_crops import crop_starts
 
 logger = logging.getLogger(__name__)
 
@@ -51,46 +49,6 @@ def audio_pipeline(sample_rate):
         return load_clip(path, sample_rate, first if first else None, last)
 
     return pipeline
-
-
-def read_frames(path, times, frames_folder=None, fps=None, frame_offset=0.0, short_side=None):
-    """uint8 ``[len(times), 3, H, W]``: the frames shown at ``times`` (seconds, any order), from the video
-    file or from extracted frames (``frames_folder/frame_%010d.jpg``, the frame at ``t`` seconds numbered
-    ``t * fps + frame_offset``); video frames larger than ``short_side`` are scaled down as they are decoded."""
-    if frames_folder:
-        # the frame shown at t, as from the video: the last one that started by then
-        return read_frame_dumps(frames_folder, [math.floor(t * fps + frame_offset + 1e-6) for t in times])
-    order = sorted(range(len(times)), key=times.__getitem__)
-    frames = read_video_frames(path, [times[i] for i in order], short_side)
-    out = torch.empty_like(frames)
-    out[torch.tensor(order)] = frames
-    return out
-
-
-def decoded_short_side(transform):
-    """The short side frames are decoded at: twice the model's frame size, so that the smallest random crops
-    (35% of the area) still come from more pixels than they are resized to.
-
-    Example
-    -------
-    >>> decoded_short_side(FrameTransform(224))
-    448
-    """
-    return 2 * transform.size
-
-
-def crop_frames(path, first, duration, starts, span_seconds, n_frames, transform, sampling="uniform", stride=1,
-                frames_folder=None, fps=None, frame_offset=0.0):
-    """uint8 ``[len(starts), n_frames, 3, size, size]``: each evaluation crop's frames (``first``: where the
-    clip starts in the file; ``starts``: the crops' starts in the clip, as ``crop_starts`` gives them)."""
-    rate = fps or DEFAULT_FPS
-    span_seconds = duration if span_seconds is None else span_seconds
-    times = []
-    for start in starts:
-        times += frame_times(first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate,
-                             stride)
-    frames = transform(read_frames(path, times, frames_folder, rate, frame_offset, decoded_short_side(transform)))
-    return frames.reshape(len(starts), n_frames, *frames.shape[1:])
 
 
 def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):

@@ -216,7 +216,9 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
     for entries, report in evaluation:
         for key, classes in drop_classes_without_training_data(data.train, entries, data.label_keys, report).items():
             dropped[key] = sorted(set(dropped.get(key, [])) | set(classes), key=str)
-    outputs = ["train.json", "valid.json", "test.json", "prepare_report.json"]
+    outputs = ["train.json", "valid.json", "test.json", "prepare_report.json", "label_keys.json"]
+    with open(os.path.join(save_folder, "label_keys.json"), "w") as f:
+        json.dump(list(data.label_keys), f)
     for key in data.label_keys:
         outputs.append(label_encoder_file(key))
         fit_label_encoder({label for e in data.train.values() for label in labels_of(e[key])},

@@ -1,10 +1,19 @@
-"""Inference interfaces for exported models: video files as well as audio files, and several heads.
+"""Inference interfaces for exported models, on SpeechBrain's ``Pretrained``.
 
-``EncoderClassifier`` serves an exported one-head model from audio files;
-``AudioClassifier`` is the same interface that also reads the audio stream of a
-video file (mp4, mkv, webm, ...), ``MultiHeadAudioClassifier`` serves models
-with several heads (EPIC-KITCHENS: verb and noun), and ``AudioVisualClassifier``
-serves audio-visual models (MBT, DATAR beside a visual stream) from sound and frames.
+One base, ``StreamingInterface``, classifies files of any length and kind (audio files, the sound of video
+files) as a stream, and tells when each class sounds (``timeline``); its subclasses differ only in how
+they decode the scores and what they return:
+
+- ``StreamingClassifier``: SpeechBrain's ``EncoderClassifier`` (the exported one-head model), whose
+  ``classify_file`` streams: ``(out_prob, score, index, text_lab)``, the best class;
+- ``AudioTagger``: multi-label models (AudioSet, FSD50K): every class's probability and the classes above
+  a threshold;
+- ``MultiHeadAudioClassifier``: models with several heads (EPIC-KITCHENS: verb and noun), one
+  ``EncoderClassifier`` result per head.
+
+``AudioVisualClassifier`` serves audio-visual models (MBT, DATAR beside a visual stream) from sound and
+frames, decoding its heads the same way. ``AudioClassifier`` is version 0.2's name of
+``StreamingClassifier`` (SpeechBrain has an ``AudioClassifier`` of its own, on another base).
 """
 
 import logging
@@ -15,16 +24,79 @@ from speechbrain.inference.classifiers import EncoderClassifier
 from speechbrain.inference.interfaces import Pretrained
 
 from speechbrain_datar.dataio.audio import clip_duration, load_clip
+from speechbrain_datar.dataio.crops import crop_frames, crop_starts
 from speechbrain_datar.dataio.frames import FrameTransform
-from speechbrain_datar.dataio.labels import label_encoder_name
-from speechbrain_datar.dataio.pipelines import crop_frames
+from speechbrain_datar.dataio.labels import class_names, label_encoders_of
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.video import is_video, probe_video
+from speechbrain_datar.deprecation import deprecated_class
 from speechbrain_datar.inference.sliding_window import WaveformFrames
-from speechbrain_datar.inference.temporal_crops import crop_starts
 from speechbrain_datar.inference.timeline import recording_timeline, segments, window_timeline
 
 logger = logging.getLogger(__name__)
+
+
+def keyed(scores, keys):
+    """Scores by label key: a one-output head's output under the one key (exports of version 0.2 did not name
+    their heads' outputs; a tagger's key is ``labels``).
+
+    Example
+    -------
+    >>> list(keyed({"label": torch.zeros(1, 3)}, ["labels"]))
+    ['labels']
+    """
+    keys = list(keys)
+    if len(scores) == 1 and len(keys) == 1:
+        return {keys[0]: next(iter(scores.values()))}
+    return scores
+
+
+def best_class(log_probs, decode):
+    """One head's ``EncoderClassifier`` result ``(out_prob [batch, C], score, index, labels)``: the best class of
+    every clip, its labels from ``decode(index)``.
+
+    Example
+    -------
+    >>> best_class(torch.log(torch.tensor([[0.2, 0.8]])), lambda index: [["cat", "dog"][i] for i in index])[3]
+    ['dog']
+    """
+    out_prob = log_probs.reshape(log_probs.shape[0], -1)
+    score, index = torch.max(out_prob, dim=-1)
+    return out_prob, score, index, decode(index)
+
+
+def decode_heads(scores, label_encoders):
+    """Each head's ``EncoderClassifier`` result: ``{name: (out_prob [batch, C], score, index, labels)}``, the
+    best class of every clip.
+
+    Example
+    -------
+    >>> from speechbrain.dataio.encoder import CategoricalEncoder
+    >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["cat", "dog"])
+    >>> decode_heads({"label": torch.log(torch.tensor([[[0.2, 0.8]]]))}, {"label": encoder})["label"][3]
+    ['dog']
+    """
+    return {name: best_class(log_probs, label_encoders[name].decode_torch)
+            for name, log_probs in keyed(scores, label_encoders).items()}
+
+
+def tags(scores, names, threshold):
+    """Multi-label decoding of one head: ``(probs [batch, C], scores, indices, labels)``, the classes of every
+    clip whose probability reaches ``threshold``, highest first.
+
+    Example
+    -------
+    >>> tags(torch.log(torch.tensor([[0.9, 0.2, 0.6]])), ["dog", "cat", "rain"], 0.5)[3]
+    [['dog', 'rain']]
+    """
+    probs = scores.reshape(scores.shape[0], -1).exp()
+    found_scores, indices, labels = [], [], []
+    for row in probs:
+        chosen = [int(i) for i in torch.argsort(row, descending=True) if row[i] >= threshold]
+        found_scores.append([float(row[i]) for i in chosen])
+        indices.append(chosen)
+        labels.append([names[i] for i in chosen])
+    return probs, found_scores, indices, labels
 
 
 class VideoFiles:
@@ -37,9 +109,76 @@ class VideoFiles:
         return super().load_audio(path, savedir=savedir)
 
 
-class Timelines:
-    """``timeline``: when each class sounds in a file (the audio interfaces; one result per head for a model
-    with several)."""
+class StreamingInterface(VideoFiles):
+    """What every audio interface does: classify a file of any length as a stream (``stream_scores``), tell
+    when each class sounds (``timeline``), and know its heads' labels. Subclasses say how a result is
+    decoded (``decode``) and packed (``pack``: one head's result as it is, several by name).
+    """
+
+    last_realtime_factor = None
+
+    @property
+    def label_encoders(self):
+        """``{key: CategoricalEncoder}``, one per head."""
+        return label_encoders_of(self.hparams)
+
+    def class_names(self):
+        """The class names by index, per head (packed as the interface packs results)."""
+        return self.pack(class_names(self.hparams))
+
+    def pack(self, results):
+        """One head's result as it is (``StreamingClassifier``, ``AudioTagger``), several by name."""
+        return next(iter(results.values())) if len(results) == 1 else results
+
+    def decode(self, scores, **options):
+        """``{name: result}`` of the averaged log-probabilities ``{name: [batch, C]}``."""
+        raise NotImplementedError
+
+    def stream_scores(self, path, block_seconds=30.0, windows_per_call=None):
+        """Log of the window-averaged class probabilities of a file, decoded as a stream: ``{name: [1, C]}``.
+
+        Arguments
+        ---------
+        path : str
+            Audio file, or video file whose sound is classified.
+        block_seconds : float
+            Seconds of the file decoded at once (the result does not depend on it).
+        windows_per_call : int or None
+            Windows embedded per encoder call. ``None``: one on the CPU, where larger calls ran slower
+            (DATAR-tiny on 2 cores: 44x real time with 1, 25x with 8; the cache, not the arithmetic, is
+            the limit), and the exported ``max_windows`` on a GPU.
+        """
+        windows = self.mods.embedding_model
+        stream = StreamedAudio(path, self.audio_normalizer.sample_rate, block_seconds)
+        if windows_per_call is None and torch.device(self.device).type == "cpu":
+            windows_per_call = 1
+        start = time.perf_counter()
+        with torch.no_grad():
+            scores = self.mods.classifier.scores(windows(stream, None, max_windows=windows_per_call))
+        seconds = time.perf_counter() - start
+        self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
+        logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,
+                    self.last_realtime_factor)
+        return {name: log_probs.squeeze(1) for name, log_probs in scores.items()}
+
+    def classify_file(self, path, block_seconds=30.0, windows_per_call=None, **options):
+        """Classifies an audio file, or a video file's sound, of any length, decoded as a stream (see
+        ``stream_scores``); ``options`` go to ``decode``."""
+        if self.mods.embedding_model.features is None:  # a model exported before features moved into the windows
+            return self.pack(self.decode(self.batch_scores(self.load_audio(path).unsqueeze(0)), **options))
+        return self.pack(self.decode(self.stream_scores(path, block_seconds, windows_per_call), **options))
+
+    def batch_scores(self, wavs, wav_lens=None):
+        """Log of the window-averaged class probabilities of waveforms ``[batch, samples]``: ``{name: [batch, C]}``."""
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=self.device)
+        wavs, wav_lens = wavs.to(self.device).float(), wav_lens.to(self.device)
+        with torch.no_grad():
+            feats = self.mods.mean_var_norm(self.mods.compute_features(wavs), wav_lens)
+            scores = self.mods.classifier.scores(self.mods.embedding_model(feats, wav_lens))
+        return {name: log_probs.squeeze(1) for name, log_probs in scores.items()}
 
     def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0,
                  hop_seconds=0.125):
@@ -55,9 +194,9 @@ class Timelines:
             Shorter segments are left out.
         method : str
             ``"windows"``: windows of ``window_seconds`` every ``hop_seconds``, each classified
-            alone (any encoder). ``"columns"``: the time columns of DATAR's final map within the
-            model's own windows (one encoder call per window, 0.32 s steps, but the deformable
-            blocks' global attention spreads a class over the window).
+            alone (any encoder). ``"columns"``: the time columns of the encoder's final map within
+            the model's own windows (encoders with ``time_column_frames``: DATAR, 0.32 s steps, but
+            the deformable blocks' global attention spreads a class over the window).
 
         Returns
         -------
@@ -67,6 +206,8 @@ class Timelines:
             Seconds per row.
         found : list
             ``(start, end, label, score)`` in seconds (see ``timeline.segments``).
+
+        A model of several heads returns these per head, by name.
         """
         windows = self.mods.embedding_model
         device = next(windows.encoder.parameters()).device
@@ -77,91 +218,49 @@ class Timelines:
         with torch.no_grad():
             if method == "columns":
                 probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
-                resolution, offset = windows.encoder.total_stride[1] * frame, 0.0
+                resolution, offset = windows.encoder.time_column_frames * frame, 0.0
             elif method == "windows":
                 window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
                 probs = window_timeline(windows.encoder, head, source, window, hop)
                 resolution, offset = hop * frame, (window - hop) / 2 * frame  # a row: the hop around its centre
             else:
                 raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
-        names = self.class_names()
-        if isinstance(probs, dict):
-            return {key: (probs[key], resolution, segments(probs[key], resolution, names[key], threshold, min_seconds,
-                                                            offset)) for key in probs}
-        return probs, resolution, segments(probs, resolution, names, threshold, min_seconds, offset)
+        names = class_names(self.hparams)
+        probs = keyed(probs, names)
+        return self.pack({
+            name: (probs[name], resolution, segments(probs[name], resolution, names[name], threshold, min_seconds,
+                                                      offset))
+            for name in probs
+        })
 
     def frame_seconds(self):
         """Seconds between feature frames."""
         return self.mods.embedding_model.features.compute_STFT.hop_length / self.audio_normalizer.sample_rate
 
-    def class_names(self):
-        """The class names by index; by head (a dict) for a model with several."""
-        keys = getattr(self.hparams, "label_keys", ["label"])  # exports of version 0.1 have one head, no keys
-        names = {}
-        for key in keys:
-            encoder = getattr(self.hparams, label_encoder_name(key))
-            names[key] = [encoder.ind2lab[i] for i in range(len(encoder))]
-        return names if len(names) > 1 else names[keys[0]]
 
-
-class AudioClassifier(Timelines, VideoFiles, EncoderClassifier):
-    """``EncoderClassifier`` that also classifies video files by their sound, and hour-long recordings in
-    bounded memory: ``classify_file`` decodes the file as a stream, block by block, while the windows are
-    embedded a chunk at a time, shows a progress bar when the file is long and logs its speed (also kept
-    in ``last_realtime_factor``). The result equals ``classify_batch`` of the whole waveform.
+class StreamingClassifier(StreamingInterface, EncoderClassifier):
+    """SpeechBrain's ``EncoderClassifier`` for an exported one-head model, whose ``classify_file`` also reads
+    video files by their sound and classifies hour-long recordings in bounded memory: the file is decoded as
+    a stream while the windows are embedded a chunk at a time, with a progress bar when the file is long and
+    its speed logged (also kept in ``last_realtime_factor``). The result equals ``classify_batch`` of the
+    whole waveform.
 
     Example (a folder exported by a recipe)::
 
-        classifier = AudioClassifier.from_hparams(source="results/datar_tiny/1234/pretrained")
+        classifier = StreamingClassifier.from_hparams(source="results/datar_tiny/1234/pretrained")
         out_prob, score, index, label = classifier.classify_file("clip.mp4")
     """
 
-    last_realtime_factor = None
-
-    def classify_file(self, path, block_seconds=30.0, windows_per_call=None, **kwargs):
-        """Classifies an audio file, or a video file's sound, of any length.
-
-        Arguments
-        ---------
-        path : str
-            Audio file, or video file whose sound is classified.
-        block_seconds : float
-            Seconds of the file decoded at once.
-        windows_per_call : int or None
-            Windows embedded per encoder call. ``None``: one on the CPU, where larger
-            calls ran slower (DATAR-tiny on 2 cores: 44x real time with 1, 25x with 8;
-            the cache, not the arithmetic, is the limit), and the exported
-            ``max_windows`` on a GPU.
-        """
-        windows = self.mods.embedding_model
-        if getattr(windows, "features", None) is None:  # a model exported before features moved into the windows
-            return super().classify_file(path, **kwargs)
-        out_prob = self.stream_scores(path, block_seconds, windows_per_call)
-        score, index = torch.max(out_prob, dim=-1)
-        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
-
-    def stream_scores(self, path, block_seconds=30.0, windows_per_call=None):
-        """Log of the window-averaged class probabilities of a file, decoded as a stream: ``[1, n_classes]``."""
-        windows = self.mods.embedding_model
-        stream = StreamedAudio(path, self.audio_normalizer.sample_rate, block_seconds)
-        exported = windows.max_windows
-        if windows_per_call is None and torch.device(self.device).type == "cpu":
-            windows_per_call = 1
-        start = time.perf_counter()
-        try:
-            windows.max_windows = windows_per_call or exported
-            with torch.no_grad():
-                out_prob = self.mods.classifier(windows(stream, None)).squeeze(1)
-        finally:
-            windows.max_windows = exported
-        seconds = time.perf_counter() - start
-        self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
-        logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,
-                    self.last_realtime_factor)
-        return out_prob
+    def decode(self, scores):
+        """The best class of each clip: ``EncoderClassifier``'s ``(out_prob, score, index, text_lab)``."""
+        return decode_heads(scores, self.label_encoders)
 
 
-class AudioTagger(AudioClassifier):
+#: Version 0.2's name of ``StreamingClassifier`` (it shared its name with SpeechBrain's own ``AudioClassifier``).
+AudioClassifier = deprecated_class(StreamingClassifier, "AudioClassifier", "StreamingClassifier")
+
+
+class AudioTagger(StreamingClassifier):
     """Multi-label tagging (AudioSet, FSD50K): the probability of every class and the classes above a threshold.
 
     ``classify_file`` and ``classify_batch`` return ``(probs, scores, indices, labels)``, like
@@ -179,38 +278,40 @@ class AudioTagger(AudioClassifier):
 
     HPARAMS_NEEDED = ["label_keys", "threshold"]
 
-    def _tags(self, log_probs, threshold):
+    def decode(self, scores, threshold=None):
+        """Every class's probability and the classes reaching ``threshold`` (default: the exported one)."""
         threshold = self.hparams.threshold if threshold is None else float(threshold)
-        probs = log_probs.reshape(log_probs.shape[0], -1).exp()
-        names = self.class_names()
-        scores, indices, labels = [], [], []
-        for row in probs:
-            chosen = [int(i) for i in torch.argsort(row, descending=True) if row[i] >= threshold]
-            scores.append([float(row[i]) for i in chosen])
-            indices.append(chosen)
-            labels.append([names[i] for i in chosen])
-        return probs, scores, indices, labels
+        names = class_names(self.hparams)
+        return {name: tags(log_probs, names[name], threshold) for name, log_probs in keyed(scores, names).items()}
 
     def classify_batch(self, wavs, wav_lens=None, threshold=None):
         """Tags waveforms ``[batch, samples]``."""
-        log_probs = self.mods.classifier(self.encode_batch(wavs, wav_lens))
-        return self._tags(log_probs, threshold)
+        return self.pack(self.decode(self.batch_scores(wavs, wav_lens), threshold=threshold))
 
-    def classify_file(self, path, threshold=None, block_seconds=30.0, windows_per_call=None):
+    def classify_file(self, path, block_seconds=30.0, windows_per_call=None, threshold=None):
         """Tags an audio file, or a video file's sound, of any length (decoded as a stream)."""
-        return self._tags(self.stream_scores(path, block_seconds, windows_per_call), threshold)
+        return super().classify_file(path, block_seconds, windows_per_call, threshold=threshold)
 
 
-class MultiHeadAudioClassifier(Timelines, VideoFiles, Pretrained):
+class MultiHeadAudioClassifier(StreamingInterface, Pretrained):
     """``EncoderClassifier``'s counterpart for models with several heads (EPIC-Kitchens: verb and noun).
 
     Load an exported folder with ``MultiHeadAudioClassifier.from_hparams(source=folder)``.
     Every method returns a dict with one entry per head, each entry holding what
-    ``EncoderClassifier`` returns for its single head.
+    ``EncoderClassifier`` returns for its single head; ``classify_file`` streams, as
+    ``StreamingClassifier``'s does.
     """
 
     MODULES_NEEDED = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]
     HPARAMS_NEEDED = ["label_keys"]
+
+    def pack(self, results):
+        """Results by head, always."""
+        return results
+
+    def decode(self, scores):
+        """Per head: log-probabilities ``[batch, C]``, best score, best index, best label."""
+        return decode_heads(scores, self.label_encoders)
 
     def encode_batch(self, wavs, wav_lens=None):
         """Embeddings ``[batch, n_windows, dim]`` (``[batch, 1, dim]`` for clips up to one window)."""
@@ -219,25 +320,12 @@ class MultiHeadAudioClassifier(Timelines, VideoFiles, Pretrained):
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0], device=self.device)
         wavs, wav_lens = wavs.to(self.device).float(), wav_lens.to(self.device)
-        feats = self.mods.compute_features(wavs)
-        feats = self.mods.mean_var_norm(feats, wav_lens)
+        feats = self.mods.mean_var_norm(self.mods.compute_features(wavs), wav_lens)
         return self.mods.embedding_model(feats, wav_lens)
 
     def classify_batch(self, wavs, wav_lens=None):
         """Per head: log-probabilities ``[batch, C]``, best score, best index, best label."""
-        scores = self.mods.classifier(self.encode_batch(wavs, wav_lens))
-        results = {}
-        for key in self.hparams.label_keys:
-            out_prob = scores[key].squeeze(1)
-            score, index = torch.max(out_prob, dim=-1)
-            encoder = getattr(self.hparams, f"label_encoder_{key}")
-            results[key] = (out_prob, score, index, encoder.decode_torch(index))
-        return results
-
-    def classify_file(self, path, **kwargs):
-        """Classifies one audio file (any length; long files by averaged sliding windows)."""
-        waveform = self.load_audio(path, **kwargs)
-        return self.classify_batch(waveform.unsqueeze(0), torch.tensor([1.0]))
+        return self.decode(self.batch_scores(wavs, wav_lens))
 
     def forward(self, wavs, wav_lens=None):
         """Runs the classification."""
@@ -317,15 +405,9 @@ class AudioVisualClassifier(Pretrained):
             wavs = wavs.to(self.device).float()
             wav_lens = torch.ones(batch, device=self.device) if wav_lens is None else wav_lens.to(self.device)
         frames = None if frames is None else frames.to(self.device)
-        scores = self.mods.classifier(self.mods.embedding_model(wavs, wav_lens, frames, starts.to(self.device)))
-        scores = scores if isinstance(scores, dict) else {"label": scores}
-        results = {}
-        for key in self.hparams.label_keys:
-            out_prob = scores[key].squeeze(1)
-            score, index = torch.max(out_prob, dim=-1)
-            encoder = getattr(self.hparams, label_encoder_name(key))
-            results[key] = (out_prob, score, index, encoder.decode_torch(index))
-        return results
+        with torch.no_grad():
+            scores = self.mods.classifier(self.mods.embedding_model(wavs, wav_lens, frames, starts.to(self.device)))
+        return decode_heads(scores, label_encoders_of(self.hparams))
 
     def classify_file(self, path):
         """Classifies a video (or audio) file; returns a ``ClassifiedClip``, or one per head by name."""
@@ -335,7 +417,7 @@ class AudioVisualClassifier(Pretrained):
             torch.tensor([starts]),
         )
         clips = {key: ClassifiedClip(result, used) for key, result in results.items()}
-        return clips["label"] if list(clips) == ["label"] else clips
+        return next(iter(clips.values())) if len(clips) == 1 else clips
 
     def forward(self, wavs=None, wav_lens=None, frames=None, starts=None):
         """Runs the classification."""

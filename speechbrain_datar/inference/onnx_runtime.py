@@ -1,8 +1,10 @@
-"""Classification with the ONNX graphs of ``speechbrain_datar.export_onnx`` and onnxruntime.
+"""Classification with the ONNX graphs of ``speechbrain_datar.pretrained.onnx_export`` and onnxruntime.
 
-``OnnxAudioClassifier`` does what the exported PyTorch model's ``classify_file``
-does (the same windows, hop and probability averaging, the file decoded as a
-stream), with the features and the network run by onnxruntime.
+``OnnxAudioClassifier`` does what the exported PyTorch model's ``classify_file`` does, through the same
+code: ``sliding_window_embeddings`` cuts the recording into the same windows (the features of each chunk
+from ``features.onnx``, the windows through ``classifier.onnx``) and ``average_window_scores`` averages
+their probabilities; the file is decoded as a stream. Multi-label models give tags above the exported
+threshold, as ``AudioTagger`` does.
 """
 
 import json
@@ -12,23 +14,52 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from speechbrain_datar.dataio.streaming import StreamedAudio
-from speechbrain_datar.inference.sliding_window import (
-    PROGRESS_AFTER_CHUNKS,
-    SampleSpans,
-    average_window_scores,
-    windows_per_clip,
-)
+from speechbrain_datar.deprecation import warn_moved
+from speechbrain_datar.inference.interfaces import best_class, tags
+from speechbrain_datar.inference.sliding_window import SampleSpans, average_window_scores, sliding_window_embeddings
 
 logger = logging.getLogger(__name__)
 
 
+class OnnxFeatureFrames:
+    """Normalised frames of a recording computed by ``features.onnx`` (a frame source for
+    ``sliding_window_embeddings``, like ``WaveformFrames``)."""
+
+    def __init__(self, spans, session):
+        self.spans, self.session = spans, session
+        self.batch, self.n_frames, self.device = spans.batch, spans.n_frames, torch.device("cpu")
+
+    def frames(self, start, stop):
+        """Frames ``[start, stop)``, ``[batch, stop - start, n_mels]``."""
+        samples = self.spans.span(start, stop).numpy()
+        return torch.from_numpy(self.session.run(None, {"samples": samples})[0])
+
+
+class OnnxWindows:
+    """``classifier.onnx`` as the encoder of ``sliding_window_embeddings``: windows of features in, each head's
+    log-probabilities out, side by side (``[n, 1, sum of the heads' classes]``)."""
+
+    def __init__(self, session, meta):
+        self.session, self.meta = session, meta
+
+    def __call__(self, feats, lengths):
+        span, block = feats.shape[1], self.meta["block_frames"]
+        padded = max(self.meta["graph_frames"], -(-span // block) * block)
+        blocks = np.zeros((feats.shape[0], padded, self.meta["n_mels"]), dtype=np.float32)
+        blocks[:, :span] = feats.numpy()
+        relative = np.ones(feats.shape[0], dtype=np.float32) if lengths is None else lengths.numpy()
+        outputs = self.session.run(None, {"blocks": blocks.reshape(feats.shape[0], -1, block, self.meta["n_mels"]),
+                                          "lengths": (relative * span / padded).astype(np.float32)})
+        return torch.from_numpy(np.concatenate(outputs[1:], axis=-1))[:, None]
+
+
 class OnnxAudioClassifier:
     """An exported classifier run by onnxruntime: ``classify_file`` and ``classify_batch`` as SpeechBrain's
-    ``EncoderClassifier`` has them (``(out_prob, score, index, text_lab)``; a dict of them per head for a
-    multi-head model).
+    ``EncoderClassifier`` has them (``(out_prob, score, index, text_lab)``), or as ``AudioTagger`` has them
+    for a multi-label model (``(probs, scores, indices, labels)`` above ``threshold``); a dict of them per
+    head for a multi-head model.
 
     Arguments
     ---------
@@ -60,66 +91,57 @@ class OnnxAudioClassifier:
         if threads:
             options.intra_op_num_threads = int(threads)
         providers = ["CPUExecutionProvider"]
-        self.classifier = onnxruntime.InferenceSession(os.path.join(folder, "classifier.onnx"), options,
-                                                       providers=providers)
+        self.windows = OnnxWindows(onnxruntime.InferenceSession(os.path.join(folder, "classifier.onnx"), options,
+                                                                providers=providers), self.meta)
         self.features = onnxruntime.InferenceSession(os.path.join(folder, "features.onnx"), options,
                                                      providers=providers)
         self.windows_per_call = max(1, int(windows_per_call))
         self.labels = self.meta["labels"]
 
-    def _frames(self, spans, start, stop):
-        samples = spans.span(start, stop).numpy()
-        return self.features.run(None, {"samples": samples})[0]
+    def split(self, log_probs):
+        """The heads' log-probabilities side by side -> ``{name: [..., n_classes]}``."""
+        sizes = [len(names) for names in self.labels.values()]
+        return dict(zip(self.labels, torch.split(log_probs, sizes, dim=-1)))
 
-    def window_scores(self, spans):
-        """Log-probabilities of every window of a recording, ``{head: [n_windows, n_classes]}``."""
-        meta = self.meta
-        window, hop, graph_frames, block = (meta["window_frames"], meta["hop_frames"], meta["graph_frames"],
-                                            meta["block_frames"])
-        n_frames = spans.n_frames
-        n_windows = int(windows_per_clip(torch.tensor(n_frames), window, hop))
-        span = min(window, n_frames)
-        padded = max(graph_frames, -(-span // block) * block)
-        scores = {name: [] for name in meta["outputs"]}
-        calls = range(0, n_windows, self.windows_per_call)
-        for first in tqdm(calls, desc="windows", unit="call", disable=len(calls) < PROGRESS_AFTER_CHUNKS,
-                          dynamic_ncols=True):
-            starts = range(first * hop, min(first + self.windows_per_call, n_windows) * hop, hop)
-            feats = np.zeros((len(starts), padded, meta["n_mels"]), dtype=np.float32)
-            lengths = np.zeros(len(starts), dtype=np.float32)
-            for row, start in enumerate(starts):
-                stop = min(start + span, n_frames)
-                feats[row, : stop - start] = self._frames(spans, start, stop)[0]
-                lengths[row] = (stop - start) / padded
-            outputs = self.classifier.run(None, {"blocks": feats.reshape(len(starts), -1, block, meta["n_mels"]),
-                                                 "lengths": lengths})
-            for name, value in zip(meta["outputs"], outputs[1:]):
-                scores[name].append(value)
-        return {name: np.concatenate(value) for name, value in scores.items()}
-
-    def classify_batch(self, wavs):
-        """Classifies one waveform (``[samples]`` or ``[1, samples]``, at the model's rate)."""
-        wavs = torch.as_tensor(wavs, dtype=torch.float32).reshape(1, -1)
-        return self.classify_spans(SampleSpans(wavs, self.meta["hop_samples"], self.meta["n_fft"] // 2))
-
-    def classify_spans(self, spans):
-        """Classifies the recording behind ``spans`` (a ``SampleSpans``)."""
+    def scores(self, spans):
+        """Log of the window-averaged probabilities of the recording behind ``spans``: ``{name: [1, C]}``."""
         if spans.n_samples < self.meta["min_samples"]:
             raise ValueError(f"audio of {spans.n_samples} samples is too short to classify: at least "
                              f"{self.meta['min_samples']} (one analysis window) are needed")
-        scores = self.window_scores(spans)
+        embeddings, valid = sliding_window_embeddings(
+            self.windows, OnnxFeatureFrames(spans, self.features), None, self.meta["window_frames"],
+            self.meta["hop_frames"], self.windows_per_call)
+        averaged = average_window_scores(self.split, embeddings, valid)
+        return {name: log_probs[:, 0] for name, log_probs in averaged.items()}
+
+    def decode(self, scores, threshold=None):
+        """Each head's result: the best class, or the tags above ``threshold`` (multi-label models)."""
         results = {}
-        for (key, names), output in zip(self.labels.items(), self.meta["outputs"]):
-            out_prob = average_window_scores(lambda x: x, torch.from_numpy(scores[output])[None])[:, 0]
-            score, index = torch.max(out_prob, dim=-1)
-            results[key] = (out_prob, score, index, [names[int(i)] for i in index])
+        for name, log_probs in scores.items():
+            names = self.labels[name]
+            if self.meta.get("multi_label"):
+                results[name] = tags(log_probs, names, self.meta["threshold"] if threshold is None else threshold)
+                continue
+            results[name] = best_class(log_probs, lambda index, names=names: [names[int(i)] for i in index])
         return results if len(results) > 1 else next(iter(results.values()))
 
-    def classify_file(self, path, block_seconds=30.0):
+    def classify_spans(self, spans):
+        """Version 0.2's ``decode(scores(spans))``."""
+        warn_moved("OnnxAudioClassifier.classify_spans(spans)", "decode(scores(spans))")
+        return self.decode(self.scores(spans))
+
+    def classify_batch(self, wavs, threshold=None):
+        """Classifies one waveform (``[samples]`` or ``[1, samples]``, at the model's rate)."""
+        wavs = torch.as_tensor(wavs, dtype=torch.float32).reshape(1, -1)
+        spans = SampleSpans(wavs, self.meta["hop_samples"], self.meta["n_fft"] // 2)
+        return self.decode(self.scores(spans), threshold)
+
+    def classify_file(self, path, block_seconds=30.0, threshold=None):
         """Classifies an audio file, or a video file's sound, of any length, decoded as a stream."""
         start = time.perf_counter()
         stream = StreamedAudio(path, self.meta["sample_rate"], block_seconds)
-        result = self.classify_spans(SampleSpans(stream, self.meta["hop_samples"], self.meta["n_fft"] // 2))
+        result = self.decode(self.scores(SampleSpans(stream, self.meta["hop_samples"], self.meta["n_fft"] // 2)),
+                             threshold)
         seconds = time.perf_counter() - start
         self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
         logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,

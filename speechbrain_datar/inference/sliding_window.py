@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
 
-
 #: A file that needs this many encoder calls or more shows a progress bar (about 13 minutes at 8 windows of
 #: 10 s every 5 s).
 PROGRESS_AFTER_CHUNKS = 20
@@ -214,32 +213,33 @@ def sliding_window_embeddings(encoder, feats, lengths, window, hop, max_windows=
     return out, valid
 
 
-def average_window_scores(classifier, embeddings, valid=None):
+def average_window_scores(head, embeddings, valid=None):
     """Classifies each window and averages the class probabilities over a clip's windows.
 
     Arguments
     ---------
-    classifier : callable
-        Maps ``[batch, n_windows, dim]`` to log-probabilities ``[batch, n_windows, C]``
-        (or a dict of them, one per head).
+    head : callable
+        A head of ``nnet.classifier``: ``[batch, n_windows, dim]`` -> ``{name: log-probabilities [batch,
+        n_windows, C]}``.
     embeddings : torch.Tensor
-        ``[batch, n_windows, dim]``.
+        ``[batch, n_windows, dim]`` (``WindowEmbeddings`` carry their own ``valid``).
     valid : torch.Tensor or None
-        Boolean ``[batch, n_windows]``; ``None`` uses every window.
+        Boolean ``[batch, n_windows]``; ``None``: the embeddings' own, or every window.
 
     Returns
     -------
-    torch.Tensor or dict
-        Log of the mean probability, ``[batch, 1, C]`` per head.
+    dict
+        ``{name: log of the mean probability [batch, 1, C]}``.
 
     Example
     -------
-    >>> head = lambda x: torch.log_softmax(x, dim=-1)
+    >>> head = lambda x: {"label": torch.log_softmax(x, dim=-1)}
     >>> emb = torch.tensor([[[0.0, 0.0], [10.0, 0.0]]])
-    >>> average_window_scores(head, emb, torch.tensor([[True, False]])).exp()
+    >>> average_window_scores(head, emb, torch.tensor([[True, False]]))["label"].exp()
     tensor([[[0.5000, 0.5000]]])
     """
-    scores = classifier(embeddings)
+    if valid is None and isinstance(embeddings, WindowEmbeddings):
+        valid = embeddings.valid
 
     def average(log_probs):
         if log_probs.shape[1] == 1:
@@ -249,20 +249,46 @@ def average_window_scores(classifier, embeddings, valid=None):
         mean = (log_probs.exp() * weights.unsqueeze(-1)).sum(dim=1, keepdim=True)
         return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
-    if isinstance(scores, dict):
-        return HeadScores({name: average(value) for name, value in scores.items()})
-    return average(scores)
+    return {name: average(value) for name, value in head(embeddings).items()}
 
 
-class HeadScores(dict):
-    """Scores of several heads, by name. ``EncoderClassifier`` expects one tensor and calls ``squeeze``
-    on it: that call says which interface serves several heads."""
+class WindowEmbeddings(torch.Tensor):
+    """Embeddings of sliding windows ``[batch, n_windows, dim]`` that carry which windows each clip has
+    (``valid``, boolean ``[batch, n_windows]``), from ``SlidingWindowEmbedding`` to ``WindowScoreAverage``
+    through SpeechBrain's ``EncoderClassifier``, which passes one tensor between them. Any operation on
+    them gives a plain tensor.
+
+    Example
+    -------
+    >>> emb = WindowEmbeddings.of(torch.zeros(1, 2, 4), torch.tensor([[True, False]]))
+    >>> emb.valid.tolist(), type(emb * 2).__name__
+    ([[True, False]], 'Tensor')
+    """
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @staticmethod
+    def of(embeddings, valid):
+        """``embeddings`` with their windows' ``valid``."""
+        out = embeddings.as_subclass(WindowEmbeddings)
+        out.valid = valid
+        return out
+
+
+class SeveralHeads(dict):
+    """What ``WindowScoreAverage`` gives SpeechBrain's ``EncoderClassifier`` for a model of several heads: their
+    scores by name. ``EncoderClassifier`` expects one tensor and squeezes it; that call says which interface
+    serves several heads."""
 
     def squeeze(self, *args, **kwargs):
         raise TypeError(
             f"this model has several heads ({', '.join(self)}): load it with "
             "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier.from_hparams, not EncoderClassifier"
         )
+
+
+#: Version 0.2's name of ``SeveralHeads``.
+HeadScores = SeveralHeads
 
 
 class Unchanged(nn.Module):
@@ -284,8 +310,8 @@ class Unchanged(nn.Module):
 class SlidingWindowEmbedding(nn.Module):
     """An ``embedding_model`` for ``EncoderClassifier`` that embeds long clips window by window.
 
-    Returns ``[batch, n_windows, dim]`` (``[batch, 1, dim]`` for clips up to one
-    window) and remembers which windows each clip has, for ``WindowScoreAverage``.
+    Returns ``WindowEmbeddings`` ``[batch, n_windows, dim]`` (``[batch, 1, dim]`` for clips up to one
+    window) that carry which windows each clip has, for ``WindowScoreAverage``.
 
     Arguments
     ---------
@@ -300,7 +326,7 @@ class SlidingWindowEmbedding(nn.Module):
     normalizer : torch.nn.Module or None
         Normalisation of the features (with ``features``).
     max_windows : int or None
-        Windows per encoder call at most.
+        Windows per encoder call at most (``forward`` may ask for another number).
     min_samples : int
         With ``features``: shorter (or empty) waveforms are refused with an error.
 
@@ -308,10 +334,9 @@ class SlidingWindowEmbedding(nn.Module):
     -------
     >>> from speechbrain_datar.lobes.models.datar import DATAR
     >>> model = SlidingWindowEmbedding(DATAR("micro", n_mels=32), window_frames=64, hop_frames=32).eval()
-    >>> model(torch.randn(2, 150, 32), torch.tensor([1.0, 0.4])).shape
-    torch.Size([2, 4, 128])
-    >>> model.window_valid.sum(dim=1).tolist()
-    [4, 1]
+    >>> out = model(torch.randn(2, 150, 32), torch.tensor([1.0, 0.4]))
+    >>> out.shape, out.valid.sum(dim=1).tolist()
+    (torch.Size([2, 4, 128]), [4, 1])
     """
 
     def __init__(self, encoder, window_frames, hop_frames, features=None, normalizer=None, max_windows=None,
@@ -323,7 +348,6 @@ class SlidingWindowEmbedding(nn.Module):
         self.window_frames, self.hop_frames = int(window_frames), int(hop_frames)
         self.features, self.normalizer = features, normalizer  # waveform input: features per chunk
         self.max_windows, self.min_samples = max_windows, int(min_samples)
-        self.window_valid = None
 
     def check_waveforms(self, wavs, lengths):
         """Refuses waveforms a model cannot be asked about: empty or too short (NaN and inf samples are
@@ -340,48 +364,123 @@ class SlidingWindowEmbedding(nn.Module):
                 f"at least {self.min_samples} (one analysis window) are needed"
             )
 
-    def forward(self, inputs, lengths=None):
+    def forward(self, inputs, lengths=None, max_windows=None):
         """Embeds each window of features, or of waveforms (a tensor, or a ``StreamedAudio``) when this module
-        has ``features``."""
+        has ``features``; ``max_windows`` windows per encoder call (default: the module's)."""
         if self.features is not None:
             self.check_waveforms(inputs, lengths)
             device = next(self.encoder.parameters()).device
             inputs = WaveformFrames(inputs, self.features, self.normalizer, device)
-        embeddings, self.window_valid = sliding_window_embeddings(
-            self.encoder, inputs, lengths, self.window_frames, self.hop_frames, self.max_windows
+        embeddings, valid = sliding_window_embeddings(
+            self.encoder, inputs, lengths, self.window_frames, self.hop_frames, max_windows or self.max_windows
         )
-        return embeddings
+        return WindowEmbeddings.of(embeddings, valid)
 
 
 class WindowScoreAverage(nn.Module):
-    """A ``classifier`` for ``EncoderClassifier`` that averages window scores.
+    """The ``classifier`` an exported audio model gives ``EncoderClassifier``: the head on every window, the
+    probabilities averaged over each clip's windows.
+
+    ``scores`` returns ``{name: log_probs [batch, 1, C]}``, as every head does; ``forward``, what
+    ``EncoderClassifier`` calls, unwraps the single output of a one-head model into a tensor (a model of
+    several heads gives ``SeveralHeads``, which says which interface to use).
 
     Arguments
     ---------
     classifier : torch.nn.Module
-        The classification head (log-probabilities).
-    windows : SlidingWindowEmbedding
-        The embedding model whose last call's window layout is used.
+        The classification head (a head of ``nnet.classifier``).
+    windows : SlidingWindowEmbedding or None
+        Unused (version 0.2 exports pass it): the window layout travels with the embeddings.
 
     Example
     -------
     >>> from speechbrain_datar.nnet.classifier import Classifier
-    >>> windows = SlidingWindowEmbedding(torch.nn.Identity(), 10, 10)
-    >>> windows.window_valid = torch.tensor([[True, False]])
-    >>> WindowScoreAverage(Classifier(4, 3), windows)(torch.randn(1, 2, 4)).shape
+    >>> emb = WindowEmbeddings.of(torch.randn(1, 2, 4), torch.tensor([[True, False]]))
+    >>> WindowScoreAverage(Classifier(4, 3))(emb).shape
     torch.Size([1, 1, 3])
     """
 
     def __init__(self, classifier, windows=None):
         super().__init__()
         self.classifier = classifier
-        self._windows = [windows]  # a plain reference, not a sub-module
+
+    def scores(self, embeddings):
+        """``{name: log of the window-averaged probabilities [batch, 1, C]}``."""
+        return average_window_scores(self.classifier, embeddings)
 
     def forward(self, embeddings):
-        """Averages the class probabilities over the valid windows."""
-        windows = self._windows[0]
-        valid = None
-        if windows is not None and windows.window_valid is not None:
-            if windows.window_valid.shape == embeddings.shape[:2]:
-                valid = windows.window_valid
-        return average_window_scores(self.classifier, embeddings, valid)
+        """The averaged log-probabilities: a tensor for a model of one head (``EncoderClassifier``'s contract)."""
+        scores = self.scores(embeddings)
+        return next(iter(scores.values())) if len(scores) == 1 else SeveralHeads(scores)
+
+
+class SlidingWindows:
+    """The evaluation of audio models: sliding windows of ``window_frames`` every ``hop_frames``, embedded
+    ``max_windows`` at a time, their probabilities averaged per clip. The recipe's validation and test and
+    the exported model (``SlidingWindowEmbedding`` and ``WindowScoreAverage``) both use it.
+
+    Example
+    -------
+    >>> from speechbrain_datar.lobes.models.datar import DATAR
+    >>> from speechbrain_datar.nnet.classifier import Classifier
+    >>> evaluation = SlidingWindows(window_frames=64, hop_frames=32, max_windows=2)
+    >>> scores = evaluation.scores(DATAR("micro", n_mels=32).eval(), Classifier(128, 3).eval(),
+    ...                            lambda wavs, lens: torch.randn(2, 150, 32), None, torch.tensor([1.0, 0.5]))
+    >>> scores["label"].shape
+    torch.Size([2, 1, 3])
+    """
+
+    def __init__(self, window_frames, hop_frames, max_windows=8):
+        self.window_frames, self.hop_frames, self.max_windows = int(window_frames), int(hop_frames), max_windows
+
+    def scores(self, encoder, head, audio_features, wavs, lengths, frames=None, crop_starts=None, resolution=None):
+        """``{name: log_probs [batch, 1, C]}`` of whole clips; ``resolution`` (a coarse-to-fine schedule, or
+        ``None``) maps full-resolution frames to the features' current ones."""
+        window, hop = self.window_frames, self.hop_frames
+        if resolution is not None:
+            window, hop = resolution.frames(window), resolution.frames(hop)
+        embeddings, valid = sliding_window_embeddings(encoder, audio_features(wavs, lengths), lengths, window, hop,
+                                                      self.max_windows)
+        return average_window_scores(head, embeddings, valid)
+
+    def interface(self, head):
+        """The interface that serves the exported model: SpeechBrain's ``EncoderClassifier`` for one head of
+        exclusive classes."""
+        if head.multi_label:
+            return "speechbrain_datar.inference.interfaces.AudioTagger"
+        return "EncoderClassifier" if len(head.names) == 1 else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
+
+    def exported_pipeline(self, encoder, min_samples):
+        """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
+        return AUDIO_PIPELINE.format(window_frames=self.window_frames, hop_frames=self.hop_frames,
+                                     max_windows=int(self.max_windows) if self.max_windows else "null",
+                                     min_samples=int(min_samples))
+
+
+#: The exported audio model: sliding windows over the file, window scores averaged.
+AUDIO_PIPELINE = """
+# Features are computed window by window by embedding_model, so the pipeline's first two steps pass
+# the waveform on unchanged.
+compute_features: !new:speechbrain_datar.inference.sliding_window.Unchanged
+mean_var_norm: !new:speechbrain_datar.inference.sliding_window.Unchanged
+
+# Clips longer than the window are embedded window by window, {max_windows} windows at a time, so that
+# memory does not grow with the file; window scores are averaged.
+embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEmbedding
+    encoder: !ref <encoder>
+    window_frames: {window_frames}
+    hop_frames: {hop_frames}
+    features: !ref <features>
+    normalizer: !ref <normalizer>
+    max_windows: {max_windows}
+    min_samples: {min_samples}
+
+classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
+    classifier: !ref <head>
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+"""

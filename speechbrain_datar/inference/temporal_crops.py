@@ -6,76 +6,17 @@ frames. Every crop's embeddings (one per modality) go through the head together,
 and MBT's ``ModalityClassifier`` averages the logits of all of them, modalities
 and crops alike. A clip no longer than the span is its own crop, repeated.
 
-The recipe's evaluation and the exported model both go through ``crop_starts`` and
-``embed_crops``, so ``AudioVisualClassifier.classify_file`` returns what the recipe
-measured.
+The recipe's evaluation and the exported model both go through ``TemporalCrops`` (``crop_starts`` and
+``embed_crops``), so ``AudioVisualClassifier.classify_file`` returns what the recipe measured. The
+crops are cut in ``dataio.crops``.
 """
 
-import torch
+import torch  # noqa: F401 (used by the doctests)
 from torch import nn
 
+from speechbrain_datar.dataio.crops import crop_starts, crop_waveforms
 
-def crop_starts(duration, span, n_crops):
-    """Start times (seconds) of ``n_crops`` crops of ``span`` seconds over a clip of ``duration`` seconds.
-
-    Evenly spaced from the start to the end (one crop: the centre one); a clip no
-    longer than the span (or ``span`` None: the whole clip) gives ``n_crops`` zeros.
-
-    Example
-    -------
-    >>> crop_starts(10.0, 8.0, 4)
-    [0.0, 0.6667, 1.3333, 2.0]
-    >>> crop_starts(10.0, 8.0, 1), crop_starts(5.0, 8.0, 2)
-    ([1.0], [0.0, 0.0])
-    """
-    n_crops = int(n_crops)
-    if n_crops < 1:
-        raise ValueError(f"n_crops must be positive, got {n_crops}")
-    room = 0.0 if span is None else max(0.0, float(duration) - float(span))
-    if n_crops == 1:
-        return [round(room / 2, 4)]
-    return [round(room * i / (n_crops - 1), 4) for i in range(n_crops)]
-
-
-def crop_waveforms(wavs, lengths, starts, span):
-    """Cuts ``span`` samples from each start of each waveform.
-
-    Arguments
-    ---------
-    wavs : torch.Tensor
-        ``[batch, samples]``.
-    lengths : torch.Tensor or None
-        Relative lengths.
-    starts : torch.Tensor
-        ``[batch, n_crops]`` start samples.
-    span : int
-        Samples per crop.
-
-    Returns
-    -------
-    crops : torch.Tensor
-        ``[batch * n_crops, min(span, samples)]``, zero past each clip's end.
-    lengths : torch.Tensor
-        Relative lengths of the crops.
-
-    Example
-    -------
-    >>> crops, lens = crop_waveforms(torch.arange(10.0)[None], torch.ones(1), torch.tensor([[0, 6]]), 5)
-    >>> crops.tolist(), lens.tolist()
-    ([[0.0, 1.0, 2.0, 3.0, 4.0], [6.0, 7.0, 8.0, 9.0, 0.0]], [1.0, 0.800000011920929])
-    """
-    batch, samples = wavs.shape
-    width = min(int(span), samples)
-    valid = torch.full((batch,), samples, device=wavs.device) if lengths is None else torch.round(
-        lengths.to(wavs.device) * samples).long()
-    crops = wavs.new_zeros(batch, starts.shape[1], width)
-    kept = torch.zeros(batch, starts.shape[1], dtype=torch.long)
-    for b in range(batch):
-        for c, start in enumerate(starts[b].tolist()):
-            piece = wavs[b, start : min(start + width, int(valid[b]))]
-            crops[b, c, : piece.shape[0]] = piece
-            kept[b, c] = max(1, piece.shape[0])
-    return crops.flatten(0, 1), (kept.flatten().float() / width).to(wavs.device)
+__all__ = ["CropEmbedding", "TemporalCrops", "crop_starts", "crop_waveforms", "embed_crops"]
 
 
 def embed_crops(encoder, audio_features, wavs, lengths, frames, starts, sample_rate, span_seconds):
@@ -158,3 +99,71 @@ class CropEmbedding(nn.Module):
         frames = None if frames is None else self.frame_norm(frames)
         return embed_crops(self.encoder, self.audio_features, wavs, lengths, frames, starts, self.sample_rate,
                            self.span_seconds)
+
+
+class TemporalCrops:
+    """The evaluation of audio-visual models (MBT's protocol): ``n_crops`` crops of ``span_seconds`` over
+    each clip, each its sound and its frames, every crop's and modality's logits averaged by the head. The
+    recipe's validation and test and the exported model (``CropEmbedding``) both use it.
+
+    Arguments
+    ---------
+    span_seconds : float
+        Seconds per crop (the training span).
+    n_crops : int
+        Crops per clip.
+    sample_rate : int
+        Of the waveforms.
+    frames : dict
+        Which frames a crop gives: ``n_frames``, ``size``, ``sampling``, ``stride``.
+    frame_norm : torch.nn.Module
+        The frames' normalisation (``FrameNormalization``).
+    """
+
+    def __init__(self, span_seconds, n_crops, sample_rate, frames, frame_norm):
+        self.span_seconds, self.n_crops, self.sample_rate = float(span_seconds), int(n_crops), int(sample_rate)
+        self.frames, self.frame_norm = dict(frames), frame_norm
+
+    def scores(self, encoder, head, audio_features, wavs, lengths, frames=None, crop_starts=None, resolution=None):
+        """``{name: log_probs [batch, 1, C]}`` of whole clips (``frames``: normalised, ``[batch, n_crops, ...]``;
+        ``crop_starts``: ``[batch, n_crops]`` seconds, as the data pipeline gives them)."""
+        return head(embed_crops(encoder, audio_features, wavs, lengths, frames, crop_starts, self.sample_rate,
+                                self.span_seconds))
+
+    def interface(self, head):
+        """The interface that serves the exported model."""
+        return "speechbrain_datar.inference.interfaces.AudioVisualClassifier"
+
+    def exported_pipeline(self, encoder, min_samples):
+        """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
+        frames = "".join(f"    {key}: {value}\n" for key, value in self.frames.items())
+        return AUDIO_VISUAL_PIPELINE.format(
+            modalities=list(encoder.modalities), clip_seconds=self.span_seconds, eval_crops=self.n_crops, frames=frames,
+            frame_mean=self.frame_norm.mean.flatten().tolist(), frame_std=self.frame_norm.std.flatten().tolist())
+
+
+#: The exported audio-visual model: temporal crops of the training span, sound and frames, logits averaged.
+AUDIO_VISUAL_PIPELINE = """
+modalities: {modalities}
+clip_seconds: {clip_seconds}
+eval_crops: {eval_crops}
+frames:
+{frames}frame_norm: !new:speechbrain_datar.dataio.frames.FrameNormalization
+    mean: {frame_mean}
+    std: {frame_std}
+
+embedding_model: !new:speechbrain_datar.inference.temporal_crops.CropEmbedding
+    encoder: !ref <encoder>
+    features: !ref <features>
+    normalizer: !ref <normalizer>
+    frame_norm: !ref <frame_norm>
+    sample_rate: !ref <sample_rate>
+    span_seconds: !ref <clip_seconds>
+
+# One head for every crop's and every modality's embedding; it averages their logits.
+classifier: !ref <head>
+
+modules:
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+"""

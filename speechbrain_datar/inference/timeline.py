@@ -18,18 +18,16 @@ spreads a class over the columns its deformable attention reaches.
 import torch
 
 from speechbrain_datar.inference.sliding_window import windows_per_clip
-from speechbrain_datar.nnet.masking import masked_mean
 
 
 def column_log_probs(encoder, head, feats):
-    """Log-probabilities of each time column of the final map: ``[batch, columns, n_classes]`` (a dict of them,
-    by head, for a head with several).
+    """Log-probabilities of each time column of the final map: ``{name: [batch, columns, n_classes]}``.
 
     Arguments
     ---------
-    encoder : DATAR
-        An encoder whose ``forward_features`` returns ``feature_map`` ``[batch, H, W, dim]`` and its ``mask``.
-    head : Classifier
+    encoder : torch.nn.Module
+        An encoder whose ``time_column_frames`` is not ``None`` (DATAR): it gives ``column_embeddings``.
+    head : torch.nn.Module
         The trained head (log-softmax, or log-sigmoid for multi-label heads).
     feats : torch.Tensor
         ``[batch, time, n_mels]`` normalised features.
@@ -39,32 +37,23 @@ def column_log_probs(encoder, head, feats):
     >>> from speechbrain_datar.lobes.models.datar import DATAR
     >>> from speechbrain_datar.nnet.classifier import Classifier
     >>> encoder, head = DATAR("micro", n_mels=32).eval(), Classifier(128, 3, multi_label=True).eval()
-    >>> column_log_probs(encoder, head, torch.randn(1, 100, 32)).shape  # 100 frames: 4 columns of 32
+    >>> column_log_probs(encoder, head, torch.randn(1, 100, 32))["label"].shape  # 100 frames: 4 columns of 32
     torch.Size([1, 4, 3])
     """
-    if not hasattr(encoder, "total_stride"):
-        raise TypeError(f"{type(encoder).__name__} has no time axis to follow: class timelines need DATAR")
-    out = encoder.forward_features(feats)
-    columns = masked_mean(out["feature_map"].transpose(1, 2).flatten(0, 1).unsqueeze(1),
-                          None if out["mask"] is None else out["mask"].transpose(1, 2).flatten(0, 1).unsqueeze(1))
-    batch, width = out["feature_map"].shape[0], out["feature_map"].shape[2]
-    valid_columns = -(-feats.shape[1] // encoder.total_stride[1])
-    scores = head(columns.reshape(batch, width, -1))
-    if isinstance(scores, dict):  # several heads
-        return {key: value[:, :valid_columns] for key, value in scores.items()}
-    return scores[:, :valid_columns]
+    if encoder.time_column_frames is None:
+        raise TypeError(f"{type(encoder).__name__} has no time axis to follow: class timelines by columns need an "
+                        "encoder with time columns (DATAR); method='windows' works with any encoder")
+    return head(encoder.column_embeddings(feats))
 
 
-def _stacked(rows, keys, take):
-    """Rows of per-window scores (tensors, or dicts of them by head) -> one tensor, or a dict of them."""
-    if keys is None:
-        return torch.stack([take(row) for row in rows])
-    return {key: torch.stack([take(row[key]) for row in rows]) for key in keys}
+def _stacked(rows, take):
+    """Rows of per-window scores (``{name: tensor}``) -> ``{name: stacked tensor}``."""
+    return {name: torch.stack([take(row[name]) for row in rows]) for name in rows[0]}
 
 
 def recording_timeline(encoder, head, source, window, hop):
-    """Class probabilities over a whole recording, one row per final-map column: ``[columns, n_classes]``
-    (a dict of them, by head, for a head with several).
+    """Class probabilities over a whole recording, one row per final-map column: ``{name: [columns,
+    n_classes]}``.
 
     Arguments
     ---------
@@ -76,7 +65,7 @@ def recording_timeline(encoder, head, source, window, hop):
         Windows and hop in frames, as the exported model classifies (``hop`` a multiple of the
         final map's stride keeps the columns of overlapping windows aligned).
     """
-    stride = encoder.total_stride[1]
+    stride = encoder.time_column_frames
     n_frames = source.n_frames
     n_columns = -(-n_frames // stride)
     pieces = []
@@ -85,24 +74,21 @@ def recording_timeline(encoder, head, source, window, hop):
         scores = column_log_probs(encoder, head, source.frames(start, min(start + window, n_frames)))
         pieces.append((start // stride, scores))
 
-    def assemble(take):
+    def assemble(name):
         total, count = None, torch.zeros(n_columns)
         for first, scores in pieces:
-            probs = take(scores).exp()[0].cpu()
+            probs = scores[name].exp()[0].cpu()
             total = torch.zeros(n_columns, probs.shape[-1]) if total is None else total
             rows = min(probs.shape[0], n_columns - first)
             total[first:first + rows] += probs[:rows]
             count[first:first + rows] += 1
         return total / count.clamp(min=1).unsqueeze(1)
 
-    if isinstance(pieces[0][1], dict):
-        return {key: assemble(lambda scores, key=key: scores[key]) for key in pieces[0][1]}
-    return assemble(lambda scores: scores)
+    return {name: assemble(name) for name in pieces[0][1]}
 
 
 def window_timeline(encoder, head, source, window, hop):
-    """Class probabilities of short windows over a recording, any encoder: ``[n_windows, n_classes]`` (a dict
-    of them, by head, for a head with several).
+    """Class probabilities of short windows over a recording, any encoder: ``{name: [n_windows, n_classes]}``.
 
     Window ``i`` covers frames ``[i * hop, i * hop + window)``; its row stands for the ``hop`` frames
     around its centre. Each window is classified alone, so a class scores where it sounds, at the price
@@ -120,7 +106,7 @@ def window_timeline(encoder, head, source, window, hop):
     n_frames = source.n_frames
     rows = [head(encoder(source.frames(start, min(start + window, n_frames))))
             for start in range(0, max(1, n_frames - window + hop), hop)]
-    return _stacked(rows, list(rows[0]) if isinstance(rows[0], dict) else None, lambda row: row.exp()[0, 0].cpu())
+    return _stacked(rows, lambda row: row.exp()[0, 0].cpu())
 
 
 def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0.0):

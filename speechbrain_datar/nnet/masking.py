@@ -153,6 +153,36 @@ def unless_full(mask):
     return None if bool(mask.all()) else mask
 
 
+def spectrogram_token_mask(frames, n_time, f_dim, n_special, width, stride):
+    """Valid-token mask of a ViT over spectrogram patches, or ``None`` when every token is valid.
+
+    Arguments
+    ---------
+    frames : torch.Tensor or None
+        Valid frames of each clip ``[batch]`` (``None``: all valid).
+    n_time, f_dim : int
+        Patch columns (time) and rows (frequency) of the padded batch; tokens are in (frequency, time) order.
+    n_special : int
+        Tokens before the patches (CLS, distillation), always valid.
+    width, stride : int
+        Patch width and time stride in frames.
+
+    Example
+    -------
+    >>> spectrogram_token_mask(torch.tensor([32, 16]), 2, 1, 1, 16, 16)
+    tensor([[ True,  True,  True],
+            [ True,  True, False]])
+    >>> spectrogram_token_mask(torch.tensor([32, 32]), 2, 1, 1, 16, 16) is None
+    True
+    """
+    if frames is None:
+        return None
+    valid_t = patches_within(frames, width, stride)
+    t_index = torch.arange(n_time, device=valid_t.device).repeat(f_dim)
+    special = torch.ones(valid_t.shape[0], n_special, dtype=torch.bool, device=valid_t.device)
+    return unless_full(torch.cat((special, t_index[None, :] < valid_t[:, None]), dim=1))
+
+
 def grid_mask(valid_w, valid_h, height, width):
     """Boolean mask ``[batch, height, width]`` of valid positions of a 2-D map.
 

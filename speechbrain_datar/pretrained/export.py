@@ -1,11 +1,13 @@
 """Export a trained classifier as a self-contained folder for SpeechBrain's inference interfaces.
 
-The folder holds ``hyperparams.yaml`` (the inference graph: features and
-normalisation computed window by window inside the sliding-window embedding,
-score averaging, label encoder),
-``embedding_model.ckpt``, ``classifier.ckpt`` and ``label_encoder.ckpt``. It loads
-offline with ``EncoderClassifier.from_hparams(source=folder)`` and has the layout
-of a SpeechBrain model on a model hub.
+The folder holds ``hyperparams.yaml`` (the inference graph: features and normalisation computed window by
+window inside the sliding-window embedding, or crop by crop for audio-visual models, score averaging, label
+encoders), ``embedding_model.ckpt``, ``classifier.ckpt`` and ``label_encoder*.ckpt``. It loads offline with
+``EncoderClassifier.from_hparams(source=folder)`` (one head of exclusive classes) or the interface its
+first line names, and has the layout of a SpeechBrain model on a model hub.
+
+The evaluation protocol of the recipe (``SlidingWindows`` or ``TemporalCrops``, the hparams'
+``evaluation``) writes the exported model's pipeline, so the export classifies as the recipe evaluated.
 """
 
 import json
@@ -15,7 +17,8 @@ import torch
 import yaml
 
 from speechbrain_datar.dataio.labels import label_encoder_name
-from speechbrain_datar.nnet.classifier import is_multi_label
+from speechbrain_datar.inference.sliding_window import AUDIO_PIPELINE, SlidingWindows  # noqa: F401 (0.2 location)
+from speechbrain_datar.inference.temporal_crops import AUDIO_VISUAL_PIPELINE, TemporalCrops  # noqa: F401
 from speechbrain_datar.nnet.layers import unwrap_module
 
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
@@ -35,6 +38,8 @@ normalizer: !new:speechbrain_datar.dataio.normalization.DatasetNormalization
 
 encoder: !new:{encoder_class}
 {encoder}
+head: !new:{head_class}
+{head}
 {pipeline}
 {label_encoders}
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
@@ -42,64 +47,6 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         embedding_model: !ref <encoder>
         classifier: !ref <head>
 {loadables}
-"""
-
-#: Audio models: sliding windows over the file, window scores averaged.
-AUDIO_PIPELINE = """
-# Features are computed window by window by embedding_model, so the pipeline's first two steps pass
-# the waveform on unchanged.
-compute_features: !new:speechbrain_datar.inference.sliding_window.Unchanged
-mean_var_norm: !new:speechbrain_datar.inference.sliding_window.Unchanged
-
-# Clips longer than the window are embedded window by window, {max_windows} windows at a time, so that
-# memory does not grow with the file; window scores are averaged.
-embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEmbedding
-    encoder: !ref <encoder>
-    window_frames: {window_frames}
-    hop_frames: {hop_frames}
-    features: !ref <features>
-    normalizer: !ref <normalizer>
-    max_windows: {max_windows}
-    min_samples: {min_samples}
-
-head: !new:{head_class}
-{head}
-classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
-    classifier: !ref <head>
-    windows: !ref <embedding_model>
-
-modules:
-    compute_features: !ref <compute_features>
-    mean_var_norm: !ref <mean_var_norm>
-    embedding_model: !ref <embedding_model>
-    classifier: !ref <classifier>
-"""
-
-#: Audio-visual models: temporal crops of the training span, sound and frames, logits averaged.
-AUDIO_VISUAL_PIPELINE = """
-modalities: {modalities}
-clip_seconds: {clip_seconds}
-eval_crops: {eval_crops}
-frames:
-{frames}
-frame_norm: !new:speechbrain_datar.dataio.frames.FrameNormalization
-    mean: {frame_mean}
-    std: {frame_std}
-
-embedding_model: !new:speechbrain_datar.inference.temporal_crops.CropEmbedding
-    encoder: !ref <encoder>
-    features: !ref <features>
-    normalizer: !ref <normalizer>
-    frame_norm: !ref <frame_norm>
-    sample_rate: !ref <sample_rate>
-    span_seconds: !ref <clip_seconds>
-
-# One head for every crop's and every modality's embedding; it averages their logits.
-head: !new:{head_class}
-{head}
-modules:
-    embedding_model: !ref <embedding_model>
-    classifier: !ref <head>
 """
 
 
@@ -119,14 +66,15 @@ def export_classifier(
     normalizer,
     label_encoders,
     feature_options,
-    window_frames,
-    hop_frames,
+    window_frames=None,
+    hop_frames=None,
     sample_rate=16000,
     extra_files=None,
     max_windows=8,
     audio_visual=None,
     threshold=0.5,
     feature_class="speechbrain.lobes.features.Fbank",
+    evaluation=None,
 ):
     """Writes the inference folder.
 
@@ -135,31 +83,30 @@ def export_classifier(
     folder : str
         Destination (created).
     encoder : torch.nn.Module
-        Trained encoder with ``init_kwargs`` (``DATAR`` or ``AST``).
+        Trained encoder with ``init_kwargs`` (any encoder of ``lobes.models``).
     head : torch.nn.Module
-        Trained ``Classifier`` or ``MultiHeadClassifier``.
+        Trained head of ``nnet.classifier``.
     normalizer : DatasetNormalization
         Normalisation with the training statistics.
     label_encoders : dict
-        ``{"label": CategoricalEncoder}``; several keys for several heads.
+        ``{key: CategoricalEncoder}``, one per output of the head.
     feature_options : dict
         Keyword arguments of the features used in training (SpeechBrain's ``Fbank`` unless
         ``feature_class`` says otherwise).
-    window_frames, hop_frames : int
-        Sliding-window layout for long clips.
+    window_frames, hop_frames, max_windows, audio_visual
+        Without ``evaluation``: the sliding windows (frames; windows per encoder call), or for an
+        audio-visual encoder the crops (``clip_seconds``, ``eval_crops``, ``frames``, ``frame_norm``).
     sample_rate : int
         Rate the model expects; other rates are resampled on load.
     extra_files : dict or None
         ``{name: dict}`` written as JSON beside the model (e.g. test metrics, class names).
-    max_windows : int
-        Windows embedded per encoder call at most (bounds memory on long files).
-    audio_visual : dict or None
-        For an audio-visual encoder (``MBT``, ``LateFusion``): ``clip_seconds``, ``eval_crops``,
-        ``frames`` (``n_frames``, ``size``, ``sampling``, ``stride``) and ``frame_norm``; the folder
-        then serves ``AudioVisualClassifier``, which reads video files' frames too.
     threshold : float
         For a multi-label head (independent classes): the probability a class needs to be
         returned as a tag; the folder then serves ``AudioTagger``.
+    feature_class : str
+        Import path of the class the exported model computes its features with.
+    evaluation : SlidingWindows or TemporalCrops or None
+        The recipe's evaluation protocol (default: made from the arguments above).
 
     Returns
     -------
@@ -167,42 +114,23 @@ def export_classifier(
         The folder.
     """
     encoder, head = unwrap_module(encoder), unwrap_module(head)
-    for module in (encoder, head):
-        if not hasattr(module, "init_kwargs"):
-            raise TypeError(f"{type(module).__name__} does not record its constructor arguments")
+    if evaluation is None and audio_visual is not None:
+        evaluation = TemporalCrops(audio_visual["clip_seconds"], audio_visual["eval_crops"], sample_rate,
+                                   audio_visual["frames"], audio_visual["frame_norm"])
+    elif evaluation is None:
+        evaluation = SlidingWindows(window_frames, hop_frames, max_windows)
     os.makedirs(folder, exist_ok=True)
-    encoder_names = []
-    blocks = []
+    names, blocks = [], []
     for key, label_encoder in label_encoders.items():
         name = label_encoder_name(key)
-        encoder_names.append(name)
-        blocks.append(
-            f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
-        )
+        names.append(name)
+        blocks.append(f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n")
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
-    single = list(label_encoders) == ["label"]
-    head_yaml = dict(head_class=_class_path(head), head=_indented_yaml(head.init_kwargs))
-    multi_label = is_multi_label(head)
-    if multi_label:
+    if head.multi_label:
         blocks.append(f"threshold: {float(threshold)}  # probability a class needs to be a tag\n")
-    if audio_visual is None:
-        interface = "EncoderClassifier" if single else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
-        if multi_label:
-            interface = "speechbrain_datar.inference.interfaces.AudioTagger"
-        pipeline = AUDIO_PIPELINE.format(
-            window_frames=int(window_frames), hop_frames=int(hop_frames), max_windows=int(max_windows),
-            min_samples=int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0)), **head_yaml,
-        )
-    else:
-        interface = "speechbrain_datar.inference.interfaces.AudioVisualClassifier"
-        frame_norm = audio_visual["frame_norm"]
-        pipeline = AUDIO_VISUAL_PIPELINE.format(
-            modalities=list(encoder.modalities), clip_seconds=float(audio_visual["clip_seconds"]),
-            eval_crops=int(audio_visual["eval_crops"]), frames=_indented_yaml(audio_visual["frames"]),
-            frame_mean=frame_norm.mean.flatten().tolist(), frame_std=frame_norm.std.flatten().tolist(), **head_yaml,
-        )
+    min_samples = int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0))
     text = INFERENCE_TEMPLATE.format(
-        interface=interface,
+        interface=evaluation.interface(head),
         label_keys=list(label_encoders),
         sample_rate=int(sample_rate),
         feature_class=feature_class,
@@ -211,9 +139,11 @@ def export_classifier(
         std=float(normalizer.std),
         encoder_class=_class_path(encoder),
         encoder=_indented_yaml(encoder.init_kwargs),
-        pipeline=pipeline,
+        head_class=_class_path(head),
+        head=_indented_yaml(head.init_kwargs),
+        pipeline=evaluation.exported_pipeline(encoder, min_samples),
         label_encoders="".join(blocks),
-        loadables="".join(f"        {n}: !ref <{n}>\n" for n in encoder_names),
+        loadables="".join(f"        {n}: !ref <{n}>\n" for n in names),
     )
     with open(os.path.join(folder, "hyperparams.yaml"), "w") as f:
         f.write(text)
@@ -223,3 +153,28 @@ def export_classifier(
         with open(os.path.join(folder, name), "w") as f:
             json.dump(content, f, indent=2)
     return folder
+
+
+def export_recipe_model(hparams, modules, label_encoders, extra_files=None):
+    """Exports what a recipe trained into ``hparams["export_folder"]``: the modules, the features, the
+    normalisation and the evaluation protocol of the hparams.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe's hparams (``export_folder``, ``compute_features``, ``mean_var_norm``, ``evaluation``,
+        ``sample_rate``, ``tagging_threshold``).
+    modules : dict
+        The trained ``embedding_model`` and ``classifier`` (the Brain's modules).
+    label_encoders : dict
+        ``{key: CategoricalEncoder}``.
+    extra_files : dict or None
+        ``{name: dict}`` written as JSON beside the model.
+    """
+    features = hparams["compute_features"]
+    return export_classifier(
+        hparams["export_folder"], encoder=modules["embedding_model"], head=modules["classifier"],
+        normalizer=hparams["mean_var_norm"], label_encoders=label_encoders, feature_options=features.options,
+        feature_class=features.exported_class, sample_rate=hparams["sample_rate"], extra_files=extra_files,
+        threshold=hparams["tagging_threshold"], evaluation=hparams["evaluation"],
+    )

@@ -8,11 +8,10 @@ windows whose scores are averaged, exactly as the exported model does. A head bu
 ``multi_label`` (independent classes) makes it a tagger: binary cross-entropy against multi-hot
 targets (mixed by mixup), and mAP, AUC and d-prime in evaluation.
 
-hparams it reads, all set in the recipe's YAML: ``mixup_alpha``, ``mixup_prob``, ``modality_mixup``,
-``label_smoothing``, ``topk``, ``eval_window_frames``, ``eval_hop_frames``, ``eval_max_windows``,
-``sample_rate``, ``clip_seconds``,
-``train_logger``, ``epoch_counter``, ``output_folder``; and these objects, each
-``null`` when unused:
+hparams it reads, all set in the recipe's YAML: ``topk``, ``train_logger``, ``epoch_counter``,
+``output_folder``; the objects ``mixup`` (``training.mixup.Mixup``) and ``evaluation`` (how validation and
+test clips are classified: ``SlidingWindows``, or ``TemporalCrops`` for audio-visual models, the
+exported model's protocol too); and these objects, each ``null`` when unused:
 
 - ``wave_augment``: a SpeechBrain ``Augmenter`` applied to training waveforms (gain, time shift, noise),
   before the features; it must keep the batch's size (no ``concat_original``, no repeats);
@@ -32,12 +31,9 @@ import copy
 import time
 
 import speechbrain as sb
-import torch
 
+from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.inference.sliding_window import average_window_scores, sliding_window_embeddings
-from speechbrain_datar.inference.temporal_crops import embed_crops
-from speechbrain_datar.nnet.classifier import binary_cross_entropy, is_multi_label
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
@@ -45,7 +41,6 @@ from speechbrain_datar.training.metrics import (
     drop_unsaved_epochs,
     write_test_reports,
 )
-
 
 LR_SCHEDULES = ("lr_annealing", "lr_scheduler")
 
@@ -75,15 +70,14 @@ class AudioClassificationBrain(sb.Brain):
         self.label_encoders = label_encoders
         self.label_keys = list(label_encoders)
         single = len(self.label_keys) == 1
-        head = unwrap_module(self.modules.classifier)
         # Multi-label tagging when the head's classes are independent (``multi_label`` in the YAML).
-        self.multi_label = is_multi_label(head)
+        self.multi_label = unwrap_module(self.modules.classifier).multi_label
         first = "mAP" if self.multi_label else "top1"
         self.main_metric = main_metric or (first if single else f"{self.label_keys[0]}_{first}")
         self.extra_statistics = list(extra_statistics)
-        self.phases = self.hparams.coarse_to_fine
-        if self.phases is not None and not self.phases.enabled:
-            self.phases = None
+        self.coarse_to_fine = self.hparams.coarse_to_fine
+        if self.coarse_to_fine is not None and not self.coarse_to_fine.enabled:
+            self.coarse_to_fine = None
         self._mix = None
         self.metrics = {}
         self._initial_schedule_states = {}
@@ -96,7 +90,7 @@ class AudioClassificationBrain(sb.Brain):
         """Waveforms -> normalised features ``[batch, time, n_mels]`` (of the current phase)."""
         return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens)
 
-    def compute_features(self, batch, stage=None):
+    def batch_features(self, batch, stage=None):
         """The batch's normalised features and their lengths; in training, of the augmented waveforms."""
         wavs, lens = batch.sig
         if stage == sb.Stage.TRAIN and self.hparams.wave_augment is not None:
@@ -107,24 +101,17 @@ class AudioClassificationBrain(sb.Brain):
             wavs = augmented
         return self.audio_features(wavs, lens), lens
 
-    def _mixup(self, feats, lens, frames=None):
-        """Mixup of the batch with a permutation of itself; with frames and ``modality_mixup``, each modality
-        gets its own weight (MBT's modality mixup). Records the weights for the loss."""
-        self._mix = None
-        alpha = self.hparams.mixup_alpha
-        if alpha <= 0 or feats.shape[0] < 2 or torch.rand(()).item() >= self.hparams.mixup_prob:
-            return feats, lens, frames
-        beta = torch.distributions.Beta(alpha, alpha)
-        perm = torch.randperm(feats.shape[0], device=feats.device)
-        lams = [beta.sample().item()]
-        feats, lens = lams[0] * feats + (1 - lams[0]) * feats[perm], torch.maximum(lens, lens[perm])
-        if frames is not None:
-            lams.append(beta.sample().item() if self.hparams.modality_mixup else lams[0])
-            frames = lams[1] * frames + (1 - lams[1]) * frames[perm]
-        self._mix = (lams, perm)
-        return feats, lens, frames
+    def compute_features(self, batch, stage=None):
+        """Version 0.2's name of ``batch_features``."""
+        warn_moved("AudioClassificationBrain.compute_features", "batch_features")
+        return self.batch_features(batch, stage)
 
     def compute_frames(self, batch):
+        """Version 0.2's name of ``batch_frames``."""
+        warn_moved("AudioClassificationBrain.compute_frames", "batch_frames")
+        return self.batch_frames(batch)
+
+    def batch_frames(self, batch):
         """The batch's normalised frames ``[batch, n_frames, 3, H, W]`` (evaluation: ``[batch, n_crops, ...]``), or
         ``None`` (audio-only batches)."""
         if not hasattr(batch, "frames"):
@@ -132,72 +119,33 @@ class AudioClassificationBrain(sb.Brain):
         return self.hparams.frame_norm(batch.frames.data)
 
     def compute_forward(self, batch, stage):
-        """Training: one embedding per (cropped) clip. Evaluation: averaged sliding windows (audio), or
-        temporal crops with their frames, logits averaged (audio-visual: MBT's protocol)."""
+        """Training: one embedding per (cropped, augmented, mixed) clip. Evaluation: the hparams' ``evaluation``
+        (sliding windows whose probabilities are averaged, or temporal crops with their frames)."""
         batch = batch.to(self.device)
-        frames = self.compute_frames(batch)
-        if stage != sb.Stage.TRAIN and frames is not None:
+        frames = self.batch_frames(batch)
+        if stage != sb.Stage.TRAIN:
             wavs, lens = batch.sig
-            embeddings = embed_crops(self.modules.embedding_model, self.audio_features, wavs, lens, frames,
-                                     batch.crop_starts.data, self.hparams.sample_rate, self.hparams.clip_seconds)
-            return self.modules.classifier(embeddings)
-        feats, lens = self.compute_features(batch, stage)
-        if stage == sb.Stage.TRAIN:
-            if self.hparams.feature_augment is not None:
-                feats, lens = self.hparams.feature_augment(feats, lens)
-            feats, lens, frames = self._mixup(feats, lens, frames)
-            media = {} if frames is None else {"frames": frames}
-            return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
-        window, hop = self.hparams.eval_window_frames, self.hparams.eval_hop_frames
-        if self.phases is not None:
-            window, hop = self.phases.frames(window), self.phases.frames(hop)
-        embeddings, valid = sliding_window_embeddings(
-            self.modules.embedding_model, feats, lens, window, hop, self.hparams.eval_max_windows
-        )
-        return average_window_scores(self.modules.classifier, embeddings, valid)
+            starts = batch.crop_starts.data if hasattr(batch, "crop_starts") else None
+            return self.hparams.evaluation.scores(self.modules.embedding_model, self.modules.classifier,
+                                                  self.audio_features, wavs, lens, frames, starts, self.coarse_to_fine)
+        feats, lens = self.batch_features(batch, stage)
+        if self.hparams.feature_augment is not None:
+            feats, lens = self.hparams.feature_augment(feats, lens)
+        feats, lens, frames, self._mix = self.hparams.mixup(feats, lens, frames)
+        media = {} if frames is None else {"frames": frames}
+        return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
 
     def compute_objectives(self, predictions, batch, stage):
-        """Sum of the heads' NLL losses, or binary cross-entropies for multi-label heads (mixed targets under
-        mixup); accumulates metrics in evaluation."""
-        if not isinstance(predictions, dict):
-            predictions = {self.label_keys[0]: predictions}
-        smoothing = self.hparams.label_smoothing
-        loss = 0.0
-        for key in self.label_keys:
-            log_probs = predictions[key]
-            targets = getattr(batch, f"{key}_encoded").data
-            targets = targets.unsqueeze(1) if self.multi_label else targets.reshape(-1, 1)
-            if stage == sb.Stage.TRAIN and self._mix is not None and log_probs.shape[1] < len(set(self._mix[0])):
-                # scenic refuses this too: one output for two differently mixed modalities has no target
-                raise DataError("modality_mixup needs one output per modality (pooling: cls, both modalities)")
-            if stage == sb.Stage.TRAIN and log_probs.shape[1] > 1:
-                # one row per modality (MBT): each modality's loss, averaged
-                loss = loss + sum(
-                    self._row_loss(log_probs[:, row : row + 1], targets, row, smoothing, stage)
-                    for row in range(log_probs.shape[1])
-                ) / log_probs.shape[1]
-            else:
-                loss = loss + self._row_loss(log_probs, targets, 0, smoothing, stage)
-            if stage != sb.Stage.TRAIN:
-                self.metrics[key].append(batch.id, log_probs, targets[:, 0] if self.multi_label else targets.reshape(-1))
+        """The head's loss (the sum of its outputs' losses, against the mixed targets under mixup); metrics in
+        evaluation."""
+        targets = {key: getattr(batch, f"{key}_encoded").data for key in self.label_keys}
+        head = unwrap_module(self.modules.classifier)
+        loss = head.loss(predictions, targets, self._mix if stage == sb.Stage.TRAIN else None)
+        if stage != sb.Stage.TRAIN:
+            for key in self.label_keys:
+                target = targets[key] if self.multi_label else targets[key].reshape(-1)
+                self.metrics[key].append(batch.id, predictions[key], target)
         return loss
-
-    def _loss(self, log_probs, targets, smoothing):
-        """NLL of the target classes, or the binary cross-entropy of multi-hot targets (multi-label)."""
-        if self.multi_label:
-            return binary_cross_entropy(log_probs, targets.expand_as(log_probs))
-        return sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=smoothing)
-
-    def _row_loss(self, log_probs, targets, row, smoothing, stage):
-        """NLL of one output row; in training under mixup, against the mixed targets with that row's modality
-        weight (rows are the modalities in order: audio, then video)."""
-        loss = self._loss(log_probs, targets, smoothing)
-        if stage != sb.Stage.TRAIN or self._mix is None:
-            return loss
-        lams, perm = self._mix
-        lam = lams[min(row, len(lams) - 1)]
-        # Both losses are linear in the targets: for multi-label heads this is the loss of the mixed label vectors.
-        return lam * loss + (1 - lam) * self._loss(log_probs, targets[perm], smoothing)
 
     # ---------------------------------------------------- schedules and phases
     def make_dataloader(self, dataset, stage, *args, **kwargs):
@@ -211,8 +159,8 @@ class AudioClassificationBrain(sb.Brain):
         """Enters the phase of the checkpoint to resume (before the optimiser is built and the weights
         load, so that every shape matches), records the schedulers' initial state, recovers, and drops log
         entries of epochs the checkpoint does not have (they are trained again)."""
-        if self.phases is not None:
-            self.phases.enter(self.phases.resumed_phase(self.checkpointer))
+        if self.coarse_to_fine is not None:
+            self.coarse_to_fine.enter(self.coarse_to_fine.resumed_phase(self.checkpointer))
         scheduler = self.hparams.lr_scheduler
         if scheduler is not None and hasattr(scheduler, "set_steps_per_epoch") and self.train_batches:
             scheduler.set_steps_per_epoch(-(-self.train_batches // self.grad_accumulation_factor))
@@ -236,7 +184,7 @@ class AudioClassificationBrain(sb.Brain):
 
         SpeechBrain has no public call for this: ``_compile`` and ``_wrap_distributed``
         are private, and this is the only place that calls them
-        (``tests/test_brain.py`` fails if SpeechBrain's ``on_fit_start`` stops using them).
+        (``tests/unit/training/test_brain.py`` fails if SpeechBrain's ``on_fit_start`` stops using them).
         """
         for name, module in self.modules.items():
             self.modules[name] = unwrap_module(module)
@@ -248,7 +196,7 @@ class AudioClassificationBrain(sb.Brain):
         """Coarse-to-fine transition: the modules take the phase's shapes, the optimiser and the
         learning-rate schedulers restart from their initial state."""
         with self._unwrapped_modules():
-            self.phases.enter(phase)
+            self.coarse_to_fine.enter(phase)
         self.init_optimizers()
         for name, state in self._initial_schedule_states.items():
             schedule = vars(getattr(self.hparams, name))  # reset in place: the checkpointer holds this object
@@ -259,9 +207,9 @@ class AudioClassificationBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Phase changes before training epochs; fresh metrics for each evaluation pass."""
         if stage == sb.Stage.TRAIN:
-            if self.phases is not None and epoch is not None:
-                phase = self.phases.phase_of_epoch(epoch)
-                if phase != self.phases.current:
+            if self.coarse_to_fine is not None and epoch is not None:
+                phase = self.coarse_to_fine.phase_of_epoch(epoch)
+                if phase != self.coarse_to_fine.current:
                     self.on_phase_change(phase)
             self._epoch_start = time.time()
         else:
@@ -295,13 +243,13 @@ class AudioClassificationBrain(sb.Brain):
                 lr, new_lr = self.hparams.lr_annealing(stats["loss"])
                 sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
             meta = {"epoch": epoch, "lr": lr}
-            if self.phases is not None:
-                meta.update(phase=self.phases.current + 1, factor=self.phases.factor)
+            if self.coarse_to_fine is not None:
+                meta.update(phase=self.coarse_to_fine.current + 1, factor=self.coarse_to_fine.factor)
             if self.train_seconds is not None:
                 meta["train_seconds"] = round(self.train_seconds, 2)
             self.hparams.train_logger.log_stats(stats_meta=meta, train_stats=self.train_stats, valid_stats=stats)
             ranked = dict(stats)
-            if self.phases is not None and self.phases.current < len(self.phases.phases) - 1:
+            if self.coarse_to_fine is not None and self.coarse_to_fine.current < len(self.coarse_to_fine.phases) - 1:
                 # The model is tested and exported at full resolution: a coarse phase's checkpoint
                 # is kept for resuming only, never as the best one.
                 ranked[self.main_metric] = float("-inf")

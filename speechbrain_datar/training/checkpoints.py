@@ -39,11 +39,11 @@ class CrashSafeCheckpointer(Checkpointer):
     1
     """
 
-    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
+    def _save_checkpoint_metafile(self, fpath, meta_to_include=None, end_of_epoch=True):
         fpath = pathlib.Path(fpath)
         self._pending_meta = fpath
         return super()._save_checkpoint_metafile(
-            fpath.with_name(fpath.name + PARTIAL_SUFFIX), meta_to_include, end_of_epoch
+            fpath.with_name(fpath.name + PARTIAL_SUFFIX), meta_to_include or {}, end_of_epoch
         )
 
     def remove_interrupted_saves(self):

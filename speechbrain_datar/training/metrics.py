@@ -71,6 +71,10 @@ class ClassificationMetrics:
         targets, ranked = self._stacked()
         return list(zip(self.ids, targets.tolist(), ranked[:, 0].tolist()))
 
+    def write_reports(self, folder, labels, suffix=""):
+        """Writes ``test_predictions<suffix>.csv`` and ``confusion_matrix<suffix>.csv`` (and ``.png``)."""
+        write_classification_reports(self, folder, labels, suffix)
+
     def confusion_matrix(self):
         """``[true, predicted]`` counts."""
         targets, ranked = self._stacked()
@@ -186,6 +190,10 @@ class TaggingMetrics:
         return {"mAP": round(100.0 * summary["mAP"], 2), "AUC": round(100.0 * summary["AUC"], 2),
                 "d_prime": round(summary["d_prime"], 3)}
 
+    def write_reports(self, folder, labels, suffix=""):
+        """Writes ``test_per_class<suffix>.csv``: each class's AP, AUC and positives."""
+        write_per_class_report(os.path.join(folder, f"test_per_class{suffix}.csv"), self, labels)
+
     def label_frequency_baseline(self):
         """The mAP of scoring every clip with each class's frequency in the evaluation set (a constant score
         per class: each class's AP is its positive fraction)."""
@@ -224,31 +232,32 @@ def write_per_class_report(path, metrics, labels):
             writer.writerow([label, "" if np.isnan(ap) else f"{ap:.4f}", "" if np.isnan(auc) else f"{auc:.4f}", n])
 
 
-def write_test_reports(folder, metrics, label_encoders):
-    """Per-clip predictions and confusion matrices (CSV, and PNG when matplotlib is installed) of each head.
+def write_classification_reports(metrics, folder, labels, suffix=""):
+    """Per-clip predictions and the confusion matrix (CSV, and PNG when matplotlib is installed)."""
+    write_predictions(
+        os.path.join(folder, f"test_predictions{suffix}.csv"), metrics.predictions(), lambda index: labels[index]
+    )
+    matrix = metrics.confusion_matrix()
+    write_confusion_matrix(os.path.join(folder, f"confusion_matrix{suffix}.csv"), matrix, labels)
+    try:
+        from speechbrain_datar.plots import plot_confusion_matrix
+    except ImportError:  # matplotlib is an optional extra
+        logger.info("matplotlib not installed: confusion matrix written as CSV only")
+        return
+    plot_confusion_matrix(matrix, labels, os.path.join(folder, f"confusion_matrix{suffix}.png"))
 
-    ``metrics`` and ``label_encoders`` map the label keys to ``ClassificationMetrics``
-    and ``CategoricalEncoder``; with several heads, file names end in ``_<key>``.
+
+def write_test_reports(folder, metrics, label_encoders):
+    """Writes each head's test reports (its metrics object knows which: predictions and confusion matrix for
+    a single-label head, per-class AP and AUC for a tagger).
+
+    ``metrics`` and ``label_encoders`` map the label keys to metrics objects and
+    ``CategoricalEncoder``; with several heads, file names end in ``_<key>``.
     """
     for key, head_metrics in metrics.items():
         encoder = label_encoders[key]
-        suffix = "" if len(metrics) == 1 else f"_{key}"
         labels = [encoder.ind2lab[i] for i in range(len(encoder))]
-        if isinstance(head_metrics, TaggingMetrics):
-            write_per_class_report(os.path.join(folder, f"test_per_class{suffix}.csv"), head_metrics, labels)
-            continue
-        write_predictions(
-            os.path.join(folder, f"test_predictions{suffix}.csv"), head_metrics.predictions(),
-            lambda index: encoder.ind2lab[index],
-        )
-        matrix = head_metrics.confusion_matrix()
-        write_confusion_matrix(os.path.join(folder, f"confusion_matrix{suffix}.csv"), matrix, labels)
-        try:
-            from speechbrain_datar.visualize import plot_confusion_matrix
-        except ImportError:  # matplotlib is an optional extra
-            logger.info("matplotlib not installed: confusion matrix written as CSV only")
-            continue
-        plot_confusion_matrix(matrix, labels, os.path.join(folder, f"confusion_matrix{suffix}.png"))
+        head_metrics.write_reports(folder, labels, "" if len(metrics) == 1 else f"_{key}")
 
 
 def drop_unsaved_epochs(log_path, last_saved_epoch):

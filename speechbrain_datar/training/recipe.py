@@ -22,10 +22,9 @@ from speechbrain_datar.dataio.labels import class_balanced_weights, label_encode
 from speechbrain_datar.dataio.pipelines import build_datasets
 from speechbrain_datar.dataio.prepare import labels_of, prepare_dataset
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.nnet.classifier import MultiHeadClassifier
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
-from speechbrain_datar.pretrained.export import export_classifier
+from speechbrain_datar.pretrained.export import export_recipe_model
 from speechbrain_datar.training.brain import AudioClassificationBrain
 
 logger = logging.getLogger(__name__)
@@ -35,19 +34,32 @@ FINE_TUNING_LR = 1e-4
 
 
 def fit_heads_to_labels(classifier, label_encoders):
-    """Sizes the classifier's heads from the prepared labels; a head whose size was set must match them."""
+    """Sizes the classifier's outputs from the prepared labels; an output whose size was set must match them.
+
+    A head of one output takes the name of the one label key (``label``, or ``labels`` for tagging)."""
     head = unwrap_module(classifier)
     sizes = {key: len(encoder) for key, encoder in label_encoders.items()}
-    single_key = next(iter(sizes)) if len(sizes) == 1 else "label"  # one head: "label", or "labels" (tagging)
-    heads = dict(head.heads) if isinstance(head, MultiHeadClassifier) else {single_key: head}
-    actual = {key: heads[key].n_classes for key in heads}
-    if set(heads) != set(sizes) or any(actual[k] not in (None, sizes[k]) for k in sizes):
-        suggestion = f"--n_classes={sizes[single_key]}" if list(sizes) == [single_key] else (
+    actual = head.n_classes_by_name
+    if len(actual) == 1 and len(sizes) == 1:
+        actual = {next(iter(sizes)): next(iter(actual.values()))}
+    if set(actual) != set(sizes) or any(actual[k] not in (None, sizes[k]) for k in sizes):
+        single_key = next(iter(sizes))
+        suggestion = f"--n_classes={sizes[single_key]}" if len(sizes) == 1 else (
             '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
         )
-        raise DataError(f"the data has {sizes} classes but the classifier has {actual}: pass {suggestion}")
-    for key, n_classes in sizes.items():
-        heads[key].set_n_classes(n_classes)
+        raise DataError(f"the data has {sizes} classes but the classifier has {head.n_classes_by_name}: pass "
+                        f"{suggestion}")
+    head.set_n_classes(sizes)
+
+
+def prepared_label_keys(save_folder, default=None):
+    """The label keys preparation wrote (``label_keys.json``), in order; ``default`` (or ``("label",)``) for a
+    folder prepared by version 0.2."""
+    path = os.path.join(save_folder, "label_keys.json")
+    if not os.path.isfile(path):
+        return tuple(default or ("label",))
+    with open(path) as f:
+        return tuple(json.load(f))
 
 
 def exported_extras(save_folder):
@@ -83,11 +95,12 @@ def train_loader_options(hparams, train_set, label_keys):
     return options
 
 
-def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_metric=None, extra_statistics=()):
+def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=None, extra_statistics=()):
     """Trains, evaluates the best checkpoint on the test set, and exports the model.
 
     Expects in ``save_folder`` the outputs of data preparation: ``train.json``,
-    ``valid.json``, ``test.json``, a label encoder per key and ``norm_stats.json``.
+    ``valid.json``, ``test.json``, ``label_keys.json``, a label encoder per key and ``norm_stats.json``
+    (``label_keys`` stands for ``label_keys.json`` in folders prepared by version 0.2).
 
     Returns
     -------
@@ -95,6 +108,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         The brain after testing (``brain.test_stats`` holds the test metrics).
     """
     save = hparams["save_folder"]
+    label_keys = prepared_label_keys(save, label_keys)
     label_encoders = {key: load_label_encoder(os.path.join(save, label_encoder_file(key))) for key in label_keys}
     fit_heads_to_labels(hparams["classifier"], label_encoders)
     if hparams["init_from"]:
@@ -136,22 +150,8 @@ def run_classification_recipe(hparams, run_opts, label_keys=("label",), main_met
         datasets["test"], max_key=brain.main_metric, test_loader_kwargs=hparams["test_dataloader_opts"]
     )
     if sb.utils.distributed.if_main_process():
-        folder = export_classifier(
-            hparams["export_folder"],
-            encoder=brain.modules.embedding_model,
-            head=brain.modules.classifier,
-            normalizer=hparams["mean_var_norm"],
-            label_encoders=label_encoders,
-            feature_options=hparams["compute_features"].options,
-            feature_class=hparams["compute_features"].exported_class,
-            window_frames=hparams["eval_window_frames"],
-            hop_frames=hparams["eval_hop_frames"],
-            max_windows=hparams["eval_max_windows"],
-            sample_rate=hparams["sample_rate"],
-            extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
-            audio_visual=audio_visual_export(hparams),
-            threshold=hparams["tagging_threshold"],
-        )
+        folder = export_recipe_model(hparams, brain.modules, label_encoders,
+                                     extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}))
         logger.info("exported the trained model to %s", folder)
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(brain.test_stats, f, indent=2)
@@ -163,22 +163,16 @@ def frame_options(hparams):
     return dict({key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}, n_frames=hparams["n_frames"])
 
 
-def audio_visual_export(hparams):
-    """The evaluation protocol an exported audio-visual model follows (``None`` for audio models)."""
-    if not hparams["n_frames"]:
-        return None
-    return dict(clip_seconds=hparams["clip_seconds"], eval_crops=hparams["eval_crops"], frame_norm=hparams["frame_norm"],
-                frames=frame_options(hparams))
+def resolve_hparams_file(path, defaults=None):
+    r"""The hparams document an hparams file stands for, as YAML text.
 
-
-def resolve_hparams_file(path):
-    r"""The hparams document a data set's hparams file stands for, as YAML text.
-
-    A data set's file is ``!include:<model file>`` followed by settings of its own (see
-    ``hparams/KineticsSounds/datar.yaml``); HyperPyYAML does not resolve an include at the root of a
-    document, so each top-level setting of the data set's file replaces the model file's in place
-    (objects such as ``!new:`` augmenters included, so that references keep their order), and
-    settings the model file lacks are added at the end. A plain hparams file is returned as it is.
+    A file that starts with ``!include:<other file>`` is the other file with its own settings over it:
+    each top-level setting replaces the other file's in place (objects such as ``!new:`` augmenters
+    included, so that references keep their order), and settings the other file lacks are added at the
+    end. HyperPyYAML does not resolve an include at the root of a document; this does, through any
+    chain (``hparams/KineticsSounds/datar.yaml`` -> ``hparams/datar.yaml`` -> ``hparams/training.yaml``).
+    ``defaults`` (a data set's file, ``hparams/<Dataset>/<dataset>.yaml``) go over the root of the chain,
+    so that the files of the chain (the model's) go over them.
 
     Returns
     -------
@@ -207,10 +201,21 @@ def resolve_hparams_file(path):
     with open(path) as f:
         text = f.read()
     first, _, rest = text.partition("\n")
-    if not first.startswith("!include:"):
-        return text, set(_top_level_blocks(text))
-    base, _ = resolve_hparams_file(os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:"):].strip()))
-    settings = _top_level_blocks(rest)
+    if first.startswith("!include:"):
+        base, _ = resolve_hparams_file(
+            os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:"):].strip()), defaults)
+        merged = _merged(base, rest)
+    else:
+        merged = text
+        if defaults:
+            with open(defaults) as f:
+                merged = _merged(text, f.read())
+    return merged, set(_top_level_blocks(merged))
+
+
+def _merged(base, settings_text):
+    """The document ``base`` with the top-level settings of ``settings_text`` over it."""
+    settings = _top_level_blocks(settings_text)
     lines, replaced = [], set()
     for key, block in _top_level_blocks(base, keep_other_lines=True).items():
         if key in settings:
@@ -219,8 +224,7 @@ def resolve_hparams_file(path):
         else:
             lines.append(block)
     lines += [block for key, block in settings.items() if key not in replaced and key is not None]
-    merged = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-    return merged, set(_top_level_blocks(merged))
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
 def _top_level_blocks(text, keep_other_lines=False):
@@ -241,8 +245,9 @@ def _top_level_blocks(text, keep_other_lines=False):
     return blocks
 
 
-def _load_resolved(path, overrides=None):
-    """Loads an hparams file (a model's file or a data set's file over it) with command-line ``overrides``.
+def _load_resolved(path, overrides=None, defaults=None):
+    """Loads an hparams file (a model's file, or a file over it) with a data set's ``defaults`` file and
+    command-line ``overrides``.
 
     An override must name a setting of the document, else ``KeyError`` names it (a misspelt option never
     passes silently).
@@ -252,7 +257,7 @@ def _load_resolved(path, overrides=None):
     text, hparams
         The resolved document and the loaded hparams.
     """
-    text, keys = resolve_hparams_file(path)
+    text, keys = resolve_hparams_file(path, defaults)
     if isinstance(overrides, str):
         overrides = ruamel.yaml.YAML().load(overrides) if overrides.strip() else {}
     overrides = dict(overrides or {})
@@ -262,9 +267,10 @@ def _load_resolved(path, overrides=None):
     return text, load_hyperpyyaml(text, overrides)
 
 
-def load_hparams(path, overrides=None):
-    """Loads a recipe's hparams file (a model's file or a data set's file over it) with overrides."""
-    return _load_resolved(path, overrides)[1]
+def load_hparams(path, overrides=None, dataset_hparams=None):
+    """Loads a recipe's hparams file (a model's file, or a file over it) with a data set's file (the defaults
+    its recipe applies) and command-line overrides."""
+    return _load_resolved(path, overrides, dataset_hparams)[1]
 
 
 def dataset_options(hparams):
@@ -276,19 +282,21 @@ def dataset_options(hparams):
     return options
 
 
-def recipe_main(argv, prepare, label_keys=("label",), main_metric=None, extra_statistics=()):
+def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statistics=(), dataset_hparams=None):
     """The whole ``train.py`` of a recipe: parse, prepare once, train, test, export.
 
     ``prepare`` is the data set's preparation function (it takes ``data_folder`` and
-    the entries of the hparams' ``prepare_options``); ``label_keys``, ``main_metric``
-    and ``extra_statistics`` go to the ``AudioClassificationBrain``. A ``DataError``
-    (bad data or configuration) ends the run with a one-line message; anything else
-    propagates with its traceback.
+    the entries of the hparams' ``prepare_options``); ``dataset_hparams`` is the data set's
+    hparams file (``hparams/<Dataset>/<dataset>.yaml``), applied over ``hparams/training.yaml``
+    under the model's file; ``main_metric`` and ``extra_statistics`` go to the
+    ``AudioClassificationBrain``. The label keys are those preparation wrote (``label_keys``: for
+    folders prepared by version 0.2). A ``DataError`` (bad data or configuration) ends the run with
+    a one-line message; anything else propagates with its traceback.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        text, hparams = _load_resolved(hparams_file, overrides)
+        text, hparams = _load_resolved(hparams_file, overrides, dataset_hparams)
         with tempfile.TemporaryDirectory() as folder:  # SpeechBrain saves the hparams from a file
             resolved = os.path.join(folder, os.path.basename(hparams_file))
             with open(resolved, "w") as f:

@@ -9,13 +9,24 @@ attention, so a clip's embedding does not depend on its batch (up to the
 training length).
 """
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.nnet.layers import DropPath, FeedForward, init_linear_weights, preset_config, record_init_kwargs
-from speechbrain_datar.nnet.masking import patches_within, valid_frames, zero_padded_frames
+from speechbrain_datar.lobes.checkpoint_mapping import (
+    CheckpointLayoutError,
+    adapt_position_embedding,
+    square_grid,
+    start_import,
+)
+from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
+from speechbrain_datar.nnet.masking import patches_within, spectrogram_token_mask, valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
+from speechbrain_datar.nnet.vit import MultiHeadSelfAttention, ViTBlock  # noqa: F401  (deprecated location, kept one release)
+
+logger = logging.getLogger(__name__)
 
 #: ViT sizes. ``base`` is ViT-B/16 as in AST.
 PRESETS = {
@@ -24,61 +35,6 @@ PRESETS = {
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "micro": dict(embed_dim=64, depth=2, num_heads=2),
 }
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """ViT self-attention with a fused qkv projection and an optional key mask.
-
-    Example
-    -------
-    >>> attn = MultiHeadSelfAttention(16, 4)
-    >>> attn(torch.randn(2, 7, 16), torch.ones(2, 7, dtype=torch.bool)).shape
-    torch.Size([2, 7, 16])
-    """
-
-    def __init__(self, dim, num_heads, attn_drop=0.0, proj_drop=0.0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.attn_drop = attn_drop
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x, key_valid=None):
-        """``x``: ``[batch, tokens, dim]``; ``key_valid``: boolean ``[batch, tokens]`` or None."""
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        mask = None if key_valid is None else key_valid[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, tokens, dim)))
-
-
-class ViTBlock(nn.Module):
-    """Pre-norm ViT block (LayerNorm eps 1e-6 as in timm/AST).
-
-    Example
-    -------
-    >>> ViTBlock(16, 4)(torch.randn(2, 7, 16)).shape
-    torch.Size([2, 7, 16])
-    """
-
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, drop=0.0, attn_drop=0.0, drop_path=0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = MultiHeadSelfAttention(dim, num_heads, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = FeedForward(dim, mlp_ratio, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x, key_valid=None):
-        """Self-attention then MLP, both residual."""
-        x = x + self.drop_path(self.attn(self.norm1(x), key_valid))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class AST(nn.Module):
@@ -109,6 +65,10 @@ class AST(nn.Module):
     >>> model(torch.randn(2, 100, 128), torch.tensor([1.0, 0.5])).shape
     torch.Size([2, 1, 64])
     """
+
+    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
+    time_column_frames = None
+    draws_sampling_points = False
 
     def __init__(
         self, preset="base", n_mels=128, target_length=1024, patch_size=16, fstride=10, tstride=10,
@@ -221,18 +181,81 @@ class AST(nn.Module):
         x = torch.cat((special.expand(batch, -1, -1), x), dim=1)
         x = self.pos_drop(x)
 
-        key_valid = None
-        if frames is not None:
-            valid_t = self.num_time_patches(frames)
-            if torch.compiler.is_exporting() or bool((valid_t < n_time).any()):
-                t_index = torch.arange(n_time, device=x.device).repeat(self.f_dim)
-                patch_ok = t_index[None, :] < valid_t[:, None]
-                key_valid = torch.cat(
-                    (torch.ones(batch, 2, dtype=torch.bool, device=x.device), patch_ok), dim=1
-                )
+        key_valid = spectrogram_token_mask(
+            frames, n_time, self.f_dim, n_special=2, width=self.patch_size[1], stride=self.tstride
+        )
         for block in self.blocks:
             x = block(x, key_valid)
         return self.norm(x), key_valid
+
+    def load_pretrained(self, checkpoint, streams=None, head=None, source_name="ViT/AST checkpoint"):
+        """Loads ViT/DeiT (timm naming) or official AST weights into an ``AST`` self.
+
+        Arguments
+        ---------
+        checkpoint : str or dict
+            Path or state dict.
+        streams : None
+            As ``init_from`` passes them (AST has the audio stream only).
+        head : Classifier or None
+            For an AST checkpoint, also load its ``mlp_head`` (LayerNorm + Linear) into
+            this ``Classifier`` (built with ``input_norm=True``).
+        source_name : str
+            How the report and the error messages name the checkpoint.
+
+        Returns
+        -------
+        ImportReport
+            What was loaded, resized, left at initialisation and ignored.
+        """
+        state, family, mapper = start_import(
+            self, checkpoint, ("ast", "vit"), source_name, "is neither a ViT nor an AST checkpoint"
+        )
+        report = mapper.report
+        prefix = "v." if family == "ast" else ""
+        patch = state[f"{prefix}patch_embed.proj.weight"]
+        mapper.take("patch_embed.weight", f"{prefix}patch_embed.proj.weight",
+                    (lambda w: w.sum(dim=1, keepdim=True)) if patch.shape[1] != 1 else None, resized=patch.shape[1] != 1)
+        mapper.take("patch_embed.bias", f"{prefix}patch_embed.proj.bias")
+        mapper.take("cls_token", f"{prefix}cls_token")
+        if not mapper.take("dist_token", f"{prefix}dist_token"):
+            mapper.take("dist_token", f"{prefix}cls_token", resized=True)  # plain ViT: start from the CLS token
+        pos = state[f"{prefix}pos_embed"]
+        n_special = 2 if f"{prefix}dist_token" in state else 1
+        patches = pos[:, n_special:]
+        f_dim, t_dim = self.f_dim, self.t_dim
+
+        def position(_):
+            if family == "ast" and patches.shape[1] == f_dim * t_dim:
+                grid_part = patches
+            elif family == "ast":
+                raise CheckpointLayoutError(
+                    f"{source_name}: its positional embedding has {patches.shape[1]} patches; this AST has "
+                    f"{f_dim} x {t_dim} (build it with the checkpoint's n_mels, target_length and strides)"
+                )
+            else:
+                grid = square_grid(patches, source_name)
+                grid_part = adapt_position_embedding(grid, f_dim, t_dim).reshape(grid.shape[0], -1).t().unsqueeze(0)
+            special = pos[:, :n_special]
+            if n_special == 1:
+                special = torch.cat((special, special), dim=1)
+            return torch.cat((special, grid_part), dim=1)
+
+        mapper.take("pos_embed", f"{prefix}pos_embed", position, resized=not (family == "ast"))
+        for key in list(self.state_dict()):
+            if key.startswith("blocks.") or key.startswith("norm."):
+                mapper.take(key, prefix + key)
+        ignored = ("head", "fc_norm", "mlp_head", "pre_logits")
+        mapper.finish(self, ignored_sources=ignored)
+        if head is not None and family == "ast":
+            head_state = {
+                "norm.weight": state["mlp_head.0.weight"], "norm.bias": state["mlp_head.0.bias"],
+                "out.weight": state["mlp_head.1.weight"], "out.bias": state["mlp_head.1.bias"],
+            }
+            head.load_state_dict(head_state)
+            report.loaded += [f"head.{k}" for k in head_state]
+        logger.info(report.summary())
+        return report
 
     def forward(self, feats, lengths=None):
         """Embeds ``[batch, time, n_mels]`` features: mean of the CLS and distillation outputs."""

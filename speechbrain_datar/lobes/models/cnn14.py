@@ -11,6 +11,7 @@ given: padded frames are zeros in its input, not masked.
 import torch
 from speechbrain.lobes.models.Cnn14 import Cnn14
 
+from speechbrain_datar.lobes.checkpoint_mapping import CheckpointLayoutError, ImportReport, Mapper, read_state_dict
 from speechbrain_datar.nnet.layers import record_init_kwargs
 from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
 
@@ -34,14 +35,38 @@ class CNN14(torch.nn.Module):
     torch.Size([2, 1, 32])
     """
 
+    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
+    time_column_frames = None
+    draws_sampling_points = False
+
     def __init__(self, n_mels=80, emb_dim=2048, norm_type="bn"):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
         self.n_mels, self.embedding_dim = n_mels, emb_dim
         self.cnn = Cnn14(mel_bins=n_mels, emb_dim=emb_dim, norm_type=norm_type)
 
+    #: Frames by which the time axis of an exported graph grows (any length).
+    export_time_step = 1
+
+    def export_frames(self, frames):
+        """Frames an exported graph is given for a clip of ``frames``: the clip's own."""
+        return int(frames)
+
     def set_time_resolution(self, factor=1, patch_resize=None):
         """A convolutional network takes any number of frames: coarse-to-fine phases change nothing here."""
+
+    def load_pretrained(self, checkpoint, streams=None, head=None, source_name="CNN14 checkpoint"):
+        """Loads the weights of SpeechBrain's ``Cnn14`` (its ESC-50 recipe's ``embedding_model.ckpt``, or a
+        model's ``state_dict``) of the same ``n_mels`` and ``emb_dim``; anything else is refused, naming keys."""
+        if streams not in (None, ("audio",)):
+            raise CheckpointLayoutError(f"CNN14 has an audio stream only, not {list(streams)}")
+        state = read_state_dict(checkpoint)
+        state = {key[len("cnn."):] if key.startswith("cnn.") else key: value for key, value in state.items()}
+        report = ImportReport(source_name)
+        mapper = Mapper(state, self.cnn, report)
+        for key in self.cnn.state_dict():
+            mapper.take(key, key)
+        return mapper.finish(self.cnn)
 
     def forward(self, feats, lengths=None):
         """Embeddings ``[batch, 1, emb_dim]`` of features ``[batch, time, n_mels]``."""

@@ -15,11 +15,14 @@ on the other clips in its batch.
 """
 
 import contextlib
+import logging
+import math
 import re
 
 import torch
 from torch import nn
 
+from speechbrain_datar.lobes.checkpoint_mapping import CheckpointLayoutError, examples, resize_table, start_import
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import build_input_adaptor
 from speechbrain_datar.nnet.layers import (
@@ -33,6 +36,8 @@ from speechbrain_datar.nnet.layers import (
 from speechbrain_datar.nnet.masking import ceil_div, masked_mean, valid_frames, zero_masked, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import PatchEmbedding, PatchMerging
 from speechbrain_datar.nnet.window_attention import WindowAttention
+
+logger = logging.getLogger(__name__)
 
 _STAGE_SPEC_TINY = [["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L", "D"]]
 _STAGE_SPEC_DEEP = [["L", "S"], ["L", "S"], ["L", "D"] * 9, ["L", "D"]]
@@ -391,6 +396,92 @@ class DATAR(nn.Module):
             out = dict(embedding=self.pool(x, mask), adapted=adapted, feature_map=x, mask=mask)
         return dict(out, sampling=sampling) if return_sampling else out
 
+    def load_pretrained(self, checkpoint, streams=None, head=None, source_name="DAT checkpoint", table_resize=None):
+        """Loads a DAT (CVPR 2022 layout) checkpoint; the stage layout must match it (``preset: tiny`` for DAT-T).
+
+        Arguments
+        ---------
+        checkpoint : str or dict
+            Path or state dict (a ``{"model": ...}`` wrapper is fine).
+        table_resize : str or None
+            How relative-position tables of other sizes are adapted: ``"interpolate"``
+            or ``"crop"``; by default ``crop`` for the token grid convention and
+            ``interpolate`` for ``dat_v1``.
+        streams, head
+            As ``init_from`` passes them (DATAR has the audio stream only, and no head to fill).
+        source_name : str
+            Name used in the report and errors.
+
+        Returns
+        -------
+        ImportReport
+        """
+        if streams not in (None, ("audio",)):
+            raise CheckpointLayoutError(f"DATAR has an audio stream only, not {list(streams)}")
+        state, _, mapper = start_import(
+            self, checkpoint, ("dat",), source_name,
+            "is not a DAT checkpoint (DAT keys look like 'stages.0.attns.0.proj_qkv.weight')",
+        )
+        report = mapper.report
+        mapper.take("patch_proj.weight", "patch_proj.0.weight", lambda w: w.sum(dim=1, keepdim=True), resized=True)
+        mapper.take("patch_proj.bias", "patch_proj.0.bias")
+        for suffix in ("weight", "bias"):
+            mapper.take(f"patch_proj.norm.{suffix}", f"patch_proj.1.norm.{suffix}")
+            mapper.take(f"norm.{suffix}", f"cls_norm.norm.{suffix}")
+        for i in range(self.num_stages - 1):  # DAT's down_projs[i] follows its stage i; ours starts stage i + 1
+            mapper.take(f"stages.{i + 1}.downsample.weight", f"down_projs.{i}.0.weight")
+            for suffix in ("weight", "bias"):
+                mapper.take(f"stages.{i + 1}.downsample.norm.{suffix}", f"down_projs.{i}.1.norm.{suffix}")
+        mismatched = []
+        for i, blocks in enumerate(self.stages):
+            for d, block in enumerate(blocks):
+                ours, theirs = f"stages.{i}.{d}.", f"stages.{i}."
+                for suffix in ("weight", "bias"):
+                    mapper.take(f"{ours}norm1.{suffix}", f"{theirs}layer_norms.{2 * d}.norm.{suffix}")
+                    mapper.take(f"{ours}norm2.{suffix}", f"{theirs}layer_norms.{2 * d + 1}.norm.{suffix}")
+                    mapper.take(f"{ours}mlp.fc1.{suffix}", f"{theirs}mlps.{d}.chunk.linear1.{suffix}")
+                    mapper.take(f"{ours}mlp.fc2.{suffix}", f"{theirs}mlps.{d}.chunk.linear2.{suffix}")
+                src = f"{theirs}attns.{d}."
+                deformable_there = f"{src}proj_q.weight" in state
+                if block.is_deformable != deformable_there:
+                    if f"{src}proj_q.weight" in state or f"{src}proj_qkv.weight" in state:
+                        mismatched.append(f"stages.{i}.{d}")
+                    continue
+                if deformable_there:
+                    _map_deformable(mapper, block.attn, f"{ours}attn.", src, table_resize)
+                else:
+                    _map_window(mapper, block.attn, f"{ours}attn.", src)
+        if mismatched:
+            raise CheckpointLayoutError(
+                f"{source_name}: these blocks are deformable in one model and window attention in the other: "
+                f"{examples(mismatched)} (check the preset and the 'deformable' switch)"
+            )
+        mapper.finish(
+            self, allowed_at_init=("input_adaptor.",),
+            ignored_sources=("cls_head.", "relative_position_index", "attn_mask", "q_grid", "reference"),
+        )
+        logger.info(report.summary())
+        return report
+
+    #: Where the model looked can be drawn (``visualize``): the deformable blocks' sampling points.
+    draws_sampling_points = True
+
+    @property
+    def time_column_frames(self):
+        """Input frames per time column of the final map (the timeline's resolution)."""
+        return self.total_stride[1]
+
+    def column_embeddings(self, feats, lengths=None):
+        """The final map's time columns, each the mean of its valid positions over frequency: ``[batch,
+        columns, dim]``, the columns of the clip's own frames. The clip's embedding is their mean, so a linear
+        head's logits of the clip are the mean of the columns' logits."""
+        out = self.forward_features(feats, lengths)
+        fmap, mask = out["feature_map"], out["mask"]
+        batch, _, width, dim = fmap.shape
+        columns = masked_mean(fmap.transpose(1, 2).flatten(0, 1).unsqueeze(1),
+                              None if mask is None else mask.transpose(1, 2).flatten(0, 1).unsqueeze(1))
+        return columns.reshape(batch, width, dim)[:, : -(-feats.shape[1] // self.time_column_frames)]
+
     def forward(self, feats, lengths=None):
         """Embeds ``[batch, time, n_mels]`` features into ``[batch, 1, dim]``."""
         return self.forward_features(feats, lengths)["embedding"]
@@ -416,3 +507,38 @@ class DATAR(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
+
+
+def _map_window(mapper, attn, ours, src):
+    for suffix in ("weight", "bias"):
+        mapper.take(f"{ours}qkv.{suffix}", f"{src}proj_qkv.{suffix}")
+        mapper.take(f"{ours}proj.{suffix}", f"{src}proj_out.{suffix}")
+    key = f"{src}relative_position_bias_table"
+    if key in mapper.source:
+        wh, ww = attn.window_size
+        n, heads = mapper.source[key].shape
+        side = int(math.isqrt(n))
+        resized = (side, side) != (2 * wh - 1, 2 * ww - 1)
+
+        def transform(table):
+            grid = table.t().reshape(heads, side, side)
+            grid = resize_table(grid, (2 * wh - 1, 2 * ww - 1), "interpolate")
+            return grid.reshape(heads, -1).t()
+
+        mapper.take(f"{ours}relative_position_bias_table", key, transform, resized=resized)
+
+
+def _map_deformable(mapper, attn, ours, src, table_resize):
+    for name in ("q", "k", "v", "out"):
+        mapper.take(f"{ours}proj_{name}.weight", f"{src}proj_{name}.weight", lambda w: w.flatten(1))
+        mapper.take(f"{ours}proj_{name}.bias", f"{src}proj_{name}.bias")
+    for suffix in ("weight", "bias"):
+        mapper.take(f"{ours}offset_generator.0.{suffix}", f"{src}conv_offset.0.{suffix}")
+        mapper.take(f"{ours}offset_generator.1.{suffix}", f"{src}conv_offset.1.norm.{suffix}")
+    mapper.take(f"{ours}offset_generator.3.weight", f"{src}conv_offset.3.weight")
+    key = f"{src}rpe_table"
+    if key in mapper.source and attn.rpe_table is not None:
+        mode = table_resize or ("crop" if attn.grid_convention == "token" else "interpolate")
+        size = tuple(attn.rpe_table.shape[-2:])
+        resized = tuple(mapper.source[key].shape[-2:]) != size
+        mapper.take(f"{ours}rpe_table", key, lambda t: resize_table(t, size, mode), resized=resized)

@@ -18,15 +18,28 @@ A final LayerNorm is shared by the modalities. This follows scenic's
 used, as here).
 """
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechbrain_datar.lobes.models.ast import AST, ViTBlock
+from speechbrain_datar.lobes.checkpoint_mapping import (
+    CheckpointLayoutError,
+    ImportReport,
+    adapt_position_embedding,
+    square_grid,
+    start_import,
+    vit_patch_kernel,
+)
+from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
-from speechbrain_datar.nnet.masking import patches_within, valid_frames, zero_padded_frames
+from speechbrain_datar.nnet.masking import spectrogram_token_mask, valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
+from speechbrain_datar.nnet.vit import ViTBlock
+
+logger = logging.getLogger(__name__)
 
 PRESETS = {
     "base": dict(embed_dim=768, depth=12, num_heads=12, fusion_layer=8),
@@ -73,7 +86,10 @@ class MBT(nn.Module):
     is sized for ``audio_frames`` and a longer input gets an interpolated copy (a
     shorter one its first columns, as padding would). Patches beyond a clip's
     valid length are masked out of attention, so a clip's output does not depend
-    on its batch. The visual stream takes up to ``n_frames`` frames.
+    on its batch as long as the batch is no longer than ``audio_frames``: a batch
+    padded beyond it interpolates the positions of all its clips to its own length
+    (as AST does beyond its training length). The visual stream takes up to
+    ``n_frames`` frames.
 
     Arguments
     ---------
@@ -93,6 +109,9 @@ class MBT(nn.Module):
         ``B``, bottleneck tokens.
     fusion : str
         ``"bottleneck"`` or ``"cross_attention"``.
+    share_encoder : bool
+        One set of transformer layers for every modality (scenic's ``share_encoder``, the paper's
+        shared-weights ablation); the patch embeddings, positions and CLS tokens stay per modality.
     embed_dim, depth, num_heads : int
         Override the preset.
     mlp_ratio, drop_rate, attn_drop_rate, drop_path_rate : float
@@ -110,10 +129,15 @@ class MBT(nn.Module):
     torch.Size([2, 1, 32])
     """
 
+    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
+    time_column_frames = None
+    draws_sampling_points = False
+
     def __init__(
         self, preset="base", modalities=MODALITIES, n_mels=128, audio_frames=800, n_frames=8, image_size=224,
         patch=16, tubelet=1, fusion_layer=None, n_bottlenecks=4, fusion="bottleneck", embed_dim=None, depth=None,
         num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, pooling="cls",
+        share_encoder=False,
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
@@ -151,10 +175,12 @@ class MBT(nn.Module):
         # scenic adds one bottleneck token for the CLS tokens' sake
         self.bottleneck = nn.Parameter(torch.randn(1, n_bottlenecks + 1, dim) * 0.02)
         rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
-        self.blocks = nn.ModuleDict({
-            m: nn.ModuleList(ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates)
-            for m in self.modalities
-        })
+
+        def layers():
+            return nn.ModuleList(ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates)
+
+        shared = layers() if share_encoder else None
+        self.blocks = nn.ModuleDict({m: shared if share_encoder else layers() for m in self.modalities})
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(init_linear_weights)
 
@@ -167,15 +193,8 @@ class MBT(nn.Module):
         pos = self.pos_embed["audio"]
         pos = torch.cat((pos[:, :1], positions_for_time(pos[:, 1:], self.f_dim, n_time)), dim=1)
         x = torch.cat((self.cls["audio"].expand(x.shape[0], -1, -1), x), dim=1) + pos
-        if frames is None:
-            return x, None
         width = self.tokenizers["audio"].proj.kernel_size[1]
-        valid_t = patches_within(frames, width, width)
-        if not bool((valid_t < n_time).any()):
-            return x, None
-        t_index = torch.arange(n_time, device=x.device).repeat(self.f_dim)  # (frequency, time) order
-        cls_ok = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)
-        return x, torch.cat((cls_ok, t_index[None, :] < valid_t[:, None]), dim=1)
+        return x, spectrogram_token_mask(frames, n_time, self.f_dim, n_special=1, width=width, stride=width)
 
     def video_tokens(self, frames):
         """``[CLS ; frame patches] + positions`` (every token valid)."""
@@ -278,6 +297,72 @@ class MBT(nn.Module):
             out[m] = joint[:, -tokens.shape[1]:]
         return out
 
+    def load_pretrained(self, checkpoint, streams=None, head=None, source_name="ViT/AST checkpoint"):
+        """Loads an ImageNet ViT (timm naming, e.g. ImageNet-21k ViT-B/16) or an official AST checkpoint into
+        streams of this MBT.
+
+        A ViT fills any stream: the spectrogram patch kernel is the RGB kernel summed
+        over its channels and the positional grid is cropped along frequency and
+        interpolated along time (as the AST import does); the frame kernel is the RGB
+        kernel (16x16x2 tubelets: on the central frame, zeros on the other) and the
+        spatial grid, resized to the frame size, is repeated over time. An AST
+        checkpoint fills the audio stream (its CLS token, its positional grid resized
+        to MBT's non-overlapping patches; its distillation token and heads are left
+        out). The bottleneck tokens stay at their initialisation; the shared final
+        LayerNorm takes the checkpoint's. Everything is listed in the report, and a
+        checkpoint whose layout does not fit raises ``CheckpointLayoutError``.
+
+        Arguments
+        ---------
+        checkpoint : str or dict
+            Path or state dict.
+        streams : sequence or None
+            The modalities to fill (default: all of the model's for a ViT, ``audio`` for an AST).
+        head : None
+            Unused (MBT's head is trained from scratch).
+        source_name : str
+            How the report and the error messages name the checkpoint.
+
+        Returns
+        -------
+        ImportReport
+        """
+        state, family, mapper = start_import(
+            self, checkpoint, ("ast", "vit"), source_name, "is neither a ViT nor an AST checkpoint"
+        )
+        streams = tuple(streams or (self.modalities if family == "vit" else ("audio",)))
+        unknown = [m for m in streams if m not in self.modalities]
+        if unknown:
+            raise CheckpointLayoutError(f"{source_name}: this MBT has no {unknown} stream (it has {self.modalities})")
+        if family == "ast" and streams != ("audio",):
+            raise CheckpointLayoutError(f"{source_name} is an AST checkpoint: it can fill the audio stream only, "
+                                        f"not {list(streams)} (give the video stream an ImageNet ViT)")
+        prefix = "v." if family == "ast" else ""
+        pos = state[f"{prefix}pos_embed"]
+        n_special = 2 if f"{prefix}dist_token" in state else 1
+        patches = pos[:, n_special:]
+        for m in streams:
+            proj = self.tokenizers[m].proj
+            frames = proj.weight.shape[2] if m == "video" else None
+            mapper.take(f"tokenizers.{m}.proj.weight", f"{prefix}patch_embed.proj.weight",
+                        lambda w, c=proj.weight.shape[1], t=frames: vit_patch_kernel(w, c, t, (t or 1) // 2), resized=True)
+            mapper.take(f"tokenizers.{m}.proj.bias", f"{prefix}patch_embed.proj.bias")
+            mapper.take(f"cls.{m}", f"{prefix}cls_token")
+            mapper.take(f"pos_embed.{m}", f"{prefix}pos_embed",
+                        lambda p, m=m: torch.cat((p[:, :1], _stream_positions(self, m, patches, family, source_name)), dim=1),
+                        resized=True)
+            for key in self.blocks[m].state_dict():
+                mapper.take(f"blocks.{m}.{key}", f"{prefix}blocks.{key}")
+        for suffix in ("weight", "bias"):
+            mapper.take(f"norm.{suffix}", f"{prefix}norm.{suffix}")
+        others = tuple(f"{part}.{m}." for m in self.modalities if m not in streams
+                       for part in ("tokenizers", "blocks")) + tuple(
+            f"{part}.{m}" for m in self.modalities if m not in streams for part in ("cls", "pos_embed"))
+        mapper.finish(self, allowed_at_init=("bottleneck",) + others,
+                      ignored_sources=("head", "fc_norm", "mlp_head", "pre_logits", "dist_token"))
+        logger.info(mapper.report.summary())
+        return mapper.report
+
     def forward(self, feats=None, lengths=None, frames=None):
         """The CLS embedding of each modality given, ``[batch, M, dim]`` (the paper), or with
         ``pooling="mean"`` the mean of all valid tokens of all modalities, ``[batch, 1, dim]`` (the
@@ -320,6 +405,10 @@ class LateFusion(nn.Module):
     torch.Size([2, 2, 32])
     """
 
+    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
+    time_column_frames = None
+    draws_sampling_points = False
+
     def __init__(self, audio_encoder="datar", audio_options=None, video_options=None):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
@@ -336,6 +425,24 @@ class LateFusion(nn.Module):
     def set_time_resolution(self, factor=1, patch_resize=None):
         """Coarse-to-fine training changes the audio encoder only."""
         self.audio_encoder.set_time_resolution(factor, patch_resize)
+
+    def load_pretrained(self, checkpoint, streams=None, head=None, source_name="checkpoint"):
+        """Loads one checkpoint into the named streams: ``audio`` (this audio encoder's family: DAT for DATAR,
+        ViT/AST for AST), ``video`` (an ImageNet ViT into MBT's visual stream). ``init_from`` gives one
+        checkpoint per stream: ``{audio: ..., video: ...}``."""
+        if streams is None:
+            raise CheckpointLayoutError(
+                "a LateFusion model takes one checkpoint per stream: init_from: {audio: <DAT or AST "
+                "checkpoint>, video: <ImageNet ViT>}")
+        report = ImportReport(source_name)
+        for stream in streams:
+            target, prefix = (self.audio_encoder, "audio_encoder.") if stream == "audio" else (
+                self.video_encoder, "video_encoder.")
+            part = target.load_pretrained(checkpoint, None if stream == "audio" else ("video",), head, source_name)
+            report.loaded += [prefix + k for k in part.loaded]
+            report.resized += [prefix + k for k in part.resized]
+            report.ignored += part.ignored
+        return report
 
     def forward(self, feats=None, lengths=None, frames=None):
         """Audio then video embedding, for the modalities given."""
@@ -368,3 +475,23 @@ def audio_visual_encoder(audio_stream="mbt", audio_options=None, **mbt_options):
     if audio_stream == "ast":
         audio["target_length"] = mbt_options.get("audio_frames", 800)
     return LateFusion(audio_stream, dict(audio, **(audio_options or {})), mbt_options)
+
+
+def _stream_positions(model, modality, patches, family, source_name):
+    """The checkpoint's patch positions ``[1, n, dim]`` on one MBT stream's grid."""
+    dim = patches.shape[-1]
+    if modality == "audio":
+        t_dim = (model.pos_embed["audio"].shape[1] - 1) // model.f_dim
+        if family == "ast":  # AST's overlapping grid: 12 frequency rows (128 bins, stride 10)
+            if patches.shape[1] % 12:
+                raise CheckpointLayoutError(f"{source_name}: {patches.shape[1]} positions are not 12 rows of an AST grid")
+            grid = patches[0].t().reshape(dim, 12, -1)
+            grid = F.interpolate(grid[None], size=(model.f_dim, t_dim), mode="bilinear", align_corners=False)[0]
+        else:
+            grid = adapt_position_embedding(square_grid(patches, source_name), model.f_dim, t_dim)
+        return grid.reshape(dim, -1).t().unsqueeze(0)
+    n_time, side = model.video_grid
+    grid = square_grid(patches, source_name)
+    if grid.shape[-1] != side:
+        grid = F.interpolate(grid[None], size=(side, side), mode="bilinear", align_corners=False)[0]
+    return grid.reshape(dim, -1).t().unsqueeze(0).repeat(1, n_time, 1)

@@ -7,14 +7,13 @@ import os
 import pytest
 import speechbrain as sb
 import torch
+from conftest import ROOT
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.classifier import build_classifier
 from speechbrain_datar.training.brain import AudioClassificationBrain
 from speechbrain_datar.training.recipe import fit_heads_to_labels, load_hparams, warn_if_fine_tuning_rate_from_scratch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_speechbrain_still_wraps_modules_the_way_phase_changes_repeat():
@@ -37,7 +36,7 @@ def labels(*names):
 def test_heads_follow_the_prepared_labels_unless_set():
     head = build_classifier(16, None)
     fit_heads_to_labels(head, {"label": labels("a", "b", "c")})
-    assert head(torch.randn(2, 1, 16)).shape == (2, 1, 3) and head.init_kwargs["n_classes"] == 3
+    assert head(torch.randn(2, 1, 16))["label"].shape == (2, 1, 3) and head.init_kwargs["n_classes"] == 3
     heads = build_classifier(16, heads=["verb", "noun"])
     fit_heads_to_labels(heads, {"verb": labels("x", "y"), "noun": labels("p", "q", "r", "s")})
     assert {k: v.shape[-1] for k, v in heads(torch.randn(1, 1, 16)).items()} == {"verb": 2, "noun": 4}
@@ -47,11 +46,16 @@ def test_heads_follow_the_prepared_labels_unless_set():
         fit_heads_to_labels(build_classifier(16, None), {"verb": labels("x", "y"), "noun": labels("p")})
 
 
-def test_data_set_hparams_files_include_the_model_file():
-    vggsound = load_hparams(os.path.join(ROOT, "hparams", "datar.yaml"), {"data_folder": "/data", "preset": "micro"})
-    kinetics = load_hparams(os.path.join(ROOT, "hparams", "KineticsSounds", "datar.yaml"),
-                            {"data_folder": "/data", "preset": "micro", "valid_ratio": 0.3})
-    epic = load_hparams(os.path.join(ROOT, "hparams", "EpicKitchens100", "ast.yaml"), {"data_folder": "/data", "preset": "micro"})
+def test_data_set_files_go_under_the_model_file_and_the_command_line_over_both():
+    hparams = os.path.join(ROOT, "hparams")
+    vggsound = load_hparams(os.path.join(hparams, "datar.yaml"), {"data_folder": "/data", "preset": "micro"})
+    kinetics = load_hparams(os.path.join(hparams, "datar.yaml"), {"data_folder": "/data", "preset": "micro", "valid_ratio": 0.3},
+                            os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"))
+    epic = load_hparams(os.path.join(hparams, "EpicKitchens100", "ast.yaml"), {"data_folder": "/data", "preset": "micro"},
+                        os.path.join(hparams, "EpicKitchens100", "epic_kitchens.yaml"))
+    mbt = load_hparams(os.path.join(hparams, "mbt.yaml"), {"data_folder": "/data", "preset": "micro"},
+                       os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"))
+    assert mbt["number_of_epochs"] == 50 and mbt["valid_ratio"] == 0.1  # the model's file over the data set's
     assert (vggsound["number_of_epochs"], kinetics["number_of_epochs"], epic["number_of_epochs"]) == (50, 300, 100)
     assert kinetics["valid_ratio"] == 0.3  # the command line wins over the data set's file
     assert vggsound["n_classes"] is None and type(epic["classifier"]).__name__ == "MultiHeadClassifier"

@@ -1,4 +1,4 @@
-"""Hostile or broken input: each gets a clear error or a skip-report entry, and nothing else is lost."""
+"""Preparation on hostile or broken data: each problem gets a clear error or a skip-report entry, nothing else is lost."""
 
 import math
 import os
@@ -6,72 +6,10 @@ import os
 import numpy as np
 import pytest
 import soundfile
-import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.inference.classifiers import EncoderClassifier
-from speechbrain.lobes.features import Fbank
+from conftest import RECIPES
 
-from speechbrain_datar.dataio.normalization import DatasetNormalization
-from speechbrain_datar.inference.sliding_window import SlidingWindowEmbedding, sliding_window_embeddings
-from speechbrain_datar.lobes.models.datar import DATAR
-from speechbrain_datar.nnet.classifier import Classifier
 from speechbrain_datar.nnet.deformable_attention import bilinear_sample
-from speechbrain_datar.pretrained.export import export_classifier
-
-FEATURES = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A micro DATAR exported with 1 s windows, 0.5 s hop, 3 windows per encoder call."""
-    torch.manual_seed(0)
-    folder = str(tmp_path_factory.mktemp("export") / "model")
-    labels = CategoricalEncoder()
-    labels.update_from_iterable(["a", "b", "c"])
-    encoder = DATAR("micro", n_mels=32, reference_frames=101).eval()
-    export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 3).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
-                      feature_options=FEATURES, window_frames=101, hop_frames=50, max_windows=3)
-    return folder
-
-
-def load(folder, tmp_path):
-    return EncoderClassifier.from_hparams(source=folder, savedir=str(tmp_path / "loaded"))
-
-
-# ------------------------------------------------------------------ item 3: memory bounded by windows
-def test_long_files_are_embedded_a_few_windows_at_a_time_with_the_whole_file_result(exported, tmp_path):
-    classifier = load(exported, tmp_path)
-    windows = classifier.mods.embedding_model
-    calls = []
-    windows.encoder.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
-    wav = 0.1 * torch.randn(1, 16000 * 30)  # 30 s: 59 windows
-    with torch.no_grad():
-        log_probs = classifier.classify_batch(wav)[0]
-        # the same windows from features of the whole file, all at once
-        feats = windows.normalizer(Fbank(**FEATURES)(wav), torch.ones(1))
-        whole, valid = sliding_window_embeddings(windows.encoder, feats, None, 101, 50)
-        expected = classifier.mods.classifier(whole)
-    chunked = calls[:-1]  # the last call is the whole-file computation
-    assert valid.shape == (1, 59) and len(chunked) == math.ceil(59 / 3)
-    assert max(shape[0] for shape in chunked) <= 3  # never more than max_windows windows at once
-    assert torch.allclose(log_probs, expected[:, 0], atol=1e-5)
-
-
-def test_recipe_evaluation_embeds_windows_in_chunks():
-    sizes = []
-
-    def encoder(x, lengths):
-        sizes.append(x.shape[0])
-        return x.mean(dim=1, keepdim=True)
-
-    feats = torch.randn(2, 1000, 4)
-    chunked, valid = sliding_window_embeddings(encoder, feats, torch.tensor([1.0, 0.5]), 100, 50, max_windows=4)
-    assert max(sizes) <= 4 and valid.sum().tolist() == 19 + 9
-    assert torch.allclose(chunked, sliding_window_embeddings(encoder, feats, torch.tensor([1.0, 0.5]), 100, 50)[0])
 
 
 # ------------------------------------------------------------------ item 4: NaN and inf
@@ -80,44 +18,6 @@ def test_the_sampler_never_indexes_out_of_range():
     positions = torch.tensor([[[math.nan, 1.0], [1.0, math.inf], [-math.inf, 2.0], [1.0, 2.0]]] * 2)
     out = bilinear_sample(fmap, positions)
     assert torch.equal(out[:, 3], fmap[:, 1, 2]) and torch.all(out[:, 0] == 0)
-
-
-def test_non_finite_input_reaches_the_loss_and_speechbrain_handles_it():
-    hparams = load_hyperpyyaml("""
-model: !new:speechbrain_datar.lobes.models.datar.DATAR
-    preset: micro
-    n_mels: 16
-head: !new:speechbrain_datar.nnet.classifier.Classifier
-    input_size: 128
-    n_classes: 2
-modules:
-    model: !ref <model>
-    head: !ref <head>
-""")
-
-    class Diverging(sb.Brain):
-        def compute_forward(self, batch, stage):
-            return self.modules.head(self.modules.model(batch.feats.data))
-
-        def compute_objectives(self, predictions, batch, stage):
-            return sb.nnet.losses.nll_loss(predictions, batch.label.unsqueeze(1))
-
-    nan_feats = torch.randn(20, 16)
-    nan_feats[3, 5] = math.nan
-    data = DynamicItemDataset({str(i): {"feats": nan_feats, "label": i % 2} for i in range(8)},
-                              output_keys=["id", "feats", "label"])
-    brain = Diverging(modules=hparams["modules"], opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
-                      run_opts={"device": "cpu"})
-    with pytest.raises(ValueError, match="Loss is not finite"):  # SpeechBrain's patience, not an IndexError
-        brain.fit(range(1), data, train_loader_kwargs={"batch_size": 2})
-
-
-def test_the_interface_refuses_non_finite_audio(exported, tmp_path):
-    classifier = load(exported, tmp_path)
-    wav = 0.1 * torch.randn(1, 16000)
-    wav[0, 100] = math.inf
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        classifier.classify_batch(wav)
 
 
 def test_preparation_counts_non_finite_clips(tmp_path):
@@ -130,83 +30,6 @@ def test_preparation_counts_non_finite_clips(tmp_path):
     with pytest.raises(ClipProblem) as problem:
         inspect_clip(path)
     assert problem.value.reason == "non_finite"
-
-
-# ------------------------------------------------------------------ item 5: empty and too-short input
-@pytest.mark.parametrize("samples", [0, 150])
-def test_the_interface_refuses_empty_or_too_short_audio(exported, tmp_path, samples):
-    classifier = load(exported, tmp_path)
-    path = str(tmp_path / "short.wav")
-    soundfile.write(path, np.full(samples, 0.1, dtype=np.float32), 16000)
-    with pytest.raises(ValueError, match="too short to classify: at least 400"):
-        classifier.classify_file(path)
-    assert classifier.classify_batch(0.1 * torch.randn(1, 400))[3][0] in {"a", "b", "c"}
-
-
-def test_a_short_clip_padded_in_a_batch_is_measured_by_its_length():
-    windows = SlidingWindowEmbedding(torch.nn.Identity(), 10, 10, features=Fbank(**FEATURES), min_samples=400)
-    with pytest.raises(ValueError, match="audio of 200 samples"):
-        windows.check_waveforms(torch.randn(2, 1000), torch.tensor([1.0, 0.2]))
-
-
-# ------------------------------------------------------------------ item 1: checkpoints cannot run code
-class _Payload:
-    """Unpickling this creates the folder ``marker``: what a crafted checkpoint could do with any code."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (self.marker,)
-
-
-def test_a_checkpoint_that_would_run_code_is_refused_unopened(tmp_path):
-    from dat_v1_reference import make_dat_state_dict
-
-    from speechbrain_datar.pretrained.checkpoint_import import CheckpointLayoutError, init_from
-
-    marker = tmp_path / "code_ran"
-    path = str(tmp_path / "dat_tiny_in1k.pth")
-    torch.save({"model": make_dat_state_dict(), "payload": _Payload(str(marker))}, path)
-    with pytest.raises(CheckpointLayoutError, match=r"holds posix\.mkdir, not only tensors") as error:
-        init_from(DATAR("tiny"), path)
-    assert "weights_only=False" in str(error.value) and "weights.pth" in str(error.value)
-    assert not marker.exists()
-    # the same weights without the payload import as before
-    clean = str(tmp_path / "clean.pth")
-    torch.save({"model": make_dat_state_dict()}, clean)
-    assert init_from(DATAR("tiny"), clean).initialised == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
-
-
-# ------------------------------------------------------------------ item 9: a two-head export in EncoderClassifier
-def test_encoder_classifier_on_a_two_head_export_says_which_interface_to_use(tmp_path):
-    from speechbrain_datar.inference.interfaces import MultiHeadAudioClassifier
-    from speechbrain_datar.nnet.classifier import MultiHeadClassifier
-
-    encoders = {}
-    for key, names in (("verb", ["take", "open"]), ("noun", ["tap", "cup", "pan"])):
-        encoders[key] = CategoricalEncoder()
-        encoders[key].update_from_iterable(names)
-    encoder = DATAR("micro", n_mels=32, reference_frames=101).eval()
-    folder = export_classifier(str(tmp_path / "epic"), encoder=encoder,
-                               head=MultiHeadClassifier(encoder.embedding_dim, {"verb": 2, "noun": 3}).eval(),
-                               normalizer=DatasetNormalization(), label_encoders=encoders, feature_options=FEATURES,
-                               window_frames=101, hop_frames=50)
-    wav = 0.1 * torch.randn(1, 16000)
-    with pytest.raises(TypeError, match="several heads \\(verb, noun\\).*MultiHeadAudioClassifier"):
-        EncoderClassifier.from_hparams(source=folder, savedir=str(tmp_path / "a")).classify_batch(wav)
-    out = MultiHeadAudioClassifier.from_hparams(source=folder, savedir=str(tmp_path / "b")).classify_batch(wav)
-    assert out["verb"][3][0] in {"take", "open"} and out["noun"][3][0] in {"tap", "cup", "pan"}
-
-
-def test_a_resumed_run_logs_each_epoch_once(tmp_path):
-    from speechbrain_datar.training.metrics import drop_unsaved_epochs
-
-    log = tmp_path / "train_log.txt"
-    log.write_text("epoch: 1, lr: 1.00e-03 - train loss: 2.0\nepoch: 2, lr: 1.00e-03 - train loss: 1.5\n")
-    assert drop_unsaved_epochs(str(log), 1) == 1  # epoch 2 was logged, then killed before its checkpoint
-    assert log.read_text() == "epoch: 1, lr: 1.00e-03 - train loss: 2.0\n"
-    assert drop_unsaved_epochs(str(log), 5) == 0
 
 
 # ------------------------------------------------------------------ items 2, 6, 7: preparation
@@ -226,7 +49,7 @@ def vggsound_folder(folder, rows, bom=False):
 def prepare_vgg(folder):
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "VGGSound"))
+    sys.path.insert(0, os.path.join(RECIPES, "VGGSound"))
     from vggsound_prepare import prepare_vggsound
 
     from speechbrain_datar.dataio.prepare import prepare_dataset
@@ -302,32 +125,6 @@ def test_a_clip_that_disappears_after_preparation_is_skipped_with_a_warning(tmp_
     assert all(item["sig"].shape[0] == 8000 for item in datasets["train"])
 
 
-# ------------------------------------------------------------------ item 8: a full disk
-def test_a_full_disk_is_named_while_the_checkpoints_stay_intact(tmp_path, monkeypatch):
-    import speechbrain.utils.checkpoints
-
-    from speechbrain_datar.errors import DiskFullError
-    from speechbrain_datar.training.checkpoints import CrashSafeCheckpointer
-
-    model = torch.nn.Linear(2, 2)
-    checkpointer = CrashSafeCheckpointer(str(tmp_path), recoverables={"model": model})
-    checkpointer.save_checkpoint(meta={"epoch": 1})
-    saved = model.weight.detach().clone()
-
-    def full(*args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6144 vs 5997")
-
-    monkeypatch.setattr(speechbrain.utils.checkpoints.torch, "save", full)
-    with pytest.raises(DiskFullError, match=f"no space left on {tmp_path}"):
-        checkpointer.save_checkpoint(meta={"epoch": 2})
-    monkeypatch.undo()
-    assert [c.meta["epoch"] for c in checkpointer.list_checkpoints()] == [1]
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    checkpointer.recover_if_possible()
-    assert torch.equal(model.weight, saved)
-
-
 def test_a_full_disk_during_preparation_is_named_and_nothing_is_marked_prepared(tmp_path, monkeypatch):
     import errno
 
@@ -353,7 +150,7 @@ def _recipe_module(folder, name):
     import importlib
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", folder))
+    sys.path.insert(0, os.path.join(RECIPES, folder))
     return importlib.import_module(name)
 
 

@@ -1,4 +1,4 @@
-"""Multi-label tagging: metrics against scikit-learn, the loss, and the official annotation layouts."""
+"""The multi-label recipes: the official FSD50K and AudioSet annotation layouts, and FSD50K trained end to end."""
 
 import csv
 import json
@@ -7,55 +7,15 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, roc_auc_score
+from conftest import RECIPES
 
 from speechbrain_datar.dataio.prepare import write_prepared
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.dataio.synthetic import make_fsd50k_like
-from speechbrain_datar.nnet.classifier import binary_cross_entropy
-from speechbrain_datar.training.metrics import TaggingMetrics, d_prime
 
-RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 sys.path.extend([os.path.join(RECIPES, "FSD50K"), os.path.join(RECIPES, "AudioSet")])
 from audioset_prepare import prepare_audioset, read_class_labels, read_segments  # noqa: E402
 from fsd50k_prepare import prepare_fsd50k, read_ground_truth, read_vocabulary  # noqa: E402
-
-
-def test_map_auc_and_d_prime_agree_with_scikit_learn():
-    """Random scores with ties (rounded), a class without positives and one without negatives."""
-    rng = np.random.default_rng(0)
-    targets = (rng.random((200, 7)) < [0.05, 0.1, 0.3, 0.5, 0.8, 0.0, 1.0]).astype(np.float32)
-    scores = (np.round(rng.random((200, 7)) * 0.6 + 0.4 * targets, 2) + 0.001).astype(np.float32)
-    metrics = TaggingMetrics(7)
-    for part in np.array_split(np.arange(200), 3):
-        metrics.append([f"c{i}" for i in part], torch.from_numpy(np.log(scores[part])), torch.from_numpy(targets[part]))
-    per_class = metrics.per_class()
-    for c in range(7):
-        if targets[:, c].any():
-            assert per_class["AP"][c] == pytest.approx(average_precision_score(targets[:, c], scores[:, c]), abs=1e-6)
-        if 0 < targets[:, c].sum() < 200:
-            assert per_class["AUC"][c] == pytest.approx(roc_auc_score(targets[:, c], scores[:, c]), abs=1e-6)
-    scored_ap = [c for c in range(7) if targets[:, c].any()]
-    scored_auc = [c for c in range(7) if 0 < targets[:, c].sum() < 200]
-    summary = metrics.summarize()
-    assert summary["mAP"] == pytest.approx(average_precision_score(targets[:, scored_ap], scores[:, scored_ap]),
-                                           abs=1e-6)
-    assert summary["AUC"] == pytest.approx(roc_auc_score(targets[:, scored_auc], scores[:, scored_auc]), abs=1e-6)
-    assert summary["d_prime"] == pytest.approx(np.sqrt(2) * __import__("scipy").stats.norm.ppf(summary["AUC"]))
-    assert metrics.unscored == 1
-    frequencies = targets[:, scored_ap].mean(axis=0)
-    assert metrics.label_frequency_baseline() == pytest.approx(frequencies.mean())
-    assert d_prime(0.5) == pytest.approx(0.0)
-
-
-def test_binary_cross_entropy_of_log_sigmoids_equals_torchs_on_logits():
-    logits = torch.randn(8, 1, 5) * 30  # confident outputs too
-    targets = torch.rand(8, 1, 5)  # soft targets, as mixup makes them
-    expected = F.binary_cross_entropy_with_logits(logits, targets)
-    got = binary_cross_entropy(F.logsigmoid(logits), targets)
-    assert torch.isfinite(got) and torch.allclose(got, expected, rtol=1e-3, atol=2e-5)
 
 
 def write_csv(path, rows, header=None):
@@ -193,26 +153,6 @@ def test_fsd50k_recipe_tags_the_generated_set_and_finds_when(tmp_path):
 ONSET_TOLERANCE = 0.5
 
 
-def test_the_clips_logits_are_the_mean_of_its_columns_logits():
-    """Why DATAR's final-map columns are a timeline: its clip embedding is their mean and its head is linear
-    up to the sigmoid. Checked on a clip that fills whole columns and on one that does not."""
-    from speechbrain_datar.inference.timeline import column_log_probs
-    from speechbrain_datar.lobes.models.datar import DATAR
-    from speechbrain_datar.nnet.classifier import Classifier
-    from conftest import randomise_offsets
-
-    encoder = randomise_offsets(DATAR("micro", n_mels=32)).eval()
-    head = Classifier(encoder.embedding_dim, 4, multi_label=True).eval()
-    with torch.no_grad():
-        for frames in (128, 150):
-            feats = torch.randn(1, frames, 32)
-            clip = head(encoder(feats))[0, 0]
-            columns = column_log_probs(encoder, head, feats)[0]
-            assert columns.shape == (-(-frames // 32), 4)
-            to_logit = lambda lp: lp - torch.log(-torch.expm1(lp))  # noqa: E731
-            assert torch.allclose(to_logit(columns).mean(dim=0), to_logit(clip), atol=1e-4)
-
-
 def test_audioset_preparation_counts_missing_clips_and_keeps_every_label(tmp_path):
     import soundfile
 
@@ -234,56 +174,3 @@ def test_audioset_preparation_counts_missing_clips_and_keeps_every_label(tmp_pat
     assert {k: v["labels"] for k, v in data.train.items()} == {
         "train0_0": ["Male speech, man speaking", "Speech"], "train1_10": ["Dog"], "train2_20": ["Dog", "Speech"]}
     assert {k: v["labels"] for k, v in data.test.items()} == {"eval0_0": ["Dog"], "eval1_0": ["Speech"]}
-
-
-def test_balanced_sampling_draws_rare_classes_as_often_as_common_ones(tmp_path):
-    """AudioSet's weighted sampler: 18 clips of a common class, 2 of a rare one; drawn with the weights,
-    each class appears in about half of the draws (shuffling would give the rare one 10%)."""
-    import speechbrain as sb
-
-    from speechbrain_datar.training.recipe import train_loader_options
-
-    entries = {f"c{i}": {"labels": ["common"] if i < 18 else ["rare"]} for i in range(20)}
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps(entries))
-    dataset = sb.dataio.dataset.DynamicItemDataset.from_json(str(path), output_keys=["id"])
-    hparams = {"train_dataloader_opts": {"batch_size": 4, "shuffle": True}, "balanced_sampling": True, "seed": 3}
-    options = train_loader_options(hparams, dataset, ("labels",))
-    assert options["shuffle"] is False and len(options["sampler"]) == 20
-    draws = [index for epoch in range(50) for index in (options["sampler"].set_epoch(epoch) or options["sampler"])]
-    rare = sum(index >= 18 for index in draws) / len(draws)
-    assert 0.4 < rare < 0.6
-    assert train_loader_options(dict(hparams, balanced_sampling=False), dataset, ("labels",)) == \
-        hparams["train_dataloader_opts"]
-
-
-@pytest.mark.parametrize("heads", [{"label": 3}, {"verb": 3, "noun": 4}])
-@pytest.mark.parametrize("method", ["windows", "columns"])
-def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
-    """Single-label and multi-head models (random weights): rows cover the file at the stated resolution."""
-    import soundfile
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    from speechbrain_datar.dataio.normalization import DatasetNormalization
-    from speechbrain_datar.inference.interfaces import AudioClassifier, MultiHeadAudioClassifier
-    from speechbrain_datar.lobes.models.datar import DATAR
-    from speechbrain_datar.nnet.classifier import build_classifier
-    from speechbrain_datar.pretrained.export import export_classifier
-
-    encoders = {}
-    for key, n in heads.items():
-        encoders[key] = CategoricalEncoder()
-        encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
-    encoder = DATAR("micro", n_mels=32, reference_frames=201).eval()
-    head = build_classifier(128, heads=heads if len(heads) > 1 else None, n_classes=heads.get("label")).eval()
-    export_classifier(str(tmp_path / "m"), encoder=encoder, head=head, normalizer=DatasetNormalization(-5.0, 3.0),
-                      label_encoders=encoders, feature_options={"sample_rate": 16000, "n_mels": 32},
-                      window_frames=201, hop_frames=96)
-    path = str(tmp_path / "clip.wav")
-    soundfile.write(path, 0.1 * np.random.default_rng(0).standard_normal(16000 * 5), 16000)
-    interface = AudioClassifier if len(heads) == 1 else MultiHeadAudioClassifier
-    model = interface.from_hparams(source=str(tmp_path / "m"), savedir=str(tmp_path / "l"))
-    result = model.timeline(path, threshold=0.0, method=method)
-    for key, (probs, resolution, found) in (result.items() if len(heads) > 1 else [("label", result)]):
-        assert probs.shape[1] == heads[key] and abs(probs.shape[0] * resolution - 5.0) < 1.0
-        assert {label for _, _, label, _ in found} == set(encoders[key].lab2ind)  # threshold 0: every class

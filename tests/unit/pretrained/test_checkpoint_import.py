@@ -1,4 +1,5 @@
-"""Importing DAT, ViT/DeiT and AST checkpoints: same function, clear errors on the wrong layout."""
+"""Importing DAT, ViT/DeiT and AST checkpoints (each model's ``load_pretrained``, ``init_from`` for any model):
+the same functions, clear errors on the wrong layout."""
 
 import pytest
 import torch
@@ -9,11 +10,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.classifier import Classifier
-from speechbrain_datar.pretrained.checkpoint_import import (
-    CheckpointLayoutError,
-    import_ast,
-    import_dat,
-)
+from speechbrain_datar.pretrained.checkpoint_import import CheckpointLayoutError
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +24,7 @@ def datar_for_imagenet(convention="dat_v1"):
 
 def test_imported_datar_tiny_reproduces_dat_t(dat_state):
     model = datar_for_imagenet()
-    report = import_dat(model, {"model": dat_state})
+    report = model.load_pretrained({"model": dat_state})
     assert report.initialised == [] and "patch_proj.weight" in report.resized
     assert set(report.ignored) >= {"cls_head.weight", "cls_head.bias"}
     image = torch.randn(2, 224, 224)
@@ -37,7 +34,7 @@ def test_imported_datar_tiny_reproduces_dat_t(dat_state):
     assert torch.allclose(ours, expected, atol=1e-4, rtol=1e-4)
     # the default token grid convention is a different (batch-independent) sampling: it drifts
     token = datar_for_imagenet("token")
-    import_dat(token, dat_state)
+    token.load_pretrained(dat_state)
     with torch.no_grad():
         drift = (token(image.transpose(1, 2))[:, 0] - expected).norm() / expected.norm()
     assert 1e-3 < drift.item() < 0.5
@@ -45,7 +42,7 @@ def test_imported_datar_tiny_reproduces_dat_t(dat_state):
 
 def test_spectrogram_shaped_datar_gets_resized_tables(dat_state):
     model = DATAR("tiny")  # 128 mel x 1024 frames: 8 x 64 and 4 x 32 maps in the deformable stages
-    report = import_dat(model, dat_state)
+    report = model.load_pretrained(dat_state)
     assert "stages.2.1.attn.rpe_table" in report.resized
     assert report.initialised == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
     table = model.stages[2][1].attn.rpe_table
@@ -63,18 +60,18 @@ def test_dat_layout_problems_are_named(dat_state):
     broken = dict(dat_state)
     del broken["stages.2.attns.1.proj_k.weight"]
     with pytest.raises(CheckpointLayoutError, match="missing from the checkpoint: stages.2.1.attn.proj_k.weight"):
-        import_dat(datar_for_imagenet(), broken)
+        datar_for_imagenet().load_pretrained(broken)
     extra = dict(dat_state, **{"stages.9.attns.0.proj_qkv.weight": torch.zeros(1)})
     with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: stages.9.attns.0.proj_qkv.weight"):
-        import_dat(datar_for_imagenet(), extra)
+        datar_for_imagenet().load_pretrained(extra)
     with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*down_projs\.0\.0\.weight \(192, 96, 2, 2\) -> stages\.1\.downsample\.weight \(256, 128, 2, 2\)"):
-        import_dat(DATAR("base", n_mels=224, reference_frames=224), dat_state)
+        DATAR("base", n_mels=224, reference_frames=224).load_pretrained(dat_state)
     with pytest.raises(CheckpointLayoutError, match="missing from the checkpoint: stages.2.10.attn"):
-        import_dat(DATAR("small", n_mels=224, reference_frames=224), dat_state)  # DAT-S has 18 blocks in stage 3
+        DATAR("small", n_mels=224, reference_frames=224).load_pretrained(dat_state)  # DAT-S has 18 blocks in stage 3
     with pytest.raises(CheckpointLayoutError, match="deformable in one model"):
-        import_dat(DATAR("tiny", deformable=False), dat_state)
+        DATAR("tiny", deformable=False).load_pretrained(dat_state)
     with pytest.raises(CheckpointLayoutError, match="not a DAT checkpoint"):
-        import_dat(datar_for_imagenet(), make_ast_state_dict())
+        datar_for_imagenet().load_pretrained(make_ast_state_dict())
 
 
 # ------------------------------------------------------------------------ AST
@@ -134,7 +131,7 @@ def test_imported_official_ast_reproduces_its_outputs():
     sd = make_ast_state_dict()
     model = AST("micro", embed_dim=64, depth=2, num_heads=2).eval()
     head = Classifier(64, 527, input_norm=True).eval()
-    report = import_ast(model, sd, head=head)
+    report = model.load_pretrained(sd, head=head)
     assert report.initialised == [] and "head.out.weight" in report.loaded
     fbank = torch.randn(2, 1024, 128)
     with torch.no_grad():
@@ -153,7 +150,7 @@ def test_imagenet_vit_is_adapted_to_the_spectrogram_grid():
     block = AST("micro", embed_dim=64, depth=1, num_heads=2).state_dict()
     vit.update({k: torch.randn(v.shape, generator=g) for k, v in block.items() if k.startswith("blocks.")})
     model = AST("micro", embed_dim=64, depth=1, num_heads=2)
-    report = import_ast(model, vit)
+    report = model.load_pretrained(vit)
     assert {"patch_embed.weight", "pos_embed", "dist_token"} <= set(report.resized)
     assert torch.allclose(model.patch_embed.weight, vit["patch_embed.proj.weight"].sum(1, keepdim=True))
     grid = model.pos_embed[0, 2:].reshape(12, 101, dim)
@@ -167,13 +164,13 @@ def test_imagenet_vit_is_adapted_to_the_spectrogram_grid():
 def test_ast_layout_problems_are_named():
     sd = make_ast_state_dict()
     with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*v\.blocks\.0\.attn\.qkv\.weight \(192, 64\) -> blocks\.0\.attn\.qkv\.weight \(96, 32\)"):
-        import_ast(AST("micro", embed_dim=32, depth=2, num_heads=2), sd)
+        AST("micro", embed_dim=32, depth=2, num_heads=2).load_pretrained(sd)
     with pytest.raises(CheckpointLayoutError, match="12 x 50"):
-        import_ast(AST("micro", embed_dim=64, depth=2, num_heads=2, target_length=512), sd)
+        AST("micro", embed_dim=64, depth=2, num_heads=2, target_length=512).load_pretrained(sd)
     with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: v.blocks.1"):
-        import_ast(AST("micro", embed_dim=64, depth=1, num_heads=2), sd)
+        AST("micro", embed_dim=64, depth=1, num_heads=2).load_pretrained(sd)
     with pytest.raises(CheckpointLayoutError, match="neither a ViT nor an AST"):
-        import_ast(AST("micro"), make_dat_state_dict())
+        AST("micro").load_pretrained(make_dat_state_dict())
 
 
 def test_init_from_works_in_hyperpyyaml(dat_state, tmp_path):
@@ -216,11 +213,10 @@ def micro_mbt(**kwargs):
 
 
 def test_imagenet_vit_fills_both_mbt_streams():
-    from speechbrain_datar.pretrained.checkpoint_import import import_mbt
 
     vit = make_vit_state_dict()
     mbt = micro_mbt(tubelet=2)
-    report = import_mbt(mbt, vit)
+    report = mbt.load_pretrained(vit)
     assert report.initialised == ["bottleneck"] and set(report.ignored) == {"head.weight", "head.bias"}
     rgb = vit["patch_embed.proj.weight"]
     assert torch.equal(mbt.tokenizers["audio"].proj.weight, rgb.sum(1, keepdim=True))
@@ -245,7 +241,7 @@ def test_imagenet_vit_fills_both_mbt_streams():
 
 def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
     from speechbrain_datar.lobes.models.mbt import LateFusion
-    from speechbrain_datar.pretrained.checkpoint_import import import_mbt, init_from
+    from speechbrain_datar.pretrained.checkpoint_import import init_from
 
     ast, vit = make_ast_state_dict(dim=32, depth=4), make_vit_state_dict()
     torch.save(ast, tmp_path / "ast.pth")
@@ -267,13 +263,13 @@ def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
     fresh = micro_mbt()
     fresh.load_state_dict(before)
     with pytest.raises(CheckpointLayoutError, match="can fill the audio stream only"):
-        import_mbt(fresh, ast, streams=("audio", "video"))
+        fresh.load_pretrained(ast, streams=("audio", "video"))
     with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: blocks.4"):
-        import_mbt(fresh, make_vit_state_dict(depth=5))
+        fresh.load_pretrained(make_vit_state_dict(depth=5))
     with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*blocks\.0\.attn\.qkv\.weight \(192, 64\)"):
-        import_mbt(fresh, make_vit_state_dict(dim=64))
+        fresh.load_pretrained(make_vit_state_dict(dim=64))
     with pytest.raises(CheckpointLayoutError, match="neither a ViT nor an AST"):
-        import_mbt(fresh, make_dat_state_dict())
+        fresh.load_pretrained(make_dat_state_dict())
     assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
     # DATAR users get sight too: a DAT checkpoint for the audio encoder, a ViT for the visual stream
     fused = LateFusion("datar", {"preset": "tiny", "n_mels": 32}, {"preset": "micro", "n_frames": 2, "image_size": 32})
@@ -283,3 +279,12 @@ def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
     report = init_from(fused, {"audio": str(tmp_path / "dat.pth"), "video": str(tmp_path / "vit.pth")})
     assert "audio_encoder.stages.2.1.attn.proj_q.weight" in report.loaded
     assert torch.equal(fused.video_encoder.blocks["video"][1].norm1.bias, vit["blocks.1.norm1.bias"])
+
+
+def test_the_importers_of_version_0_2_still_work_and_say_where_they_went(dat_state):
+    from speechbrain_datar.pretrained.checkpoint_import import import_dat
+
+    model = datar_for_imagenet()
+    with pytest.warns(DeprecationWarning, match="model.load_pretrained"):
+        report = import_dat(model, dat_state)
+    assert report.to_dict() == datar_for_imagenet().load_pretrained(dat_state).to_dict()

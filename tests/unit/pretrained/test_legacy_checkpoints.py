@@ -13,11 +13,10 @@ import shutil
 
 import pytest
 import torch
+from conftest import TEST_DATA as DATA
 from speechbrain.inference.classifiers import EncoderClassifier
 
 from speechbrain_datar.lobes.models.datar import DATAR
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 @pytest.mark.parametrize("model", ["datar", "ast"])

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -44,7 +43,8 @@ class ClassificationBrain(sb.Brain):
         return self.modules.classifier(embeddings)
 
     def compute_objectives(self, predictions, batch, stage):
-        return sb.nnet.losses.nll_loss(predictions, batch.label.unsqueeze(1))
+        # the head owns its loss (its output is {"label": log_probs})
+        return self.modules.classifier.loss(predictions, {"label": batch.label})
 
 
 def make_dataset(n_per_class=6):
@@ -70,7 +70,7 @@ def test_datar_trains_inside_a_speechbrain_brain(tmp_path):
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=12)
     with torch.no_grad():
         batch = next(iter(loader))
-        predictions = brain.compute_forward(batch, sb.Stage.TEST)
+        predictions = brain.compute_forward(batch, sb.Stage.TEST)["label"]
     assert predictions.shape == (12, 1, 2)
     accuracy = (predictions.argmax(-1).squeeze(1) == batch.label).float().mean().item()
     assert accuracy == 1.0

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
-import speechbrain_datar.dataio.decoding as decoding
+from conftest import HELPERS as HERE
 from hostile_media import (
     make_huge_frame_video,
     make_stride_zero_checkpoint,
@@ -30,6 +29,8 @@ from hostile_media import (
     make_wav,
     make_zip_bomb_checkpoint,
 )
+
+import speechbrain_datar.dataio.decoding as decoding
 from speechbrain_datar.dataio.audio import inspect_clip, load_clip
 from speechbrain_datar.dataio.decoding import open_audio
 from speechbrain_datar.dataio.problems import ClipProblem
@@ -37,7 +38,6 @@ from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.synthetic import write_video
 from speechbrain_datar.dataio.video import read_video_frames
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 #: name -> (encoder, container, rate, channels, encoder options)
 CONTAINERS = {
     "AAC in mp4": ("aac", ".mp4", 44100, 1, {"aac_pns": "0"}),
@@ -240,7 +240,7 @@ def test_bit_flipped_files_give_a_counted_reason_never_another_error(tmp_path, n
             damaged[position] ^= 1 << int(rng.integers(0, 8))
         broken = str(tmp_path / f"flipped{trial}{CONTAINERS[name][1]}")
         open(broken, "wb").write(damaged)
-        for read in (lambda: inspect_clip(broken, need_video=True), lambda: load_clip(broken, 16000, 0.5, 1.5)):
+        for read in (lambda p=broken: inspect_clip(p, need_video=True), lambda p=broken: load_clip(p, 16000, 0.5, 1.5)):
             try:
                 read()
             except ClipProblem:

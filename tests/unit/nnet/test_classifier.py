@@ -17,8 +17,8 @@ epic_heads: !new:speechbrain_datar.nnet.classifier.MultiHeadClassifier
 """
     )
     emb = torch.randn(4, 1, 16)
-    out = hparams["classifier"](emb)
-    assert out.shape == (4, 1, 5)
+    out = hparams["classifier"](emb)["label"]
+    assert list(hparams["classifier"](emb)) == ["label"] and out.shape == (4, 1, 5)
     assert torch.allclose(out.exp().sum(-1), torch.ones(4, 1), atol=1e-6)
     heads = hparams["epic_heads"](emb)
     assert {k: v.shape for k, v in heads.items()} == {"verb": (4, 1, 3), "noun": (4, 1, 7)}

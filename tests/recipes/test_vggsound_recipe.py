@@ -11,15 +11,16 @@ import sys
 
 import pytest
 import torch
-from conftest import kill_after_first_checkpoint
+from conftest import (
+    ROOT,  # noqa: E402
+    kill_after_first_checkpoint,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
 HPARAMS = os.path.join(ROOT, "hparams", "datar.yaml")
 sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-pytestmark = pytest.mark.slow
 
 TINY = {
     "preset": "micro",
@@ -73,6 +74,7 @@ def trained(data_folder, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_recipe_writes_manifests_checkpoints_logs_and_reports(trained):
     save = os.path.join(trained, "save")
     for name in ("train.json", "valid.json", "test.json", "label_encoder.txt", "norm_stats.json", "prepare_report.json"):
@@ -93,6 +95,7 @@ def test_recipe_writes_manifests_checkpoints_logs_and_reports(trained):
     assert exported == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "test_metrics.json"]
 
 
+@pytest.mark.slow
 def test_encoder_classifier_predicts_what_the_recipe_measured(trained, tmp_path):
     from speechbrain.inference.classifiers import EncoderClassifier
 
@@ -111,6 +114,7 @@ def test_encoder_classifier_predicts_what_the_recipe_measured(trained, tmp_path)
     assert emb.shape == (2, 1, 128)
 
 
+@pytest.mark.slow
 def test_long_files_are_classified_by_averaged_sliding_windows(trained, tmp_path):
     import soundfile
     from speechbrain.inference.classifiers import EncoderClassifier
@@ -124,7 +128,7 @@ def test_long_files_are_classified_by_averaged_sliding_windows(trained, tmp_path
     path = str(tmp_path / "long.wav")
     soundfile.write(path, long_wav.numpy(), 16000)
     out_prob, _, _, label = classifier.classify_file(path)
-    windows = classifier.mods.embedding_model.window_valid
+    windows = classifier.encode_batch(long_wav.unsqueeze(0)).valid
     assert windows.shape[1] == 7 and windows.all()  # 4 s, 1 s windows, 0.5 s hop
     assert torch.allclose(out_prob.exp().sum(-1), torch.ones(1), atol=1e-5)
     # a batch of a long and a short file: the short one has only its own window
@@ -133,10 +137,11 @@ def test_long_files_are_classified_by_averaged_sliding_windows(trained, tmp_path
     batch[0], batch[1, : short.shape[0]] = long_wav, short
     probs, _, _, _ = classifier.classify_batch(batch, torch.tensor([1.0, short.shape[0] / long_wav.shape[0]]))
     alone, _, _, _ = classifier.classify_batch(short.unsqueeze(0))
-    assert classifier.mods.embedding_model.window_valid.sum().item() == 1
+    assert classifier.encode_batch(short.unsqueeze(0)).valid.sum().item() == 1
     assert torch.allclose(probs[1], alone[0], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_visualisation_command_writes_a_png(trained, tmp_path):
     with open(os.path.join(trained, "save", "test.json")) as f:
         path = next(iter(json.load(f).values()))["path"]
@@ -151,6 +156,7 @@ def test_visualisation_command_writes_a_png(trained, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(data_folder, tmp_path):
     out = str(tmp_path / "exp")
     epochs = 12
@@ -167,6 +173,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(data_folder, tmp_path)
     assert logged[-1] == epochs and sorted(set(logged)) == list(range(1, epochs + 1))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_end_with_the_same_weights(data_folder, tmp_path):
     """Two gloo processes on CPU, across a coarse-to-fine transition that replaces the patch stem."""
     out = str(tmp_path / "exp")
@@ -193,6 +200,7 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_wrong_number_of_classes_is_a_clear_error(data_folder, tmp_path):
     result = run(command(data_folder, str(tmp_path / "exp"), 1, n_classes=309), cwd=ROOT)
     assert result.returncode != 0
@@ -231,6 +239,7 @@ def test_unknown_test_labels_and_bad_rows_are_reported(tmp_path):
     assert os.path.getmtime(tmp_path / "save" / "train.json") == mtime
 
 
+@pytest.mark.slow
 def test_ast_baseline_runs_on_the_same_recipe(data_folder, tmp_path):
     out = str(tmp_path / "exp")
     cmd = command(data_folder, out, 1)
@@ -242,6 +251,7 @@ def test_ast_baseline_runs_on_the_same_recipe(data_folder, tmp_path):
     assert logged_epochs(out) == [1]
 
 
+@pytest.mark.slow
 def test_recipe_starts_from_an_imagenet_checkpoint(data_folder, tmp_path):
     from dat_v1_reference import make_dat_state_dict
 
@@ -258,6 +268,7 @@ def test_recipe_starts_from_an_imagenet_checkpoint(data_folder, tmp_path):
     assert "cls_head.weight" in report["ignored_from_checkpoint"]
 
 
+@pytest.mark.slow
 def test_a_bug_inside_training_keeps_its_traceback(data_folder, tmp_path):
     """Only the project's DataError ends in one line; a RuntimeError inside training propagates whole.
 
@@ -278,6 +289,7 @@ def logged_lr(output_folder):
         return {int(e): lr for e, lr in re.findall(r"^epoch: (\d+), lr: ([0-9.e+-]+)", f.read(), flags=re.M)}
 
 
+@pytest.mark.slow
 def test_warmup_cosine_schedule_resumes_exactly_and_restarts_at_a_phase_change(data_folder, tmp_path):
     schedule = dict(warmup_epochs=1, lr_decay="cosine", compression="avgpool",
                     phases="[{factor: 2, epochs: 2}, {factor: 1, epochs: 2}]")

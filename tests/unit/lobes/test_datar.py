@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import available_devices, randomise_offsets
 from hyperpyyaml import load_hyperpyyaml
 
-from conftest import available_devices, randomise_offsets
 from speechbrain_datar.lobes.models.datar import DATAR, PRESETS
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import LearnableInputAdaptor

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 import soundfile
+from conftest import ROOT
 
 from speechbrain_datar.dataio.prepare import prepare_dataset
 from speechbrain_datar.dataio.synthetic import ESC50_DEMO, make_esc50_like
 from speechbrain_datar.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
 from class_folders_to_esc50 import convert  # noqa: E402
 from esc50_prepare import prepare_esc50  # noqa: E402

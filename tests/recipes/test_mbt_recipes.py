@@ -3,12 +3,16 @@ model that classifies video files (falling back to one modality)."""
 
 import csv
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import soundfile
+import torch
+from conftest import ROOT, kill_after_first_checkpoint
 
 from speechbrain_datar.dataio.synthetic import (
     AUDIO_VISUAL_CLASSES,
@@ -18,7 +22,6 @@ from speechbrain_datar.dataio.synthetic import (
     write_video,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = ["--preset=micro", "--frame_size=32", "--num_workers=0", "--stats_max_clips=16", "--valid_ratio=0.1"]
 #: Settings that train the micro model on the generated set (the paper's SGD at lr 0.5, mixup and
 #: stochastic depth are for ViT-B on real data).
@@ -102,3 +105,32 @@ def test_late_fusion_and_epic_heads_in_their_recipes(tmp_path):
     video = next(iter(json.load(open(os.path.join(out, "save", "test.json"))).values()))["path"]
     heads = model.classify_file(video)
     assert set(heads) == {"verb", "noun"} and heads["verb"].modalities == ("audio", "video")
+
+
+@pytest.mark.slow
+def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
+    """The shared Brain with frames: modality mixup, per-modality losses, coarse-to-fine on the audio stream,
+    and a killed run that resumes in its phase."""
+    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=2, seconds=1.0,
+                              classes=AUDIO_VISUAL_CLASSES, include_bad_clips=False, video=True)
+    out = tmp_path / "exp"
+    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "mbt.yaml"),
+           f"--data_folder={os.path.dirname(data['csv'])}", f"--output_folder={out}", "--preset=micro",
+           "--clip_seconds=1.0", "--frame_size=32", "--n_frames=2", "--batch_size=4", "--lr=0.001", "--num_workers=0",
+           "--valid_ratio=0.25", "--modality_mixup=True", "--stats_max_clips=8",
+           "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]"]
+    kill_after_first_checkpoint(cmd, ROOT, str(out))
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(out / "train_log.txt").read()
+    assert re.findall(r"epoch: (\d+), .*phase: (\d+), factor: (\d+)", log) == [("1", "1", "4"), ("2", "2", "1")]
+    exported = torch.load(out / "pretrained" / "embedding_model.ckpt")
+    assert exported["pos_embed.audio"].shape[1] == 1 + 8 * 6  # 128 mel bins, 101 frames: the full grid again
+    metrics = json.load(open(out / "test_metrics.json"))
+    assert set(metrics) >= {"loss", "top1"} and math.isfinite(metrics["loss"])
+    # one pooled output for two differently mixed modalities has no target: refused, in one line
+    pooled = [arg.replace(str(out), str(tmp_path / "pooled")) for arg in cmd[:-1]]
+    pooled += ["--pooling=mean", "--mixup_alpha=0.3", "--mixup_prob=1.0", "--number_of_epochs=1"]
+    refused = subprocess.run(pooled, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "modality_mixup needs one output per modality" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import randomise_offsets
+
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 
 

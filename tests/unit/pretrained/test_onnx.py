@@ -4,27 +4,29 @@ import json
 import os
 
 import numpy as np
-import onnxruntime
 import pytest
 import soundfile
 import torch
+from conftest import randomise_offsets
 from speechbrain.dataio.encoder import CategoricalEncoder
 
 from speechbrain_datar.dataio.normalization import DatasetNormalization
-from speechbrain_datar.export_onnx import ClassifierGraph, export_onnx, load_exported, main
-from speechbrain_datar.inference.interfaces import AudioClassifier, MultiHeadAudioClassifier
+from speechbrain_datar.inference.interfaces import AudioTagger, MultiHeadAudioClassifier, StreamingClassifier
 from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.classifier import build_classifier
 from speechbrain_datar.pretrained.export import export_classifier
-from conftest import randomise_offsets
+
+onnxruntime = pytest.importorskip("onnxruntime")  # the onnx extra
+pytest.importorskip("onnxscript")
+from speechbrain_datar.pretrained.onnx_export import ClassifierGraph, export_onnx, load_exported, main  # noqa: E402
 
 FEATURES = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
 WINDOW, HOP = 301, 151  # 3 s windows every 1.5 s
 
 
-def exported_folder(root, encoder, heads):
+def exported_folder(root, encoder, heads, multi_label=False, threshold=0.5):
     """A micro model exported as the recipes export, then to ONNX with the command line."""
     torch.manual_seed(0)
     label_encoders = {}
@@ -32,10 +34,11 @@ def exported_folder(root, encoder, heads):
         label_encoders[key] = CategoricalEncoder()
         label_encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
     head = build_classifier(encoder.embedding_dim, heads=heads if len(heads) > 1 else None,
-                            n_classes=None if len(heads) > 1 else next(iter(heads.values())))
+                            n_classes=None if len(heads) > 1 else next(iter(heads.values())), multi_label=multi_label)
     folder = str(root / "model")
     export_classifier(folder, encoder=encoder.eval(), head=head.eval(), normalizer=DatasetNormalization(-5.0, 3.0),
-                      label_encoders=label_encoders, feature_options=FEATURES, window_frames=WINDOW, hop_frames=HOP)
+                      label_encoders=label_encoders, feature_options=FEATURES, window_frames=WINDOW, hop_frames=HOP,
+                      threshold=threshold)
     main([folder])
     return folder
 
@@ -92,7 +95,7 @@ def test_onnxruntime_classifies_as_the_exported_pytorch_model(datar_folder, tmp_
     ``classify_file`` of the PyTorch export (the STFT of onnxruntime differs by float round-off)."""
     path = str(tmp_path / "clip.wav")
     soundfile.write(path, recording(seconds), 16000)
-    eager = AudioClassifier.from_hparams(source=datar_folder, savedir=str(tmp_path / "loaded"))
+    eager = StreamingClassifier.from_hparams(source=datar_folder, savedir=str(tmp_path / "loaded"))
     with torch.no_grad():
         expected = eager.classify_file(path)
     runtime = OnnxAudioClassifier(os.path.join(datar_folder, "onnx"), windows_per_call=2)
@@ -112,6 +115,28 @@ def test_multi_head_models_get_one_output_per_head(tmp_path):
     assert set(got) == {"verb", "noun"}
     for key in got:
         assert torch.allclose(got[key][0], expected[key][0], atol=1e-3) and got[key][3] == expected[key][3]
+
+
+def test_a_multi_label_export_gives_the_taggers_tags_at_its_threshold(tmp_path):
+    folder = exported_folder(tmp_path, datar_micro(), {"labels": 6}, multi_label=True, threshold=0.3)
+    path = str(tmp_path / "clip.wav")
+    soundfile.write(path, recording(7.0), 16000)
+    tagger = AudioTagger.from_hparams(source=folder, savedir=str(tmp_path / "loaded"))
+    runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
+    for threshold in (None, 0.5):
+        expected = tagger.classify_file(path, threshold=threshold)
+        got = runtime.classify_file(path, threshold=threshold)
+        assert torch.allclose(got[0], expected[0], atol=1e-3)  # every class's probability
+        assert got[3] == expected[3] and got[2] == expected[2]  # the same tags, highest first
+    everything = runtime.classify_file(path, threshold=0.0)
+    assert len(everything[3][0]) == 6 and everything[1][0] == sorted(everything[1][0], reverse=True)
+    assert runtime.classify_file(path, threshold=1.01)[3] == [[]]
+
+
+def test_the_module_of_version_0_2_still_exports(tmp_path):
+    import speechbrain_datar.export_onnx as old
+
+    assert old.export_onnx is export_onnx and old.main is main
 
 
 def test_bad_input_gets_a_clear_error(datar_folder, tmp_path):

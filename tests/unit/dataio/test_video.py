@@ -1,27 +1,23 @@
 """Audio and frames straight from video files, in the three data sets' layouts."""
-
-import csv
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import ROOT
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.synthetic import (
     frame_indices,
     index_frames,
     make_epic_kitchens_like,
-    make_vggsound_like,
     write_video,
 )
 from speechbrain_datar.dataio.video import read_video_frames
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "EpicKitchens100"))
 
@@ -63,61 +59,9 @@ def test_epic_segments_read_from_the_long_video_equal_the_extracted_audio(tmp_pa
         counts.append(sum(decoded))
     assert starts[-2][1] > 20 * starts[0][1] or starts[0][1] < 2.0
     # a segment in the first minute is decoded from the file's start (exact for every codec), so a read
-    # decodes at most that minute and the segment (tests/test_media.py: later segments seek)
+    # decodes at most that minute and the segment (tests/unit/dataio/test_media.py: later segments seek)
     assert min(counts) > 0
     assert max(counts) / 16000 <= min(decoding.ANCHOR_SECONDS, starts[-2][1]) + 1.0 + 2 * 4608 / 16000
-
-
-def run_recipe(recipe, hparams, data_folder, out, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", recipe, "train.py"), os.path.join(ROOT, "hparams", hparams),
-           f"--data_folder={data_folder}", f"--output_folder={out}", "--preset=micro", "--clip_seconds=1.0",
-           "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001", "--number_of_epochs=1",
-           "--stats_max_clips=10", "--valid_ratio=0.2"] + list(extra)
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.load(open(os.path.join(out, "save", "prepare_report.json")))
-
-
-@pytest.mark.slow
-def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
-    from speechbrain_datar.inference.interfaces import AudioClassifier
-
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=1, seconds=1.0, video=True)
-    report = run_recipe("VGGSound", "datar.yaml", os.path.dirname(data["csv"]), str(tmp_path / "exp"))
-    assert report["train"]["reasons"] == {"missing": 1, "empty": 1, "silent": 1, "no_audio_stream": 1}
-    assert report["test"]["reasons"] == {"unreadable": 1}
-    assert report["train"]["kept"] == 6 * 4 + 2  # clips without (enough) video serve an audio recipe
-    test = json.load(open(tmp_path / "exp" / "save" / "test.json"))
-    assert all(entry["path"].endswith(".mp4") for entry in test.values())
-    classifier = AudioClassifier.from_hparams(source=str(tmp_path / "exp" / "pretrained"), savedir=str(tmp_path / "m"))
-    with open(tmp_path / "exp" / "test_predictions.csv") as f:
-        predictions = {row["id"]: row["prediction"] for row in csv.DictReader(f)}
-    for clip_id, entry in test.items():  # the same label as the recipe's test, from the mp4 itself
-        assert classifier.classify_file(entry["path"])[3][0] == predictions[clip_id]
-    # a recipe that reads frames needs the video stream too
-    from vggsound_prepare import prepare_vggsound
-
-    from speechbrain_datar.dataio.prepare import prepare_dataset
-
-    save = tmp_path / "frames_save"
-    prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": os.path.dirname(data["csv"]),
-                                                                  "need_video": True}, valid_ratio=0.2, seed=1)
-    reasons = json.load(open(save / "prepare_report.json"))["train"]["reasons"]
-    assert reasons["no_video_stream"] == 1 and reasons["too_short"] == 1
-
-
-@pytest.mark.slow
-def test_kinetics_and_epic_recipes_on_their_videos(tmp_path):
-    from speechbrain_datar.dataio.synthetic import make_kinetics_sounds_like
-
-    kinetics = make_kinetics_sounds_like(str(tmp_path / "ks"), train_per_class=4, test_per_class=1, video=True)
-    report = run_recipe("KineticsSounds", "KineticsSounds/datar.yaml", kinetics, str(tmp_path / "ks_exp"))
-    assert report["train"]["kept"] == 6 * 4 and report["test"]["reasons"] == {"missing": 1}
-    epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video")
-    report = run_recipe("EpicKitchens100", "EpicKitchens100/datar.yaml", epic, str(tmp_path / "epic_exp"))
-    assert report["train"]["kept"] == 36 and report["test"]["reasons"]["missing"] == 1
-    train = json.load(open(tmp_path / "epic_exp" / "save" / "train.json"))
-    assert all(entry["path"].endswith(".MP4") and "/videos/" in entry["path"] for entry in train.values())
 
 
 def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
@@ -145,11 +89,11 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
 
 
 def test_epic_frames_come_from_the_video_or_from_the_extracted_frames_alike(tmp_path):
-    from speechbrain.dataio.encoder import CategoricalEncoder
     from epic_kitchens_prepare import prepare_epic_kitchens
+    from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from speechbrain_datar.dataio.prepare import prepare_dataset
     from speechbrain_datar.dataio.pipelines import build_datasets
+    from speechbrain_datar.dataio.prepare import prepare_dataset
 
     epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video", frame_dumps=True)
     save = tmp_path / "save"

@@ -1,0 +1,44 @@
+"""Names that moved keep working for one release, with a ``DeprecationWarning`` that says where they went.
+
+Example
+-------
+>>> import warnings
+>>> def new_name(x):
+...     return x + 1
+>>> old_name = deprecated_alias(new_name, "old_name", "new_name")
+>>> with warnings.catch_warnings(record=True) as caught:
+...     warnings.simplefilter("always")
+...     old_name(1), str(caught[0].message)
+(2, 'old_name is deprecated and will be removed in the next release: use new_name')
+"""
+
+import functools
+import warnings
+
+
+def warn_moved(old, new):
+    """Warns that ``old`` is deprecated in favour of ``new`` (both as a user would write them)."""
+    warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}",
+                  DeprecationWarning, stacklevel=3)
+
+
+def deprecated_alias(function, old, new):
+    """``function`` under its previous name ``old``: calls warn, then run ``function``."""
+
+    @functools.wraps(function)
+    def alias(*args, **kwargs):
+        warn_moved(old, new)
+        return function(*args, **kwargs)
+
+    return alias
+
+
+def deprecated_class(cls, old, new):
+    """A subclass of ``cls`` under its previous name ``old`` that warns when it is built (``from_hparams`` too)."""
+
+    def __init__(self, *args, **kwargs):
+        warn_moved(old, new)
+        cls.__init__(self, *args, **kwargs)
+
+    return type(old, (cls,), {"__init__": __init__, "__doc__": f"Deprecated name of ``{new}``.",
+                              "__module__": cls.__module__})
