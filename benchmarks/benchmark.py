@@ -113,10 +113,13 @@ def flop_counter():
         return sdpa_backward_flop_count(grad_out, query, key, value)
 
     aten = torch.ops.aten
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: forward,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
-    })
+    return FlopCounterMode(
+        display=False,
+        custom_mapping={
+            aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+        },
+    )
 
 
 def count_macs(model, feats):
@@ -257,8 +260,12 @@ def run(args):
         }
         entry["gflops_achieved"] = 2 * entry["gmacs"] / entry["infer_s_per_clip"]
         if name != "hf-ast" and not args.no_train:
-            entry["train_s_per_clip"] = train_step_time(model, feats[: args.train_batch].repeat(
-                max(1, args.train_batch // feats.shape[0]), 1, 1)[: args.train_batch], device, max(1, args.repeats // 2))
+            entry["train_s_per_clip"] = train_step_time(
+                model,
+                feats[: args.train_batch].repeat(max(1, args.train_batch // feats.shape[0]), 1, 1)[: args.train_batch],
+                device,
+                max(1, args.repeats // 2),
+            )
         if args.compile and name != "hf-ast":
             entry.update(compiled_inference(model, feats, device, args.repeats))
         results["models"][name] = entry
@@ -272,27 +279,60 @@ def run(args):
         macs_ratio = e["gmacs"] / ast["gmacs"] if ast else float("nan")
         time_ratio = e["infer_s_per_clip"] / ast["infer_s_per_clip"] if ast else float("nan")
         e.update(macs_ratio_vs_ast=macs_ratio, time_ratio_vs_ast=time_ratio)
-        rows.append([
-            name, f"{e['params_m']:.2f}", f"{e['gmacs']:.2f}", f"{macs_ratio:.3f}",
-            f"{e['infer_s_per_clip']:.3f}", f"{1 / e['infer_s_per_clip']:.2f}", f"{time_ratio:.3f}",
-            f"{time_ratio / macs_ratio:.2f}", f"{e['gflops_achieved']:.0f} ({100 * e['gflops_achieved'] / peak:.0f}%)",
-            f"{1 / e['train_s_per_clip']:.2f}" if "train_s_per_clip" in e else "-",
-        ])
+        rows.append(
+            [
+                name,
+                f"{e['params_m']:.2f}",
+                f"{e['gmacs']:.2f}",
+                f"{macs_ratio:.3f}",
+                f"{e['infer_s_per_clip']:.3f}",
+                f"{1 / e['infer_s_per_clip']:.2f}",
+                f"{time_ratio:.3f}",
+                f"{time_ratio / macs_ratio:.2f}",
+                f"{e['gflops_achieved']:.0f} ({100 * e['gflops_achieved'] / peak:.0f}%)",
+                f"{1 / e['train_s_per_clip']:.2f}" if "train_s_per_clip" in e else "-",
+            ]
+        )
     print()
     print(f"10 s clips (1024 frames x {N_MELS} mel), batch {args.batch}, {device}:")
-    print(table(["model", "params (M)", "GMACs", "MACs/AST", "infer s/clip", "infer clips/s", "time/AST",
-                 "time ratio / MACs ratio", "GFLOP/s (% of matmul)", "train clips/s"], rows))
+    print(
+        table(
+            [
+                "model",
+                "params (M)",
+                "GMACs",
+                "MACs/AST",
+                "infer s/clip",
+                "infer clips/s",
+                "time/AST",
+                "time ratio / MACs ratio",
+                "GFLOP/s (% of matmul)",
+                "train clips/s",
+            ],
+            rows,
+        )
+    )
 
     compiled = {name: e for name, e in results["models"].items() if "compiled_infer_s_per_clip" in e}
     if compiled:
         print()
         print(f"torch.compile at 10 s, batch {args.batch}, {device}:")
-        print(table(["model", "eager s/clip", "compiled s/clip", "speed-up", "compile time (s)", "max abs diff vs eager"], [
-            [name, f"{e['infer_s_per_clip']:.3f}", f"{e['compiled_infer_s_per_clip']:.3f}",
-             f"{e['infer_s_per_clip'] / e['compiled_infer_s_per_clip']:.2f}x", f"{e['compile_s']:.0f}",
-             f"{e['compiled_max_abs_diff']:.1e}"]
-            for name, e in compiled.items()
-        ]))
+        print(
+            table(
+                ["model", "eager s/clip", "compiled s/clip", "speed-up", "compile time (s)", "max abs diff vs eager"],
+                [
+                    [
+                        name,
+                        f"{e['infer_s_per_clip']:.3f}",
+                        f"{e['compiled_infer_s_per_clip']:.3f}",
+                        f"{e['infer_s_per_clip'] / e['compiled_infer_s_per_clip']:.2f}x",
+                        f"{e['compile_s']:.0f}",
+                        f"{e['compiled_max_abs_diff']:.1e}",
+                    ]
+                    for name, e in compiled.items()
+                ],
+            )
+        )
 
     if args.seconds:
         print()
@@ -306,8 +346,9 @@ def run(args):
                 repeats = args.repeats if seconds <= 10 else max(1, args.repeats // 3)
                 per_length[seconds] = {
                     "gmacs": count_macs(model, x) / 1e9,
-                    "infer_s": inference_time(model, x, device, repeats) if seconds <= 20 else
-                    timed(lambda model=model, x=x: _no_grad(model, x), device, repeats, warmup=1),
+                    "infer_s": inference_time(model, x, device, repeats)
+                    if seconds <= 20
+                    else timed(lambda model=model, x=x: _no_grad(model, x), device, repeats, warmup=1),
                     "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
                 }
                 print(f"measured {name} at {seconds} s", flush=True)
@@ -317,10 +358,18 @@ def run(args):
         rows = []
         for name, per_length in results["lengths"].items():
             first, last = per_length[args.seconds[0]], per_length[args.seconds[-1]]
-            rows.append([name] + [f"{per_length[s]['gmacs']:.1f} / {per_length[s]['infer_s']:.2f} s / "
-                                  f"{per_length[s]['peak_mib']:.0f} MiB" for s in args.seconds]
-                        + [f"{last['gmacs'] / first['gmacs']:.1f}x / {last['infer_s'] / first['infer_s']:.1f}x / "
-                           f"{last['peak_mib'] / first['peak_mib']:.1f}x"])
+            rows.append(
+                [name]
+                + [
+                    f"{per_length[s]['gmacs']:.1f} / {per_length[s]['infer_s']:.2f} s / "
+                    f"{per_length[s]['peak_mib']:.0f} MiB"
+                    for s in args.seconds
+                ]
+                + [
+                    f"{last['gmacs'] / first['gmacs']:.1f}x / {last['infer_s'] / first['infer_s']:.1f}x / "
+                    f"{last['peak_mib'] / first['peak_mib']:.1f}x"
+                ]
+            )
         print()
         print("GMACs / inference time / peak memory against clip length (batch 1):")
         growth = f"growth {args.seconds[0]}->{args.seconds[-1]} s (MACs / time / memory)"
@@ -361,7 +410,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--models", default=",".join(MODELS), type=lambda s: [m for m in s.split(",") if m])
-    parser.add_argument("--seconds", default="10,20,40,60", type=lambda s: [float(x) if "." in x else int(x) for x in s.split(",") if x])
+    parser.add_argument(
+        "--seconds", default="10,20,40,60", type=lambda s: [float(x) if "." in x else int(x) for x in s.split(",") if x]
+    )
     parser.add_argument("--batch", type=int, default=1, help="clips per inference call at 10 s")
     parser.add_argument("--train-batch", type=int, default=2, help="clips per training step")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median); fewer for long clips")

@@ -47,8 +47,9 @@ def step_cost(name, compression, factor, batch, repeats):
     torch.manual_seed(0)
     model = build(name)
     fbank = Fbank(**OPTIONS)
-    schedule = CoarseToFineSchedule([{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression,
-                                    features=fbank, encoder=model)
+    schedule = CoarseToFineSchedule(
+        [{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression, features=fbank, encoder=model
+    )
     schedule.enter(0)
     head = torch.nn.Linear(model.embedding_dim, 309)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-5)
@@ -79,11 +80,21 @@ def recipe_epoch_ratio(preset, clips_per_class):
     with tempfile.TemporaryDirectory() as tmp:
         make_vggsound_like(os.path.join(tmp, "data"), clips_per_class, 1, seconds=10.0, include_bad_clips=False)
         out = os.path.join(tmp, "exp")
-        cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
-               os.path.join(ROOT, "hparams", "datar.yaml"), f"--data_folder={os.path.join(tmp, 'data')}",
-               f"--output_folder={out}", f"--preset={preset}", "--batch_size=4",
-               "--num_workers=0", "--valid_ratio=0.1", "--stats_max_clips=10", "--compression=fshift",
-               "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]", "--feature_augment=null"]
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
+            os.path.join(ROOT, "hparams", "datar.yaml"),
+            f"--data_folder={os.path.join(tmp, 'data')}",
+            f"--output_folder={out}",
+            f"--preset={preset}",
+            "--batch_size=4",
+            "--num_workers=0",
+            "--valid_ratio=0.1",
+            "--stats_max_clips=10",
+            "--compression=fshift",
+            "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]",
+            "--feature_augment=null",
+        ]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         log = open(os.path.join(out, "train_log.txt")).read()
     seconds = [float(s) for s in re.findall(r"train_seconds: ([0-9.e+-]+)", log)]
@@ -108,12 +119,17 @@ def main(argv=None):
     for name in args.models:
         for compression in args.compressions:
             costs = {f: step_cost(name, compression, f, args.batch, args.repeats) for f in factors}
-            results["costs"][f"{name}/{compression}"] = {str(f): {"flops": c[0], "seconds": c[1]} for f, c in costs.items()}
+            results["costs"][f"{name}/{compression}"] = {
+                str(f): {"flops": c[0], "seconds": c[1]} for f, c in costs.items()
+            }
             for text, phases in schedules.items():
                 total = sum(p["epochs"] for p in phases)
                 flops = sum(p["epochs"] * costs[p["factor"]][0] for p in phases) / (total * costs[1][0])
                 seconds = sum(p["epochs"] * costs[p["factor"]][1] for p in phases) / (total * costs[1][1])
-                results["savings"][f"{name}/{compression}/{text}"] = {"flops_saved": 1 - flops, "time_saved": 1 - seconds}
+                results["savings"][f"{name}/{compression}/{text}"] = {
+                    "flops_saved": 1 - flops,
+                    "time_saved": 1 - seconds,
+                }
                 rows.append([name, compression, text, f"{100 * (1 - flops):.1f}%", f"{100 * (1 - seconds):.1f}%"])
             print(f"measured {name} / {compression}", flush=True)
     print()
@@ -124,15 +140,19 @@ def main(argv=None):
         full = per_factor["1"]
         for f, c in per_factor.items():
             if f != "1":
-                cost_rows.append([key, f"x{f}", f"{c['flops'] / full['flops']:.3f}", f"{c['seconds'] / full['seconds']:.3f}"])
+                cost_rows.append(
+                    [key, f"x{f}", f"{c['flops'] / full['flops']:.3f}", f"{c['seconds'] / full['seconds']:.3f}"]
+                )
     print()
     print("one training step at a compression factor, relative to full resolution:")
     print(table(["model / compression", "factor", "FLOPs ratio", "time ratio"], cost_rows))
     if args.recipe:
         seconds = recipe_epoch_ratio("tiny", clips_per_class=6)
         results["recipe_epoch_seconds"] = seconds
-        print(f"\nrecipe (DATAR-tiny, fshift, 10 s clips): phase-1 epoch {seconds[0]:.1f} s, "
-              f"full-resolution epoch {seconds[1]:.1f} s, ratio {seconds[0] / seconds[1]:.2f}")
+        print(
+            f"\nrecipe (DATAR-tiny, fshift, 10 s clips): phase-1 epoch {seconds[0]:.1f} s, "
+            f"full-resolution epoch {seconds[1]:.1f} s, ratio {seconds[0] / seconds[1]:.2f}"
+        )
     write_json(args.json, results)
 
 

@@ -67,8 +67,12 @@ AUGMENTATIONS = {
     "SpecAugment + mixup": [SPEC_AUGMENT, "--wave_augment=null", "--mixup_alpha=0.5"],
     "SpecAugment + gain, shift, noise": [SPEC_AUGMENT, GAIN_SHIFT_NOISE, "--mixup_alpha=0.0"],
     "SpecAugment + gain, shift, noise + mixup": [SPEC_AUGMENT, GAIN_SHIFT_NOISE, "--mixup_alpha=0.5"],
-    "SpecAugment + gain, shift, noise + 4 s crops": [SPEC_AUGMENT, GAIN_SHIFT_NOISE, "--mixup_alpha=0.0",
-                                                     "--clip_seconds=4.0"],
+    "SpecAugment + gain, shift, noise + 4 s crops": [
+        SPEC_AUGMENT,
+        GAIN_SHIFT_NOISE,
+        "--mixup_alpha=0.0",
+        "--clip_seconds=4.0",
+    ],
 }
 DEFAULT_AUGMENTATION = "SpecAugment + gain, shift, noise"
 COARSE_TO_FINE = "[{factor: 4, epochs: 8}, {factor: 1, epochs: 22}]"
@@ -84,11 +88,16 @@ class Benchmark:
 
     def __init__(self, args):
         self.args = args
-        self.results = {"machine": machine(torch.device("cpu")), "runs": {}, "protocol": {
-            "data": "ESC-10 (400 real 5 s clips, 10 classes), official folds", "lrs": args.lrs,
-            "selection": "best validation top-1 over the epochs, on the validation part (20% of each class) "
-                         "of fold 1's training folds; ties: lower validation loss",
-        }}
+        self.results = {
+            "machine": machine(torch.device("cpu")),
+            "runs": {},
+            "protocol": {
+                "data": "ESC-10 (400 real 5 s clips, 10 classes), official folds",
+                "lrs": args.lrs,
+                "selection": "best validation top-1 over the epochs, on the validation part (20% of each class) "
+                "of fold 1's training folds; ties: lower validation loss",
+            },
+        }
         if args.json and os.path.isfile(args.json):
             with open(args.json) as f:
                 self.results.update({k: v for k, v in json.load(f).items() if k != "machine"})
@@ -109,20 +118,37 @@ class Benchmark:
         augmentation = augmentation or self.chosen("augmentation") or DEFAULT_AUGMENTATION
         tag = tag or f"{slug(model)}/{slug(augmentation)}/lr{lr:g}"
         folder = os.path.join(self.args.results, tag)
-        options = [f"--data_folder={self.args.data_folder}", "--esc10=True", f"--lr={lr}",
-                   f"--output_folder={folder}", *options, *AUGMENTATIONS[augmentation], *extra]
+        options = [
+            f"--data_folder={self.args.data_folder}",
+            "--esc10=True",
+            f"--lr={lr}",
+            f"--output_folder={folder}",
+            *options,
+            *AUGMENTATIONS[augmentation],
+            *extra,
+        ]
         if self.args.parallel > 1:
             options.append("--num_workers=1")
         key = f"{tag}/fold{fold}"
         if key not in self.results["runs"]:
             print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
             started = time.time()
-            run = run_fold(os.path.join(ROOT, hparams_file), options, fold,
-                           log_file=os.path.join(folder, f"fold{fold}.log"), env=self.env)
+            run = run_fold(
+                os.path.join(ROOT, hparams_file),
+                options,
+                fold,
+                log_file=os.path.join(folder, f"fold{fold}.log"),
+                env=self.env,
+            )
             epochs = run["epochs"]
             record = {
-                "model": model, "lr": lr, "fold": fold, "augmentation": augmentation, "extra": list(extra),
-                "test_top1": run["test"]["top1"], "best_valid_top1": max(e["valid_top1"] for e in epochs),
+                "model": model,
+                "lr": lr,
+                "fold": fold,
+                "augmentation": augmentation,
+                "extra": list(extra),
+                "test_top1": run["test"]["top1"],
+                "best_valid_top1": max(e["valid_top1"] for e in epochs),
                 "best_valid_loss": min(e["valid_loss"] for e in epochs),
                 "valid_top1": [e["valid_top1"] for e in epochs],
                 "train_seconds_per_epoch": statistics.median(e["train_seconds"] for e in epochs),
@@ -166,8 +192,10 @@ class Benchmark:
         if self.stage("augment"):
             lr = self.chosen("lr", datar)
             runs = self.runs([(datar, lr, 1, augmentation) for augmentation in AUGMENTATIONS])
-            self.results["augmentation_study"] = {r["augmentation"]: {"best_valid_top1": r["best_valid_top1"],
-                                                                      "fold1_test_top1": r["test_top1"]} for r in runs}
+            self.results["augmentation_study"] = {
+                r["augmentation"]: {"best_valid_top1": r["best_valid_top1"], "fold1_test_top1": r["test_top1"]}
+                for r in runs
+            }
             self.choose("augmentation", runs, lambda run: run["augmentation"])
         compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)")]
         if self.stage("lr_others"):
@@ -179,8 +207,12 @@ class Benchmark:
             self.summarise_folds(compared)
         if self.stage("coarse_to_fine"):
             lr = self.chosen("lr", datar)
-            runs = self.runs([(datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"],
-                               f"{slug(datar)}/coarse_to_fine/lr{lr:g}") for fold in [1] + list(args.folds)])
+            runs = self.runs(
+                [
+                    (datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"], f"{slug(datar)}/coarse_to_fine/lr{lr:g}")
+                    for fold in [1] + list(args.folds)
+                ]
+            )
             full = [self.run(datar, lr, fold) for fold in [1] + list(args.folds)]
             self.results["coarse_to_fine"] = {
                 "phases": COARSE_TO_FINE,
@@ -200,12 +232,19 @@ class Benchmark:
     def summarise_folds(self, models):
         folds = {}
         for model in models:
-            runs = [r for r in self.results["runs"].values()
-                    if r["model"] == model and r["lr"] == self.chosen("lr", model) and not r["extra"]
-                    and r["augmentation"] == (self.chosen("augmentation") or DEFAULT_AUGMENTATION)]
-            folds[model] = dict(summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
-                                lr=self.chosen("lr", model),
-                                train_seconds_per_epoch=statistics.median(r["train_seconds_per_epoch"] for r in runs))
+            runs = [
+                r
+                for r in self.results["runs"].values()
+                if r["model"] == model
+                and r["lr"] == self.chosen("lr", model)
+                and not r["extra"]
+                and r["augmentation"] == (self.chosen("augmentation") or DEFAULT_AUGMENTATION)
+            ]
+            folds[model] = dict(
+                summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
+                lr=self.chosen("lr", model),
+                train_seconds_per_epoch=statistics.median(r["train_seconds_per_epoch"] for r in runs),
+            )
         self.results["cross_validation"] = folds
         self.save()
 
@@ -213,9 +252,17 @@ class Benchmark:
         rows = []
         for model, result in self.results.get("cross_validation", {}).items():
             size = self.results["models"].get(model, {})
-            rows.append([model, f"{result['mean']:.1f} ± {result['std']:.1f}", len(result["folds"]),
-                         f"{result['lr']:g}", size.get("parameters_M"), size.get("gmacs_5s"),
-                         f"{result['train_seconds_per_epoch']:.1f}"])
+            rows.append(
+                [
+                    model,
+                    f"{result['mean']:.1f} ± {result['std']:.1f}",
+                    len(result["folds"]),
+                    f"{result['lr']:g}",
+                    size.get("parameters_M"),
+                    size.get("gmacs_5s"),
+                    f"{result['train_seconds_per_epoch']:.1f}",
+                ]
+            )
         if rows:
             print(table(["model", "test top-1 (%)", "folds", "lr", "params (M)", "GMACs (5 s)", "s/epoch"], rows))
         if self.args.plot:
@@ -233,8 +280,10 @@ def model_sizes():
         hparams = load_hparams(os.path.join(ROOT, hparams_file), overrides, dataset_hparams=DATASET_HPARAMS)
         encoder = hparams["embedding_model"].eval()
         feats = hparams["compute_features"](torch.zeros(1, 5 * hparams["sample_rate"]))
-        sizes[model] = {"parameters_M": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 3),
-                        "gmacs_5s": round(count_macs(encoder, feats) / 1e9, 3)}
+        sizes[model] = {
+            "parameters_M": round(sum(p.numel() for p in encoder.parameters()) / 1e6, 3),
+            "gmacs_5s": round(count_macs(encoder, feats) / 1e9, 3),
+        }
     return sizes
 
 
@@ -249,8 +298,12 @@ def plot_curves(results, path):
     chosen = results.get("chosen", {})
     augmentation = chosen.get("augmentation", DEFAULT_AUGMENTATION)
     for run in results["runs"].values():
-        if (run["fold"] == 1 and not run["extra"] and run["augmentation"] == augmentation
-                and run["lr"] == chosen.get(f"lr:{run['model']}", run["lr"])):
+        if (
+            run["fold"] == 1
+            and not run["extra"]
+            and run["augmentation"] == augmentation
+            and run["lr"] == chosen.get(f"lr:{run['model']}", run["lr"])
+        ):
             epochs = range(1, len(run["valid_top1"]) + 1)
             axis.plot(epochs, run["valid_top1"], label=f"{run['model']} (lr {run['lr']:g})")
     axis.set_xlabel("epoch")
@@ -270,14 +323,22 @@ def main(argv=None):
     parser.add_argument("--json", default="docs/esc10_cpu.json")
     parser.add_argument("--plot", default="docs/esc10_valid_curves.png")
     parser.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4, 1e-3, 3e-3])
-    parser.add_argument("--folds", type=lambda s: [int(x) for x in s.split(",")], default=[2, 3, 4, 5],
-                        help="folds run after the searches (fold 1's runs come from the searches)")
+    parser.add_argument(
+        "--folds",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[2, 3, 4, 5],
+        help="folds run after the searches (fold 1's runs come from the searches)",
+    )
     parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
     parser.add_argument("--cnn14-folds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
     parser.add_argument("--cnn14-lr", type=float, default=1e-3)
     parser.add_argument("--cnn14-epochs", type=int, default=30)
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="runs at once, one thread each (training seconds are then not comparable to 1)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="runs at once, one thread each (training seconds are then not comparable to 1)",
+    )
     Benchmark(parser.parse_args(argv)).main()
     return 0
 

@@ -44,13 +44,24 @@ def main(argv=None):
         ("8176 x 8176 black mp4", "inspect_clip", make_huge_frame_video(os.path.join(folder, "huge.mp4"), 8176)),
         ("the same, 8 frames read", "read_frames", os.path.join(folder, "huge.mp4")),
         ("stride-0 checkpoint", "init_from", make_stride_zero_checkpoint(os.path.join(folder, "stride0.pth"))),
-        ("zip bomb checkpoint (3.4 GB unpacked)", "init_from",
-         make_zip_bomb_checkpoint(os.path.join(folder, "bomb.pth"), megabytes=3400)),
+        (
+            "zip bomb checkpoint (3.4 GB unpacked)",
+            "init_from",
+            make_zip_bomb_checkpoint(os.path.join(folder, "bomb.pth"), megabytes=3400),
+        ),
     ]
     results, rows = [], []
     for name, kind, path in inputs:
-        line = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "hostile_media.py"), f"{kind}={path}"],
-                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        line = (
+            subprocess.run(
+                [sys.executable, os.path.join(ROOT, "tests", "hostile_media.py"), f"{kind}={path}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         result = dict(json.loads(line), input=name, file_kib=round(os.path.getsize(path) / 1024, 1))
         results.append(result)
         rows.append([name, result["file_kib"], kind, result["peak_mib"], result["outcome"].split(": /")[0][:70]])

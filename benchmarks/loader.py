@@ -85,10 +85,14 @@ def clips_per_second(load, stems, repeats=2):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--model-json", default=os.path.join(ROOT, "docs", "benchmark_cpu.json"),
-                        help="benchmark.py's results, for the training throughput beside")
-    parser.add_argument("--seek-minutes", type=float, default=60.0, help="length of the video for the segment "
-                        "reading times (0: skip)")
+    parser.add_argument(
+        "--model-json",
+        default=os.path.join(ROOT, "docs", "benchmark_cpu.json"),
+        help="benchmark.py's results, for the training throughput beside",
+    )
+    parser.add_argument(
+        "--seek-minutes", type=float, default=60.0, help="length of the video for the segment reading times (0: skip)"
+    )
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one loader worker
@@ -100,11 +104,14 @@ def main(argv=None):
         ways = {
             "audio from wav": lambda s: load_clip(s + ".wav", 16000),
             "audio from mp4": lambda s: load_clip(s + ".mp4", 16000),
-            "audio + 8 frames from mp4": lambda s: (load_clip(s + ".mp4", 16000),
-                                                    augment(read_video_frames(s + ".mp4", frame_times(0, 10, 8)))),
+            "audio + 8 frames from mp4": lambda s: (
+                load_clip(s + ".mp4", 16000),
+                augment(read_video_frames(s + ".mp4", frame_times(0, 10, 8))),
+            ),
             "audio + 32 consecutive frames from mp4": lambda s: (
                 load_clip(s + ".mp4", 16000, 4.0, 5.28),
-                augment(read_video_frames(s + ".mp4", frame_times(4.0, 5.28, 32, "consecutive", fps=25)))),
+                augment(read_video_frames(s + ".mp4", frame_times(4.0, 5.28, 32, "consecutive", fps=25))),
+            ),
         }
         for name, load in ways.items():
             results["loader_clips_per_s"][name] = clips_per_second(load, stems)
@@ -119,11 +126,15 @@ def main(argv=None):
         training = {name: 1 / e["train_s_per_clip"] for name, e in models["models"].items() if "train_s_per_clip" in e}
         results["training_clips_per_s"] = training
         results["model_machine"] = models["machine"]
-    rows = [[name, f"{value:.1f}"] + [f"{training[m] / value:.2f}" for m in training]
-            for name, value in results["loader_clips_per_s"].items()]
+    rows = [
+        [name, f"{value:.1f}"] + [f"{training[m] / value:.2f}" for m in training]
+        for name, value in results["loader_clips_per_s"].items()
+    ]
     print()
-    print("10 s clips; workers needed = training clips/s / loader clips/s per worker "
-          f"(training: {', '.join(f'{m} {v:.2f} clips/s' for m, v in training.items())}, from {args.model_json}):")
+    print(
+        "10 s clips; workers needed = training clips/s / loader clips/s per worker "
+        f"(training: {', '.join(f'{m} {v:.2f} clips/s' for m, v in training.items())}, from {args.model_json}):"
+    )
     print(table(["loading", "clips/s per worker"] + [f"workers for {m}" for m in training], rows))
     write_json(args.json, results)
     return results

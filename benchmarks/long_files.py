@@ -51,10 +51,17 @@ def export(preset, folder, hop_frames=501, max_windows=8):
     labels = CategoricalEncoder()
     labels.update_from_iterable([f"class{i}" for i in range(309)])
     encoder = DATAR(preset, reference_frames=1001).eval()
-    return export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 309).eval(),
-                             normalizer=DatasetNormalization(mean=-5.0, std=4.0), label_encoders={"label": labels},
-                             feature_options=FEATURES, window_frames=1001, hop_frames=hop_frames,
-                             max_windows=max_windows)
+    return export_classifier(
+        folder,
+        encoder=encoder,
+        head=Classifier(encoder.embedding_dim, 309).eval(),
+        normalizer=DatasetNormalization(mean=-5.0, std=4.0),
+        label_encoders={"label": labels},
+        feature_options=FEATURES,
+        window_frames=1001,
+        hop_frames=hop_frames,
+        max_windows=max_windows,
+    )
 
 
 def write_recording(path, minutes):
@@ -92,8 +99,9 @@ def measure(folder, minutes, way, path=None):
             from speechbrain_datar.inference.sliding_window import sliding_window_embeddings
 
             feats = windows.normalizer(windows.features(wav), torch.ones(1))
-            embeddings, valid = sliding_window_embeddings(windows.encoder, feats, None, windows.window_frames,
-                                                          windows.hop_frames)
+            embeddings, valid = sliding_window_embeddings(
+                windows.encoder, feats, None, windows.window_frames, windows.hop_frames
+            )
             classifier.mods.classifier.classifier(embeddings)
         elif wav is not None:
             classifier.classify_batch(wav)
@@ -130,21 +138,30 @@ def main(argv=None):
             for minutes, whole in runs:
                 way = "whole" if whole else "chunked"
                 command = [sys.executable, os.path.abspath(__file__), "--measure", folder, str(minutes), way, "-"]
-                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                out = (
+                    subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                )
                 point = dict(json.loads(out), preset=preset, minutes=minutes, way="whole file" if whole else "chunked")
                 results["points"].append(point)
-                print(f"{preset} {minutes:g} min ({point['way']}): {point['peak_mib']:.0f} MiB, "
-                      f"{point['realtime']:.1f}x real time", flush=True)
-    rows = [[p["preset"], p["way"], f"{p['minutes']:g} min", f"{p['peak_mib']:.0f}", f"{p['realtime']:.1f}x"]
-            for p in results["points"]]
+                print(
+                    f"{preset} {minutes:g} min ({point['way']}): {point['peak_mib']:.0f} MiB, "
+                    f"{point['realtime']:.1f}x real time",
+                    flush=True,
+                )
+    rows = [
+        [p["preset"], p["way"], f"{p['minutes']:g} min", f"{p['peak_mib']:.0f}", f"{p['realtime']:.1f}x"]
+        for p in results["points"]
+    ]
     print()
     print(table(["preset", "embedding", "file", "peak MiB above model + waveform", "real time"], rows))
     for preset in args.presets:
         chunked = [p for p in results["points"] if p["preset"] == preset and p["way"] == "chunked"]
         if len(chunked) > 1:
             first, last = chunked[0], chunked[-1]
-            print(f"{preset}: peak at {last['minutes']:g} min / at {first['minutes']:g} min = "
-                  f"{last['peak_mib'] / first['peak_mib']:.2f}")
+            print(
+                f"{preset}: peak at {last['minutes']:g} min / at {first['minutes']:g} min = "
+                f"{last['peak_mib'] / first['peak_mib']:.2f}"
+            )
     write_json(args.json, results)
     return results
 
@@ -161,21 +178,47 @@ def measure_files(args):
                     folder = export(preset, os.path.join(tmp, f"{preset}_{hop}_{max_windows}"), hop, max_windows)
                     for minutes in args.minutes:
                         for way in ("file", "streamed"):
-                            command = [sys.executable, os.path.abspath(__file__), "--measure", folder, str(minutes),
-                                       way, paths[minutes]]
+                            command = [
+                                sys.executable,
+                                os.path.abspath(__file__),
+                                "--measure",
+                                folder,
+                                str(minutes),
+                                way,
+                                paths[minutes],
+                            ]
                             out = subprocess.run(command, capture_output=True, text=True, check=True)
-                            point = dict(json.loads(out.stdout.strip().splitlines()[-1]), preset=preset, hop=hop,
-                                         max_windows=max_windows, minutes=minutes, way=way,
-                                         windows_per_call=max_windows if way == "file" else 1)  # CPU default
+                            point = dict(
+                                json.loads(out.stdout.strip().splitlines()[-1]),
+                                preset=preset,
+                                hop=hop,
+                                max_windows=max_windows,
+                                minutes=minutes,
+                                way=way,
+                                windows_per_call=max_windows if way == "file" else 1,
+                            )  # CPU default
                             results["files"].append(point)
-                            print(f"{preset} hop {hop} x{max_windows} {minutes:g} min {way}: {point['peak_mib']:.0f} MiB, "
-                                  f"{point['realtime']:.1f}x real time", flush=True)
-    rows = [[p["preset"], "window" if p["hop"] == 1001 else f"{p['hop']} frames", p["windows_per_call"], f"{p['minutes']:g} min",
-             "EncoderClassifier (whole file)" if p["way"] == "file" else "AudioClassifier (streamed)",
-             f"{p['peak_mib']:.0f}", f"{p['realtime']:.1f}x"] for p in results["files"]]
+                            print(
+                                f"{preset} hop {hop} x{max_windows} {minutes:g} min {way}: {point['peak_mib']:.0f} MiB, "
+                                f"{point['realtime']:.1f}x real time",
+                                flush=True,
+                            )
+    rows = [
+        [
+            p["preset"],
+            "window" if p["hop"] == 1001 else f"{p['hop']} frames",
+            p["windows_per_call"],
+            f"{p['minutes']:g} min",
+            "EncoderClassifier (whole file)" if p["way"] == "file" else "AudioClassifier (streamed)",
+            f"{p['peak_mib']:.0f}",
+            f"{p['realtime']:.1f}x",
+        ]
+        for p in results["files"]
+    ]
     print()
-    print(table(["preset", "hop", "windows per call", "file", "classify_file", "peak MiB above model", "real time"],
-                rows))
+    print(
+        table(["preset", "hop", "windows per call", "file", "classify_file", "peak MiB above model", "real time"], rows)
+    )
     write_json(args.json, results)
     return results
 

@@ -51,8 +51,10 @@ def main(argv=None):
     frames = torch.randn(1, 8, 3, 224, 224)
     results = {"machine": machine(device), "seconds": args.seconds, "models": {}}
     print("machine:", results["machine"])
-    models = {name: _WithFrames(MBT("base", audio_frames=frames_per_clip, **kwargs).eval(), frames)
-              for name, kwargs in VARIANTS.items()}
+    models = {
+        name: _WithFrames(MBT("base", audio_frames=frames_per_clip, **kwargs).eval(), frames)
+        for name, kwargs in VARIANTS.items()
+    }
     models.update({"DATAR-tiny (audio only)": build("datar-tiny").eval(), "AST (audio only)": build("ast").eval()})
     for name, model in models.items():
         with torch.no_grad():
@@ -60,8 +62,16 @@ def main(argv=None):
         results["models"][name] = {"gmacs": count_macs(model, feats) / 1e9, "infer_s": seconds}
         print(f"measured {name}", flush=True)
     late = results["models"]["MBT late fusion (L_f = 12)"]
-    rows = [[name, f"{e['gmacs']:.1f}", f"{e['gmacs'] / late['gmacs']:.3f}", f"{e['infer_s']:.2f}",
-             f"{e['infer_s'] / late['infer_s']:.2f}"] for name, e in results["models"].items()]
+    rows = [
+        [
+            name,
+            f"{e['gmacs']:.1f}",
+            f"{e['gmacs'] / late['gmacs']:.3f}",
+            f"{e['infer_s']:.2f}",
+            f"{e['infer_s'] / late['infer_s']:.2f}",
+        ]
+        for name, e in results["models"].items()
+    ]
     print()
     print(f"{args.seconds:g} s of audio (128 x {frames_per_clip}) + 8 frames of 224 x 224, batch 1, CPU:")
     print(table(["model", "GMACs", "MACs / late fusion", "inference s", "time / late fusion"], rows))

@@ -57,17 +57,30 @@ def compare(path, offsets=(0.0, 0.013, 0.5, 1.37, 2.5, 4.0, 7.1)):
     for block in (1.0, 7.0, 30.0):
         stream = StreamedAudio(path, 16000, block_seconds=block)
         joined = torch.cat([stream.read(first, first + 4000)[0] for first in range(0, stream.n_samples, 4000)])
-        streamed = max(streamed, float((joined[: stream.n_samples] - resampled).abs().max())
-                       if stream.n_samples == resampled.shape[0] else float("inf"))
-    return {"seconds": round(seconds, 3), "spans": len(starts), "seeked_max_abs": seeked,
-            "segments_16k_max_abs": segments, "streamed_max_abs": streamed}
+        streamed = max(
+            streamed,
+            float((joined[: stream.n_samples] - resampled).abs().max())
+            if stream.n_samples == resampled.shape[0]
+            else float("inf"),
+        )
+    return {
+        "seconds": round(seconds, 3),
+        "spans": len(starts),
+        "seeked_max_abs": seeked,
+        "segments_16k_max_abs": segments,
+        "streamed_max_abs": streamed,
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+")
-    parser.add_argument("--seek-after", type=float, default=decoding.ANCHOR_SECONDS,
-                        help="reads that start after this many seconds seek (default: the package's)")
+    parser.add_argument(
+        "--seek-after",
+        type=float,
+        default=decoding.ANCHOR_SECONDS,
+        help="reads that start after this many seconds seek (default: the package's)",
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     decoding.ANCHOR_SECONDS = args.seek_after
@@ -76,9 +89,17 @@ def main(argv=None):
         container, codec, rate, channels = describe(path)
         result = dict(compare(path), container=container, codec=codec, rate=rate, channels=channels)
         results["files"][os.path.basename(path)] = result
-        rows.append([os.path.basename(path), f"{codec} in {container}", f"{rate}/{channels}", result["seconds"],
-                     f"{result['seeked_max_abs']:.1e}", f"{result['segments_16k_max_abs']:.1e}",
-                     f"{result['streamed_max_abs']:.1e}"])
+        rows.append(
+            [
+                os.path.basename(path),
+                f"{codec} in {container}",
+                f"{rate}/{channels}",
+                result["seconds"],
+                f"{result['seeked_max_abs']:.1e}",
+                f"{result['segments_16k_max_abs']:.1e}",
+                f"{result['streamed_max_abs']:.1e}",
+            ]
+        )
     print(table(["file", "sound", "rate/ch", "s", "seeked spans", "16 kHz segments", "streamed 1/7/30 s"], rows))
     write_json(args.json, results)
     return 0

@@ -40,9 +40,16 @@ def export(name, folder, hop_frames):
     labels = CategoricalEncoder()
     labels.update_from_iterable([f"class{i}" for i in range(309)])
     encoder = build(name).eval()
-    export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 309).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=4.0), label_encoders={"label": labels},
-                      feature_options=FEATURES, window_frames=1001, hop_frames=hop_frames)
+    export_classifier(
+        folder,
+        encoder=encoder,
+        head=Classifier(encoder.embedding_dim, 309).eval(),
+        normalizer=DatasetNormalization(mean=-5.0, std=4.0),
+        label_encoders={"label": labels},
+        feature_options=FEATURES,
+        window_frames=1001,
+        hop_frames=hop_frames,
+    )
     start = time.perf_counter()
     export_onnx(folder)
     return time.perf_counter() - start
@@ -61,8 +68,15 @@ def window_latency(folder, rounds, repeats):
     runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
     meta = runtime.meta
     feats = torch.randn(1, 1001, N_MELS)
-    padded = np.zeros((1, meta["graph_frames"] // meta["block_frames"] + (meta["graph_frames"] % meta["block_frames"] > 0),
-                       meta["block_frames"], N_MELS), dtype=np.float32)
+    padded = np.zeros(
+        (
+            1,
+            meta["graph_frames"] // meta["block_frames"] + (meta["graph_frames"] % meta["block_frames"] > 0),
+            meta["block_frames"],
+            N_MELS,
+        ),
+        dtype=np.float32,
+    )
     padded.reshape(1, -1, N_MELS)[:, :1001] = feats.numpy()
     inputs = {"blocks": padded, "lengths": np.array([1001 / padded.shape[1] / padded.shape[2]], dtype=np.float32)}
     eager, ort = [], []
@@ -90,8 +104,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
     parser.add_argument("--minutes", default=10.0, type=float, help="length of the recording (0: no file)")
-    parser.add_argument("--file-models", default="datar-tiny", type=lambda s: s.split(","),
-                        help="models that classify the recording too")
+    parser.add_argument(
+        "--file-models",
+        default="datar-tiny",
+        type=lambda s: s.split(","),
+        help="models that classify the recording too",
+    )
     parser.add_argument("--hops", default="1001,501", type=lambda s: [int(h) for h in s.split(",")])
     parser.add_argument("--rounds", default=3, type=int)
     parser.add_argument("--repeats", default=5, type=int)
@@ -110,26 +128,65 @@ def main(argv=None):
                 export_seconds = export(name, folder, hop)
                 if hop == args.hops[0]:
                     eager, ort, frames = window_latency(folder, args.rounds, args.repeats)
-                    results["windows"].append(dict(model=name, eager_s=eager, onnxruntime_s=ort, onnx_frames=frames,
-                                                   speedup=eager / ort, export_s=export_seconds))
-                    print(f"{name}: one window eager {eager * 1000:.0f} ms, onnxruntime {ort * 1000:.0f} ms "
-                          f"({frames} frames), {eager / ort:.2f}x; export {export_seconds:.0f} s", flush=True)
+                    results["windows"].append(
+                        dict(
+                            model=name,
+                            eager_s=eager,
+                            onnxruntime_s=ort,
+                            onnx_frames=frames,
+                            speedup=eager / ort,
+                            export_s=export_seconds,
+                        )
+                    )
+                    print(
+                        f"{name}: one window eager {eager * 1000:.0f} ms, onnxruntime {ort * 1000:.0f} ms "
+                        f"({frames} frames), {eager / ort:.2f}x; export {export_seconds:.0f} s",
+                        flush=True,
+                    )
                 if path and name in args.file_models:
                     eager_rt, ort_rt = file_speed(folder, path)
-                    results["files"].append(dict(model=name, hop=hop, minutes=args.minutes, eager_realtime=eager_rt,
-                                                 onnxruntime_realtime=ort_rt, speedup=ort_rt / eager_rt))
-                    print(f"{name} hop {hop}: {args.minutes:g} min file, eager {eager_rt:.1f}x real time, "
-                          f"onnxruntime {ort_rt:.1f}x", flush=True)
+                    results["files"].append(
+                        dict(
+                            model=name,
+                            hop=hop,
+                            minutes=args.minutes,
+                            eager_realtime=eager_rt,
+                            onnxruntime_realtime=ort_rt,
+                            speedup=ort_rt / eager_rt,
+                        )
+                    )
+                    print(
+                        f"{name} hop {hop}: {args.minutes:g} min file, eager {eager_rt:.1f}x real time, "
+                        f"onnxruntime {ort_rt:.1f}x",
+                        flush=True,
+                    )
     print()
-    print(table(["model", "eager ms / window", "onnxruntime ms / window", "onnxruntime speed-up"],
-                [[w["model"], f"{w['eager_s'] * 1000:.0f}", f"{w['onnxruntime_s'] * 1000:.0f}", f"{w['speedup']:.2f}x"]
-                 for w in results["windows"]]))
+    print(
+        table(
+            ["model", "eager ms / window", "onnxruntime ms / window", "onnxruntime speed-up"],
+            [
+                [w["model"], f"{w['eager_s'] * 1000:.0f}", f"{w['onnxruntime_s'] * 1000:.0f}", f"{w['speedup']:.2f}x"]
+                for w in results["windows"]
+            ],
+        )
+    )
     if results["files"]:
         print()
-        print(table(["model", "hop", "eager classify_file", "onnxruntime classify_file", "speed-up"],
-                    [[f["model"], "window" if f["hop"] == 1001 else f"{f['hop']} frames",
-                      f"{f['eager_realtime']:.1f}x real time", f"{f['onnxruntime_realtime']:.1f}x real time",
-                      f"{f['speedup']:.2f}x"] for f in results["files"]]))
+        print(
+            table(
+                ["model", "hop", "eager classify_file", "onnxruntime classify_file", "speed-up"],
+                [
+                    [
+                        f["model"],
+                        "window" if f["hop"] == 1001 else f"{f['hop']} frames",
+                        f"{f['eager_realtime']:.1f}x real time",
+                        f"{f['onnxruntime_realtime']:.1f}x real time",
+                        f"{f['speedup']:.2f}x",
+                    ]
+                    for f in results["files"]
+                ],
+            )
+        )
     write_json(args.json, results)
     return results
 

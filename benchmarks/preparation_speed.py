@@ -53,8 +53,10 @@ def main(argv=None):
         shutil.rmtree(save)
     print(f"package: {os.path.dirname(speechbrain_datar.__file__)}")
     print(f"clips folder: {folder}")
-    print(f"preparation of {args.clips} 10 s mp4 clips: median {statistics.median(times):.2f} s "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+    print(
+        f"preparation of {args.clips} 10 s mp4 clips: median {statistics.median(times):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in times)})"
+    )
     return 0
 
 

@@ -18,8 +18,9 @@ import warnings
 
 def warn_moved(old, new):
     """Warns that ``old`` is deprecated in favour of ``new`` (both as a user would write them)."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release: use {new}",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{old} is deprecated and will be removed in the next release: use {new}", DeprecationWarning, stacklevel=3
+    )
 
 
 def deprecated_alias(function, old, new):
@@ -40,5 +41,6 @@ def deprecated_class(cls, old, new):
         warn_moved(old, new)
         cls.__init__(self, *args, **kwargs)
 
-    return type(old, (cls,), {"__init__": __init__, "__doc__": f"Deprecated name of ``{new}``.",
-                              "__module__": cls.__module__})
+    return type(
+        old, (cls,), {"__init__": __init__, "__doc__": f"Deprecated name of ``{new}``.", "__module__": cls.__module__}
+    )

@@ -81,18 +81,30 @@ def plot_datar_views(spectrogram, adapted, sampling, path, title=None, max_point
     axes[2].set_ylabel("mel bin")
     colours = plt.cm.tab10.colors
     for ax, block in zip(axes[3:], sampling):
-        show(ax, spectrogram, f"stage {block['stage'] + 1}, block {block['block'] + 1}: deformable sampling points", "gray")
+        show(
+            ax,
+            spectrogram,
+            f"stage {block['stage'] + 1}, block {block['block'] + 1}: deformable sampling points",
+            "gray",
+        )
         stride_y, stride_x = block["stride"]
         positions = block["positions"][0].detach().float().cpu().numpy()  # groups, Hk, Wk, 2
         refs = block["references"].detach().float().cpu().numpy().reshape(-1, 2)
-        ax.scatter((refs[:, 1] + 0.5) * stride_x, (refs[:, 0] + 0.5) * stride_y, s=2, c="white", alpha=0.35,
-                   linewidths=0)
+        ax.scatter(
+            (refs[:, 1] + 0.5) * stride_x, (refs[:, 0] + 0.5) * stride_y, s=2, c="white", alpha=0.35, linewidths=0
+        )
         for g, group in enumerate(positions):
             points = group.reshape(-1, 2)
             step = max(1, len(points) // max_points_per_group)
             points = points[::step]
-            ax.scatter((points[:, 1] + 0.5) * stride_x, (points[:, 0] + 0.5) * stride_y, s=4,
-                       color=colours[g % 10], label=f"group {g + 1}", linewidths=0)
+            ax.scatter(
+                (points[:, 1] + 0.5) * stride_x,
+                (points[:, 0] + 0.5) * stride_y,
+                s=4,
+                color=colours[g % 10],
+                label=f"group {g + 1}",
+                linewidths=0,
+            )
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
         ax.legend(loc="upper right", fontsize=6, markerscale=2, ncol=min(4, len(positions)))
@@ -105,14 +117,28 @@ def plot_timeline(spectrogram, frame_seconds, probs, resolution, labels, found, 
     segments found (``(start, end, label, score)``) as bars on their rows."""
     probs = np.asarray(probs)
     order = np.argsort(-probs.max(axis=0))[: min(top, probs.shape[1])]
-    fig, (ax_spec, ax_probs) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
-                                            gridspec_kw={"height_ratios": [1.2, 1]})
+    fig, (ax_spec, ax_probs) = plt.subplots(
+        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [1.2, 1]}
+    )
     seconds = spectrogram.shape[0] * frame_seconds
-    ax_spec.imshow(np.asarray(spectrogram).T, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0,
-                                                                                                  spectrogram.shape[1]))
+    ax_spec.imshow(
+        np.asarray(spectrogram).T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0, seconds, 0, spectrogram.shape[1]),
+    )
     ax_spec.set_ylabel("mel bin")
-    ax_probs.imshow(probs[:, order].T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                    extent=(0, probs.shape[0] * resolution, -0.5, len(order) - 0.5), interpolation="nearest")
+    ax_probs.imshow(
+        probs[:, order].T,
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        extent=(0, probs.shape[0] * resolution, -0.5, len(order) - 0.5),
+        interpolation="nearest",
+    )
     row_of = {labels[c]: row for row, c in enumerate(order)}
     for start, end, label, _score in found:
         if label in row_of:

@@ -17,8 +17,14 @@ import torch
 
 from speechbrain_datar.plots import plot_confusion_matrix, plot_datar_views, plot_timeline, save_figure
 
-__all__ = ["plot_confusion_matrix", "plot_datar_views", "plot_timeline", "save_figure", "visualize_clip",
-           "visualize_timeline"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_datar_views",
+    "plot_timeline",
+    "save_figure",
+    "visualize_clip",
+    "visualize_timeline",
+]
 
 
 @torch.no_grad()
@@ -39,8 +45,10 @@ def visualize_clip(model_folder, audio_path, output_path, savedir=None):
     windows = classifier.mods.embedding_model
     encoder = windows.encoder
     if not encoder.draws_sampling_points:
-        raise ValueError(f"{model_folder} holds a {type(encoder).__name__}, which has no sampling points to draw "
-                         "(DATAR has): draw its --timeline instead")
+        raise ValueError(
+            f"{model_folder} holds a {type(encoder).__name__}, which has no sampling points to draw "
+            "(DATAR has): draw its --timeline instead"
+        )
     wav = classifier.load_audio(audio_path).unsqueeze(0)
     if windows.features is not None:  # features are computed inside the sliding-window embedding
         feats = windows.normalizer(windows.features(wav), torch.ones(1))
@@ -50,7 +58,10 @@ def visualize_clip(model_folder, audio_path, output_path, savedir=None):
     out = encoder.forward_features(feats[:, :window], return_sampling=True)
     label = classifier.classify_file(audio_path)[3][0]
     plot_datar_views(
-        feats[0, :window].cpu(), out["adapted"][0].cpu(), out["sampling"], output_path,
+        feats[0, :window].cpu(),
+        out["adapted"][0].cpu(),
+        out["sampling"],
+        output_path,
         title=f"{os.path.basename(audio_path)}: predicted '{label}'",
     )
     return label
@@ -69,8 +80,9 @@ def draw_timelines(model_folder, audio_path, output_path, threshold=0.5, savedir
     from speechbrain_datar.inference.interfaces import MultiHeadAudioClassifier
 
     # Any exported audio model loads as MultiHeadAudioClassifier, whose timeline gives every head's by name.
-    model = MultiHeadAudioClassifier.from_hparams(source=os.path.abspath(model_folder),
-                                                  savedir=savedir or os.path.join(os.path.abspath(model_folder), ".loaded"))
+    model = MultiHeadAudioClassifier.from_hparams(
+        source=os.path.abspath(model_folder), savedir=savedir or os.path.join(os.path.abspath(model_folder), ".loaded")
+    )
     windows = model.mods.embedding_model
     wav = model.load_audio(audio_path).unsqueeze(0)
     feats = windows.normalizer(windows.features(wav), torch.ones(1))[0]
@@ -78,8 +90,16 @@ def draw_timelines(model_folder, audio_path, output_path, threshold=0.5, savedir
     found_by_head = {}
     for key, (probs, resolution, found) in results.items():
         path = output_path if len(results) == 1 else f"{os.path.splitext(output_path)[0]}_{key}.png"
-        plot_timeline(feats.cpu(), model.frame_seconds(), probs, resolution, names[key], found, path,
-                      title=f"{os.path.basename(audio_path)}: {len(found)} segments at p >= {threshold}")
+        plot_timeline(
+            feats.cpu(),
+            model.frame_seconds(),
+            probs,
+            resolution,
+            names[key],
+            found,
+            path,
+            title=f"{os.path.basename(audio_path)}: {len(found)} segments at p >= {threshold}",
+        )
         found_by_head[key] = found
     return found_by_head
 
@@ -89,8 +109,9 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="exported model folder (hyperparams.yaml + ckpts)")
     parser.add_argument("--audio", required=True, help="audio file to draw")
     parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--timeline", action="store_true",
-                        help="draw when each class sounds (class probabilities over time, segments)")
+    parser.add_argument(
+        "--timeline", action="store_true", help="draw when each class sounds (class probabilities over time, segments)"
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="with --timeline: a segment's probability")
     args = parser.parse_args(argv)
     for path, what in ((args.model, "model folder"), (args.audio, "audio file")):

@@ -94,9 +94,17 @@ def micro_audio_classifier(tmp_path_factory):
     labels.update_from_iterable([f"class{i}" for i in range(5)])
     encoder = DATAR("micro", n_mels=32, reference_frames=1001).eval()
     features = {"sample_rate": 16000, "n_mels": 32, "n_fft": 512, "win_length": 25, "hop_length": 10}
-    export_classifier(str(folder / "model"), encoder=encoder, head=Classifier(encoder.embedding_dim, 5).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
-                      feature_options=features, window_frames=1001, hop_frames=501, max_windows=8)
+    export_classifier(
+        str(folder / "model"),
+        encoder=encoder,
+        head=Classifier(encoder.embedding_dim, 5).eval(),
+        normalizer=DatasetNormalization(mean=-5.0, std=3.0),
+        label_encoders={"label": labels},
+        feature_options=features,
+        window_frames=1001,
+        hop_frames=501,
+        max_windows=8,
+    )
     model = StreamingClassifier.from_hparams(source=str(folder / "model"), savedir=str(folder / "loaded"))
     model.exported_folder = str(folder / "model")
     return model

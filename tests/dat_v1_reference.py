@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 
 TINY = dict(
-    dims=[96, 192, 384, 768], depths=[2, 2, 6, 2], heads=[3, 6, 12, 24], groups=[1, 1, 3, 6],
+    dims=[96, 192, 384, 768],
+    depths=[2, 2, 6, 2],
+    heads=[3, 6, 12, 24],
+    groups=[1, 1, 3, 6],
     spec=[["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L", "D"]],
 )
 
@@ -75,16 +78,23 @@ def deformable_attention(x, sd, key, heads, groups, range_factor, stride=1):
     q = _pointwise(x, sd, f"{key}.proj_q")
     offsets = q.reshape(batch * groups, group_channels, height, width)
     kernel = sd[f"{key}.conv_offset.0.weight"]
-    offsets = F.conv2d(offsets, kernel, sd[f"{key}.conv_offset.0.bias"], stride=stride,
-                       padding=kernel.shape[-1] // 2, groups=group_channels)
+    offsets = F.conv2d(
+        offsets,
+        kernel,
+        sd[f"{key}.conv_offset.0.bias"],
+        stride=stride,
+        padding=kernel.shape[-1] // 2,
+        groups=group_channels,
+    )
     offsets = F.gelu(_ln(offsets, sd, f"{key}.conv_offset.1.norm"))
     offsets = F.conv2d(offsets, sd[f"{key}.conv_offset.3.weight"])
     key_h, key_w = offsets.shape[-2:]
     offsets = offsets.tanh() * torch.tensor([1.0 / key_h, 1.0 / key_w]).reshape(1, 2, 1, 1) * range_factor
     ref_y, ref_x = torch.meshgrid(_centres(key_h), _centres(key_w), indexing="ij")
     pos = torch.stack((ref_y, ref_x), -1) + offsets.permute(0, 2, 3, 1)
-    sampled = F.grid_sample(x.reshape(batch * groups, group_channels, height, width), pos[..., (1, 0)],
-                            mode="bilinear", align_corners=True)
+    sampled = F.grid_sample(
+        x.reshape(batch * groups, group_channels, height, width), pos[..., (1, 0)], mode="bilinear", align_corners=True
+    )
     n_keys = key_h * key_w
     sampled = sampled.reshape(batch, channels, 1, n_keys)
     head_dim = channels // heads
@@ -115,7 +125,9 @@ def dat_v1_features(sd, images, config=TINY, window=7, range_factor=2.0):
             if kind == "D":
                 h = deformable_attention(h, sd, f"{key}.attns.{d}", heads, config["groups"][i], range_factor)
             else:
-                h = _window_attention(h, sd, f"{key}.attns.{d}", heads, window, math.ceil(window / 2) if kind == "S" else 0)
+                h = _window_attention(
+                    h, sd, f"{key}.attns.{d}", heads, window, math.ceil(window / 2) if kind == "S" else 0
+                )
             x = x + h
             h = _ln(x, sd, f"{key}.layer_norms.{2 * d + 1}.norm").permute(0, 2, 3, 1)
             h = F.gelu(h @ sd[f"{key}.mlps.{d}.chunk.linear1.weight"].t() + sd[f"{key}.mlps.{d}.chunk.linear1.bias"])
@@ -149,15 +161,27 @@ def make_dat_state_dict(config=TINY, image_size=224, window=7, num_classes=1000,
             key = f"stages.{i}"
             norm(f"{key}.layer_norms.{2 * d}.norm", dim)
             norm(f"{key}.layer_norms.{2 * d + 1}.norm", dim)
-            sd[f"{key}.mlps.{d}.chunk.linear1.weight"], sd[f"{key}.mlps.{d}.chunk.linear1.bias"] = rand(4 * dim, dim), rand(4 * dim)
-            sd[f"{key}.mlps.{d}.chunk.linear2.weight"], sd[f"{key}.mlps.{d}.chunk.linear2.bias"] = rand(dim, 4 * dim), rand(dim)
+            sd[f"{key}.mlps.{d}.chunk.linear1.weight"], sd[f"{key}.mlps.{d}.chunk.linear1.bias"] = (
+                rand(4 * dim, dim),
+                rand(4 * dim),
+            )
+            sd[f"{key}.mlps.{d}.chunk.linear2.weight"], sd[f"{key}.mlps.{d}.chunk.linear2.bias"] = (
+                rand(dim, 4 * dim),
+                rand(dim),
+            )
             a = f"{key}.attns.{d}"
             if kind == "D":
                 gc = dim // config["groups"][i]
                 kernel = {56: 9, 28: 7, 14: 5, 7: 3}[fmap]
                 for name in ("q", "k", "v", "out"):
-                    sd[f"{a}.proj_{name}.weight"], sd[f"{a}.proj_{name}.bias"] = rand(dim, dim, 1, 1, std=0.1), rand(dim)
-                sd[f"{a}.conv_offset.0.weight"], sd[f"{a}.conv_offset.0.bias"] = rand(gc, 1, kernel, kernel, std=0.2), rand(gc)
+                    sd[f"{a}.proj_{name}.weight"], sd[f"{a}.proj_{name}.bias"] = (
+                        rand(dim, dim, 1, 1, std=0.1),
+                        rand(dim),
+                    )
+                sd[f"{a}.conv_offset.0.weight"], sd[f"{a}.conv_offset.0.bias"] = (
+                    rand(gc, 1, kernel, kernel, std=0.2),
+                    rand(gc),
+                )
                 norm(f"{a}.conv_offset.1.norm", gc)
                 sd[f"{a}.conv_offset.3.weight"] = rand(2, gc, 1, 1, std=0.5)
                 sd[f"{a}.rpe_table"] = rand(heads, 2 * fmap - 1, 2 * fmap - 1, std=0.5)

@@ -22,8 +22,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def make_wav(path, rate, samples, channels=1):
     """A 16-bit PCM WAV whose header declares ``rate`` (written by hand: libraries refuse absurd rates)."""
     data = (np.sin(np.arange(samples * channels) / 7.0) * 8000).astype("<i2").tobytes()
-    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels, rate,
-                         rate * channels * 2, channels * 2, 16, b"data", len(data))
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(data),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        channels,
+        rate,
+        rate * channels * 2,
+        channels * 2,
+        16,
+        b"data",
+        len(data),
+    )
     with open(path, "wb") as f:
         f.write(header + data)
     return path
@@ -37,11 +51,20 @@ def make_truncated_download(path, seconds=14.0, keep=0.6, video=True, codec="aac
     rate = 44100
     rng = np.random.default_rng(0)
     wav = (0.2 * rng.standard_normal(int(seconds * rate)) * np.sin(np.arange(int(seconds * rate)) / 9000.0)).astype(
-        np.float32)
-    frames = np.broadcast_to((np.arange(int(seconds * 5)) % 200).astype(np.uint8)[:, None, None, None],
-                             (int(seconds * 5), 32, 32, 3))
-    write_video(path, wav, rate, frames if video else None, fps=5, audio_codec=codec,
-                container_options={"movflags": "faststart"})  # the index first, as streaming sites serve mp4
+        np.float32
+    )
+    frames = np.broadcast_to(
+        (np.arange(int(seconds * 5)) % 200).astype(np.uint8)[:, None, None, None], (int(seconds * 5), 32, 32, 3)
+    )
+    write_video(
+        path,
+        wav,
+        rate,
+        frames if video else None,
+        fps=5,
+        audio_codec=codec,
+        container_options={"movflags": "faststart"},
+    )  # the index first, as streaming sites serve mp4
     with open(path, "rb") as f:
         content = f.read()
     with open(path, "wb") as f:
@@ -69,8 +92,9 @@ def make_huge_frame_video(path, side):
             container.mux(packet)
         tone = (0.3 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)[None]
         for first in range(0, 16000, 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, first:first + 1024]), format="fltp",
-                                               layout="mono")
+            chunk = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[:, first : first + 1024]), format="fltp", layout="mono"
+            )
             chunk.sample_rate, chunk.pts = 16000, first
             for packet in audio.encode(chunk):
                 container.mux(packet)
@@ -151,8 +175,10 @@ def main(argv):
         kind, path = argument.split("=", 1)
         outcome = run(kind, path)
         peak = peak_resident_mib()
-        print(json.dumps({"kind": kind, "path": os.path.basename(path), "outcome": outcome, "peak_mib": round(peak, 1)}),
-              flush=True)
+        print(
+            json.dumps({"kind": kind, "path": os.path.basename(path), "outcome": outcome, "peak_mib": round(peak, 1)}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

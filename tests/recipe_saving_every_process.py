@@ -1,6 +1,6 @@
 """The VGGSound recipe, and then every process saves its final weights (for the torchrun test).
 
-    torchrun --nproc_per_node=2 tests/recipe_saving_every_process.py hparams/datar.yaml ...
+torchrun --nproc_per_node=2 tests/recipe_saving_every_process.py hparams/datar.yaml ...
 """
 
 import os

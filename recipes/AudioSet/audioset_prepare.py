@@ -26,8 +26,11 @@ from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
-SEGMENT_FILES = {"balanced": "balanced_train_segments.csv", "unbalanced": "unbalanced_train_segments.csv",
-                 "eval": "eval_segments.csv"}
+SEGMENT_FILES = {
+    "balanced": "balanced_train_segments.csv",
+    "unbalanced": "unbalanced_train_segments.csv",
+    "eval": "eval_segments.csv",
+}
 
 
 def read_class_labels(path):
@@ -83,9 +86,18 @@ def read_segments(path, classes, report):
     return rows
 
 
-def prepare_audioset(data_folder, train_sets=("balanced",), audio_folder=None, filename_pattern="Y{ytid}",
-                     trimmed=True, extensions=CLIP_EXTENSIONS, min_seconds=0.05, silence_threshold=None,
-                     num_workers=4, need_video=False):
+def prepare_audioset(
+    data_folder,
+    train_sets=("balanced",),
+    audio_folder=None,
+    filename_pattern="Y{ytid}",
+    trimmed=True,
+    extensions=CLIP_EXTENSIONS,
+    min_seconds=0.05,
+    silence_threshold=None,
+    num_workers=4,
+    need_video=False,
+):
     """Reads AudioSet's segment lists and checks the clips they name.
 
     Arguments
@@ -127,12 +139,26 @@ def prepare_audioset(data_folder, train_sets=("balanced",), audio_folder=None, f
                 stem = filename_pattern.format(ytid=ytid, start=start, end=end)
                 span = {"start": None, "stop": None} if trimmed else {"start": start, "stop": end}
                 jobs.append(clip_job(f"{ytid}_{start:g}", audio_folder, stem, dict(span, labels=labels), extensions))
-        entries[split] = check_audio(jobs, reports[split], min_seconds, silence_threshold, num_workers,
-                                     desc=f"checking {split} clips", need_video=need_video)
+        entries[split] = check_audio(
+            jobs,
+            reports[split],
+            min_seconds,
+            silence_threshold,
+            num_workers,
+            desc=f"checking {split} clips",
+            need_video=need_video,
+        )
     if not entries["train"]:
-        raise DataError(f"no usable training clip: {reports['train'].summary()}; looked for files like "
-                        f"{os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}")
-    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
-                        label_keys=("labels",), extra_files={"class_names.json": sorted(set(classes.values()))},
-                        inputs=[os.path.join(data_folder, f) for f in ["class_labels_indices.csv", *lists["train"],
-                                                                         *lists["test"]]] + [audio_folder])
+        raise DataError(
+            f"no usable training clip: {reports['train'].summary()}; looked for files like "
+            f"{os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
+        )
+    return PreparedData(
+        entries["train"],
+        entries["test"],
+        [csv_report, reports["train"], reports["test"]],
+        label_keys=("labels",),
+        extra_files={"class_names.json": sorted(set(classes.values()))},
+        inputs=[os.path.join(data_folder, f) for f in ["class_labels_indices.csv", *lists["train"], *lists["test"]]]
+        + [audio_folder],
+    )

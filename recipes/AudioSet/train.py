@@ -11,6 +11,7 @@ See README.md beside this file.
 Authors
  * speechbrain-datar contributors
 """
+
 import os
 import sys
 
@@ -21,5 +22,4 @@ from audioset_prepare import prepare_audioset  # noqa: E402
 from speechbrain_datar.training.recipe import recipe_main  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_audioset,
-                dataset_hparams=os.path.join(HPARAMS, "AudioSet", "audioset.yaml"))
+    recipe_main(sys.argv[1:], prepare_audioset, dataset_hparams=os.path.join(HPARAMS, "AudioSet", "audioset.yaml"))

@@ -25,13 +25,17 @@ import sys
 
 #: ESC-10's classes: (ESC-50 category, target) by the names class-folder copies use for them.
 ESC10_CLASSES = {
-    "dog bark": ("dog", 0), "dog": ("dog", 0),
+    "dog bark": ("dog", 0),
+    "dog": ("dog", 0),
     "rooster": ("rooster", 1),
     "rain": ("rain", 10),
     "sea waves": ("sea_waves", 11),
-    "fire crackling": ("crackling_fire", 12), "crackling fire": ("crackling_fire", 12),
-    "baby cry": ("crying_baby", 20), "crying baby": ("crying_baby", 20),
-    "person sneeze": ("sneezing", 21), "sneezing": ("sneezing", 21),
+    "fire crackling": ("crackling_fire", 12),
+    "crackling fire": ("crackling_fire", 12),
+    "baby cry": ("crying_baby", 20),
+    "crying baby": ("crying_baby", 20),
+    "person sneeze": ("sneezing", 21),
+    "sneezing": ("sneezing", 21),
     "clock tick": ("clock_tick", 38),
     "helicopter": ("helicopter", 40),
     "chainsaw": ("chainsaw", 41),

@@ -30,14 +30,20 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 from train import DATASET_HPARAMS  # noqa: E402
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-EPOCH_LINE = re.compile(r"^epoch: (?P<epoch>\d+)(?P<meta>.*?) - train loss: (?P<train_loss>\S+)"
-                        r" - valid loss: (?P<valid_loss>[^,\s]+), valid top1: (?P<valid_top1>[\d.]+)")
+EPOCH_LINE = re.compile(
+    r"^epoch: (?P<epoch>\d+)(?P<meta>.*?) - train loss: (?P<train_loss>\S+)"
+    r" - valid loss: (?P<valid_loss>[^,\s]+), valid top1: (?P<valid_top1>[\d.]+)"
+)
 
 
 def fold_options(options, fold):
     """The options of one fold's run: ``--test_fold``, and ``--output_folder=X`` as ``X/fold<k>``."""
-    return [f"--output_folder={os.path.join(option.split('=', 1)[1], f'fold{fold}')}"
-            if option.startswith("--output_folder=") else option for option in options] + [f"--test_fold={fold}"]
+    return [
+        f"--output_folder={os.path.join(option.split('=', 1)[1], f'fold{fold}')}"
+        if option.startswith("--output_folder=")
+        else option
+        for option in options
+    ] + [f"--test_fold={fold}"]
 
 
 def output_folder(hparams_file, options, fold):
@@ -56,9 +62,15 @@ def read_run(folder):
             match = EPOCH_LINE.match(line)
             if match:
                 meta = dict(re.findall(r"(\w+): ([\d.e+-]+)", match["meta"]))
-                epochs.append({"epoch": int(match["epoch"]), "train_seconds": float(meta.get("train_seconds", "nan")),
-                               "train_loss": float(match["train_loss"]), "valid_loss": float(match["valid_loss"]),
-                               "valid_top1": float(match["valid_top1"])})
+                epochs.append(
+                    {
+                        "epoch": int(match["epoch"]),
+                        "train_seconds": float(meta.get("train_seconds", "nan")),
+                        "train_loss": float(match["train_loss"]),
+                        "valid_loss": float(match["valid_loss"]),
+                        "valid_top1": float(match["valid_top1"]),
+                    }
+                )
     return {"test": test, "epochs": epochs}
 
 
@@ -75,8 +87,10 @@ def run_fold(hparams_file, options, fold, log_file=None, env=None):
         with open(log_file, "a") if log_file else contextlib.nullcontext() as log:
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT if log else None, env=env)
         if done.returncode != 0:
-            raise SystemExit(f"error: fold {fold} failed (exit {done.returncode}): {' '.join(command)}"
-                             + (f" (output: {log_file})" if log_file else ""))
+            raise SystemExit(
+                f"error: fold {fold} failed (exit {done.returncode}): {' '.join(command)}"
+                + (f" (output: {log_file})" if log_file else "")
+            )
     return dict(read_run(folder), fold=fold, output_folder=folder)
 
 

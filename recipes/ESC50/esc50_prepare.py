@@ -35,11 +35,14 @@ def read_esc50_csv(csv_path, report, esc10=False):
     rows, seen = [], set()
     with open_annotations(csv_path) as f:
         reader = csv.DictReader(f)
-        missing = [column for column in ("filename", "fold", "category", "esc10") if column not in
-                   (reader.fieldnames or [])]
+        missing = [
+            column for column in ("filename", "fold", "category", "esc10") if column not in (reader.fieldnames or [])
+        ]
         if missing:
-            raise DataError(f"{csv_path} does not look like esc50.csv: its header {reader.fieldnames} lacks "
-                            f"{missing} (expected {', '.join(COLUMNS)})")
+            raise DataError(
+                f"{csv_path} does not look like esc50.csv: its header {reader.fieldnames} lacks "
+                f"{missing} (expected {', '.join(COLUMNS)})"
+            )
         for number, row in enumerate(reader, start=2):
             problem = _row_problem(row)
             if problem:
@@ -68,8 +71,16 @@ def _row_problem(row):
     return None
 
 
-def prepare_esc50(data_folder, test_fold=1, esc10=False, csv_file=None, audio_folder=None, min_seconds=0.05,
-                  silence_threshold=None, num_workers=4):
+def prepare_esc50(
+    data_folder,
+    test_fold=1,
+    esc10=False,
+    csv_file=None,
+    audio_folder=None,
+    min_seconds=0.05,
+    silence_threshold=None,
+    num_workers=4,
+):
     """Reads ``meta/esc50.csv`` and checks the clips of one cross-validation split.
 
     Arguments
@@ -105,15 +116,27 @@ def prepare_esc50(data_folder, test_fold=1, esc10=False, csv_file=None, audio_fo
         stem, _ = os.path.splitext(filename)
         split = "test" if fold == int(test_fold) else "train"
         entry = {"start": None, "stop": None, "label": category, "fold": fold}
-        jobs[split].append(clip_job(stem, audio_folder, stem, entry,
-                                    missing_detail=f"{filename} (fold {fold}) is in the CSV but not in {audio_folder}"))
+        jobs[split].append(
+            clip_job(
+                stem,
+                audio_folder,
+                stem,
+                entry,
+                missing_detail=f"{filename} (fold {fold}) is in the CSV but not in {audio_folder}",
+            )
+        )
     entries = {
-        split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
-                           desc=f"checking {split} clips")
+        split: check_audio(
+            jobs[split], reports[split], min_seconds, silence_threshold, num_workers, desc=f"checking {split} clips"
+        )
         for split in ("train", "test")
     }
     if not entries["train"]:
         raise DataError(f"no usable training clip: {reports['train'].summary()}")
-    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
-                        extra_report={"test_fold": int(test_fold), "esc10": bool(esc10)},
-                        inputs=[csv_file, audio_folder])
+    return PreparedData(
+        entries["train"],
+        entries["test"],
+        [csv_report, reports["train"], reports["test"]],
+        extra_report={"test_fold": int(test_fold), "esc10": bool(esc10)},
+        inputs=[csv_file, audio_folder],
+    )

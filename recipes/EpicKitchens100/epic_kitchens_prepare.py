@@ -80,8 +80,11 @@ def read_segments(path, report):
         for number, row in enumerate(reader, start=2):
             narration = row["narration_id"]
             if None in row.values() or None in row:
-                report.add("bad_row", f"line {number}: {len([v for v in row.values() if v is not None])} cells, "
-                                      f"not the header's {len(reader.fieldnames)}")
+                report.add(
+                    "bad_row",
+                    f"line {number}: {len([v for v in row.values() if v is not None])} cells, "
+                    f"not the header's {len(reader.fieldnames)}",
+                )
                 continue
             try:
                 start, stop = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
@@ -94,15 +97,20 @@ def read_segments(path, report):
             try:
                 verb, noun = whole_number(row["verb_class"]), whole_number(row["noun_class"])
             except ValueError:
-                report.add("bad_row", f"{narration}: verb_class {row['verb_class']!r}, noun_class {row['noun_class']!r}")
+                report.add(
+                    "bad_row", f"{narration}: verb_class {row['verb_class']!r}, noun_class {row['noun_class']!r}"
+                )
                 continue
             frames = None
             if "start_frame" in row and "stop_frame" in row:
                 try:
                     frames = whole_number(row["start_frame"]), whole_number(row["stop_frame"])
                 except ValueError:
-                    report.add("bad_frame_numbers", f"{narration}: start_frame {row['start_frame']!r}, stop_frame "
-                                                    f"{row['stop_frame']!r} (its frames are read from the video)")
+                    report.add(
+                        "bad_frame_numbers",
+                        f"{narration}: start_frame {row['start_frame']!r}, stop_frame "
+                        f"{row['stop_frame']!r} (its frames are read from the video)",
+                    )
             segments.append((narration, row["video_id"], start, stop, verb, noun, frames))
     return segments
 
@@ -115,8 +123,15 @@ def video_folder(data_folder, audio_folder, video_id, extensions=CLIP_EXTENSIONS
     return os.path.join(data_folder, video_id.split("_")[0], "videos")
 
 
-def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None, extensions=CLIP_EXTENSIONS,
-                          min_seconds=0.0, num_workers=4, need_video=False):
+def prepare_epic_kitchens(
+    data_folder,
+    annotation_folder=None,
+    audio_folder=None,
+    extensions=CLIP_EXTENSIONS,
+    min_seconds=0.0,
+    num_workers=4,
+    need_video=False,
+):
     """Reads the EPIC-KITCHENS-100 annotations and checks every segment against its video's audio.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
@@ -137,8 +152,9 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
     for split, name in (("train", "EPIC_100_train.csv"), ("test", "EPIC_100_validation.csv")):
         reports[split] = SkipReport(split)
         jobs = []
-        for narration, video, start, stop, verb, noun, frames in read_segments(os.path.join(annotation_folder, name),
-                                                                                reports[split]):
+        for narration, video, start, stop, verb, noun, frames in read_segments(
+            os.path.join(annotation_folder, name), reports[split]
+        ):
             entry = {"start": start, "stop": stop, "verb": verb, "noun": noun, "video_id": video}
             dumps = os.path.join(data_folder, video.split("_")[0], "rgb_frames", video)
             last_frame = os.path.join(dumps, f"frame_{frames[1]:010d}.jpg") if frames else ""
@@ -149,12 +165,29 @@ def prepare_epic_kitchens(data_folder, annotation_folder=None, audio_folder=None
             folder = video_folder(data_folder, audio_folder, video, extensions)
             missing = f"{narration}: no audio or video file for {video} in {audio_folder} or {folder}"
             jobs.append(clip_job(narration, folder, video, entry, extensions, missing_detail=missing))
-        entries[split] = check_audio(jobs, reports[split], min_seconds, None, num_workers,
-                                     desc=f"checking {split} segments", need_video=need_video)
-    names = {key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS}
+        entries[split] = check_audio(
+            jobs,
+            reports[split],
+            min_seconds,
+            None,
+            num_workers,
+            desc=f"checking {split} segments",
+            need_video=need_video,
+        )
+    names = {
+        key: read_class_names(os.path.join(annotation_folder, f"EPIC_100_{key}_classes.csv")) for key in LABEL_KEYS
+    }
     extra_files = {}
     if any(names.values()):
         extra_files["class_names.json"] = {key: {str(k): v for k, v in table.items()} for key, table in names.items()}
-    videos = sorted({os.path.join(data_folder, e["video_id"].split("_")[0], "videos") for e in entries["train"].values()})
-    return PreparedData(entries["train"], entries["test"], [reports["train"], reports["test"]], LABEL_KEYS,
-                        extra_files=extra_files, inputs=[annotation_folder, audio_folder] + videos)
+    videos = sorted(
+        {os.path.join(data_folder, e["video_id"].split("_")[0], "videos") for e in entries["train"].values()}
+    )
+    return PreparedData(
+        entries["train"],
+        entries["test"],
+        [reports["train"], reports["test"]],
+        LABEL_KEYS,
+        extra_files=extra_files,
+        inputs=[annotation_folder, audio_folder] + videos,
+    )

@@ -34,5 +34,10 @@ def action_accuracy(metrics):
 
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_epic_kitchens, main_metric="action_top1", extra_statistics=[action_accuracy],
-                dataset_hparams=os.path.join(HPARAMS, "EpicKitchens100", "epic_kitchens.yaml"))
+    recipe_main(
+        sys.argv[1:],
+        prepare_epic_kitchens,
+        main_metric="action_top1",
+        extra_statistics=[action_accuracy],
+        dataset_hparams=os.path.join(HPARAMS, "EpicKitchens100", "epic_kitchens.yaml"),
+    )

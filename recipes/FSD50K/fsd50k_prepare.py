@@ -63,8 +63,9 @@ def read_ground_truth(path, vocabulary, report, splits=None):
         reader = csv.DictReader(f)
         needed = {"fname", "labels", "mids"} | ({"split"} if splits else set())
         if not needed <= set(reader.fieldnames or ()):
-            raise DataError(f"{path} does not look like FSD50K ground truth: columns {reader.fieldnames}, "
-                            f"need {sorted(needed)}")
+            raise DataError(
+                f"{path} does not look like FSD50K ground truth: columns {reader.fieldnames}, need {sorted(needed)}"
+            )
         for number, row in enumerate(reader, start=2):
             fname = (row["fname"] or "").strip()
             mids = [mid.strip() for mid in (row["mids"] or "").split(",") if mid.strip()]
@@ -81,8 +82,16 @@ def read_ground_truth(path, vocabulary, report, splits=None):
     return rows
 
 
-def prepare_fsd50k(data_folder, ground_truth_folder=None, dev_audio_folder=None, eval_audio_folder=None,
-                   extensions=CLIP_EXTENSIONS, min_seconds=0.05, silence_threshold=None, num_workers=4):
+def prepare_fsd50k(
+    data_folder,
+    ground_truth_folder=None,
+    dev_audio_folder=None,
+    eval_audio_folder=None,
+    extensions=CLIP_EXTENSIONS,
+    min_seconds=0.05,
+    silence_threshold=None,
+    num_workers=4,
+):
     """Reads FSD50K's ground truth and checks its clips.
 
     Arguments
@@ -108,8 +117,10 @@ def prepare_fsd50k(data_folder, ground_truth_folder=None, dev_audio_folder=None,
     if not os.path.isdir(data_folder):
         raise MissingDataError(f"FSD50K folder {data_folder!r} does not exist")
     truth = ground_truth_folder or os.path.join(data_folder, GROUND_TRUTH)
-    folders = {"dev": dev_audio_folder or os.path.join(data_folder, "FSD50K.dev_audio"),
-               "eval": eval_audio_folder or os.path.join(data_folder, "FSD50K.eval_audio")}
+    folders = {
+        "dev": dev_audio_folder or os.path.join(data_folder, "FSD50K.dev_audio"),
+        "eval": eval_audio_folder or os.path.join(data_folder, "FSD50K.eval_audio"),
+    }
     for folder in folders.values():
         if not os.path.isdir(folder):
             raise MissingDataError(f"FSD50K audio folder {folder!r} does not exist")
@@ -121,16 +132,27 @@ def prepare_fsd50k(data_folder, ground_truth_folder=None, dev_audio_folder=None,
     jobs = {"train": [], "valid": [], "test": []}
     for fname, labels, split in dev:
         jobs["train" if split == "train" else "valid"].append(
-            clip_job(fname, folders["dev"], fname, {"start": None, "stop": None, "labels": labels}, extensions))
+            clip_job(fname, folders["dev"], fname, {"start": None, "stop": None, "labels": labels}, extensions)
+        )
     for fname, labels, _ in evaluation:
-        jobs["test"].append(clip_job(fname, folders["eval"], fname, {"start": None, "stop": None, "labels": labels},
-                                     extensions))
+        jobs["test"].append(
+            clip_job(fname, folders["eval"], fname, {"start": None, "stop": None, "labels": labels}, extensions)
+        )
     reports = {split: SkipReport(split) for split in jobs}
-    entries = {split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
-                                  desc=f"checking {split} clips") for split in jobs}
+    entries = {
+        split: check_audio(
+            jobs[split], reports[split], min_seconds, silence_threshold, num_workers, desc=f"checking {split} clips"
+        )
+        for split in jobs
+    }
     if not entries["train"]:
         raise DataError(f"no usable training clip: {reports['train'].summary()}")
-    return PreparedData(entries["train"], entries["test"],
-                        [csv_report, reports["valid"], reports["train"], reports["test"]], label_keys=("labels",),
-                        valid=entries["valid"], extra_files={"class_names.json": sorted(set(vocabulary.values()))},
-                        inputs=[truth, folders["dev"], folders["eval"]])
+    return PreparedData(
+        entries["train"],
+        entries["test"],
+        [csv_report, reports["valid"], reports["train"], reports["test"]],
+        label_keys=("labels",),
+        valid=entries["valid"],
+        extra_files={"class_names.json": sorted(set(vocabulary.values()))},
+        inputs=[truth, folders["dev"], folders["eval"]],
+    )

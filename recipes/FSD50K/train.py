@@ -17,5 +17,4 @@ HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 from fsd50k_prepare import prepare_fsd50k  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_fsd50k,
-                dataset_hparams=os.path.join(HPARAMS, "FSD50K", "fsd50k.yaml"))
+    recipe_main(sys.argv[1:], prepare_fsd50k, dataset_hparams=os.path.join(HPARAMS, "FSD50K", "fsd50k.yaml"))

@@ -71,9 +71,18 @@ def read_kinetics_csv(path, classes, report):
     return rows, other
 
 
-def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=None, classes_file=CLASSES_FILE,
-                            filename_pattern="{ytid}_{start:06d}_{end:06d}", extensions=CLIP_EXTENSIONS,
-                            min_seconds=0.05, silence_threshold=1e-4, num_workers=4, need_video=False):
+def prepare_kinetics_sounds(
+    data_folder,
+    annotation_folder=None,
+    audio_folder=None,
+    classes_file=CLASSES_FILE,
+    filename_pattern="{ytid}_{start:06d}_{end:06d}",
+    extensions=CLIP_EXTENSIONS,
+    min_seconds=0.05,
+    silence_threshold=1e-4,
+    num_workers=4,
+    need_video=False,
+):
     """Reads the Kinetics-400 annotations of the Kinetics-Sounds classes and checks their clips.
 
     ``annotation_folder`` defaults to ``data_folder/annotations`` (or ``data_folder``),
@@ -100,13 +109,22 @@ def prepare_kinetics_sounds(data_folder, annotation_folder=None, audio_folder=No
             stem = filename_pattern.format(ytid=ytid, start=start, end=end)
             jobs.append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
         reports[split] = SkipReport(split)
-        entries[split] = check_audio(jobs, reports[split], min_seconds, silence_threshold, num_workers,
-                                     desc=f"checking {split} clips", need_video=need_video)
+        entries[split] = check_audio(
+            jobs,
+            reports[split],
+            min_seconds,
+            silence_threshold,
+            num_workers,
+            desc=f"checking {split} clips",
+            need_video=need_video,
+        )
     absent = [c for c in classes if c not in seen_classes]
     if absent:
         logger.warning("classes of %s not found in the annotations: %s", classes_file, absent)
     return PreparedData(
-        entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
+        entries["train"],
+        entries["test"],
+        [csv_report, reports["train"], reports["test"]],
         extra_report={"rows_of_other_classes": other_rows, "listed_classes_not_in_annotations": absent},
         inputs=[os.path.join(annotation_folder, name) for name in ("train.csv", "validate.csv")]
         + [classes_file, audio_folder],

@@ -20,5 +20,8 @@ HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 from kinetics_sounds_prepare import prepare_kinetics_sounds  # noqa: E402
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_kinetics_sounds,
-                dataset_hparams=os.path.join(HPARAMS, "KineticsSounds", "kinetics_sounds.yaml"))
+    recipe_main(
+        sys.argv[1:],
+        prepare_kinetics_sounds,
+        dataset_hparams=os.path.join(HPARAMS, "KineticsSounds", "kinetics_sounds.yaml"),
+    )

@@ -86,10 +86,13 @@ def main(argv=None):
     print()
     print(f"skipped during preparation: {skipped}")
     print(f"training + test + export took {elapsed:.0f} s")
-    print(f"test accuracy: top-1 {metrics['top1']:.1f}%, top-5 {metrics['top5']:.1f}% "
-          f"(chance: {100 / len(CLASSES):.1f}%)")
-    print(f"{interface.__name__} on {os.path.basename(test[clip_id]['path'])}: '{label[0]}' "
-          f"(true: '{test[clip_id]['label']}')")
+    print(
+        f"test accuracy: top-1 {metrics['top1']:.1f}%, top-5 {metrics['top5']:.1f}% (chance: {100 / len(CLASSES):.1f}%)"
+    )
+    print(
+        f"{interface.__name__} on {os.path.basename(test[clip_id]['path'])}: '{label[0]}' "
+        f"(true: '{test[clip_id]['label']}')"
+    )
     print(f"exported model: {export} ({', '.join(sorted(os.listdir(export)))})")
 
 

@@ -75,9 +75,17 @@ def _row_problem(row):
     return None
 
 
-def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pattern="{ytid}_{start:06d}",
-                     extensions=CLIP_EXTENSIONS, min_seconds=0.05, silence_threshold=1e-4, num_workers=4,
-                     need_video=False):
+def prepare_vggsound(
+    data_folder,
+    csv_file=None,
+    audio_folder=None,
+    filename_pattern="{ytid}_{start:06d}",
+    extensions=CLIP_EXTENSIONS,
+    min_seconds=0.05,
+    silence_threshold=1e-4,
+    num_workers=4,
+    need_video=False,
+):
     """Reads ``vggsound.csv`` and checks the clips it names.
 
     Arguments
@@ -112,10 +120,19 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
     jobs = {split: [] for split in SPLITS}
     for ytid, start, label, split in read_vggsound_csv(csv_file, csv_report):
         stem = filename_pattern.format(ytid=ytid, start=start)
-        jobs[split].append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
+        jobs[split].append(
+            clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions)
+        )
     entries = {
-        split: check_audio(jobs[split], reports[split], min_seconds, silence_threshold, num_workers,
-                           desc=f"checking {split} clips", need_video=need_video)
+        split: check_audio(
+            jobs[split],
+            reports[split],
+            min_seconds,
+            silence_threshold,
+            num_workers,
+            desc=f"checking {split} clips",
+            need_video=need_video,
+        )
         for split in SPLITS
     }
     if not entries["train"]:
@@ -123,5 +140,9 @@ def prepare_vggsound(data_folder, csv_file=None, audio_folder=None, filename_pat
             f"no usable training clip: {reports['train'].summary()}; "
             f"looked for files like {os.path.join(audio_folder, filename_pattern)}{{{','.join(extensions)}}}"
         )
-    return PreparedData(entries["train"], entries["test"], [csv_report, reports["train"], reports["test"]],
-                        inputs=[csv_file, audio_folder])
+    return PreparedData(
+        entries["train"],
+        entries["test"],
+        [csv_report, reports["train"], reports["test"]],
+        inputs=[csv_file, audio_folder],
+    )

@@ -88,21 +88,27 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
             peak = max(peak, loudest) if finite else peak
     end = first + decoded
     if last is None and header and end < header - TRUNCATION_SECONDS * rate:
-        raise ClipProblem("truncated", f"{path}: its header says {header / rate:.2f} s, {end / rate:.2f} s decode "
-                                       "(an interrupted download?)")
+        raise ClipProblem(
+            "truncated",
+            f"{path}: its header says {header / rate:.2f} s, {end / rate:.2f} s decode (an interrupted download?)",
+        )
     if last is not None and end < last - 0.05 * rate:
         reason = "truncated" if header and last <= header + 0.05 * rate else "beyond_end"
-        raise ClipProblem(reason, f"{path}: segment {first / rate:.2f}-{last / rate:.2f} s, the file decodes "
-                                  f"to {end / rate:.2f} s" + (f" of the {header / rate:.2f} s its header says"
-                                                              if header else ""))
+        raise ClipProblem(
+            reason,
+            f"{path}: segment {first / rate:.2f}-{last / rate:.2f} s, the file decodes "
+            f"to {end / rate:.2f} s" + (f" of the {header / rate:.2f} s its header says" if header else ""),
+        )
     if decoded == 0:
         raise ClipProblem("empty", f"{path} decoded to no samples")
     duration = decoded / rate
     if duration < min_seconds:
         raise ClipProblem("too_short", f"{path}: {duration:.3f}s < {min_seconds}s")
     if video_seconds is not None and video_seconds < end / rate - 0.5:
-        raise ClipProblem("too_short", f"{path}: its video stream ends at {video_seconds:.2f}s, before the span's "
-                                       f"end at {end / rate:.2f}s")
+        raise ClipProblem(
+            "too_short",
+            f"{path}: its video stream ends at {video_seconds:.2f}s, before the span's end at {end / rate:.2f}s",
+        )
     if not finite:
         raise ClipProblem("non_finite", f"{path} holds NaN or infinite samples")
     if silence_threshold is not None and peak < silence_threshold:
@@ -148,8 +154,9 @@ def audio_samples(path):
 
 def mono(samples):
     """``[channels, n]`` samples as one float32 channel (their mean)."""
-    return np.ascontiguousarray(samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0],
-                                dtype=np.float32)
+    return np.ascontiguousarray(
+        samples.mean(axis=0, dtype=np.float32) if samples.shape[0] > 1 else samples[0], dtype=np.float32
+    )
 
 
 def resample(wav, file_rate, rate):

@@ -64,8 +64,11 @@ def crop_waveforms(wavs, lengths, starts, span):
     """
     batch, samples = wavs.shape
     width = min(int(span), samples)
-    valid = torch.full((batch,), samples, device=wavs.device) if lengths is None else torch.round(
-        lengths.to(wavs.device) * samples).long()
+    valid = (
+        torch.full((batch,), samples, device=wavs.device)
+        if lengths is None
+        else torch.round(lengths.to(wavs.device) * samples).long()
+    )
     crops = wavs.new_zeros(batch, starts.shape[1], width)
     kept = torch.zeros(batch, starts.shape[1], dtype=torch.long)
     for b in range(batch):
@@ -103,15 +106,28 @@ def decoded_short_side(transform):
     return 2 * transform.size
 
 
-def crop_frames(path, first, duration, starts, span_seconds, n_frames, transform, sampling="uniform", stride=1,
-                frames_folder=None, fps=None, frame_offset=0.0):
+def crop_frames(
+    path,
+    first,
+    duration,
+    starts,
+    span_seconds,
+    n_frames,
+    transform,
+    sampling="uniform",
+    stride=1,
+    frames_folder=None,
+    fps=None,
+    frame_offset=0.0,
+):
     """uint8 ``[len(starts), n_frames, 3, size, size]``: each evaluation crop's frames (``first``: where the
     clip starts in the file; ``starts``: the crops' starts in the clip, as ``crop_starts`` gives them)."""
     rate = fps or DEFAULT_FPS
     span_seconds = duration if span_seconds is None else span_seconds
     times = []
     for start in starts:
-        times += frame_times(first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate,
-                             stride)
+        times += frame_times(
+            first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate, stride
+        )
     frames = transform(read_frames(path, times, frames_folder, rate, frame_offset, decoded_short_side(transform)))
     return frames.reshape(len(starts), n_frames, *frames.shape[1:])

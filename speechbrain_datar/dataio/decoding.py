@@ -209,8 +209,11 @@ class ContainerSource(AudioSource):
             start = self.container.start_time
             self.origin = start / av.time_base if start is not None else 0.0
             self.time_base = stream.time_base
-            seconds = self.container.duration / av.time_base if self.container.duration else (
-                float(stream.duration * stream.time_base) if stream.duration else None)
+            seconds = (
+                self.container.duration / av.time_base
+                if self.container.duration
+                else (float(stream.duration * stream.time_base) if stream.duration else None)
+            )
             self.header_samples = int(round(seconds * self.sample_rate)) if seconds else None
         ticks = float(self.time_base) * self.sample_rate
         self.coarse = ticks > 1.0 + 1e-9  # timestamps coarser than a sample (Matroska's milliseconds)

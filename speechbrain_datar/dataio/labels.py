@@ -66,8 +66,9 @@ def label_encoders_of(hparams):
 
 def class_names(hparams):
     """``{key: [class name by index]}`` of an exported model's hparams (``label_encoders_of``)."""
-    return {key: [encoder.ind2lab[i] for i in range(len(encoder))]
-            for key, encoder in label_encoders_of(hparams).items()}
+    return {
+        key: [encoder.ind2lab[i] for i in range(len(encoder))] for key, encoder in label_encoders_of(hparams).items()
+    }
 
 
 def expecting(n_classes):
@@ -122,4 +123,3 @@ def names_of_mids(clip_id, mids, names, report):
         report.add("no_known_label", f"{clip_id}: {list(mids)}")
         return None
     return sorted(set(known))
-

@@ -106,8 +106,10 @@ def fingerprint(paths, exclude=()):
                             info = os.lstat(os.path.join(folder, name))
                         except OSError:
                             continue  # removed while the folder was listed
-                    digest.update(f"{os.path.relpath(os.path.join(folder, name), path)}|{info.st_size}|"
-                                  f"{info.st_mtime_ns}\n".encode())
+                    digest.update(
+                        f"{os.path.relpath(os.path.join(folder, name), path)}|{info.st_size}|"
+                        f"{info.st_mtime_ns}\n".encode()
+                    )
         else:
             digest.update(b"absent")
         digests[path] = digest.hexdigest()

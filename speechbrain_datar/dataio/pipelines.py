@@ -78,8 +78,20 @@ def crop_frames_pipeline(n_frames, size, span_seconds, n_crops, sampling="unifor
     @sb.utils.data_pipeline.provides("frames", "crop_starts")
     def pipeline(path, span, duration, frames_folder, fps, frame_offset):
         starts = crop_starts(duration, span_seconds, n_crops)
-        yield crop_frames(path, span[0], duration, starts, span_seconds, n_frames, transform, sampling, stride,
-                          frames_folder, fps, frame_offset)
+        yield crop_frames(
+            path,
+            span[0],
+            duration,
+            starts,
+            span_seconds,
+            n_frames,
+            transform,
+            sampling,
+            stride,
+            frames_folder,
+            fps,
+            frame_offset,
+        )
         yield torch.tensor(starts)
 
     return pipeline
@@ -122,21 +134,36 @@ def build_datasets(manifests, label_encoders, sample_rate, crop_seconds, frames=
         items += [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
         keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
         if frames and frames.get("n_frames") and train:
-            items.append(frames_pipeline(frames["n_frames"], frames["size"], frames["sampling"], frames["stride"],
-                                         train=True))
+            items.append(
+                frames_pipeline(frames["n_frames"], frames["size"], frames["sampling"], frames["stride"], train=True)
+            )
             keys.append("frames")
         elif frames and frames.get("n_frames"):
-            items.append(crop_frames_pipeline(frames["n_frames"], frames["size"], crop_seconds, frames["eval_crops"],
-                                              frames["sampling"], frames["stride"]))
+            items.append(
+                crop_frames_pipeline(
+                    frames["n_frames"],
+                    frames["size"],
+                    crop_seconds,
+                    frames["eval_crops"],
+                    frames["sampling"],
+                    frames["stride"],
+                )
+            )
             keys += ["frames", "crop_starts"]
         entries = read_manifest(path)
         present = {key: entry for key, entry in entries.items() if os.path.isfile(entry["path"])}
         if len(present) < len(entries):
-            logger.warning("%s: %d clips of %s have disappeared since preparation and are skipped",
-                           split, len(entries) - len(present), path)
+            logger.warning(
+                "%s: %d clips of %s have disappeared since preparation and are skipped",
+                split,
+                len(entries) - len(present),
+                path,
+            )
         if not present:
-            raise DataError(f"the {split} split has no clip to {'train on' if train else 'evaluate'} ({path}): see "
-                            f"prepare_report.json beside it for what preparation left out")
+            raise DataError(
+                f"the {split} split has no clip to {'train on' if train else 'evaluate'} ({path}): see "
+                f"prepare_report.json beside it for what preparation left out"
+            )
         present = sb.dataio.dataset.DynamicItemDataset(present, dynamic_items=items, output_keys=keys)
         datasets[split] = present if split == "train" else present.filtered_sorted(sort_key="duration")
     return datasets

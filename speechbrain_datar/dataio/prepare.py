@@ -95,18 +95,26 @@ def _check(job):
         return key, None, ClipProblem("missing", key)
     try:
         info = inspect_clip(
-            path, min_seconds=min_seconds, silence_threshold=silence_threshold,
-            start=entry.get("start"), stop=entry.get("stop"), need_video=need_video,
+            path,
+            min_seconds=min_seconds,
+            silence_threshold=silence_threshold,
+            start=entry.get("start"),
+            stop=entry.get("stop"),
+            need_video=need_video,
         )
     except ClipProblem as problem:
         return key, None, problem
     # Where frames come from: the file itself unless the data set has extracted frames (EPIC's dumps).
-    return key, dict(dict(frames_folder=None, fps=None, frame_offset=0.0), **entry, path=path,
-                     duration=info["duration"]), None
+    return (
+        key,
+        dict(dict(frames_folder=None, fps=None, frame_offset=0.0), **entry, path=path, duration=info["duration"]),
+        None,
+    )
 
 
-def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips",
-                need_video=False):
+def check_audio(
+    jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips", need_video=False
+):
     """Opens every clip or segment in threads; returns the usable entries and records the rest.
 
     With ``need_video``, a video file without a video stream, or whose video stream
@@ -194,8 +202,9 @@ def drop_classes_without_training_data(train, evaluation, label_keys, report):
     return dropped
 
 
-def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=None, sample_rate=16000,
-                   stats_max_clips=2000):
+def write_prepared(
+    save_folder, *, data, valid_ratio, seed, compute_features=None, sample_rate=16000, stats_max_clips=2000
+):
     """Carves valid from train and writes manifests, label encoders, report, statistics and extra files.
 
     The label encoders are fitted on all training labels (before the valid split)
@@ -221,8 +230,9 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
         json.dump(list(data.label_keys), f)
     for key in data.label_keys:
         outputs.append(label_encoder_file(key))
-        fit_label_encoder({label for e in data.train.values() for label in labels_of(e[key])},
-                          os.path.join(save_folder, outputs[-1]))
+        fit_label_encoder(
+            {label for e in data.train.values() for label in labels_of(e[key])}, os.path.join(save_folder, outputs[-1])
+        )
     if data.valid is None:
         train_kept, valid = stratified_split(data.train, valid_ratio, seed, label_key=data.label_keys[0])
     else:
@@ -241,15 +251,29 @@ def write_prepared(save_folder, *, data, valid_ratio, seed, compute_features=Non
         outputs.append(name)
     if compute_features is not None:
         compute_feature_stats(
-            train_kept, compute_features, sample_rate, os.path.join(save_folder, "norm_stats.json"),
-            max_clips=stats_max_clips, seed=seed,
+            train_kept,
+            compute_features,
+            sample_rate,
+            os.path.join(save_folder, "norm_stats.json"),
+            max_clips=stats_max_clips,
+            seed=seed,
         )
         outputs.append("norm_stats.json")
     return outputs
 
 
-def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed, compute_features=None,
-                    sample_rate=16000, stats_max_clips=2000, skip_prep=False):
+def prepare_dataset(
+    prepare,
+    save_folder,
+    *,
+    dataset_options,
+    valid_ratio,
+    seed,
+    compute_features=None,
+    sample_rate=16000,
+    stats_max_clips=2000,
+    skip_prep=False,
+):
     """Runs a data set's preparation into ``save_folder`` once; a rerun with the same options, annotation
     files and clip folders does nothing.
 
@@ -280,7 +304,10 @@ def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed,
     options = dict(
         dataset=getattr(prepare, "__name__", str(prepare)),
         **{k: os.path.abspath(v) if k.endswith("_folder") and v else v for k, v in dataset_options.items()},
-        valid_ratio=valid_ratio, seed=seed, statistics=compute_features is not None, sample_rate=sample_rate,
+        valid_ratio=valid_ratio,
+        seed=seed,
+        statistics=compute_features is not None,
+        sample_rate=sample_rate,
         stats_max_clips=stats_max_clips,
     )
     if already_prepared(save_folder, options):
@@ -291,8 +318,13 @@ def prepare_dataset(prepare, save_folder, *, dataset_options, valid_ratio, seed,
     data = prepare(**dataset_options)
     try:
         outputs = write_prepared(
-            save_folder, data=data, valid_ratio=valid_ratio, seed=seed, compute_features=compute_features,
-            sample_rate=sample_rate, stats_max_clips=stats_max_clips,
+            save_folder,
+            data=data,
+            valid_ratio=valid_ratio,
+            seed=seed,
+            compute_features=compute_features,
+            sample_rate=sample_rate,
+            stats_max_clips=stats_max_clips,
         )
         mark_prepared(save_folder, options, outputs, data.inputs)
     except OSError as error:

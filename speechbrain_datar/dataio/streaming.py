@@ -65,8 +65,11 @@ class StreamedAudio:
         out_start = 0 if first <= 2 * margin else (first - margin) // step_out * step_out
         self._source = open_audio(self.path)
         self._chunks = self._source.chunks(out_start // step_out * step_in)
-        self._resampler = None if self.file_rate == self.sample_rate else soxr.ResampleStream(
-            self.file_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self._resampler = (
+            None
+            if self.file_rate == self.sample_rate
+            else soxr.ResampleStream(self.file_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        )
         self._kept, self._kept_first, self._decoded_end = torch.zeros(0), out_start, out_start
 
     def _decode_block(self):

@@ -26,8 +26,9 @@ CLASSES = (
 )
 
 
-def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0), onset=None, length=None, level=None,
-                     snr_db=None):
+def synthesize_event(
+    label, seconds, sample_rate, rng, pitch=(300.0, 1500.0), onset=None, length=None, level=None, snr_db=None
+):
     """One clip of class ``label``: float32 waveform in [-1, 1].
 
     ``pitch`` is the range of the fundamental (tones, chirps, warbles) and, scaled
@@ -87,8 +88,19 @@ def synthesize_event(label, seconds, sample_rate, rng, pitch=(300.0, 1500.0), on
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
-def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video_codec="libx264", audio_options=None,
-                audio_gap=0.0, seekable=True, container_options=None):
+def write_video(
+    path,
+    wav,
+    sample_rate,
+    frames,
+    fps=25,
+    audio_codec="aac",
+    video_codec="libx264",
+    audio_options=None,
+    audio_gap=0.0,
+    seekable=True,
+    container_options=None,
+):
     """Writes a video file with sound: ``wav`` (float in [-1, 1], ``[n]`` or ``[n, channels]``) and ``frames``
     (uint8 ``[n, H, W, 3]``).
 
@@ -111,8 +123,9 @@ def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video
         target, container_format = path, None
         if not seekable:  # a file object: FFmpeg cannot guess the format from its name
             target = stack.enter_context(_Unseekable(path))
-            container_format = {".mkv": "matroska", ".mov": "mov"}.get(os.path.splitext(path)[1],
-                                                                        os.path.splitext(path)[1][1:])
+            container_format = {".mkv": "matroska", ".mov": "mov"}.get(
+                os.path.splitext(path)[1], os.path.splitext(path)[1][1:]
+            )
         container = stack.enter_context(av.open(target, "w", format=container_format, options=container_options or {}))
         video = audio = None
         if frames is not None:
@@ -142,7 +155,7 @@ def write_video(path, wav, sample_rate, frames, fps=25, audio_codec="aac", video
             gap = None
             step = 1024
             for first in range(0, samples.shape[0], step):
-                block = samples[first:first + step]
+                block = samples[first : first + step]
                 block = block.T if planar else block.reshape(1, -1)
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=layout_format, layout=layout)
                 frame.sample_rate, frame.pts = sample_rate, first
@@ -259,8 +272,17 @@ AUDIO_VISUAL_CLASSES = {
 }
 
 
-def make_vggsound_like(folder, train_per_class=24, test_per_class=8, seconds=2.0, sample_rate=16000, classes=CLASSES,
-                       include_bad_clips=True, seed=0, video=False):
+def make_vggsound_like(
+    folder,
+    train_per_class=24,
+    test_per_class=8,
+    seconds=2.0,
+    sample_rate=16000,
+    classes=CLASSES,
+    include_bad_clips=True,
+    seed=0,
+    video=False,
+):
     """Writes ``folder/vggsound.csv`` and ``folder/audio/<id>_<start:06d>.wav`` (``.mp4`` with ``video``).
 
     The CSV has VGGSound's four columns and no header: YouTube id, start second,
@@ -332,8 +354,16 @@ KINETICS_SOUNDS_DEMO = {
 }
 
 
-def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, seconds=1.0, sample_rate=16000,
-                              other_classes=("abseiling", "yoga"), seed=0, video=False):
+def make_kinetics_sounds_like(
+    folder,
+    train_per_class=5,
+    test_per_class=2,
+    seconds=1.0,
+    sample_rate=16000,
+    other_classes=("abseiling", "yoga"),
+    seed=0,
+    video=False,
+):
     """Writes Kinetics-400-style annotations (``annotations/train.csv``, ``annotations/validate.csv``:
     ``label,youtube_id,time_start,time_end,split``) and ``audio/<id>_<start:06d>_<end:06d>.wav``
     (``.mp4`` clips with ``video``).
@@ -351,9 +381,14 @@ def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, secon
             for _ in range(per_class):
                 ytid, start = _youtube_like_id(rng), int(rng.integers(0, 200))
                 end = start + 10
-                write_clip(os.path.join(folder, "audio", f"{ytid}_{start:06d}_{end:06d}"),
-                           synthesize_event(event, seconds, sample_rate, rng), sample_rate, rng, video,
-                           classes.index(label) % 3)
+                write_clip(
+                    os.path.join(folder, "audio", f"{ytid}_{start:06d}_{end:06d}"),
+                    synthesize_event(event, seconds, sample_rate, rng),
+                    sample_rate,
+                    rng,
+                    video,
+                    classes.index(label) % 3,
+                )
                 rows.append((label, ytid, start, end, split))
         if split == "val":
             rows.append((classes[0], _youtube_like_id(rng), 5, 15, split))  # never downloaded
@@ -365,9 +400,13 @@ def make_kinetics_sounds_like(folder, train_per_class=5, test_per_class=2, secon
 
 
 #: ESC-50-style classes of the generated set: (category, target, in ESC-10, synthetic event).
-ESC50_DEMO = (("dog", 0, True, "click train"), ("rain", 10, True, "noise burst, band-limited"),
-              ("rooster", 1, True, "rising chirp"), ("siren", 42, False, "warbling tone"),
-              ("church_bells", 46, False, "steady tone"))
+ESC50_DEMO = (
+    ("dog", 0, True, "click train"),
+    ("rain", 10, True, "noise burst, band-limited"),
+    ("rooster", 1, True, "rising chirp"),
+    ("siren", 42, False, "warbling tone"),
+    ("church_bells", 46, False, "steady tone"),
+)
 
 
 def make_esc50_like(folder, per_fold=2, seconds=1.0, sample_rate=44100, seed=0):
@@ -384,8 +423,9 @@ def make_esc50_like(folder, per_fold=2, seconds=1.0, sample_rate=44100, seed=0):
             for take in "ABCDEFGH"[:per_fold]:
                 source = int(rng.integers(10000, 999999))
                 name = f"{fold}-{source}-{take}-{target}.wav"
-                soundfile.write(os.path.join(folder, "audio", name),
-                                synthesize_event(event, seconds, sample_rate, rng), sample_rate)
+                soundfile.write(
+                    os.path.join(folder, "audio", name), synthesize_event(event, seconds, sample_rate, rng), sample_rate
+                )
                 rows.append([name, fold, target, category, esc10, source, take])
     rows.append(["3-424242-A-0.wav", 3, 0, "dog", True, 424242, "A"])  # in the CSV, never on disk
     rows.append(["9-424243-A-0.wav", 9, 0, "dog", True, 424243, "A"])  # a fold ESC-50 does not have
@@ -398,8 +438,13 @@ def make_esc50_like(folder, per_fold=2, seconds=1.0, sample_rate=44100, seed=0):
 
 
 #: EPIC-style classes of the generated set: official-looking ids that are not contiguous.
-EPIC_VERBS = {0: ("take", "steady tone"), 2: ("open", "rising chirp"), 3: ("close", "falling chirp"),
-              5: ("wash", "noise burst, band-limited"), 8: ("cut", "warbling tone")}
+EPIC_VERBS = {
+    0: ("take", "steady tone"),
+    2: ("open", "rising chirp"),
+    3: ("close", "falling chirp"),
+    5: ("wash", "noise burst, band-limited"),
+    8: ("cut", "warbling tone"),
+}
 EPIC_NOUNS = {1: ("tap", (250.0, 450.0)), 4: ("plate", (700.0, 1100.0)), 10: ("knife", (1600.0, 2400.0))}
 
 
@@ -409,8 +454,16 @@ def _timestamp(seconds):
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
-def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=36, validation_segments=12,
-                            sample_rate=16000, seed=0, media="audio", frame_dumps=False):
+def make_epic_kitchens_like(
+    folder,
+    videos=("P01_01", "P02_03"),
+    train_segments=36,
+    validation_segments=12,
+    sample_rate=16000,
+    seed=0,
+    media="audio",
+    frame_dumps=False,
+):
     """Writes EPIC-KITCHENS-100-style annotations and, per video, its audio (``media="audio"``), the video in
     the official layout ``<participant>/videos/<video_id>.MP4`` (``"video"``; FLAC sound, so that segments
     read from it equal those of the audio file), or both (``"both"``). Video frames encode their index
@@ -448,12 +501,25 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
             audio.append(clip)
             cursor = start + seg_seconds
             n = len(rows[True]) + len(rows[False])
-            rows[is_train].append([
-                f"{video}_{n}", video.split("_")[0], video, _timestamp(start), _timestamp(start),
-                _timestamp(start + seg_seconds), int(start * VIDEO_FPS) + 1, int((start + seg_seconds) * VIDEO_FPS) + 1,
-                f"{EPIC_VERBS[verb][0]} {EPIC_NOUNS[noun][0]}", EPIC_VERBS[verb][0], verb,
-                EPIC_NOUNS[noun][0], noun, f"['{EPIC_NOUNS[noun][0]}']", f"[{noun}]",
-            ])
+            rows[is_train].append(
+                [
+                    f"{video}_{n}",
+                    video.split("_")[0],
+                    video,
+                    _timestamp(start),
+                    _timestamp(start),
+                    _timestamp(start + seg_seconds),
+                    int(start * VIDEO_FPS) + 1,
+                    int((start + seg_seconds) * VIDEO_FPS) + 1,
+                    f"{EPIC_VERBS[verb][0]} {EPIC_NOUNS[noun][0]}",
+                    EPIC_VERBS[verb][0],
+                    verb,
+                    EPIC_NOUNS[noun][0],
+                    noun,
+                    f"['{EPIC_NOUNS[noun][0]}']",
+                    f"[{noun}]",
+                ]
+            )
         wav = np.concatenate([np.zeros(int(0.5 * sample_rate), dtype=np.float32)] + audio)
         wav = wav + (0.003 * rng.standard_normal(len(wav))).astype(np.float32)
         samples = np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)  # one quantisation for both files
@@ -465,8 +531,14 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
         # up to the frame shown at the very end, which the last segment's stop_frame names
         frames = index_frames(int(len(wav) / sample_rate * VIDEO_FPS) + 1)
         if media in ("video", "both"):
-            write_video(os.path.join(folder, participant, "videos", f"{video}.MP4"), wav, sample_rate, frames,
-                        fps=VIDEO_FPS, audio_codec="flac")
+            write_video(
+                os.path.join(folder, participant, "videos", f"{video}.MP4"),
+                wav,
+                sample_rate,
+                frames,
+                fps=VIDEO_FPS,
+                audio_codec="flac",
+            )
         if frame_dumps:
             from PIL import Image
 
@@ -476,22 +548,118 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
                 Image.fromarray(image).save(os.path.join(dumps, f"frame_{index:010d}.jpg"), quality=95)
     v0 = videos[0]
     bad = [
-        [f"{v0}_bad_ts", "P01", v0, "00:00:01.00", "00:00:0x.50", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
-        [f"{v0}_bad_order", "P01", v0, "00:00:03.00", "00:00:03.00", "00:00:02.50", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
-        [f"{v0}_beyond", "P01", v0, "00:59:00.00", "00:59:00.00", "00:59:01.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
-        ["P09_99_0", "P09", "P09_99", "00:00:01.00", "00:00:01.00", "00:00:02.00", 0, 0, "take tap", "take", 0, "tap", 1, "['tap']", "[1]"],
-        [f"{v0}_unseen_verb", "P01", v0, "00:00:01.00", "00:00:01.00", "00:00:01.50", 0, 0, "stir tap", "stir", 11, "tap", 1, "['tap']", "[1]"],
+        [
+            f"{v0}_bad_ts",
+            "P01",
+            v0,
+            "00:00:01.00",
+            "00:00:0x.50",
+            "00:00:02.00",
+            0,
+            0,
+            "take tap",
+            "take",
+            0,
+            "tap",
+            1,
+            "['tap']",
+            "[1]",
+        ],
+        [
+            f"{v0}_bad_order",
+            "P01",
+            v0,
+            "00:00:03.00",
+            "00:00:03.00",
+            "00:00:02.50",
+            0,
+            0,
+            "take tap",
+            "take",
+            0,
+            "tap",
+            1,
+            "['tap']",
+            "[1]",
+        ],
+        [
+            f"{v0}_beyond",
+            "P01",
+            v0,
+            "00:59:00.00",
+            "00:59:00.00",
+            "00:59:01.00",
+            0,
+            0,
+            "take tap",
+            "take",
+            0,
+            "tap",
+            1,
+            "['tap']",
+            "[1]",
+        ],
+        [
+            "P09_99_0",
+            "P09",
+            "P09_99",
+            "00:00:01.00",
+            "00:00:01.00",
+            "00:00:02.00",
+            0,
+            0,
+            "take tap",
+            "take",
+            0,
+            "tap",
+            1,
+            "['tap']",
+            "[1]",
+        ],
+        [
+            f"{v0}_unseen_verb",
+            "P01",
+            v0,
+            "00:00:01.00",
+            "00:00:01.00",
+            "00:00:01.50",
+            0,
+            0,
+            "stir tap",
+            "stir",
+            11,
+            "tap",
+            1,
+            "['tap']",
+            "[1]",
+        ],
     ]
-    header = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp",
-              "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
-              "noun_class", "all_nouns", "all_noun_classes"]
+    header = [
+        "narration_id",
+        "participant_id",
+        "video_id",
+        "narration_timestamp",
+        "start_timestamp",
+        "stop_timestamp",
+        "start_frame",
+        "stop_frame",
+        "narration",
+        "verb",
+        "verb_class",
+        "noun",
+        "noun_class",
+        "all_nouns",
+        "all_noun_classes",
+    ]
     for name, content in (("EPIC_100_train.csv", rows[True]), ("EPIC_100_validation.csv", rows[False] + bad)):
         with open(os.path.join(ann, name), "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(content)
-    for name, table in (("EPIC_100_verb_classes.csv", {**{k: v[0] for k, v in EPIC_VERBS.items()}, 11: "stir"}),
-                        ("EPIC_100_noun_classes.csv", {k: v[0] for k, v in EPIC_NOUNS.items()})):
+    for name, table in (
+        ("EPIC_100_verb_classes.csv", {**{k: v[0] for k, v in EPIC_VERBS.items()}, 11: "stir"}),
+        ("EPIC_100_noun_classes.csv", {k: v[0] for k, v in EPIC_NOUNS.items()}),
+    ):
         with open(os.path.join(ann, name), "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "key", "instances", "category"])
@@ -501,8 +669,9 @@ def make_epic_kitchens_like(folder, videos=("P01_01", "P02_03"), train_segments=
 
 
 #: The multi-label set's classes: FSD50K-style names (no commas) and made-up MIDs.
-TAGGING_CLASSES = {name.replace(",", "").replace(" ", "_").capitalize(): (name, f"/m/syn{i}")
-                   for i, name in enumerate(CLASSES)}
+TAGGING_CLASSES = {
+    name.replace(",", "").replace(" ", "_").capitalize(): (name, f"/m/syn{i}") for i, name in enumerate(CLASSES)
+}
 
 
 def synthesize_scene(events, seconds, sample_rate, rng):
@@ -522,8 +691,9 @@ def synthesize_scene(events, seconds, sample_rate, rng):
     return np.clip(wav, -1.0, 1.0).astype(np.float32)
 
 
-def make_fsd50k_like(folder, dev_clips=120, val_clips=24, eval_clips=48, seconds=4.0, sample_rate=16000,
-                     max_events=3, seed=0):
+def make_fsd50k_like(
+    folder, dev_clips=120, val_clips=24, eval_clips=48, seconds=4.0, sample_rate=16000, max_events=3, seed=0
+):
     """A multi-label set in FSD50K's layout: 1 to ``max_events`` events of different classes per clip, at known
     times and levels (6 dB to 20 dB apart).
 
@@ -555,10 +725,12 @@ def make_fsd50k_like(folder, dev_clips=120, val_clips=24, eval_clips=48, seconds
             for index in chosen:
                 length = rng.uniform(0.25, 0.45) * seconds
                 onset = rng.uniform(0.0, seconds - length)
-                events.append((names[index], round(float(onset), 3), round(float(length), 3),
-                               float(rng.uniform(0.1, 0.7))))
-            wav = synthesize_scene([(TAGGING_CLASSES[n][0], o, d, g) for n, o, d, g in events], seconds, sample_rate,
-                                   rng)
+                events.append(
+                    (names[index], round(float(onset), 3), round(float(length), 3), float(rng.uniform(0.1, 0.7)))
+                )
+            wav = synthesize_scene(
+                [(TAGGING_CLASSES[n][0], o, d, g) for n, o, d, g in events], seconds, sample_rate, rng
+            )
             audio = "FSD50K.eval_audio" if split == "eval" else "FSD50K.dev_audio"
             soundfile.write(os.path.join(folder, audio, f"{fname}.wav"), wav, sample_rate)
             labels = sorted({n for n, *_ in events})
@@ -573,4 +745,3 @@ def make_fsd50k_like(folder, dev_clips=120, val_clips=24, eval_clips=48, seconds
     with open(os.path.join(folder, "events.json"), "w") as f:
         json.dump(all_events, f, indent=1)
     return all_events
-

@@ -70,10 +70,17 @@ def probe_video(path):
             if container.streams.video and container.streams.video[0].codec_context is not None:
                 stream = container.streams.video[0]
                 fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-                seconds = float(stream.duration * stream.time_base) if stream.duration else (
-                    stream.frames / fps if stream.frames and fps else duration)
-                video = {"fps": fps, "width": stream.codec_context.width, "height": stream.codec_context.height,
-                         "duration": seconds}
+                seconds = (
+                    float(stream.duration * stream.time_base)
+                    if stream.duration
+                    else (stream.frames / fps if stream.frames and fps else duration)
+                )
+                video = {
+                    "fps": fps,
+                    "width": stream.codec_context.width,
+                    "height": stream.codec_context.height,
+                    "duration": seconds,
+                }
         except av.error.FFmpegError as error:
             raise ClipProblem("unreadable", f"{path}: {error}") from None
         return {"duration": duration, "audio": audio, "video": video}

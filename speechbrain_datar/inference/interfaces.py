@@ -76,8 +76,10 @@ def decode_heads(scores, label_encoders):
     >>> decode_heads({"label": torch.log(torch.tensor([[[0.2, 0.8]]]))}, {"label": encoder})["label"][3]
     ['dog']
     """
-    return {name: best_class(log_probs, label_encoders[name].decode_torch)
-            for name, log_probs in keyed(scores, label_encoders).items()}
+    return {
+        name: best_class(log_probs, label_encoders[name].decode_torch)
+        for name, log_probs in keyed(scores, label_encoders).items()
+    }
 
 
 def tags(scores, names, threshold):
@@ -157,8 +159,9 @@ class StreamingInterface(VideoFiles):
             scores = self.mods.classifier.scores(windows(stream, None, max_windows=windows_per_call))
         seconds = time.perf_counter() - start
         self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
-        logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,
-                    self.last_realtime_factor)
+        logger.info(
+            "%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds, self.last_realtime_factor
+        )
         return {name: log_probs.squeeze(1) for name, log_probs in scores.items()}
 
     def classify_file(self, path, block_seconds=30.0, windows_per_call=None, **options):
@@ -180,8 +183,7 @@ class StreamingInterface(VideoFiles):
             scores = self.mods.classifier.scores(self.mods.embedding_model(feats, wav_lens))
         return {name: log_probs.squeeze(1) for name, log_probs in scores.items()}
 
-    def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0,
-                 hop_seconds=0.125):
+    def timeline(self, path, threshold=0.5, min_seconds=0.0, method="windows", window_seconds=1.0, hop_seconds=0.125):
         """When each class sounds in a file: class probabilities over time and the segments above ``threshold``.
 
         Arguments
@@ -211,8 +213,9 @@ class StreamingInterface(VideoFiles):
         """
         windows = self.mods.embedding_model
         device = next(windows.encoder.parameters()).device
-        source = WaveformFrames(StreamedAudio(path, self.audio_normalizer.sample_rate), windows.features,
-                                windows.normalizer, device)
+        source = WaveformFrames(
+            StreamedAudio(path, self.audio_normalizer.sample_rate), windows.features, windows.normalizer, device
+        )
         head = self.mods.classifier.classifier
         frame = self.frame_seconds()
         with torch.no_grad():
@@ -227,11 +230,16 @@ class StreamingInterface(VideoFiles):
                 raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
         names = class_names(self.hparams)
         probs = keyed(probs, names)
-        return self.pack({
-            name: (probs[name], resolution, segments(probs[name], resolution, names[name], threshold, min_seconds,
-                                                      offset))
-            for name in probs
-        })
+        return self.pack(
+            {
+                name: (
+                    probs[name],
+                    resolution,
+                    segments(probs[name], resolution, names[name], threshold, min_seconds, offset),
+                )
+                for name in probs
+            }
+        )
 
     def frame_seconds(self):
         """Seconds between feature frames."""
@@ -372,16 +380,29 @@ class AudioVisualClassifier(Pretrained):
         if not used:
             raise ValueError(f"{path} has no {' and no '.join(self.hparams.modalities)} stream for this model")
         if len(used) < len(self.hparams.modalities):
-            logger.info("%s: no %s stream; classified from its %s alone", path,
-                        " and ".join(m for m in self.hparams.modalities if m not in used), " and ".join(used))
+            logger.info(
+                "%s: no %s stream; classified from its %s alone",
+                path,
+                " and ".join(m for m in self.hparams.modalities if m not in used),
+                " and ".join(used),
+            )
         duration = clip_duration(path)
         starts = crop_starts(duration, self.hparams.clip_seconds, self.hparams.eval_crops)
         wav = load_clip(path, self.hparams.sample_rate) if "audio" in used else None
         frames = None
         if "video" in used:
             options = self.hparams.frames
-            frames = crop_frames(path, 0.0, duration, starts, self.hparams.clip_seconds, options["n_frames"],
-                                 FrameTransform(options["size"]), options["sampling"], options["stride"])
+            frames = crop_frames(
+                path,
+                0.0,
+                duration,
+                starts,
+                self.hparams.clip_seconds,
+                options["n_frames"],
+                FrameTransform(options["size"]),
+                options["sampling"],
+                options["stride"],
+            )
         return wav, frames, starts, used
 
     def classify_batch(self, wavs=None, wav_lens=None, frames=None, starts=None):
@@ -413,7 +434,9 @@ class AudioVisualClassifier(Pretrained):
         """Classifies a video (or audio) file; returns a ``ClassifiedClip``, or one per head by name."""
         wav, frames, starts, used = self.load_media(path)
         results = self.classify_batch(
-            None if wav is None else wav.unsqueeze(0), None, None if frames is None else frames.unsqueeze(0),
+            None if wav is None else wav.unsqueeze(0),
+            None,
+            None if frames is None else frames.unsqueeze(0),
             torch.tensor([starts]),
         )
         clips = {key: ClassifiedClip(result, used) for key, result in results.items()}

@@ -50,8 +50,13 @@ class OnnxWindows:
         blocks = np.zeros((feats.shape[0], padded, self.meta["n_mels"]), dtype=np.float32)
         blocks[:, :span] = feats.numpy()
         relative = np.ones(feats.shape[0], dtype=np.float32) if lengths is None else lengths.numpy()
-        outputs = self.session.run(None, {"blocks": blocks.reshape(feats.shape[0], -1, block, self.meta["n_mels"]),
-                                          "lengths": (relative * span / padded).astype(np.float32)})
+        outputs = self.session.run(
+            None,
+            {
+                "blocks": blocks.reshape(feats.shape[0], -1, block, self.meta["n_mels"]),
+                "lengths": (relative * span / padded).astype(np.float32),
+            },
+        )
         return torch.from_numpy(np.concatenate(outputs[1:], axis=-1))[:, None]
 
 
@@ -91,10 +96,13 @@ class OnnxAudioClassifier:
         if threads:
             options.intra_op_num_threads = int(threads)
         providers = ["CPUExecutionProvider"]
-        self.windows = OnnxWindows(onnxruntime.InferenceSession(os.path.join(folder, "classifier.onnx"), options,
-                                                                providers=providers), self.meta)
-        self.features = onnxruntime.InferenceSession(os.path.join(folder, "features.onnx"), options,
-                                                     providers=providers)
+        self.windows = OnnxWindows(
+            onnxruntime.InferenceSession(os.path.join(folder, "classifier.onnx"), options, providers=providers),
+            self.meta,
+        )
+        self.features = onnxruntime.InferenceSession(
+            os.path.join(folder, "features.onnx"), options, providers=providers
+        )
         self.windows_per_call = max(1, int(windows_per_call))
         self.labels = self.meta["labels"]
 
@@ -106,11 +114,18 @@ class OnnxAudioClassifier:
     def scores(self, spans):
         """Log of the window-averaged probabilities of the recording behind ``spans``: ``{name: [1, C]}``."""
         if spans.n_samples < self.meta["min_samples"]:
-            raise ValueError(f"audio of {spans.n_samples} samples is too short to classify: at least "
-                             f"{self.meta['min_samples']} (one analysis window) are needed")
+            raise ValueError(
+                f"audio of {spans.n_samples} samples is too short to classify: at least "
+                f"{self.meta['min_samples']} (one analysis window) are needed"
+            )
         embeddings, valid = sliding_window_embeddings(
-            self.windows, OnnxFeatureFrames(spans, self.features), None, self.meta["window_frames"],
-            self.meta["hop_frames"], self.windows_per_call)
+            self.windows,
+            OnnxFeatureFrames(spans, self.features),
+            None,
+            self.meta["window_frames"],
+            self.meta["hop_frames"],
+            self.windows_per_call,
+        )
         averaged = average_window_scores(self.split, embeddings, valid)
         return {name: log_probs[:, 0] for name, log_probs in averaged.items()}
 
@@ -140,10 +155,12 @@ class OnnxAudioClassifier:
         """Classifies an audio file, or a video file's sound, of any length, decoded as a stream."""
         start = time.perf_counter()
         stream = StreamedAudio(path, self.meta["sample_rate"], block_seconds)
-        result = self.decode(self.scores(SampleSpans(stream, self.meta["hop_samples"], self.meta["n_fft"] // 2)),
-                             threshold)
+        result = self.decode(
+            self.scores(SampleSpans(stream, self.meta["hop_samples"], self.meta["n_fft"] // 2)), threshold
+        )
         seconds = time.perf_counter() - start
         self.last_realtime_factor = stream.duration / max(seconds, 1e-9)
-        logger.info("%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds,
-                    self.last_realtime_factor)
+        logger.info(
+            "%s: %.1f s of audio in %.2f s, %.1fx real time", path, stream.duration, seconds, self.last_realtime_factor
+        )
         return result

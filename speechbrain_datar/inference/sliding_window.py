@@ -93,7 +93,9 @@ class SampleSpans:
         self.batch = wavs.batch if streamed else wavs.shape[0]
         self.n_frames = self.n_samples // self.hop + 1
         self.device = torch.device(device or "cpu") if streamed else wavs.device
-        self.samples = (lambda lo, hi: wavs.read(lo, hi).to(self.device)) if streamed else (lambda lo, hi: wavs[:, lo:hi])
+        self.samples = (
+            (lambda lo, hi: wavs.read(lo, hi).to(self.device)) if streamed else (lambda lo, hi: wavs[:, lo:hi])
+        )
 
     def span(self, start, stop):
         """The samples of frames ``[start, stop)``: ``[batch, (stop - 1 - start) * hop + 2 * half]``."""
@@ -199,8 +201,9 @@ def sliding_window_embeddings(encoder, feats, lengths, window, hop, max_windows=
     step = n_windows if not max_windows else max(1, int(max_windows) // batch)
     out = None
     chunks = range(0, n_windows, step)
-    for first in tqdm(chunks, desc="windows", unit="chunk", disable=len(chunks) < PROGRESS_AFTER_CHUNKS,
-                      dynamic_ncols=True):
+    for first in tqdm(
+        chunks, desc="windows", unit="chunk", disable=len(chunks) < PROGRESS_AFTER_CHUNKS, dynamic_ncols=True
+    ):
         last = min(first + step, n_windows)
         cuts = source.frames(first * hop, (last - 1) * hop + span).unfold(1, span, hop).permute(0, 1, 3, 2)
         chosen = valid[:, first:last]
@@ -339,8 +342,9 @@ class SlidingWindowEmbedding(nn.Module):
     (torch.Size([2, 4, 128]), [4, 1])
     """
 
-    def __init__(self, encoder, window_frames, hop_frames, features=None, normalizer=None, max_windows=None,
-                 min_samples=1):
+    def __init__(
+        self, encoder, window_frames, hop_frames, features=None, normalizer=None, max_windows=None, min_samples=1
+    ):
         super().__init__()
         if window_frames < 1 or hop_frames < 1:
             raise ValueError("window_frames and hop_frames must be positive")
@@ -439,8 +443,9 @@ class SlidingWindows:
         window, hop = self.window_frames, self.hop_frames
         if resolution is not None:
             window, hop = resolution.frames(window), resolution.frames(hop)
-        embeddings, valid = sliding_window_embeddings(encoder, audio_features(wavs, lengths), lengths, window, hop,
-                                                      self.max_windows)
+        embeddings, valid = sliding_window_embeddings(
+            encoder, audio_features(wavs, lengths), lengths, window, hop, self.max_windows
+        )
         return average_window_scores(head, embeddings, valid)
 
     def interface(self, head):
@@ -448,13 +453,20 @@ class SlidingWindows:
         exclusive classes."""
         if head.multi_label:
             return "speechbrain_datar.inference.interfaces.AudioTagger"
-        return "EncoderClassifier" if len(head.names) == 1 else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
+        return (
+            "EncoderClassifier"
+            if len(head.names) == 1
+            else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
+        )
 
     def exported_pipeline(self, encoder, min_samples):
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
-        return AUDIO_PIPELINE.format(window_frames=self.window_frames, hop_frames=self.hop_frames,
-                                     max_windows=int(self.max_windows) if self.max_windows else "null",
-                                     min_samples=int(min_samples))
+        return AUDIO_PIPELINE.format(
+            window_frames=self.window_frames,
+            hop_frames=self.hop_frames,
+            max_windows=int(self.max_windows) if self.max_windows else "null",
+            min_samples=int(min_samples),
+        )
 
 
 #: The exported audio model: sliding windows over the file, window scores averaged.

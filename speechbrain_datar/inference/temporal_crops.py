@@ -97,8 +97,9 @@ class CropEmbedding(nn.Module):
     def forward(self, wavs, lengths, frames, starts):
         """``[batch, n_crops * M, dim]``; ``wavs`` or ``frames`` may be ``None`` (a file without sound or picture)."""
         frames = None if frames is None else self.frame_norm(frames)
-        return embed_crops(self.encoder, self.audio_features, wavs, lengths, frames, starts, self.sample_rate,
-                           self.span_seconds)
+        return embed_crops(
+            self.encoder, self.audio_features, wavs, lengths, frames, starts, self.sample_rate, self.span_seconds
+        )
 
 
 class TemporalCrops:
@@ -127,8 +128,11 @@ class TemporalCrops:
     def scores(self, encoder, head, audio_features, wavs, lengths, frames=None, crop_starts=None, resolution=None):
         """``{name: log_probs [batch, 1, C]}`` of whole clips (``frames``: normalised, ``[batch, n_crops, ...]``;
         ``crop_starts``: ``[batch, n_crops]`` seconds, as the data pipeline gives them)."""
-        return head(embed_crops(encoder, audio_features, wavs, lengths, frames, crop_starts, self.sample_rate,
-                                self.span_seconds))
+        return head(
+            embed_crops(
+                encoder, audio_features, wavs, lengths, frames, crop_starts, self.sample_rate, self.span_seconds
+            )
+        )
 
     def interface(self, head):
         """The interface that serves the exported model."""
@@ -138,8 +142,13 @@ class TemporalCrops:
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
         frames = "".join(f"    {key}: {value}\n" for key, value in self.frames.items())
         return AUDIO_VISUAL_PIPELINE.format(
-            modalities=list(encoder.modalities), clip_seconds=self.span_seconds, eval_crops=self.n_crops, frames=frames,
-            frame_mean=self.frame_norm.mean.flatten().tolist(), frame_std=self.frame_norm.std.flatten().tolist())
+            modalities=list(encoder.modalities),
+            clip_seconds=self.span_seconds,
+            eval_crops=self.n_crops,
+            frames=frames,
+            frame_mean=self.frame_norm.mean.flatten().tolist(),
+            frame_std=self.frame_norm.std.flatten().tolist(),
+        )
 
 
 #: The exported audio-visual model: temporal crops of the training span, sound and frames, logits averaged.

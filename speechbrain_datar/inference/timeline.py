@@ -41,8 +41,10 @@ def column_log_probs(encoder, head, feats):
     torch.Size([1, 4, 3])
     """
     if encoder.time_column_frames is None:
-        raise TypeError(f"{type(encoder).__name__} has no time axis to follow: class timelines by columns need an "
-                        "encoder with time columns (DATAR); method='windows' works with any encoder")
+        raise TypeError(
+            f"{type(encoder).__name__} has no time axis to follow: class timelines by columns need an "
+            "encoder with time columns (DATAR); method='windows' works with any encoder"
+        )
     return head(encoder.column_embeddings(feats))
 
 
@@ -80,8 +82,8 @@ def recording_timeline(encoder, head, source, window, hop):
             probs = scores[name].exp()[0].cpu()
             total = torch.zeros(n_columns, probs.shape[-1]) if total is None else total
             rows = min(probs.shape[0], n_columns - first)
-            total[first:first + rows] += probs[:rows]
-            count[first:first + rows] += 1
+            total[first : first + rows] += probs[:rows]
+            count[first : first + rows] += 1
         return total / count.clamp(min=1).unsqueeze(1)
 
     return {name: assemble(name) for name in pieces[0][1]}
@@ -104,8 +106,10 @@ def window_timeline(encoder, head, source, window, hop):
         Window and hop in frames.
     """
     n_frames = source.n_frames
-    rows = [head(encoder(source.frames(start, min(start + window, n_frames))))
-            for start in range(0, max(1, n_frames - window + hop), hop)]
+    rows = [
+        head(encoder(source.frames(start, min(start + window, n_frames))))
+        for start in range(0, max(1, n_frames - window + hop), hop)
+    ]
     return _stacked(rows, lambda row: row.exp()[0, 0].cpu())
 
 
@@ -150,7 +154,13 @@ def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0
             elif not flag and start is not None:
                 if (i - start) * resolution >= min_seconds:
                     score = float(probs[start:i, c].max())
-                    found.append((round(offset + start * resolution, 3), round(offset + i * resolution, 3), label,
-                                  round(score, 4)))
+                    found.append(
+                        (
+                            round(offset + start * resolution, 3),
+                            round(offset + i * resolution, 3),
+                            label,
+                            round(score, 4),
+                        )
+                    )
                 start = None
     return sorted(found, key=lambda s: (s[0], s[1], s[2]))

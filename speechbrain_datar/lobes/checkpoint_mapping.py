@@ -77,7 +77,8 @@ def check_checkpoint_file(path):
     if not zipfile.is_zipfile(path):
         raise CheckpointLayoutError(
             f"{path} is not a PyTorch checkpoint in torch.save's format (a zip archive, the format since "
-            f"torch 1.6): a truncated or damaged download, or another kind of file")
+            f"torch 1.6): a truncated or damaged download, or another kind of file"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -88,7 +89,8 @@ def check_checkpoint_file(path):
         raise CheckpointLayoutError(
             f"{path} is not a checkpoint as torch.save writes it: its members "
             + (f"are compressed ({compressed[0]})" if compressed else "add up to more than the file")
-            + ", so loading it could take far more memory than the file's size")
+            + ", so loading it could take far more memory than the file's size"
+        )
 
 
 def load_weights_only(path):
@@ -108,12 +110,13 @@ def load_weights_only(path):
             raise CheckpointLayoutError(f"{path} is a damaged checkpoint: {first_line(error)}") from None
         raise CheckpointLayoutError(
             f"{path} holds {found.group(1)}, not only tensors, and was not loaded (loading it could run code). "
-            f"If you trust the file, keep only its weights: python -c \"import torch; "
+            f'If you trust the file, keep only its weights: python -c "import torch; '
             f"c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), 'weights.pth')\""
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
-        raise CheckpointLayoutError(f"{path} cannot be read as a checkpoint (truncated or damaged?): "
-                                    f"{first_line(error)}") from None
+        raise CheckpointLayoutError(
+            f"{path} cannot be read as a checkpoint (truncated or damaged?): {first_line(error)}"
+        ) from None
     _check_tensor_sizes(checkpoint, path)
     return checkpoint
 
@@ -131,7 +134,8 @@ def _check_tensor_sizes(value, path, name="checkpoint", depth=0):
         if value.numel() * value.element_size() > value.untyped_storage().nbytes():
             raise CheckpointLayoutError(
                 f"{path}: tensor {name} declares {tuple(value.shape)} ({value.numel()} elements) over "
-                f"{value.untyped_storage().nbytes()} bytes of data: not a checkpoint torch.save writes")
+                f"{value.untyped_storage().nbytes()} bytes of data: not a checkpoint torch.save writes"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_tensor_sizes(item, path, f"{name}.{key}" if name != "checkpoint" else str(key), depth + 1)
@@ -154,7 +158,7 @@ def read_state_dict(checkpoint):
     for key, value in checkpoint.items():
         if not isinstance(value, torch.Tensor):
             continue
-        state[key[len("module."):] if key.startswith("module.") else key] = value
+        state[key[len("module.") :] if key.startswith("module.") else key] = value
     return state
 
 
@@ -215,8 +219,9 @@ class Mapper:
             try:
                 value = transform(value)
             except (IndexError, ValueError, RuntimeError) as error:  # a tensor of another rank or shape
-                self.bad_shapes.append(f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)} "
-                                       f"({first_line(error)})")
+                self.bad_shapes.append(
+                    f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)} ({first_line(error)})"
+                )
                 return True
         if tuple(value.shape) != tuple(expected):
             self.bad_shapes.append(f"{source_key} {tuple(value.shape)} -> {target_key} {tuple(expected)}")
@@ -227,14 +232,13 @@ class Mapper:
 
     def finish(self, model, allowed_at_init=(), ignored_sources=()):
         missing = [
-            k for k in self.target
-            if k not in self.attempted and not any(k.startswith(p) for p in allowed_at_init)
+            k
+            for k in self.target
+            if k not in self.attempted
+            and not any(k.startswith(p) for p in allowed_at_init)
             and not k.endswith("_index")
         ]
-        extra = [
-            k for k in self.source
-            if k not in self.used and not any(part in k for part in ignored_sources)
-        ]
+        extra = [k for k in self.source if k not in self.used and not any(part in k for part in ignored_sources)]
         problems = []
         if self.bad_shapes:
             problems.append(f"wrong shapes: {examples(self.bad_shapes)}")
@@ -243,7 +247,9 @@ class Mapper:
         if extra:
             problems.append(f"not expected in the checkpoint: {examples(extra)}")
         if problems:
-            raise CheckpointLayoutError(f"{self.report.source} does not fit {type(model).__name__}: " + "; ".join(problems))
+            raise CheckpointLayoutError(
+                f"{self.report.source} does not fit {type(model).__name__}: " + "; ".join(problems)
+            )
         self.report.initialised = sorted(k for k in self.target if k not in self.out and not k.endswith("_index"))
         self.report.ignored = sorted(k for k in self.source if k not in self.used)
         result = model.load_state_dict(self.out, strict=False)
@@ -276,8 +282,9 @@ def square_grid(positions, name):
     """``[1, n*n, dim]`` patch positions -> ``[dim, n, n]``."""
     side = int(math.isqrt(positions.shape[1]))
     if side * side != positions.shape[1]:
-        raise CheckpointLayoutError(f"{name}: a ViT's positional embedding must cover a square grid, "
-                                    f"got {positions.shape[1]} patches")
+        raise CheckpointLayoutError(
+            f"{name}: a ViT's positional embedding must cover a square grid, got {positions.shape[1]} patches"
+        )
     return positions[0].t().reshape(-1, side, side)
 
 

@@ -127,11 +127,18 @@ class MagnitudeMelLog1p(nn.Module):
 
     exported_class = "speechbrain_datar.lobes.features.MagnitudeMelLog1p"
 
-    def __init__(self, sample_rate=16000, n_mels=80, n_fft=1024, win_length=23.2199, hop_length=11.6099,
-                 spec_mag_power=0.5):
+    def __init__(
+        self, sample_rate=16000, n_mels=80, n_fft=1024, win_length=23.2199, hop_length=11.6099, spec_mag_power=0.5
+    ):
         super().__init__()
-        self.options = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, win_length=win_length,
-                            hop_length=hop_length, spec_mag_power=spec_mag_power)
+        self.options = dict(
+            sample_rate=sample_rate,
+            n_mels=n_mels,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            spec_mag_power=spec_mag_power,
+        )
         self.hop_length, self.spec_mag_power = hop_length, spec_mag_power
         self.stft = STFT(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length)
         self.filterbank = Filterbank(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate, log_mel=False)

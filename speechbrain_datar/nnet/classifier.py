@@ -62,8 +62,17 @@ class Classifier(nn.Module):
     True
     """
 
-    def __init__(self, input_size, n_classes=None, input_norm=False, dropout=0.0, multi_label=False, name="label",
-                 label_smoothing=0.0, class_reduction="mean"):
+    def __init__(
+        self,
+        input_size,
+        n_classes=None,
+        input_norm=False,
+        dropout=0.0,
+        multi_label=False,
+        name="label",
+        label_smoothing=0.0,
+        class_reduction="mean",
+    ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
         if class_reduction not in CLASS_REDUCTIONS:
@@ -93,7 +102,7 @@ class Classifier(nn.Module):
         if isinstance(n_classes, dict):
             if len(n_classes) != 1:
                 raise ValueError(f"a Classifier has one output, not {list(n_classes)}")
-            (name, n_classes), = n_classes.items()
+            ((name, n_classes),) = n_classes.items()
             self.name = self.init_kwargs["name"] = str(name)
         n_classes = int(n_classes)
         if n_classes < 1:
@@ -208,19 +217,31 @@ class MultiHeadClassifier(nn.Module):
     {'verb': torch.Size([2, 1, 4]), 'noun': torch.Size([2, 1, 7])}
     """
 
-    def __init__(self, input_size, n_classes, input_norm=False, dropout=0.0, per_modality=False, multi_label=False,
-                 label_smoothing=0.0, class_reduction="mean"):
+    def __init__(
+        self,
+        input_size,
+        n_classes,
+        input_norm=False,
+        dropout=0.0,
+        per_modality=False,
+        multi_label=False,
+        label_smoothing=0.0,
+        class_reduction="mean",
+    ):
         super().__init__()
         if not n_classes:
             raise ValueError("n_classes must name at least one head")
         sizes = dict(n_classes) if isinstance(n_classes, dict) else dict.fromkeys(n_classes)
         head = ModalityClassifier if per_modality else Classifier
         self.per_modality = bool(per_modality)
-        self.heads = nn.ModuleDict({
-            str(name): head(input_size, n, input_norm, dropout, multi_label, str(name), label_smoothing,
-                            class_reduction)
-            for name, n in sizes.items()
-        })
+        self.heads = nn.ModuleDict(
+            {
+                str(name): head(
+                    input_size, n, input_norm, dropout, multi_label, str(name), label_smoothing, class_reduction
+                )
+                for name, n in sizes.items()
+            }
+        )
 
     @property
     def init_kwargs(self):
@@ -261,8 +282,17 @@ class MultiHeadClassifier(nn.Module):
         return sum(head.loss(predictions, targets, mix) for head in self.heads.values())
 
 
-def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, dropout=0.0, per_modality=False,
-                     multi_label=False, label_smoothing=0.0, class_reduction="mean"):
+def build_classifier(
+    input_size,
+    n_classes=None,
+    heads=None,
+    input_norm=False,
+    dropout=0.0,
+    per_modality=False,
+    multi_label=False,
+    label_smoothing=0.0,
+    class_reduction="mean",
+):
     """A ``Classifier`` with ``n_classes`` outputs, or, if ``heads`` names several, a ``MultiHeadClassifier``;
     with ``per_modality``, heads that take one embedding per modality (``ModalityClassifier``, MBT); with
     ``multi_label``, independent classes (log-sigmoid outputs, multi-label tagging).
@@ -278,8 +308,13 @@ def build_classifier(input_size, n_classes=None, heads=None, input_norm=False, d
     >>> type(build_classifier(8, 3, per_modality=True)).__name__
     'ModalityClassifier'
     """
-    settings = dict(input_norm=input_norm, dropout=dropout, multi_label=multi_label, label_smoothing=label_smoothing,
-                    class_reduction=class_reduction)
+    settings = dict(
+        input_norm=input_norm,
+        dropout=dropout,
+        multi_label=multi_label,
+        label_smoothing=label_smoothing,
+        class_reduction=class_reduction,
+    )
     if heads:
         return MultiHeadClassifier(input_size, heads, per_modality=per_modality, **settings)
     return (ModalityClassifier if per_modality else Classifier)(input_size, n_classes, **settings)

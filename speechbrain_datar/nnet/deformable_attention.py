@@ -126,9 +126,7 @@ class OffsetGenerator(nn.Sequential):
         if kernel_size % 2 != 1:
             raise ValueError(f"offset kernel_size must be odd, got {kernel_size}")
         super().__init__(
-            nn.Conv2d(
-                channels, channels, kernel_size, stride, kernel_size // 2, groups=channels
-            ),
+            nn.Conv2d(channels, channels, kernel_size, stride, kernel_size // 2, groups=channels),
             LayerNorm2d(channels),
             nn.GELU(),
             nn.Conv2d(channels, 2, 1, 1, 0, bias=False),
@@ -177,8 +175,18 @@ class DeformableAttention(nn.Module):
     """
 
     def __init__(
-        self, dim, num_heads, num_groups, bias_table_size, offset_range_factor=2.0, offset_stride=1,
-        offset_kernel_size=5, attn_drop=0.0, proj_drop=0.0, use_rel_pos_bias=True, grid_convention="token",
+        self,
+        dim,
+        num_heads,
+        num_groups,
+        bias_table_size,
+        offset_range_factor=2.0,
+        offset_stride=1,
+        offset_kernel_size=5,
+        attn_drop=0.0,
+        proj_drop=0.0,
+        use_rel_pos_bias=True,
+        grid_convention="token",
         query_chunk_size=None,
     ):
         super().__init__()
@@ -205,9 +213,7 @@ class DeformableAttention(nn.Module):
         self.proj_v = nn.Linear(dim, dim)
         self.proj_out = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.offset_generator = OffsetGenerator(
-            self.group_channels, offset_kernel_size, self.offset_stride
-        )
+        self.offset_generator = OffsetGenerator(self.group_channels, offset_kernel_size, self.offset_stride)
         if use_rel_pos_bias:
             th, tw = self.bias_table_size
             self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1))
@@ -284,8 +290,10 @@ class DeformableAttention(nn.Module):
             # grid = (2 * (q - k + t - 1) + 1) / (2t - 1) - 1, for each axis
             th, tw = self.bias_table_size
             sy, sx = 2 * th - 1, 2 * tw - 1
-            query_terms = (rows * (2.0 / sy) + ((2 * th - 1.0) / sy - 1.0),
-                           cols * (2.0 / sx) + ((2 * tw - 1.0) / sx - 1.0))
+            query_terms = (
+                rows * (2.0 / sy) + ((2 * th - 1.0) / sy - 1.0),
+                cols * (2.0 / sx) + ((2 * tw - 1.0) / sx - 1.0),
+            )
             key_terms = (keys_y * (-2.0 / sy), keys_x * (-2.0 / sx))
             padding_mode, align_corners = "border", False
         else:
@@ -299,9 +307,7 @@ class DeformableAttention(nn.Module):
         batch = batch_groups // self.num_groups
         table = self.rpe_table.float().unsqueeze(0).expand(batch, -1, -1, -1)
         table = table.reshape(batch_groups, self.group_heads, *self.rpe_table.shape[-2:])
-        return F.grid_sample(
-            table, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners
-        )
+        return F.grid_sample(table, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
 
     def sample_keys(self, x, queries):
         """Reads the map at the deformed reference points.
@@ -392,9 +398,11 @@ class DeformableAttention(nn.Module):
         for start, stop in self._query_bounds(n_queries):
             attn_bias = None
             if self.rpe_table is not None:
-                attn_bias = self._relative_position_bias(
-                    positions, rows[start:stop], cols[start:stop], height, width
-                ).reshape(batch, self.num_heads, stop - start, n_keys).to(q.dtype)
+                attn_bias = (
+                    self._relative_position_bias(positions, rows[start:stop], cols[start:stop], height, width)
+                    .reshape(batch, self.num_heads, stop - start, n_keys)
+                    .to(q.dtype)
+                )
             if key_invalid is not None:
                 fill = attention_mask_value(q.dtype)
                 if attn_bias is None:

@@ -45,9 +45,7 @@ def relative_to_absolute_lengths(lengths, max_len):
         return None
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
-        raise ValueError(
-            f"lengths must be a 1-D tensor of relative lengths, got shape {tuple(lengths.shape)}"
-        )
+        raise ValueError(f"lengths must be a 1-D tensor of relative lengths, got shape {tuple(lengths.shape)}")
     # An exported graph cannot raise on its data; its callers check (speechbrain_datar.inference.onnx_runtime).
     if not torch.compiler.is_exporting() and (torch.any(lengths <= 0) or torch.any(lengths > 1.0 + 1e-6)):
         raise ValueError(

@@ -60,9 +60,7 @@ class WindowAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
         wh, ww = self.window_size
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads)
-        )
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
         self._index_cache = {}
 
@@ -95,8 +93,14 @@ class WindowAttention(nn.Module):
         >>> WindowAttention.band_groups(20, 7, 3)
         [(0, 4, 1), (4, 7, 2), (18, 2, 1)]
         """
-        cuts = sorted({0, length} | {k * window - offset for k in range(1, (length + offset) // window + 1)
-                                     if 0 < k * window - offset < length})
+        cuts = sorted(
+            {0, length}
+            | {
+                k * window - offset
+                for k in range(1, (length + offset) // window + 1)
+                if 0 < k * window - offset < length
+            }
+        )
         groups = []
         for start, stop in zip(cuts[:-1], cuts[1:]):
             size = stop - start
@@ -119,7 +123,10 @@ class WindowAttention(nn.Module):
             key_valid = key_valid.reshape(batch, nr, hs, nc, ws).permute(0, 1, 3, 2, 4)
             attn_bias = attn_bias.masked_fill(~key_valid.reshape(-1, 1, 1, n), attention_mask_value(qkv.dtype))
         attended = F.scaled_dot_product_attention(
-            windows[0], windows[1], windows[2], attn_mask=attn_bias,
+            windows[0],
+            windows[1],
+            windows[2],
+            attn_mask=attn_bias,
             dropout_p=self.attn_drop if self.training else 0.0,
         )  # windows, heads, n, head_dim
         attended = attended.reshape(batch, nr, nc, heads, hs, ws, head_dim)
@@ -143,10 +150,10 @@ class WindowAttention(nn.Module):
         if mask is not None:
             valid = valid & F.pad(mask, (left, right), value=False)
         bands = [
-            self._attend_windows(qkv[:, r0:r0 + nr * hs], valid[:, r0:r0 + nr * hs], hs, ww, nr, nc)
+            self._attend_windows(qkv[:, r0 : r0 + nr * hs], valid[:, r0 : r0 + nr * hs], hs, ww, nr, nc)
             for r0, hs, nr in row_groups
         ]
-        return torch.cat(bands, dim=1)[:, :, left:left + width]
+        return torch.cat(bands, dim=1)[:, :, left : left + width]
 
     def forward(self, x, mask=None):
         """Attends within windows: ``x`` ``[batch, height, width, dim]`` (zero where ``mask``, boolean
@@ -169,6 +176,5 @@ class WindowAttention(nn.Module):
 
     def extra_repr(self):
         return (
-            f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
-            f"shift_size={self.shift_size}"
+            f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift_size={self.shift_size}"
         )

@@ -60,8 +60,10 @@ def _load_into(model, checkpoint, streams, head, name):
     except (IndexError, ValueError, KeyError) as error:
         if isinstance(error, DataError):
             raise
-        raise CheckpointLayoutError(f"{name} does not fit {type(model).__name__}: a tensor it needs is missing or "
-                                    f"has another shape ({type(error).__name__}: {first_line(error)})") from None
+        raise CheckpointLayoutError(
+            f"{name} does not fit {type(model).__name__}: a tensor it needs is missing or "
+            f"has another shape ({type(error).__name__}: {first_line(error)})"
+        ) from None
 
 
 def init_from(model, checkpoint, head=None, report_path=None):

@@ -115,8 +115,13 @@ def export_classifier(
     """
     encoder, head = unwrap_module(encoder), unwrap_module(head)
     if evaluation is None and audio_visual is not None:
-        evaluation = TemporalCrops(audio_visual["clip_seconds"], audio_visual["eval_crops"], sample_rate,
-                                   audio_visual["frames"], audio_visual["frame_norm"])
+        evaluation = TemporalCrops(
+            audio_visual["clip_seconds"],
+            audio_visual["eval_crops"],
+            sample_rate,
+            audio_visual["frames"],
+            audio_visual["frame_norm"],
+        )
     elif evaluation is None:
         evaluation = SlidingWindows(window_frames, hop_frames, max_windows)
     os.makedirs(folder, exist_ok=True)
@@ -124,7 +129,9 @@ def export_classifier(
     for key, label_encoder in label_encoders.items():
         name = label_encoder_name(key)
         names.append(name)
-        blocks.append(f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n")
+        blocks.append(
+            f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
+        )
         label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
     if head.multi_label:
         blocks.append(f"threshold: {float(threshold)}  # probability a class needs to be a tag\n")
@@ -173,8 +180,15 @@ def export_recipe_model(hparams, modules, label_encoders, extra_files=None):
     """
     features = hparams["compute_features"]
     return export_classifier(
-        hparams["export_folder"], encoder=modules["embedding_model"], head=modules["classifier"],
-        normalizer=hparams["mean_var_norm"], label_encoders=label_encoders, feature_options=features.options,
-        feature_class=features.exported_class, sample_rate=hparams["sample_rate"], extra_files=extra_files,
-        threshold=hparams["tagging_threshold"], evaluation=hparams["evaluation"],
+        hparams["export_folder"],
+        encoder=modules["embedding_model"],
+        head=modules["classifier"],
+        normalizer=hparams["mean_var_norm"],
+        label_encoders=label_encoders,
+        feature_options=features.options,
+        feature_class=features.exported_class,
+        sample_rate=hparams["sample_rate"],
+        extra_files=extra_files,
+        threshold=hparams["tagging_threshold"],
+        evaluation=hparams["evaluation"],
     )

@@ -147,31 +147,58 @@ def export_onnx(folder, destination=None, max_blocks=10000):
         # Sizes in this graph follow from the number of blocks, but the symbolic engine cannot prove some of
         # the identities (min() of products); they are checked at run time instead of refused.
         program = torch.export.export(
-            graph, (blocks, lengths), dynamic_shapes=({0: batch, 1: n_blocks}, {0: batch}), strict=False,
+            graph,
+            (blocks, lengths),
+            dynamic_shapes=({0: batch, 1: n_blocks}, {0: batch}),
+            strict=False,
             prefer_deferred_runtime_asserts_over_guards=True,
         )
     head_names = [f"log_probs_{key}" for key in labels] if len(labels) > 1 else ["log_probs"]
     # optimize=False: onnxscript's optimiser left a dangling input in this graph (torch 2.11); onnxruntime
     # optimises the graph itself when it loads it.
     torch.onnx.export(
-        program, (blocks, lengths), os.path.join(destination, "classifier.onnx"), dynamo=True, opset_version=OPSET,
-        input_names=["blocks", "lengths"], output_names=["embedding", *head_names], optimize=False,
+        program,
+        (blocks, lengths),
+        os.path.join(destination, "classifier.onnx"),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["blocks", "lengths"],
+        output_names=["embedding", *head_names],
+        optimize=False,
         external_data=False,
     )
     samples = torch.zeros(1, stft.n_fft + 99 * stft.hop_length)
     torch.onnx.export(
-        FeatureGraph(windows.features, windows.normalizer).eval(), (samples,),
-        os.path.join(destination, "features.onnx"), dynamo=True, opset_version=OPSET,
-        input_names=["samples"], output_names=["feats"], optimize=False, external_data=False,
-        dynamic_shapes=({0: torch.export.Dim("batch", max=4096), 1: torch.export.Dim("samples", min=stft.n_fft + 1,
-                                                                                     max=2**31 - 1)},),
+        FeatureGraph(windows.features, windows.normalizer).eval(),
+        (samples,),
+        os.path.join(destination, "features.onnx"),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["samples"],
+        output_names=["feats"],
+        optimize=False,
+        external_data=False,
+        dynamic_shapes=(
+            {0: torch.export.Dim("batch", max=4096), 1: torch.export.Dim("samples", min=stft.n_fft + 1, max=2**31 - 1)},
+        ),
     )
     meta = dict(
-        sample_rate=int(model.hparams.sample_rate), n_fft=int(stft.n_fft), hop_samples=int(stft.hop_length),
-        n_mels=int(n_mels), window_frames=windows.window_frames, hop_frames=windows.hop_frames,
-        block_frames=step, graph_frames=int(graph_frames), min_samples=windows.min_samples,
-        outputs=head_names, labels=labels, encoder=type(encoder).__name__, opset=OPSET, torch=torch.__version__,
-        multi_label=bool(head.multi_label), threshold=float(vars(model.hparams).get("threshold", 0.5)),
+        sample_rate=int(model.hparams.sample_rate),
+        n_fft=int(stft.n_fft),
+        hop_samples=int(stft.hop_length),
+        n_mels=int(n_mels),
+        window_frames=windows.window_frames,
+        hop_frames=windows.hop_frames,
+        block_frames=step,
+        graph_frames=int(graph_frames),
+        min_samples=windows.min_samples,
+        outputs=head_names,
+        labels=labels,
+        encoder=type(encoder).__name__,
+        opset=OPSET,
+        torch=torch.__version__,
+        multi_label=bool(head.multi_label),
+        threshold=float(vars(model.hparams).get("threshold", 0.5)),
     )
     with open(os.path.join(destination, "onnx.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -187,8 +214,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     meta = export_onnx(args.folder, args.out)
-    print(f"wrote {args.out or os.path.join(args.folder, 'onnx')}: {meta['encoder']}, "
-          f"{', '.join(f'{k} ({len(v)} classes)' for k, v in meta['labels'].items())}")
+    print(
+        f"wrote {args.out or os.path.join(args.folder, 'onnx')}: {meta['encoder']}, "
+        f"{', '.join(f'{k} ({len(v)} classes)' for k, v in meta['labels'].items())}"
+    )
 
 
 if __name__ == "__main__":

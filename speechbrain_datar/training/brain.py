@@ -96,8 +96,10 @@ class AudioClassificationBrain(sb.Brain):
         if stage == sb.Stage.TRAIN and self.hparams.wave_augment is not None:
             augmented, lens = self.hparams.wave_augment(wavs, lens)
             if augmented.shape[0] != wavs.shape[0]:
-                raise DataError("wave_augment must keep the batch's size: set concat_original: False and "
-                                "repeat_augment: 1 in its Augmenter")
+                raise DataError(
+                    "wave_augment must keep the batch's size: set concat_original: False and "
+                    "repeat_augment: 1 in its Augmenter"
+                )
             wavs = augmented
         return self.audio_features(wavs, lens), lens
 
@@ -126,8 +128,16 @@ class AudioClassificationBrain(sb.Brain):
         if stage != sb.Stage.TRAIN:
             wavs, lens = batch.sig
             starts = batch.crop_starts.data if hasattr(batch, "crop_starts") else None
-            return self.hparams.evaluation.scores(self.modules.embedding_model, self.modules.classifier,
-                                                  self.audio_features, wavs, lens, frames, starts, self.coarse_to_fine)
+            return self.hparams.evaluation.scores(
+                self.modules.embedding_model,
+                self.modules.classifier,
+                self.audio_features,
+                wavs,
+                lens,
+                frames,
+                starts,
+                self.coarse_to_fine,
+            )
         feats, lens = self.batch_features(batch, stage)
         if self.hparams.feature_augment is not None:
             feats, lens = self.hparams.feature_augment(feats, lens)
@@ -166,7 +176,8 @@ class AudioClassificationBrain(sb.Brain):
             scheduler.set_steps_per_epoch(-(-self.train_batches // self.grad_accumulation_factor))
         self._initial_schedule_states = {
             name: copy.deepcopy(vars(getattr(self.hparams, name)))
-            for name in LR_SCHEDULES if getattr(self.hparams, name) is not None
+            for name in LR_SCHEDULES
+            if getattr(self.hparams, name) is not None
         }
         super().on_fit_start()
         if sb.utils.distributed.if_main_process():

@@ -113,7 +113,9 @@ class CoarseToFineSchedule:
 
     def frames(self, full_resolution_frames):
         """A frame count of full-resolution features, in the current phase's frames."""
-        return self.features.frames(full_resolution_frames) if self.features is not None else int(full_resolution_frames)
+        return (
+            self.features.frames(full_resolution_frames) if self.features is not None else int(full_resolution_frames)
+        )
 
     # ------------------------------------------------------------ checkpoints
     @mark_as_saver

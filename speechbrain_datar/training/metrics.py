@@ -187,8 +187,11 @@ class TaggingMetrics:
     def statistics(self):
         """The summary as logged: mAP and AUC in percent, d-prime as it is, two decimals (three for d')."""
         summary = self.summarize()
-        return {"mAP": round(100.0 * summary["mAP"], 2), "AUC": round(100.0 * summary["AUC"], 2),
-                "d_prime": round(summary["d_prime"], 3)}
+        return {
+            "mAP": round(100.0 * summary["mAP"], 2),
+            "AUC": round(100.0 * summary["AUC"], 2),
+            "d_prime": round(summary["d_prime"], 3),
+        }
 
     def write_reports(self, folder, labels, suffix=""):
         """Writes ``test_per_class<suffix>.csv``: each class's AP, AUC and positives."""

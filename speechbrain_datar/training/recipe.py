@@ -44,11 +44,14 @@ def fit_heads_to_labels(classifier, label_encoders):
         actual = {next(iter(sizes)): next(iter(actual.values()))}
     if set(actual) != set(sizes) or any(actual[k] not in (None, sizes[k]) for k in sizes):
         single_key = next(iter(sizes))
-        suggestion = f"--n_classes={sizes[single_key]}" if len(sizes) == 1 else (
-            '--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"'
+        suggestion = (
+            f"--n_classes={sizes[single_key]}"
+            if len(sizes) == 1
+            else ('--classifier_heads="{' + ", ".join(f"{k}: {v}" for k, v in sizes.items()) + '}"')
         )
-        raise DataError(f"the data has {sizes} classes but the classifier has {head.n_classes_by_name}: pass "
-                        f"{suggestion}")
+        raise DataError(
+            f"the data has {sizes} classes but the classifier has {head.n_classes_by_name}: pass {suggestion}"
+        )
     head.set_n_classes(sizes)
 
 
@@ -77,7 +80,8 @@ def warn_if_fine_tuning_rate_from_scratch(hparams):
         logger.warning(
             "lr %g is a fine-tuning rate for ImageNet-initialised models (--init_from=...); from scratch it "
             "barely learns: use the from-scratch setting of the hparams (e.g. --lr=5e-4 --warmup_epochs=2 "
-            "--lr_decay=cosine)", hparams["lr"],
+            "--lr_decay=cosine)",
+            hparams["lr"],
         )
 
 
@@ -90,8 +94,12 @@ def train_loader_options(hparams, train_set, label_keys):
     with train_set.output_keys_as([label_keys[0]]):
         label_lists = [labels_of(item[label_keys[0]]) for item in train_set]
     weights = class_balanced_weights(label_lists)
-    options.update(shuffle=False, sampler=sb.dataio.sampler.ReproducibleWeightedRandomSampler(
-        weights, num_samples=len(weights), replacement=True, seed=hparams["seed"]))
+    options.update(
+        shuffle=False,
+        sampler=sb.dataio.sampler.ReproducibleWeightedRandomSampler(
+            weights, num_samples=len(weights), replacement=True, seed=hparams["seed"]
+        ),
+    )
     return options
 
 
@@ -114,7 +122,8 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
     if hparams["init_from"]:
         # Checkpoints of this run, if any, are recovered later and take precedence.
         report = init_from(
-            hparams["embedding_model"], hparams["init_from"],
+            hparams["embedding_model"],
+            hparams["init_from"],
             report_path=os.path.join(hparams["output_folder"], "init_report.json"),
         )
         logger.info("initialised the encoder: %s", report.summary())
@@ -146,12 +155,14 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         train_loader_kwargs=train_loader_options(hparams, datasets["train"], label_keys),
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
-    brain.evaluate(
-        datasets["test"], max_key=brain.main_metric, test_loader_kwargs=hparams["test_dataloader_opts"]
-    )
+    brain.evaluate(datasets["test"], max_key=brain.main_metric, test_loader_kwargs=hparams["test_dataloader_opts"])
     if sb.utils.distributed.if_main_process():
-        folder = export_recipe_model(hparams, brain.modules, label_encoders,
-                                     extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}))
+        folder = export_recipe_model(
+            hparams,
+            brain.modules,
+            label_encoders,
+            extra_files=dict(exported_extras(save), **{"test_metrics.json": brain.test_stats}),
+        )
         logger.info("exported the trained model to %s", folder)
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(brain.test_stats, f, indent=2)
@@ -203,7 +214,8 @@ def resolve_hparams_file(path, defaults=None):
     first, _, rest = text.partition("\n")
     if first.startswith("!include:"):
         base, _ = resolve_hparams_file(
-            os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:"):].strip()), defaults)
+            os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:") :].strip()), defaults
+        )
         merged = _merged(base, rest)
     else:
         merged = text

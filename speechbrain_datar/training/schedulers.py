@@ -39,8 +39,9 @@ class WarmupCosineScheduler:
     [0.5, 1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
     """
 
-    def __init__(self, lr_initial, warmup_epochs=0.0, total_epochs=1.0, decay="cosine", final_ratio=0.0,
-                 steps_per_epoch=None):
+    def __init__(
+        self, lr_initial, warmup_epochs=0.0, total_epochs=1.0, decay="cosine", final_ratio=0.0, steps_per_epoch=None
+    ):
         if decay not in ("cosine", "constant"):
             raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
         self.lr_initial = float(lr_initial)

@@ -22,11 +22,24 @@ def test_recipe_resumes_across_a_phase_transition(tmp_path):
 
     data = make_vggsound_like(str(tmp_path / "data"), train_per_class=5, test_per_class=2, seconds=1.0)["csv"]
     out = str(tmp_path / "exp")
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "ast.yaml"),
-           f"--data_folder={os.path.dirname(data)}", f"--output_folder={out}", "--preset=micro", "--n_classes=6",
-           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001",
-           "--stats_max_clips=20", "--valid_ratio=0.2", "--compression=fshift",
-           "--phases=[{factor: 4, epochs: 2}, {factor: 1, epochs: 2}]"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
+        os.path.join(ROOT, "hparams", "ast.yaml"),
+        f"--data_folder={os.path.dirname(data)}",
+        f"--output_folder={out}",
+        "--preset=micro",
+        "--n_classes=6",
+        "--clip_seconds=1.0",
+        "--eval_hop_seconds=0.5",
+        "--batch_size=6",
+        "--num_workers=0",
+        "--lr=0.001",
+        "--stats_max_clips=20",
+        "--valid_ratio=0.2",
+        "--compression=fshift",
+        "--phases=[{factor: 4, epochs: 2}, {factor: 1, epochs: 2}]",
+    ]
     kill_after_first_checkpoint(cmd, ROOT, out)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,10 +58,23 @@ def test_recipe_trains_datar_with_the_patch_method(tmp_path):
 
     data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=1, seconds=1.0)["csv"]
     out = str(tmp_path / "exp")
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "datar.yaml"),
-           f"--data_folder={os.path.dirname(data)}", f"--output_folder={out}", "--preset=micro", "--n_classes=6",
-           "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--stats_max_clips=20",
-           "--valid_ratio=0.25", "--compression=patch", "--phases=[{factor: 2, epochs: 1}, {factor: 1, epochs: 1}]"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
+        os.path.join(ROOT, "hparams", "datar.yaml"),
+        f"--data_folder={os.path.dirname(data)}",
+        f"--output_folder={out}",
+        "--preset=micro",
+        "--n_classes=6",
+        "--clip_seconds=1.0",
+        "--eval_hop_seconds=0.5",
+        "--batch_size=6",
+        "--num_workers=0",
+        "--stats_max_clips=20",
+        "--valid_ratio=0.25",
+        "--compression=patch",
+        "--phases=[{factor: 2, epochs: 1}, {factor: 1, epochs: 1}]",
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(os.path.join(out, "train_log.txt")).read()

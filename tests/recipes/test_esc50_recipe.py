@@ -21,8 +21,9 @@ from esc50_prepare import prepare_esc50  # noqa: E402
 
 
 def prepare(data, save, **options):
-    prepare_dataset(prepare_esc50, str(save), dataset_options=dict(data_folder=str(data), **options), valid_ratio=0.25,
-                    seed=1)
+    prepare_dataset(
+        prepare_esc50, str(save), dataset_options=dict(data_folder=str(data), **options), valid_ratio=0.25, seed=1
+    )
     manifests = {split: json.loads((save / f"{split}.json").read_text()) for split in ("train", "valid", "test")}
     return json.loads((save / "prepare_report.json").read_text()), manifests
 
@@ -54,22 +55,28 @@ def test_a_folder_without_the_official_layout_is_named(tmp_path):
 
 def test_class_folders_become_the_official_layout(tmp_path):
     source = tmp_path / "class_folders"
-    for folder, names in (("001 - Dog bark", ["1-100032-A.ogg", "2-114280-A.ogg"]),
-                          ("010 - Fire crackling", ["3-104958-A.ogg", "5-213802-A.ogg"])):
+    for folder, names in (
+        ("001 - Dog bark", ["1-100032-A.ogg", "2-114280-A.ogg"]),
+        ("010 - Fire crackling", ["3-104958-A.ogg", "5-213802-A.ogg"]),
+    ):
         (source / folder).mkdir(parents=True)
         for name in names:
-            soundfile.write(str(source / folder / name), 0.1 * np.ones(4410, np.float32), 44100, format="OGG",
-                            subtype="VORBIS")
+            soundfile.write(
+                str(source / folder / name), 0.1 * np.ones(4410, np.float32), 44100, format="OGG", subtype="VORBIS"
+            )
     (source / "001 - Dog bark" / "notes.txt").write_text("not a clip")
     copied, skipped = convert(str(source), str(tmp_path / "ESC-10"))
     assert copied == 4 and skipped == [os.path.join("001 - Dog bark", "notes.txt")]
     rows = list(csv.DictReader(open(tmp_path / "ESC-10" / "meta" / "esc50.csv")))
     assert [(r["filename"], r["fold"], r["target"], r["category"], r["esc10"]) for r in rows] == [
-        ("1-100032-A-0.ogg", "1", "0", "dog", "True"), ("2-114280-A-0.ogg", "2", "0", "dog", "True"),
-        ("3-104958-A-12.ogg", "3", "12", "crackling_fire", "True"), ("5-213802-A-12.ogg", "5", "12", "crackling_fire",
-                                                                     "True")]
-    assert (tmp_path / "ESC-10" / "audio" / "5-213802-A-12.ogg").read_bytes() == \
-        (source / "010 - Fire crackling" / "5-213802-A.ogg").read_bytes()
+        ("1-100032-A-0.ogg", "1", "0", "dog", "True"),
+        ("2-114280-A-0.ogg", "2", "0", "dog", "True"),
+        ("3-104958-A-12.ogg", "3", "12", "crackling_fire", "True"),
+        ("5-213802-A-12.ogg", "5", "12", "crackling_fire", "True"),
+    ]
+    assert (tmp_path / "ESC-10" / "audio" / "5-213802-A-12.ogg").read_bytes() == (
+        source / "010 - Fire crackling" / "5-213802-A.ogg"
+    ).read_bytes()
     report, manifests = prepare(tmp_path / "ESC-10", tmp_path / "save", test_fold=5, esc10=True)
     assert list(manifests["test"]) == ["5-213802-A-12"]
 
@@ -78,10 +85,21 @@ def test_class_folders_become_the_official_layout(tmp_path):
 def test_cross_validation_runs_each_fold_and_reports_mean_and_std(tmp_path):
     data = make_esc50_like(str(tmp_path / "ESC-50"), per_fold=2, seconds=1.0)
     out = tmp_path / "exp"
-    command = [sys.executable, os.path.join(ROOT, "recipes", "ESC50", "cross_validate.py"),
-               os.path.join(ROOT, "hparams", "ESC50", "datar.yaml"), "--folds=1,2", f"--data_folder={data}",
-               "--esc10=True", f"--output_folder={out}", "--clip_seconds=1.0", "--eval_hop_seconds=0.5",
-               "--number_of_epochs=2", "--batch_size=4", "--num_workers=0", "--stats_max_clips=10"]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "ESC50", "cross_validate.py"),
+        os.path.join(ROOT, "hparams", "ESC50", "datar.yaml"),
+        "--folds=1,2",
+        f"--data_folder={data}",
+        "--esc10=True",
+        f"--output_folder={out}",
+        "--clip_seconds=1.0",
+        "--eval_hop_seconds=0.5",
+        "--number_of_epochs=2",
+        "--batch_size=4",
+        "--num_workers=0",
+        "--stats_max_clips=10",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "cross_validation.json").read_text())

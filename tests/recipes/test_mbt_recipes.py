@@ -25,13 +25,28 @@ from speechbrain_datar.dataio.synthetic import (
 MICRO = ["--preset=micro", "--frame_size=32", "--num_workers=0", "--stats_max_clips=16", "--valid_ratio=0.1"]
 #: Settings that train the micro model on the generated set (the paper's SGD at lr 0.5, mixup and
 #: stochastic depth are for ViT-B on real data).
-SYNTHETIC_TRAINING = ["--lr=0.002", "--opt_class=!name:torch.optim.AdamW", "--mixup_alpha=0", "--drop_path_rate=0.0",
-                      "--freq_mask_bins=12", "--batch_size=16"]
+SYNTHETIC_TRAINING = [
+    "--lr=0.002",
+    "--opt_class=!name:torch.optim.AdamW",
+    "--mixup_alpha=0",
+    "--drop_path_rate=0.0",
+    "--freq_mask_bins=12",
+    "--batch_size=16",
+]
 
 
 def run_recipe(recipe, hparams, data_folder, out, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", recipe, "train.py"), os.path.join(ROOT, "hparams", hparams),
-           f"--data_folder={data_folder}", f"--output_folder={out}"] + MICRO + list(extra)
+    cmd = (
+        [
+            sys.executable,
+            os.path.join(ROOT, "recipes", recipe, "train.py"),
+            os.path.join(ROOT, "hparams", hparams),
+            f"--data_folder={data_folder}",
+            f"--output_folder={out}",
+        ]
+        + MICRO
+        + list(extra)
+    )
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.load(open(os.path.join(out, "test_metrics.json")))
@@ -49,8 +64,15 @@ def test_audio_visual_mbt_beats_each_modality_alone_and_its_export_reads_video_f
     from speechbrain_datar.dataio.audio import load_clip
     from speechbrain_datar.inference.interfaces import AudioVisualClassifier
 
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=24, test_per_class=12, seconds=3.0,
-                              classes=AUDIO_VISUAL_CLASSES, include_bad_clips=False, video=True)
+    data = make_vggsound_like(
+        str(tmp_path / "data"),
+        train_per_class=24,
+        test_per_class=12,
+        seconds=3.0,
+        classes=AUDIO_VISUAL_CLASSES,
+        include_bad_clips=False,
+        video=True,
+    )
     folder = os.path.dirname(data["csv"])
     settings = SYNTHETIC_TRAINING + ["--clip_seconds=2.0", "--n_frames=4", "--number_of_epochs=30"]
     top1 = {}
@@ -82,12 +104,27 @@ def test_late_fusion_and_epic_heads_in_their_recipes(tmp_path):
     from speechbrain_datar.inference.interfaces import AudioVisualClassifier
     from speechbrain_datar.lobes.models.datar import DATAR
 
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=2, seconds=1.0,
-                              classes=AUDIO_VISUAL_CLASSES, include_bad_clips=False, video=True)
+    data = make_vggsound_like(
+        str(tmp_path / "data"),
+        train_per_class=4,
+        test_per_class=2,
+        seconds=1.0,
+        classes=AUDIO_VISUAL_CLASSES,
+        include_bad_clips=False,
+        video=True,
+    )
     out = str(tmp_path / "late")
-    metrics = run_recipe("VGGSound", "late_fusion.yaml", os.path.dirname(data["csv"]), out, "--clip_seconds=1.0",
-                         "--n_frames=2", "--number_of_epochs=1", "--audio_encoder_options={preset: micro}",
-                         "--batch_size=8")
+    metrics = run_recipe(
+        "VGGSound",
+        "late_fusion.yaml",
+        os.path.dirname(data["csv"]),
+        out,
+        "--clip_seconds=1.0",
+        "--n_frames=2",
+        "--number_of_epochs=1",
+        "--audio_encoder_options={preset: micro}",
+        "--batch_size=8",
+    )
     assert "top1" in metrics
     model = AudioVisualClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "m"))
     assert isinstance(model.mods.embedding_model.encoder.audio_encoder, DATAR)
@@ -98,8 +135,16 @@ def test_late_fusion_and_epic_heads_in_their_recipes(tmp_path):
 
     epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video")
     out = str(tmp_path / "epic_exp")
-    metrics = run_recipe("EpicKitchens100", "EpicKitchens100/mbt.yaml", epic, out, "--clip_seconds=1.0",
-                         "--n_frames=4", "--number_of_epochs=1", "--batch_size=6")
+    metrics = run_recipe(
+        "EpicKitchens100",
+        "EpicKitchens100/mbt.yaml",
+        epic,
+        out,
+        "--clip_seconds=1.0",
+        "--n_frames=4",
+        "--number_of_epochs=1",
+        "--batch_size=6",
+    )
     assert {"verb_top1", "noun_top1", "action_top1"} <= set(metrics)
     model = AudioVisualClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "e"))
     video = next(iter(json.load(open(os.path.join(out, "save", "test.json"))).values()))["path"]
@@ -111,14 +156,34 @@ def test_late_fusion_and_epic_heads_in_their_recipes(tmp_path):
 def test_mbt_trains_in_the_recipe_on_audio_and_frames(tmp_path):
     """The shared Brain with frames: modality mixup, per-modality losses, coarse-to-fine on the audio stream,
     and a killed run that resumes in its phase."""
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=2, seconds=1.0,
-                              classes=AUDIO_VISUAL_CLASSES, include_bad_clips=False, video=True)
+    data = make_vggsound_like(
+        str(tmp_path / "data"),
+        train_per_class=4,
+        test_per_class=2,
+        seconds=1.0,
+        classes=AUDIO_VISUAL_CLASSES,
+        include_bad_clips=False,
+        video=True,
+    )
     out = tmp_path / "exp"
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", "VGGSound", "train.py"), os.path.join(ROOT, "hparams", "mbt.yaml"),
-           f"--data_folder={os.path.dirname(data['csv'])}", f"--output_folder={out}", "--preset=micro",
-           "--clip_seconds=1.0", "--frame_size=32", "--n_frames=2", "--batch_size=4", "--lr=0.001", "--num_workers=0",
-           "--valid_ratio=0.25", "--modality_mixup=True", "--stats_max_clips=8",
-           "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
+        os.path.join(ROOT, "hparams", "mbt.yaml"),
+        f"--data_folder={os.path.dirname(data['csv'])}",
+        f"--output_folder={out}",
+        "--preset=micro",
+        "--clip_seconds=1.0",
+        "--frame_size=32",
+        "--n_frames=2",
+        "--batch_size=4",
+        "--lr=0.001",
+        "--num_workers=0",
+        "--valid_ratio=0.25",
+        "--modality_mixup=True",
+        "--stats_max_clips=8",
+        "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]",
+    ]
     kill_after_first_checkpoint(cmd, ROOT, str(out))
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

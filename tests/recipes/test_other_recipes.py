@@ -13,14 +13,32 @@ sys.path.insert(0, os.path.join(ROOT, "recipes", "EpicKitchens100"))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "KineticsSounds"))
 
 
-TINY = ["--preset=micro", "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0",
-        "--lr=0.001", "--number_of_epochs=2", "--stats_max_clips=20", "--valid_ratio=0.2"]
+TINY = [
+    "--preset=micro",
+    "--clip_seconds=1.0",
+    "--eval_hop_seconds=0.5",
+    "--batch_size=6",
+    "--num_workers=0",
+    "--lr=0.001",
+    "--number_of_epochs=2",
+    "--stats_max_clips=20",
+    "--valid_ratio=0.2",
+]
 
 
 def train(recipe, data_folder, output_folder, *extra):
     """Runs a recipe from its own hparams file (no class counts on the command line)."""
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", recipe, "train.py"), os.path.join(ROOT, "hparams", recipe, "datar.yaml"),
-           f"--data_folder={data_folder}", f"--output_folder={output_folder}"] + TINY + list(extra)
+    cmd = (
+        [
+            sys.executable,
+            os.path.join(ROOT, "recipes", recipe, "train.py"),
+            os.path.join(ROOT, "hparams", recipe, "datar.yaml"),
+            f"--data_folder={data_folder}",
+            f"--output_folder={output_folder}",
+        ]
+        + TINY
+        + list(extra)
+    )
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -41,8 +59,10 @@ def test_kinetics_sounds_recipe(tmp_path):
     assert report["rows_of_other_classes"] == 2 * (5 + 2)
     assert report["test"]["reasons"] == {"missing": 1}
     assert len(report["listed_classes_not_in_annotations"]) == len(read_class_list()) - 6
-    assert set(json.load(open(os.path.join(out, "save", "test.json")))[k]["label"]
-               for k in json.load(open(os.path.join(out, "save", "test.json")))) == set(KINETICS_SOUNDS_DEMO)
+    assert set(
+        json.load(open(os.path.join(out, "save", "test.json")))[k]["label"]
+        for k in json.load(open(os.path.join(out, "save", "test.json")))
+    ) == set(KINETICS_SOUNDS_DEMO)
     metrics = json.load(open(os.path.join(out, "test_metrics.json")))
     assert {"top1", "top5"} <= set(metrics)
     assert os.path.isfile(os.path.join(out, "train.py"))
@@ -60,8 +80,13 @@ def test_kinetics_annotation_with_unknown_columns_is_rejected(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train.csv").write_text("class,id,start\nsinging,abc,0\n")
     with pytest.raises(ValueError, match="missing \\['label', 'youtube_id', 'time_start', 'time_end'\\]"):
-        prepare_dataset(prepare_kinetics_sounds, str(tmp_path / "save"), dataset_options={"data_folder": str(tmp_path)},
-                        valid_ratio=0.1, seed=1234)
+        prepare_dataset(
+            prepare_kinetics_sounds,
+            str(tmp_path / "save"),
+            dataset_options={"data_folder": str(tmp_path)},
+            valid_ratio=0.1,
+            seed=1234,
+        )
 
 
 @pytest.mark.slow
@@ -76,7 +101,11 @@ def test_epic_kitchens_recipe_with_two_heads(tmp_path):
     save = os.path.join(out, "save")
     report = json.load(open(os.path.join(save, "prepare_report.json")))
     assert report["test"]["reasons"] == {
-        "bad_timestamp": 1, "stop_before_start": 1, "beyond_end": 1, "missing": 1, "verb_without_training_sample": 1,
+        "bad_timestamp": 1,
+        "stop_before_start": 1,
+        "beyond_end": 1,
+        "missing": 1,
+        "verb_without_training_sample": 1,
     }
     assert report["classes_without_training_data"] == {"verb": ["11"], "noun": []}
     # official ids are the labels; timestamps are parsed exactly
@@ -89,9 +118,14 @@ def test_epic_kitchens_recipe_with_two_heads(tmp_path):
     assert names["verb"]["8"] == "cut" and names["noun"]["10"] == "knife"
     metrics = json.load(open(os.path.join(out, "test_metrics.json")))
     assert {"verb_top1", "verb_top5", "noun_top1", "action_top1"} <= set(metrics)
-    assert "action_top1" in result.stderr + result.stdout or "action_top1" in open(os.path.join(out, "train_log.txt")).read()
+    assert (
+        "action_top1" in result.stderr + result.stdout
+        or "action_top1" in open(os.path.join(out, "train_log.txt")).read()
+    )
 
-    classifier = MultiHeadAudioClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "m"))
+    classifier = MultiHeadAudioClassifier.from_hparams(
+        source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "m")
+    )
     test = json.load(open(os.path.join(save, "test.json")))
     for key in ("verb", "noun"):
         rows = list(csv.DictReader(open(os.path.join(out, f"test_predictions_{key}.csv"))))
@@ -113,9 +147,14 @@ def test_epic_wrong_heads_message(tmp_path):
     from speechbrain_datar.dataio.synthetic import make_epic_kitchens_like
 
     data = make_epic_kitchens_like(str(tmp_path / "epic"))
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", "EpicKitchens100", "train.py"),
-           os.path.join(ROOT, "hparams", "datar.yaml"), f"--data_folder={data}", f"--output_folder={tmp_path / 'exp'}",
-           "--classifier_heads=null"] + TINY
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "EpicKitchens100", "train.py"),
+        os.path.join(ROOT, "hparams", "datar.yaml"),
+        f"--data_folder={data}",
+        f"--output_folder={tmp_path / 'exp'}",
+        "--classifier_heads=null",
+    ] + TINY
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert '--classifier_heads="{verb: 5, noun: 3}"' in result.stderr and "Traceback" not in result.stderr

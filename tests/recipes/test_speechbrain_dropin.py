@@ -61,7 +61,9 @@ def make_dataset(n_per_class=6):
 def test_datar_trains_inside_a_speechbrain_brain(tmp_path):
     hparams = load_hyperpyyaml(HPARAMS)
     brain = ClassificationBrain(
-        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
         run_opts={"device": "cpu"},
     )
     dataset = make_dataset()
@@ -131,8 +133,9 @@ class ESC50ShapedBrain(sb.Brain):
 @pytest.mark.parametrize("module,length_argument", [("datar.DATAR", "reference_frames"), ("ast.AST", "target_length")])
 def test_encoders_train_in_speechbrains_esc50_recipe_as_it_calls_them(module, length_argument):
     hparams = load_hyperpyyaml(ESC50_HPARAMS.format(module=module, length_argument=length_argument))
-    brain = ESC50ShapedBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
-                             run_opts={"device": "cpu"})
+    brain = ESC50ShapedBrain(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts={"device": "cpu"}
+    )
     dataset = make_dataset()
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=12)
     batch = next(iter(loader))

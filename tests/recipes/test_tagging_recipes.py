@@ -30,8 +30,9 @@ def write_csv(path, rows, header=None):
 def test_audioset_segment_lists_parse_exactly(tmp_path):
     """Comment lines, a space after each comma, quoted MIDs with commas, display names with commas."""
     classes = tmp_path / "class_labels_indices.csv"
-    classes.write_text('index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n'
-                       '2,/m/0bt9lr,"Dog"\n')
+    classes.write_text(
+        'index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n2,/m/0bt9lr,"Dog"\n'
+    )
     segments = tmp_path / "eval_segments.csv"
     segments.write_text(
         "# Segments csv created Sun Mar  5 10:54:25 2017\n"
@@ -46,19 +47,29 @@ def test_audioset_segment_lists_parse_exactly(tmp_path):
     assert names["/m/05zppz"] == "Male speech, man speaking"
     report = SkipReport("csv")
     rows = read_segments(str(segments), names, report)
-    assert rows == [("--4gqARaEJE", 0.0, 10.0, ["Dog", "Male speech, man speaking", "Speech"]),
-                    ("--BfvyPmVMo", 20.0, 30.0, ["Dog"])]
+    assert rows == [
+        ("--4gqARaEJE", 0.0, 10.0, ["Dog", "Male speech, man speaking", "Speech"]),
+        ("--BfvyPmVMo", 20.0, 30.0, ["Dog"]),
+    ]
     assert report.counts == {"unknown_mid": 2, "no_known_label": 1, "bad_row": 1}
 
 
 def test_fsd50k_ground_truth_parses_exactly(tmp_path):
     truth = tmp_path / "FSD50K.ground_truth"
-    write_csv(str(truth / "vocabulary.csv"), [[0, "Electric_guitar", "/m/02sgy"], [1, "Guitar", "/m/0342h"],
-                                              [2, "Music", "/m/04rlf"]])
-    write_csv(str(truth / "dev.csv"), [[64760, "Electric_guitar,Guitar,Music", "/m/02sgy,/m/0342h,/m/04rlf", "train"],
-                                       [16399, "Guitar,Unheard", "/m/0342h,/m/zzz", "val"],
-                                       [11, "Unheard", "/m/zzz", "train"], [12, "Music", "/m/04rlf", "test"]],
-              header=["fname", "labels", "mids", "split"])
+    write_csv(
+        str(truth / "vocabulary.csv"),
+        [[0, "Electric_guitar", "/m/02sgy"], [1, "Guitar", "/m/0342h"], [2, "Music", "/m/04rlf"]],
+    )
+    write_csv(
+        str(truth / "dev.csv"),
+        [
+            [64760, "Electric_guitar,Guitar,Music", "/m/02sgy,/m/0342h,/m/04rlf", "train"],
+            [16399, "Guitar,Unheard", "/m/0342h,/m/zzz", "val"],
+            [11, "Unheard", "/m/zzz", "train"],
+            [12, "Music", "/m/04rlf", "test"],
+        ],
+        header=["fname", "labels", "mids", "split"],
+    )
     vocabulary = read_vocabulary(str(truth / "vocabulary.csv"))
     report = SkipReport("csv")
     rows = read_ground_truth(str(truth / "dev.csv"), vocabulary, report, splits=("train", "val"))
@@ -110,19 +121,33 @@ def test_fsd50k_recipe_tags_the_generated_set_and_finds_when(tmp_path):
     data = tmp_path / "fsd"
     events = make_fsd50k_like(str(data), dev_clips=240, val_clips=24, eval_clips=48, seconds=3.0)
     out = tmp_path / "exp"
-    cmd = [sys.executable, os.path.join(RECIPES, "FSD50K", "train.py"), os.path.join(root, "hparams", "FSD50K",
-                                                                                      "datar.yaml"),
-           f"--data_folder={data}", f"--output_folder={out}", "--preset=micro", "--clip_seconds=3.0",
-           "--eval_hop_seconds=1.0", "--batch_size=8", "--num_workers=0", "--lr=0.0005", "--mixup_alpha=0",
-           "--drop_path_rate=0.0", "--number_of_epochs=20", "--stats_max_clips=40"]
+    cmd = [
+        sys.executable,
+        os.path.join(RECIPES, "FSD50K", "train.py"),
+        os.path.join(root, "hparams", "FSD50K", "datar.yaml"),
+        f"--data_folder={data}",
+        f"--output_folder={out}",
+        "--preset=micro",
+        "--clip_seconds=3.0",
+        "--eval_hop_seconds=1.0",
+        "--batch_size=8",
+        "--num_workers=0",
+        "--lr=0.0005",
+        "--mixup_alpha=0",
+        "--drop_path_rate=0.0",
+        "--number_of_epochs=20",
+        "--stats_max_clips=40",
+    ]
     result = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "test_metrics.json").read_text())
     test = json.loads((out / "save" / "test.json").read_text())
     classes = sorted({label for entry in test.values() for label in entry["labels"]})
     baseline = np.mean([np.mean([c in entry["labels"] for entry in test.values()]) for c in classes])
-    print(f"test mAP {metrics['mAP']:.1f}% (label-frequency baseline {100 * baseline:.1f}%), "
-          f"AUC {metrics['AUC']:.1f}%, d' {metrics['d_prime']:.2f}")
+    print(
+        f"test mAP {metrics['mAP']:.1f}% (label-frequency baseline {100 * baseline:.1f}%), "
+        f"AUC {metrics['AUC']:.1f}%, d' {metrics['d_prime']:.2f}"
+    )
     assert metrics["mAP"] >= 100 * baseline + 30
     per_class = list(csv.DictReader(open(out / "test_per_class.csv")))
     assert sorted(row["class"] for row in per_class) == classes
@@ -137,8 +162,10 @@ def test_fsd50k_recipe_tags_the_generated_set_and_finds_when(tmp_path):
         _, resolution, found = tagger.timeline(entry["path"], threshold=0.5)
         for event in events[fname]:
             total += 1
-            hits += any(label == event["label"] and abs(start - event["onset"]) <= ONSET_TOLERANCE
-                        for start, end, label, score in found)
+            hits += any(
+                label == event["label"] and abs(start - event["onset"]) <= ONSET_TOLERANCE
+                for start, end, label, score in found
+            )
     print(f"onsets within {ONSET_TOLERANCE} s: {hits}/{total} = {hits / total:.2f} (rows every {resolution:.3f} s)")
     assert hits / total >= 0.75
 
@@ -157,13 +184,19 @@ def test_audioset_preparation_counts_missing_clips_and_keeps_every_label(tmp_pat
     import soundfile
 
     (tmp_path / "class_labels_indices.csv").write_text(
-        'index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n2,/m/0bt9lr,"Dog"\n')
+        'index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n2,/m/0bt9lr,"Dog"\n'
+    )
     header = "# YTID, start_seconds, end_seconds, positive_labels\n"
-    (tmp_path / "balanced_train_segments.csv").write_text(header + "".join(
-        f'train{i}, {10 * i}.000, {10 * i + 10}.000, "{mids}"\n'
-        for i, mids in enumerate(["/m/09x0r,/m/05zppz", "/m/0bt9lr", "/m/0bt9lr,/m/09x0r", "/m/05zppz"])))
-    (tmp_path / "eval_segments.csv").write_text(header + 'eval0, 0.000, 10.000, "/m/0bt9lr,/m/x"\n'
-                                                         'eval1, 0.000, 10.000, "/m/09x0r"\n')
+    (tmp_path / "balanced_train_segments.csv").write_text(
+        header
+        + "".join(
+            f'train{i}, {10 * i}.000, {10 * i + 10}.000, "{mids}"\n'
+            for i, mids in enumerate(["/m/09x0r,/m/05zppz", "/m/0bt9lr", "/m/0bt9lr,/m/09x0r", "/m/05zppz"])
+        )
+    )
+    (tmp_path / "eval_segments.csv").write_text(
+        header + 'eval0, 0.000, 10.000, "/m/0bt9lr,/m/x"\neval1, 0.000, 10.000, "/m/09x0r"\n'
+    )
     (tmp_path / "audio").mkdir()
     rng = np.random.default_rng(0)
     for ytid in ["train0", "train1", "train2", "eval0", "eval1"]:  # train3 is missing
@@ -172,5 +205,8 @@ def test_audioset_preparation_counts_missing_clips_and_keeps_every_label(tmp_pat
     assert data.reports[0].counts == {"unknown_mid": 1}
     assert data.reports[1].counts == {"missing": 1}
     assert {k: v["labels"] for k, v in data.train.items()} == {
-        "train0_0": ["Male speech, man speaking", "Speech"], "train1_10": ["Dog"], "train2_20": ["Dog", "Speech"]}
+        "train0_0": ["Male speech, man speaking", "Speech"],
+        "train1_10": ["Dog"],
+        "train2_20": ["Dog", "Speech"],
+    }
     assert {k: v["labels"] for k, v in data.test.items()} == {"eval0_0": ["Dog"], "eval1_0": ["Speech"]}

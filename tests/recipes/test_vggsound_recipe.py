@@ -48,8 +48,9 @@ def prepare(function, data_folder, save_folder, valid_ratio=0.1):
     """A data set's preparation as the recipes run it."""
     from speechbrain_datar.dataio.prepare import prepare_dataset
 
-    prepare_dataset(function, save_folder, dataset_options={"data_folder": data_folder}, valid_ratio=valid_ratio,
-                    seed=1234)
+    prepare_dataset(
+        function, save_folder, dataset_options={"data_folder": data_folder}, valid_ratio=valid_ratio, seed=1234
+    )
 
 
 def command(data_folder, output_folder, epochs, **extra):
@@ -77,7 +78,14 @@ def trained(data_folder, tmp_path_factory):
 @pytest.mark.slow
 def test_recipe_writes_manifests_checkpoints_logs_and_reports(trained):
     save = os.path.join(trained, "save")
-    for name in ("train.json", "valid.json", "test.json", "label_encoder.txt", "norm_stats.json", "prepare_report.json"):
+    for name in (
+        "train.json",
+        "valid.json",
+        "test.json",
+        "label_encoder.txt",
+        "norm_stats.json",
+        "prepare_report.json",
+    ):
         assert os.path.isfile(os.path.join(save, name)), name
     with open(os.path.join(save, "prepare_report.json")) as f:
         report = json.load(f)
@@ -92,7 +100,13 @@ def test_recipe_writes_manifests_checkpoints_logs_and_reports(trained):
     for name in ("test_predictions.csv", "confusion_matrix.csv", "confusion_matrix.png"):
         assert os.path.getsize(os.path.join(trained, name)) > 0, name
     exported = sorted(os.listdir(os.path.join(trained, "pretrained")))
-    assert exported == ["classifier.ckpt", "embedding_model.ckpt", "hyperparams.yaml", "label_encoder.ckpt", "test_metrics.json"]
+    assert exported == [
+        "classifier.ckpt",
+        "embedding_model.ckpt",
+        "hyperparams.yaml",
+        "label_encoder.ckpt",
+        "test_metrics.json",
+    ]
 
 
 @pytest.mark.slow
@@ -147,8 +161,17 @@ def test_visualisation_command_writes_a_png(trained, tmp_path):
         path = next(iter(json.load(f).values()))["path"]
     png = str(tmp_path / "views.png")
     result = run(
-        [sys.executable, "-m", "speechbrain_datar.visualize", "--model", os.path.join(trained, "pretrained"),
-         "--audio", path, "--output", png],
+        [
+            sys.executable,
+            "-m",
+            "speechbrain_datar.visualize",
+            "--model",
+            os.path.join(trained, "pretrained"),
+            "--audio",
+            path,
+            "--output",
+            png,
+        ],
         cwd=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -189,7 +212,8 @@ def test_torchrun_two_processes_end_with_the_same_weights(data_folder, tmp_path)
     assert "Grad strides do not match" not in result.stderr  # DDP's buckets fit every gradient
     assert os.path.isfile(os.path.join(out, "pretrained", "embedding_model.ckpt"))
     assert re.findall(r"phase: (\d+), factor: (\d+)", open(os.path.join(out, "train_log.txt")).read()) == [
-        ("1", "2"), ("2", "1")
+        ("1", "2"),
+        ("2", "1"),
     ]
 
 
@@ -223,7 +247,12 @@ def test_unknown_test_labels_and_bad_rows_are_reported(tmp_path):
 
     audio = tmp_path / "audio"
     audio.mkdir()
-    rows = [("aaa", 1, "dog", "train"), ("bbb", 2, "dog", "train"), ("ccc", 3, "cat", "test"), ("ddd", 4, "dog", "test")]
+    rows = [
+        ("aaa", 1, "dog", "train"),
+        ("bbb", 2, "dog", "train"),
+        ("ccc", 3, "cat", "test"),
+        ("ddd", 4, "dog", "test"),
+    ]
     for ytid, start, _, _ in rows:
         soundfile.write(str(audio / f"{ytid}_{start:06d}.flac"), 0.1 * np.random.randn(8000), 16000)
     lines = [",".join(map(str, r)) for r in rows] + ["eee,notanumber,dog,train", "fff,5,dog,validation"]
@@ -255,8 +284,13 @@ def test_ast_baseline_runs_on_the_same_recipe(data_folder, tmp_path):
 def test_recipe_starts_from_an_imagenet_checkpoint(data_folder, tmp_path):
     from dat_v1_reference import make_dat_state_dict
 
-    micro = dict(dims=[16, 32, 64, 128], depths=[2, 2, 2, 2], heads=[1, 2, 4, 8], groups=[1, 1, 2, 4],
-                 spec=[["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]])
+    micro = dict(
+        dims=[16, 32, 64, 128],
+        depths=[2, 2, 2, 2],
+        heads=[1, 2, 4, 8],
+        groups=[1, 1, 2, 4],
+        spec=[["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
+    )
     path = str(tmp_path / "dat_micro.pth")
     torch.save({"model": make_dat_state_dict(micro)}, path)
     out = str(tmp_path / "exp")
@@ -291,8 +325,12 @@ def logged_lr(output_folder):
 
 @pytest.mark.slow
 def test_warmup_cosine_schedule_resumes_exactly_and_restarts_at_a_phase_change(data_folder, tmp_path):
-    schedule = dict(warmup_epochs=1, lr_decay="cosine", compression="avgpool",
-                    phases="[{factor: 2, epochs: 2}, {factor: 1, epochs: 2}]")
+    schedule = dict(
+        warmup_epochs=1,
+        lr_decay="cosine",
+        compression="avgpool",
+        phases="[{factor: 2, epochs: 2}, {factor: 1, epochs: 2}]",
+    )
     straight = str(tmp_path / "straight")
     result = run(command(data_folder, straight, 4, **schedule), cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -19,10 +19,22 @@ sys.path.insert(0, os.path.join(ROOT, "recipes", "EpicKitchens100"))
 
 
 def run_recipe(recipe, hparams, data_folder, out, *extra):
-    cmd = [sys.executable, os.path.join(ROOT, "recipes", recipe, "train.py"), os.path.join(ROOT, "hparams", hparams),
-           f"--data_folder={data_folder}", f"--output_folder={out}", "--preset=micro", "--clip_seconds=1.0",
-           "--eval_hop_seconds=0.5", "--batch_size=6", "--num_workers=0", "--lr=0.001", "--number_of_epochs=1",
-           "--stats_max_clips=10", "--valid_ratio=0.2"] + list(extra)
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", recipe, "train.py"),
+        os.path.join(ROOT, "hparams", hparams),
+        f"--data_folder={data_folder}",
+        f"--output_folder={out}",
+        "--preset=micro",
+        "--clip_seconds=1.0",
+        "--eval_hop_seconds=0.5",
+        "--batch_size=6",
+        "--num_workers=0",
+        "--lr=0.001",
+        "--number_of_epochs=1",
+        "--stats_max_clips=10",
+        "--valid_ratio=0.2",
+    ] + list(extra)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.load(open(os.path.join(out, "save", "prepare_report.json")))
@@ -39,7 +51,9 @@ def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
     assert report["train"]["kept"] == 6 * 4 + 2  # clips without (enough) video serve an audio recipe
     test = json.load(open(tmp_path / "exp" / "save" / "test.json"))
     assert all(entry["path"].endswith(".mp4") for entry in test.values())
-    classifier = StreamingClassifier.from_hparams(source=str(tmp_path / "exp" / "pretrained"), savedir=str(tmp_path / "m"))
+    classifier = StreamingClassifier.from_hparams(
+        source=str(tmp_path / "exp" / "pretrained"), savedir=str(tmp_path / "m")
+    )
     with open(tmp_path / "exp" / "test_predictions.csv") as f:
         predictions = {row["id"]: row["prediction"] for row in csv.DictReader(f)}
     for clip_id, entry in test.items():  # the same label as the recipe's test, from the mp4 itself
@@ -50,8 +64,13 @@ def test_vggsound_recipe_on_mp4_clips_with_every_broken_kind_reported(tmp_path):
     from speechbrain_datar.dataio.prepare import prepare_dataset
 
     save = tmp_path / "frames_save"
-    prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": os.path.dirname(data["csv"]),
-                                                                  "need_video": True}, valid_ratio=0.2, seed=1)
+    prepare_dataset(
+        prepare_vggsound,
+        str(save),
+        dataset_options={"data_folder": os.path.dirname(data["csv"]), "need_video": True},
+        valid_ratio=0.2,
+        seed=1,
+    )
     reasons = json.load(open(save / "prepare_report.json"))["train"]["reasons"]
     assert reasons["no_video_stream"] == 1 and reasons["too_short"] == 1
 

@@ -71,8 +71,19 @@ class AST(nn.Module):
     draws_sampling_points = False
 
     def __init__(
-        self, preset="base", n_mels=128, target_length=1024, patch_size=16, fstride=10, tstride=10,
-        embed_dim=None, depth=None, num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0,
+        self,
+        preset="base",
+        n_mels=128,
+        target_length=1024,
+        patch_size=16,
+        fstride=10,
+        tstride=10,
+        embed_dim=None,
+        depth=None,
+        num_heads=None,
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
         drop_path_rate=0.0,
     ):
         super().__init__()
@@ -97,8 +108,7 @@ class AST(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, config["depth"]).tolist()
         self.blocks = nn.ModuleList(
-            ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, rate)
-            for rate in rates
+            ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, rate) for rate in rates
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         for param in (self.cls_token, self.dist_token, self.pos_embed):
@@ -214,8 +224,12 @@ class AST(nn.Module):
         report = mapper.report
         prefix = "v." if family == "ast" else ""
         patch = state[f"{prefix}patch_embed.proj.weight"]
-        mapper.take("patch_embed.weight", f"{prefix}patch_embed.proj.weight",
-                    (lambda w: w.sum(dim=1, keepdim=True)) if patch.shape[1] != 1 else None, resized=patch.shape[1] != 1)
+        mapper.take(
+            "patch_embed.weight",
+            f"{prefix}patch_embed.proj.weight",
+            (lambda w: w.sum(dim=1, keepdim=True)) if patch.shape[1] != 1 else None,
+            resized=patch.shape[1] != 1,
+        )
         mapper.take("patch_embed.bias", f"{prefix}patch_embed.proj.bias")
         mapper.take("cls_token", f"{prefix}cls_token")
         if not mapper.take("dist_token", f"{prefix}dist_token"):
@@ -249,8 +263,10 @@ class AST(nn.Module):
         mapper.finish(self, ignored_sources=ignored)
         if head is not None and family == "ast":
             head_state = {
-                "norm.weight": state["mlp_head.0.weight"], "norm.bias": state["mlp_head.0.bias"],
-                "out.weight": state["mlp_head.1.weight"], "out.bias": state["mlp_head.1.bias"],
+                "norm.weight": state["mlp_head.0.weight"],
+                "norm.bias": state["mlp_head.0.bias"],
+                "out.weight": state["mlp_head.1.weight"],
+                "out.bias": state["mlp_head.1.bias"],
             }
             head.load_state_dict(head_state)
             report.loaded += [f"head.{k}" for k in head_state]

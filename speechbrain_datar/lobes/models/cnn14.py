@@ -61,7 +61,7 @@ class CNN14(torch.nn.Module):
         if streams not in (None, ("audio",)):
             raise CheckpointLayoutError(f"CNN14 has an audio stream only, not {list(streams)}")
         state = read_state_dict(checkpoint)
-        state = {key[len("cnn."):] if key.startswith("cnn.") else key: value for key, value in state.items()}
+        state = {key[len("cnn.") :] if key.startswith("cnn.") else key: value for key, value in state.items()}
         report = ImportReport(source_name)
         mapper = Mapper(state, self.cnn, report)
         for key in self.cnn.state_dict():

@@ -50,8 +50,15 @@ PRESETS = {
         ("tiny", [96, 192, 384, 768], [2, 2, 6, 2], [3, 6, 12, 24], [1, 1, 3, 6], _STAGE_SPEC_TINY, 0.2),
         ("small", [96, 192, 384, 768], [2, 2, 18, 2], [3, 6, 12, 24], [1, 1, 3, 6], _STAGE_SPEC_DEEP, 0.3),
         ("base", [128, 256, 512, 1024], [2, 2, 18, 2], [4, 8, 16, 32], [1, 1, 4, 8], _STAGE_SPEC_DEEP, 0.5),
-        ("micro", [16, 32, 64, 128], [2, 2, 2, 2], [1, 2, 4, 8], [1, 1, 2, 4],
-         [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]], 0.0),
+        (
+            "micro",
+            [16, 32, 64, 128],
+            [2, 2, 2, 2],
+            [1, 2, 4, 8],
+            [1, 1, 2, 4],
+            [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
+            0.0,
+        ),
     )
 }
 
@@ -250,17 +257,43 @@ class DATAR(nn.Module):
     """
 
     def __init__(
-        self, preset="tiny", n_mels=128, reference_frames=1024, patch_size=4,
-        dims=None, depths=None, heads=None, groups=None, stage_spec=None, window_size=7, mlp_ratio=4.0,
-        offset_range_factor=2.0, offset_strides=1, offset_kernel_sizes=(9, 7, 5, 3),
-        drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=None,
-        deformable=True, input_adaptor="learnable", adaptor_strength=0.005, adaptor_kernel_size=3,
-        grid_convention="token", query_chunk_size=None,
+        self,
+        preset="tiny",
+        n_mels=128,
+        reference_frames=1024,
+        patch_size=4,
+        dims=None,
+        depths=None,
+        heads=None,
+        groups=None,
+        stage_spec=None,
+        window_size=7,
+        mlp_ratio=4.0,
+        offset_range_factor=2.0,
+        offset_strides=1,
+        offset_kernel_sizes=(9, 7, 5, 3),
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=None,
+        deformable=True,
+        input_adaptor="learnable",
+        adaptor_strength=0.005,
+        adaptor_kernel_size=3,
+        grid_convention="token",
+        query_chunk_size=None,
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
-        config = preset_config(PRESETS, preset, dims=dims, depths=depths, heads=heads, groups=groups,
-                               stage_spec=stage_spec, drop_path_rate=drop_path_rate)
+        config = preset_config(
+            PRESETS,
+            preset,
+            dims=dims,
+            depths=depths,
+            heads=heads,
+            groups=groups,
+            stage_spec=stage_spec,
+            drop_path_rate=drop_path_rate,
+        )
         dims, depths, heads = list(config["dims"]), list(config["depths"]), list(config["heads"])
         num_stages = len(dims)
         groups = _per_stage(config["groups"], num_stages, "groups")
@@ -294,17 +327,26 @@ class DATAR(nn.Module):
             for kind in spec[i]:
                 if kind == "D":
                     attention = DeformableAttention(
-                        dims[i], heads[i], groups[i], (map_h, map_w),
+                        dims[i],
+                        heads[i],
+                        groups[i],
+                        (map_h, map_w),
                         offset_range_factor=ranges[i],
                         offset_stride=min(strides[i], max(1, map_h // 2)) if capped else strides[i],
-                        offset_kernel_size=kernels[i], attn_drop=attn_drop_rate,
-                        proj_drop=drop_rate, grid_convention=grid_convention,
+                        offset_kernel_size=kernels[i],
+                        attn_drop=attn_drop_rate,
+                        proj_drop=drop_rate,
+                        grid_convention=grid_convention,
                         query_chunk_size=query_chunk_size,
                     )
                 else:
                     attention = WindowAttention(
-                        dims[i], heads[i], window_size, shift if kind == "S" else 0,
-                        attn_drop=attn_drop_rate, proj_drop=drop_rate,
+                        dims[i],
+                        heads[i],
+                        window_size,
+                        shift if kind == "S" else 0,
+                        attn_drop=attn_drop_rate,
+                        proj_drop=drop_rate,
                     )
                 blocks.append(DATARBlock(dims[i], attention, mlp_ratio, drop_rate, next(rates)))
             downsample = PatchMerging(dims[i - 1], dims[i]) if i > 0 else None
@@ -318,7 +360,7 @@ class DATAR(nn.Module):
     def _rename_legacy_keys(module, state_dict, prefix, *args):
         # Checkpoints of version 0.1 kept the stem's norm and the down-sampling outside the stages.
         for key in [k for k in state_dict if k.startswith(prefix)]:
-            new = prefix + _legacy_key(key[len(prefix):])
+            new = prefix + _legacy_key(key[len(prefix) :])
             if new != key:
                 state_dict[new] = state_dict.pop(key)
 
@@ -419,7 +461,10 @@ class DATAR(nn.Module):
         if streams not in (None, ("audio",)):
             raise CheckpointLayoutError(f"DATAR has an audio stream only, not {list(streams)}")
         state, _, mapper = start_import(
-            self, checkpoint, ("dat",), source_name,
+            self,
+            checkpoint,
+            ("dat",),
+            source_name,
             "is not a DAT checkpoint (DAT keys look like 'stages.0.attns.0.proj_qkv.weight')",
         )
         report = mapper.report
@@ -457,7 +502,8 @@ class DATAR(nn.Module):
                 f"{examples(mismatched)} (check the preset and the 'deformable' switch)"
             )
         mapper.finish(
-            self, allowed_at_init=("input_adaptor.",),
+            self,
+            allowed_at_init=("input_adaptor.",),
             ignored_sources=("cls_head.", "relative_position_index", "attn_mask", "q_grid", "reference"),
         )
         logger.info(report.summary())
@@ -478,8 +524,10 @@ class DATAR(nn.Module):
         out = self.forward_features(feats, lengths)
         fmap, mask = out["feature_map"], out["mask"]
         batch, _, width, dim = fmap.shape
-        columns = masked_mean(fmap.transpose(1, 2).flatten(0, 1).unsqueeze(1),
-                              None if mask is None else mask.transpose(1, 2).flatten(0, 1).unsqueeze(1))
+        columns = masked_mean(
+            fmap.transpose(1, 2).flatten(0, 1).unsqueeze(1),
+            None if mask is None else mask.transpose(1, 2).flatten(0, 1).unsqueeze(1),
+        )
         return columns.reshape(batch, width, dim)[:, : -(-feats.shape[1] // self.time_column_frames)]
 
     def forward(self, feats, lengths=None):
@@ -498,6 +546,7 @@ class DATAR(nn.Module):
             stride = (self.patch_size[0] * stage.stride[0], self.patch_size[1] * stage.stride[1])
             for j, block in enumerate(stage):
                 if block.is_deformable:
+
                     def record(module, args, output, i=i, j=j, stride=stride):
                         records.append(dict(stage=i, block=j, stride=stride, positions=output[0], references=output[1]))
 

@@ -134,15 +134,33 @@ class MBT(nn.Module):
     draws_sampling_points = False
 
     def __init__(
-        self, preset="base", modalities=MODALITIES, n_mels=128, audio_frames=800, n_frames=8, image_size=224,
-        patch=16, tubelet=1, fusion_layer=None, n_bottlenecks=4, fusion="bottleneck", embed_dim=None, depth=None,
-        num_heads=None, mlp_ratio=4.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, pooling="cls",
+        self,
+        preset="base",
+        modalities=MODALITIES,
+        n_mels=128,
+        audio_frames=800,
+        n_frames=8,
+        image_size=224,
+        patch=16,
+        tubelet=1,
+        fusion_layer=None,
+        n_bottlenecks=4,
+        fusion="bottleneck",
+        embed_dim=None,
+        depth=None,
+        num_heads=None,
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.0,
+        pooling="cls",
         share_encoder=False,
     ):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
-        config = preset_config(PRESETS, preset, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                               fusion_layer=fusion_layer)
+        config = preset_config(
+            PRESETS, preset, embed_dim=embed_dim, depth=depth, num_heads=num_heads, fusion_layer=fusion_layer
+        )
         self.modalities = tuple(modalities)
         if not self.modalities or any(m not in MODALITIES for m in self.modalities):
             raise ValueError(f"modalities must be taken from {MODALITIES}, got {modalities}")
@@ -161,8 +179,10 @@ class MBT(nn.Module):
         self.f_dim = n_mels // patch
         self.audio_frames = self.base_audio_frames = audio_frames  # set_time_resolution(1) restores the latter
         self.video_grid = (n_frames // tubelet, image_size // patch)  # tubelets along time, patches per side
-        grids = {"audio": self.f_dim * max(1, audio_frames // patch),
-                 "video": self.video_grid[0] * self.video_grid[1] ** 2}
+        grids = {
+            "audio": self.f_dim * max(1, audio_frames // patch),
+            "video": self.video_grid[0] * self.video_grid[1] ** 2,
+        }
         self.tokenizers = nn.ModuleDict()
         if "audio" in self.modalities:
             self.tokenizers["audio"] = SpectrogramTokens(dim, patch)
@@ -177,7 +197,9 @@ class MBT(nn.Module):
         rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
 
         def layers():
-            return nn.ModuleList(ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates)
+            return nn.ModuleList(
+                ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates
+            )
 
         shared = layers() if share_encoder else None
         self.blocks = nn.ModuleDict({m: shared if share_encoder else layers() for m in self.modalities})
@@ -201,8 +223,10 @@ class MBT(nn.Module):
         x = self.tokenizers["video"](frames)
         x = torch.cat((self.cls["video"].expand(x.shape[0], -1, -1), x), dim=1)
         if x.shape[1] > self.pos_embed["video"].shape[1]:
-            raise ValueError(f"the frames give {x.shape[1] - 1} patches; this MBT is sized for "
-                             f"{self.pos_embed['video'].shape[1] - 1} (n_frames and image_size)")
+            raise ValueError(
+                f"the frames give {x.shape[1] - 1} patches; this MBT is sized for "
+                f"{self.pos_embed['video'].shape[1] - 1} (n_frames and image_size)"
+            )
         return x + self.pos_embed["video"][:, : x.shape[1]], None
 
     def set_time_resolution(self, factor=1, patch_resize=None):
@@ -224,8 +248,9 @@ class MBT(nn.Module):
         factor = int(factor)
         width = self.patch * (1 if patch_resize is None else factor)
         self.audio_frames = -(-self.base_audio_frames // factor) if patch_resize is None else self.base_audio_frames
-        resize_patch_kernel(self.tokenizers["audio"].proj, (self.patch, width), (self.patch, width),
-                            patch_resize or "pi")
+        resize_patch_kernel(
+            self.tokenizers["audio"].proj, (self.patch, width), (self.patch, width), patch_resize or "pi"
+        )
         n_time = max(1, self.audio_frames // width)
         pos = self.pos_embed["audio"]
         if pos.shape[1] - 1 != self.f_dim * n_time:
@@ -275,9 +300,10 @@ class MBT(nn.Module):
         """The key mask of concatenated ``(tokens, mask)`` parts (``None`` when all are valid)."""
         if all(mask is None for _, mask in parts):
             return None
-        return torch.cat([
-            torch.ones(t.shape[:2], dtype=torch.bool, device=t.device) if mask is None else mask for t, mask in parts
-        ], dim=1)
+        return torch.cat(
+            [torch.ones(t.shape[:2], dtype=torch.bool, device=t.device) if mask is None else mask for t, mask in parts],
+            dim=1,
+        )
 
     def _bottleneck_layer(self, layer, x, valid, bottleneck):
         out, shared = {}, []
@@ -294,7 +320,7 @@ class MBT(nn.Module):
         for m, tokens in x.items():
             parts = [(x[other], valid[other]) for other in x if other != m] + [(tokens, valid[m])]
             joint = self.blocks[m][layer](torch.cat([t for t, _ in parts], dim=1), self._joint_mask(parts))
-            out[m] = joint[:, -tokens.shape[1]:]
+            out[m] = joint[:, -tokens.shape[1] :]
         return out
 
     def load_pretrained(self, checkpoint, streams=None, head=None, source_name="ViT/AST checkpoint"):
@@ -335,8 +361,10 @@ class MBT(nn.Module):
         if unknown:
             raise CheckpointLayoutError(f"{source_name}: this MBT has no {unknown} stream (it has {self.modalities})")
         if family == "ast" and streams != ("audio",):
-            raise CheckpointLayoutError(f"{source_name} is an AST checkpoint: it can fill the audio stream only, "
-                                        f"not {list(streams)} (give the video stream an ImageNet ViT)")
+            raise CheckpointLayoutError(
+                f"{source_name} is an AST checkpoint: it can fill the audio stream only, "
+                f"not {list(streams)} (give the video stream an ImageNet ViT)"
+            )
         prefix = "v." if family == "ast" else ""
         pos = state[f"{prefix}pos_embed"]
         n_special = 2 if f"{prefix}dist_token" in state else 1
@@ -344,22 +372,32 @@ class MBT(nn.Module):
         for m in streams:
             proj = self.tokenizers[m].proj
             frames = proj.weight.shape[2] if m == "video" else None
-            mapper.take(f"tokenizers.{m}.proj.weight", f"{prefix}patch_embed.proj.weight",
-                        lambda w, c=proj.weight.shape[1], t=frames: vit_patch_kernel(w, c, t, (t or 1) // 2), resized=True)
+            mapper.take(
+                f"tokenizers.{m}.proj.weight",
+                f"{prefix}patch_embed.proj.weight",
+                lambda w, c=proj.weight.shape[1], t=frames: vit_patch_kernel(w, c, t, (t or 1) // 2),
+                resized=True,
+            )
             mapper.take(f"tokenizers.{m}.proj.bias", f"{prefix}patch_embed.proj.bias")
             mapper.take(f"cls.{m}", f"{prefix}cls_token")
-            mapper.take(f"pos_embed.{m}", f"{prefix}pos_embed",
-                        lambda p, m=m: torch.cat((p[:, :1], _stream_positions(self, m, patches, family, source_name)), dim=1),
-                        resized=True)
+            mapper.take(
+                f"pos_embed.{m}",
+                f"{prefix}pos_embed",
+                lambda p, m=m: torch.cat((p[:, :1], _stream_positions(self, m, patches, family, source_name)), dim=1),
+                resized=True,
+            )
             for key in self.blocks[m].state_dict():
                 mapper.take(f"blocks.{m}.{key}", f"{prefix}blocks.{key}")
         for suffix in ("weight", "bias"):
             mapper.take(f"norm.{suffix}", f"{prefix}norm.{suffix}")
-        others = tuple(f"{part}.{m}." for m in self.modalities if m not in streams
-                       for part in ("tokenizers", "blocks")) + tuple(
-            f"{part}.{m}" for m in self.modalities if m not in streams for part in ("cls", "pos_embed"))
-        mapper.finish(self, allowed_at_init=("bottleneck",) + others,
-                      ignored_sources=("head", "fc_norm", "mlp_head", "pre_logits", "dist_token"))
+        others = tuple(
+            f"{part}.{m}." for m in self.modalities if m not in streams for part in ("tokenizers", "blocks")
+        ) + tuple(f"{part}.{m}" for m in self.modalities if m not in streams for part in ("cls", "pos_embed"))
+        mapper.finish(
+            self,
+            allowed_at_init=("bottleneck",) + others,
+            ignored_sources=("head", "fc_norm", "mlp_head", "pre_logits", "dist_token"),
+        )
         logger.info(mapper.report.summary())
         return mapper.report
 
@@ -433,11 +471,13 @@ class LateFusion(nn.Module):
         if streams is None:
             raise CheckpointLayoutError(
                 "a LateFusion model takes one checkpoint per stream: init_from: {audio: <DAT or AST "
-                "checkpoint>, video: <ImageNet ViT>}")
+                "checkpoint>, video: <ImageNet ViT>}"
+            )
         report = ImportReport(source_name)
         for stream in streams:
-            target, prefix = (self.audio_encoder, "audio_encoder.") if stream == "audio" else (
-                self.video_encoder, "video_encoder.")
+            target, prefix = (
+                (self.audio_encoder, "audio_encoder.") if stream == "audio" else (self.video_encoder, "video_encoder.")
+            )
             part = target.load_pretrained(checkpoint, None if stream == "audio" else ("video",), head, source_name)
             report.loaded += [prefix + k for k in part.loaded]
             report.resized += [prefix + k for k in part.resized]
@@ -484,7 +524,9 @@ def _stream_positions(model, modality, patches, family, source_name):
         t_dim = (model.pos_embed["audio"].shape[1] - 1) // model.f_dim
         if family == "ast":  # AST's overlapping grid: 12 frequency rows (128 bins, stride 10)
             if patches.shape[1] % 12:
-                raise CheckpointLayoutError(f"{source_name}: {patches.shape[1]} positions are not 12 rows of an AST grid")
+                raise CheckpointLayoutError(
+                    f"{source_name}: {patches.shape[1]} positions are not 12 rows of an AST grid"
+                )
             grid = patches[0].t().reshape(dim, 12, -1)
             grid = F.interpolate(grid[None], size=(model.f_dim, t_dim), mode="bilinear", align_corners=False)[0]
         else:

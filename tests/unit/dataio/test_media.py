@@ -60,8 +60,10 @@ def sound(seconds, rate, channels=1, seed=0):
     """Noise whose level and colour change, over a tone that comes and goes: every frame differs."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    wav = (0.15 * rng.standard_normal(t.shape) * (1.1 + np.sin(t * 1.3)) + 0.3 * np.sin(2 * np.pi * 523 * t)
-           * (np.sin(t * 2.1) > 0)) / 2.5
+    wav = (
+        0.15 * rng.standard_normal(t.shape) * (1.1 + np.sin(t * 1.3))
+        + 0.3 * np.sin(2 * np.pi * 523 * t) * (np.sin(t * 2.1) > 0)
+    ) / 2.5
     wav = np.stack([wav, 0.6 * wav[::-1]], axis=1) if channels == 2 else wav
     return wav.astype(np.float32)
 
@@ -76,8 +78,15 @@ def write_media(folder, name, seconds, rate=None, **options):
         return path
     codec, ext, default_rate, channels, codec_options = CONTAINERS[name]
     path = str(folder / f"clip{ext}")
-    write_video(path, sound(seconds, rate or default_rate, channels), rate or default_rate, None, audio_codec=codec,
-                audio_options=codec_options, **options)
+    write_video(
+        path,
+        sound(seconds, rate or default_rate, channels),
+        rate or default_rate,
+        None,
+        audio_codec=codec,
+        audio_options=codec_options,
+        **options,
+    )
     return path
 
 
@@ -102,8 +111,7 @@ def test_a_span_read_by_seeking_equals_the_same_span_of_the_whole_file(tmp_path,
     path = write_media(tmp_path, name, 6.0)
     whole, rate = whole_file(path)
     anchor = int(1.5 * rate)
-    for first in (0, 7, 700, anchor - 1, anchor, anchor + 3, int(2.3456 * rate), int(4.5 * rate),
-                  whole.shape[1] - 50):
+    for first in (0, 7, 700, anchor - 1, anchor, anchor + 3, int(2.3456 * rate), int(4.5 * rate), whole.shape[1] - 50):
         part = span(path, first, int(0.7 * rate))
         expected = whole[:, first : first + int(0.7 * rate)]
         assert part.shape == expected.shape, (name, first)
@@ -230,8 +238,16 @@ def test_bit_flipped_files_give_a_counted_reason_never_another_error(tmp_path, n
     path = str(tmp_path / f"clip{CONTAINERS[name][1]}")
     frames = np.zeros((10, 32, 32, 3), np.uint8)
     codec, _, rate, channels, options = CONTAINERS[name]
-    write_video(path, sound(2.0, rate, channels), rate, frames, fps=5, audio_codec=codec, audio_options=options,
-                video_codec="libvpx-vp9" if path.endswith(".webm") else "libx264")
+    write_video(
+        path,
+        sound(2.0, rate, channels),
+        rate,
+        frames,
+        fps=5,
+        audio_codec=codec,
+        audio_options=options,
+        video_codec="libvpx-vp9" if path.endswith(".webm") else "libx264",
+    )
     content = bytearray(open(path, "rb").read())
     rng = np.random.default_rng(0)
     for trial in range(40):

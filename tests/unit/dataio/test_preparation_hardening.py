@@ -55,8 +55,9 @@ def prepare_vgg(folder):
     from speechbrain_datar.dataio.prepare import prepare_dataset
 
     save = folder / "save"
-    prepare_dataset(prepare_vggsound, str(save), dataset_options={"data_folder": str(folder / "data")},
-                    valid_ratio=0.0, seed=1)
+    prepare_dataset(
+        prepare_vggsound, str(save), dataset_options={"data_folder": str(folder / "data")}, valid_ratio=0.0, seed=1
+    )
     import json
 
     manifests = {split: json.loads((save / f"{split}.json").read_text()) for split in ("train", "test")}
@@ -70,7 +71,10 @@ def test_ids_that_lead_outside_the_data_folder_are_refused(tmp_path):
     secret = tmp_path / "outside" / "secret_000001.wav"
     secret.parent.mkdir()
     soundfile.write(str(secret), 0.3 * np.sin(np.arange(8000) / 3.0), 16000)
-    rows = ROWS + [("../../outside/secret", 1, "dog", "train"), (str(tmp_path / "outside" / "secret"), 1, "cat", "train")]
+    rows = ROWS + [
+        ("../../outside/secret", 1, "dog", "train"),
+        (str(tmp_path / "outside" / "secret"), 1, "cat", "train"),
+    ]
     report, manifests = prepare_vgg(vggsound_folder(tmp_path / "data", rows).parent)
     assert report["train"]["reasons"] == {"outside_data_folder": 2}
     assert len(manifests["train"]) == 6 and all("secret" not in entry["path"] for entry in manifests["train"].values())
@@ -79,8 +83,9 @@ def test_ids_that_lead_outside_the_data_folder_are_refused(tmp_path):
 def test_annotation_edge_cases(tmp_path):
     rows = ROWS + [("negative", -3, "dog", "train"), ("arrow", 2, "dog => cat", "train")]
     folder = vggsound_folder(tmp_path / "data", rows, bom=True)
-    soundfile.write(str(folder / "audio" / "mp3clip_000004.mp3"), 0.3 * np.sin(np.arange(8000) / 4.0), 16000,
-                    format="MP3")
+    soundfile.write(
+        str(folder / "audio" / "mp3clip_000004.mp3"), 0.3 * np.sin(np.arange(8000) / 4.0), 16000, format="MP3"
+    )
     (folder / "audio" / "wmaclip_000005.wma").write_bytes(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")
     with open(folder / "vggsound.csv", "a") as f:
         f.write("mp3clip,4,cat,train\nwmaclip,5,cat,train\n")
@@ -160,32 +165,43 @@ def test_malformed_cells_are_counted_as_bad_rows(tmp_path):
     vgg = tmp_path / "vgg.csv"
     vgg.write_text("clip0,1,dog,train\nclip1,\u00b2,dog,train\nclip2,\u0663,dog,train\n", encoding="utf-8")
     report = SkipReport("csv")
-    assert [row[0] for row in _recipe_module("VGGSound", "vggsound_prepare").read_vggsound_csv(str(vgg), report)] == ["clip0"]
+    assert [row[0] for row in _recipe_module("VGGSound", "vggsound_prepare").read_vggsound_csv(str(vgg), report)] == [
+        "clip0"
+    ]
     assert report.counts == {"bad_row": 2}
 
     segments = tmp_path / "segments.csv"
-    segments.write_text("# YTID, start_seconds, end_seconds, positive_labels\nA, 0.0, 10.0, \"/m/a\"\n"
-                        "B, inf, 10.0, \"/m/a\"\nC, 0.0, 1e400, \"/m/a\"\nD, nan, 5.0, \"/m/a\"\n")
+    segments.write_text(
+        '# YTID, start_seconds, end_seconds, positive_labels\nA, 0.0, 10.0, "/m/a"\n'
+        'B, inf, 10.0, "/m/a"\nC, 0.0, 1e400, "/m/a"\nD, nan, 5.0, "/m/a"\n'
+    )
     report = SkipReport("csv")
     rows = _recipe_module("AudioSet", "audioset_prepare").read_segments(str(segments), {"/m/a": "Dog"}, report)
     assert [row[0] for row in rows] == ["A"] and report.counts == {"bad_row": 3}
 
     kinetics = tmp_path / "train.csv"
-    kinetics.write_text("label,youtube_id,time_start,time_end,split\nbarking,a,1,11,train\nbarking,b,1e400,11,train\n"
-                        "barking,c,inf,11,train\n")
+    kinetics.write_text(
+        "label,youtube_id,time_start,time_end,split\nbarking,a,1,11,train\nbarking,b,1e400,11,train\n"
+        "barking,c,inf,11,train\n"
+    )
     report = SkipReport("csv")
-    rows, _ = _recipe_module("KineticsSounds", "kinetics_sounds_prepare").read_kinetics_csv(str(kinetics), {"barking"},
-                                                                                          report)
+    rows, _ = _recipe_module("KineticsSounds", "kinetics_sounds_prepare").read_kinetics_csv(
+        str(kinetics), {"barking"}, report
+    )
     assert [row[1] for row in rows] == ["a"] and report.counts == {"bad_row": 2}
 
     epic = tmp_path / "EPIC_100_train.csv"
-    header = "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame," \
-             "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes"
-    epic.write_text(header + "\n"
-                    "P01_01_0,P01,P01_01,00:00:01.00,00:00:01.00,00:00:02.00,50,100,open tap,open,3,tap,4,[],[]\n"
-                    "P01_01_1,P01,P01_01,00:00:01.00,00:00:01.00\n"
-                    "P01_01_2,P01,P01_01,00:00:01.00,00:00:03.00,00:00:04.00,x,\u00b2,close tap,close,4,tap,4,[],[]\n"
-                    "P01_01_3,P01,P01_01,00:00:01.00,00:00:03.00,00:00:04.00,1,2,close tap,close,\u00b2,tap,4,[],[]\n")
+    header = (
+        "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+        "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes"
+    )
+    epic.write_text(
+        header + "\n"
+        "P01_01_0,P01,P01_01,00:00:01.00,00:00:01.00,00:00:02.00,50,100,open tap,open,3,tap,4,[],[]\n"
+        "P01_01_1,P01,P01_01,00:00:01.00,00:00:01.00\n"
+        "P01_01_2,P01,P01_01,00:00:01.00,00:00:03.00,00:00:04.00,x,\u00b2,close tap,close,4,tap,4,[],[]\n"
+        "P01_01_3,P01,P01_01,00:00:01.00,00:00:03.00,00:00:04.00,1,2,close tap,close,\u00b2,tap,4,[],[]\n"
+    )
     report = SkipReport("train")
     rows = _recipe_module("EpicKitchens100", "epic_kitchens_prepare").read_segments(str(epic), report)
     assert [(row[0], row[6]) for row in rows] == [("P01_01_0", (50, 100)), ("P01_01_2", None)]
@@ -201,8 +217,11 @@ def test_an_empty_validation_or_test_split_ends_the_run_in_one_line(tmp_path):
     prepare_vgg(tmp_path)  # valid_ratio 0: valid.json is empty
     save = tmp_path / "save"
     encoders = {"label": load_label_encoder(str(save / "label_encoder.txt"))}
-    with pytest.raises(DataError, match=r"^the valid split has no clip to evaluate \(.*valid.json\): see "
-                                        r"prepare_report.json"):
+    with pytest.raises(
+        DataError,
+        match=r"^the valid split has no clip to evaluate \(.*valid.json\): see "
+        r"prepare_report.json",
+    ):
         build_datasets({split: str(save / f"{split}.json") for split in ("train", "valid")}, encoders, 16000, 1.0)
 
 
@@ -210,8 +229,14 @@ def test_braces_in_labels_ids_and_folders_and_broken_links_beside_the_clips(tmp_
     from speechbrain_datar.dataio.labels import load_label_encoder
     from speechbrain_datar.dataio.pipelines import build_datasets
 
-    rows = [("x{0}", 1, "{a: b}", "train"), ("y{name}", 2, "dog", "train"), ("z", 3, "{a: b}", "train"),
-            ("w", 4, "dog", "train"), ("t{}", 5, "dog", "test"), ("gone", 6, "dog", "train")]
+    rows = [
+        ("x{0}", 1, "{a: b}", "train"),
+        ("y{name}", 2, "dog", "train"),
+        ("z", 3, "{a: b}", "train"),
+        ("w", 4, "dog", "train"),
+        ("t{}", 5, "dog", "test"),
+        ("gone", 6, "dog", "train"),
+    ]
     data = tmp_path / "data {v2}"
     vggsound_folder(data, rows)
     os.remove(data / "audio" / "gone_000006.wav")
@@ -223,14 +248,17 @@ def test_braces_in_labels_ids_and_folders_and_broken_links_beside_the_clips(tmp_
 
     save = tmp_path / "save"
     for _ in range(2):  # the second run checks the fingerprint against the first
-        prepare_dataset(vgg.prepare_vggsound, str(save), dataset_options={"data_folder": str(data)}, valid_ratio=0.0,
-                        seed=1)
+        prepare_dataset(
+            vgg.prepare_vggsound, str(save), dataset_options={"data_folder": str(data)}, valid_ratio=0.0, seed=1
+        )
     import json
 
     report = json.loads((save / "prepare_report.json").read_text())
     assert report["train"]["reasons"] == {"broken_link": 1}
     encoders = {"label": load_label_encoder(str(save / "label_encoder.txt"))}
-    datasets = build_datasets({split: str(save / f"{split}.json") for split in ("train", "test")}, encoders, 16000, 0.25)
+    datasets = build_datasets(
+        {split: str(save / f"{split}.json") for split in ("train", "test")}, encoders, 16000, 0.25
+    )
     items = {item["id"]: item for item in datasets["train"]}
     assert sorted(items) == ["w_000004", "x{0}_000001", "y{name}_000002", "z_000003"]
     assert items["x{0}_000001"]["label_encoded"] == encoders["label"].lab2ind["{a: b}"]

@@ -1,4 +1,5 @@
 """Audio and frames straight from video files, in the three data sets' layouts."""
+
 import json
 import os
 import sys
@@ -55,7 +56,9 @@ def test_epic_segments_read_from_the_long_video_equal_the_extracted_audio(tmp_pa
         wav_file = os.path.join(folder, "audio", f"{video_id}.wav")
         mp4_file = os.path.join(folder, video_id.split("_")[0], "videos", f"{video_id}.MP4")
         decoded.clear()
-        assert torch.equal(load_clip(mp4_file, 16000, start, start + 1.0), load_clip(wav_file, 16000, start, start + 1.0))
+        assert torch.equal(
+            load_clip(mp4_file, 16000, start, start + 1.0), load_clip(wav_file, 16000, start, start + 1.0)
+        )
         counts.append(sum(decoded))
     assert starts[-2][1] > 20 * starts[0][1] or starts[0][1] < 2.0
     # a segment in the first minute is decoded from the file's start (exact for every codec), so a read
@@ -70,8 +73,22 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
     path = str(tmp_path / "clip.mp4")
     write_video(path, 0.1 * np.ones(16000 * 4, np.float32), 16000, index_frames(100), fps=25, audio_codec="flac")
     manifest = tmp_path / "train.json"
-    manifest.write_text(json.dumps({"c": {"path": path, "start": None, "stop": None, "duration": 4.0, "label": "a",
-                                          "frames_folder": None, "fps": None, "frame_offset": 0.0}}))
+    manifest.write_text(
+        json.dumps(
+            {
+                "c": {
+                    "path": path,
+                    "start": None,
+                    "stop": None,
+                    "duration": 4.0,
+                    "label": "a",
+                    "frames_folder": None,
+                    "fps": None,
+                    "frame_offset": 0.0,
+                }
+            }
+        )
+    )
     from speechbrain.dataio.encoder import CategoricalEncoder
 
     labels = CategoricalEncoder()
@@ -81,7 +98,11 @@ def test_frames_follow_the_audio_span_in_the_data_pipeline(tmp_path):
     assert evaluation["frames"].shape == (3, 4, 3, 16, 16) and evaluation["sig"].shape == (64000,)
     # evaluation: 3 crops of 2 s (at 0, 1 and 2 s), each with the centres of its four 0.5 s parts
     assert evaluation["crop_starts"].tolist() == [0.0, 1.0, 2.0]
-    assert [frame_indices(crop) for crop in evaluation["frames"]] == [[6, 18, 31, 43], [31, 43, 56, 68], [56, 68, 81, 93]]
+    assert [frame_indices(crop) for crop in evaluation["frames"]] == [
+        [6, 18, 31, 43],
+        [31, 43, 56, 68],
+        [56, 68, 81, 93],
+    ]
     torch.manual_seed(3)
     training = build_datasets({"train": str(manifest)}, {"label": labels}, 16000, 2.0, frames)["train"][0]
     assert training["sig"].shape == (32000,)  # a 2 s crop; its 4 frames lie inside it, 0.5 s apart
@@ -97,8 +118,13 @@ def test_epic_frames_come_from_the_video_or_from_the_extracted_frames_alike(tmp_
 
     epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video", frame_dumps=True)
     save = tmp_path / "save"
-    prepare_dataset(prepare_epic_kitchens, str(save), dataset_options={"data_folder": epic, "need_video": True},
-                    valid_ratio=0.0, seed=1)
+    prepare_dataset(
+        prepare_epic_kitchens,
+        str(save),
+        dataset_options={"data_folder": epic, "need_video": True},
+        valid_ratio=0.0,
+        seed=1,
+    )
     test = json.load(open(save / "test.json"))
     assert all(e["frames_folder"].endswith(os.path.join("rgb_frames", e["video_id"])) for e in test.values())
     encoders = {}

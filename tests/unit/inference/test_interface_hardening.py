@@ -27,9 +27,17 @@ def exported(tmp_path_factory):
     labels = CategoricalEncoder()
     labels.update_from_iterable(["a", "b", "c"])
     encoder = DATAR("micro", n_mels=32, reference_frames=101).eval()
-    export_classifier(folder, encoder=encoder, head=Classifier(encoder.embedding_dim, 3).eval(),
-                      normalizer=DatasetNormalization(mean=-5.0, std=3.0), label_encoders={"label": labels},
-                      feature_options=FEATURES, window_frames=101, hop_frames=50, max_windows=3)
+    export_classifier(
+        folder,
+        encoder=encoder,
+        head=Classifier(encoder.embedding_dim, 3).eval(),
+        normalizer=DatasetNormalization(mean=-5.0, std=3.0),
+        label_encoders={"label": labels},
+        feature_options=FEATURES,
+        window_frames=101,
+        hop_frames=50,
+        max_windows=3,
+    )
     return folder
 
 
@@ -104,10 +112,16 @@ def test_encoder_classifier_on_a_two_head_export_says_which_interface_to_use(tmp
         encoders[key] = CategoricalEncoder()
         encoders[key].update_from_iterable(names)
     encoder = DATAR("micro", n_mels=32, reference_frames=101).eval()
-    folder = export_classifier(str(tmp_path / "epic"), encoder=encoder,
-                               head=MultiHeadClassifier(encoder.embedding_dim, {"verb": 2, "noun": 3}).eval(),
-                               normalizer=DatasetNormalization(), label_encoders=encoders, feature_options=FEATURES,
-                               window_frames=101, hop_frames=50)
+    folder = export_classifier(
+        str(tmp_path / "epic"),
+        encoder=encoder,
+        head=MultiHeadClassifier(encoder.embedding_dim, {"verb": 2, "noun": 3}).eval(),
+        normalizer=DatasetNormalization(),
+        label_encoders=encoders,
+        feature_options=FEATURES,
+        window_frames=101,
+        hop_frames=50,
+    )
     wav = 0.1 * torch.randn(1, 16000)
     with pytest.raises(TypeError, match="several heads \\(verb, noun\\).*MultiHeadAudioClassifier"):
         EncoderClassifier.from_hparams(source=folder, savedir=str(tmp_path / "a")).classify_batch(wav)

@@ -20,8 +20,10 @@ def recording(seconds, rate, seed=0):
     """Noise whose loudness and colour change over time, so that windows differ."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    return (0.2 * rng.standard_normal(t.shape) * (1.2 + np.sin(t / 7.0)) + 0.3 * np.sin(2 * np.pi * 440 * t)
-            * (np.sin(t / 3.0) > 0)).astype(np.float32) / 3
+    return (
+        0.2 * rng.standard_normal(t.shape) * (1.2 + np.sin(t / 7.0))
+        + 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(t / 3.0) > 0)
+    ).astype(np.float32) / 3
 
 
 def test_streamed_classification_of_a_five_minute_file_equals_the_whole_file_result(classifier, tmp_path):

@@ -1,6 +1,5 @@
 """Class timelines: why DATAR's final-map columns are one, and every audio interface has one."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -46,14 +45,21 @@ def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
         encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
     encoder = DATAR("micro", n_mels=32, reference_frames=201).eval()
     head = build_classifier(128, heads=heads if len(heads) > 1 else None, n_classes=heads.get("label")).eval()
-    export_classifier(str(tmp_path / "m"), encoder=encoder, head=head, normalizer=DatasetNormalization(-5.0, 3.0),
-                      label_encoders=encoders, feature_options={"sample_rate": 16000, "n_mels": 32},
-                      window_frames=201, hop_frames=96)
+    export_classifier(
+        str(tmp_path / "m"),
+        encoder=encoder,
+        head=head,
+        normalizer=DatasetNormalization(-5.0, 3.0),
+        label_encoders=encoders,
+        feature_options={"sample_rate": 16000, "n_mels": 32},
+        window_frames=201,
+        hop_frames=96,
+    )
     path = str(tmp_path / "clip.wav")
     soundfile.write(path, 0.1 * np.random.default_rng(0).standard_normal(16000 * 5), 16000)
     interface = StreamingClassifier if len(heads) == 1 else MultiHeadAudioClassifier
     model = interface.from_hparams(source=str(tmp_path / "m"), savedir=str(tmp_path / "l"))
     result = model.timeline(path, threshold=0.0, method=method)
-    for key, (probs, resolution, found) in (result.items() if len(heads) > 1 else [("label", result)]):
+    for key, (probs, resolution, found) in result.items() if len(heads) > 1 else [("label", result)]:
         assert probs.shape[1] == heads[key] and abs(probs.shape[0] * resolution - 5.0) < 1.0
         assert {label for _, _, label, _ in found} == set(encoders[key].lab2ind)  # threshold 0: every class

@@ -1,4 +1,5 @@
 """MBT's encoder: information flows only where the paper says, and it equals a restatement of scenic's."""
+
 import math
 
 import pytest
@@ -23,7 +24,9 @@ def model(**kwargs):
 def video_states(mbt, feats, frames):
     """Video tokens after each layer, recorded by hooks."""
     states = []
-    hooks = [b.register_forward_hook(lambda m, a, out: states.append(out.detach().clone())) for b in mbt.blocks["video"]]
+    hooks = [
+        b.register_forward_hook(lambda m, a, out: states.append(out.detach().clone())) for b in mbt.blocks["video"]
+    ]
     with torch.no_grad():
         out = mbt.forward_features(feats, frames)
     for hook in hooks:
@@ -85,7 +88,9 @@ def test_a_clips_output_does_not_depend_on_its_batch(fusion, pooling):
         together = mbt(padded, torch.tensor([1.0, 40 / 64]), frames=frames)
         alone = mbt(feats[1:, :40], None, frames=frames[1:])
         audio_alone = model(fusion=fusion, pooling=pooling, modalities=("audio",))(feats[1:, :40])
-        audio_together = model(fusion=fusion, pooling=pooling, modalities=("audio",))(padded, torch.tensor([1.0, 40 / 64]))
+        audio_together = model(fusion=fusion, pooling=pooling, modalities=("audio",))(
+            padded, torch.tensor([1.0, 40 / 64])
+        )
     assert torch.allclose(together[1], alone[0], atol=1e-5)
     assert torch.allclose(audio_together[1], audio_alone[0], atol=1e-5)
 
@@ -107,8 +112,9 @@ def test_coarse_to_fine_changes_the_audio_stream_only():
     mbt = model()
     fine = {k: v.clone() for k, v in mbt.state_dict().items()}
     features = Fbank(n_mels=32)
-    schedule = CoarseToFineSchedule([{"factor": 4, "epochs": 1}, {"factor": 1, "epochs": 1}], "fshift",
-                                    features=features, encoder=mbt)
+    schedule = CoarseToFineSchedule(
+        [{"factor": 4, "epochs": 1}, {"factor": 1, "epochs": 1}], "fshift", features=features, encoder=mbt
+    )
     schedule.enter(0)
     assert mbt.pos_embed["audio"].shape == (1, 1 + 2 * 1, 32)  # 64 / 4 frames: one column of patches
     coarse = features(torch.randn(2, 16000 * 64 // 100))
@@ -168,12 +174,28 @@ def scenic_encoder(mbt, feats, frames):
     x = {}
     for name, data in (("spectrogram", feats), ("rgb", frames)):
         if name == "spectrogram":
-            tokens = F.conv2d(feats.transpose(1, 2).unsqueeze(1), mbt.tokenizers["audio"].proj.weight,
-                              mbt.tokenizers["audio"].proj.bias, stride=16).flatten(2).transpose(1, 2)
+            tokens = (
+                F.conv2d(
+                    feats.transpose(1, 2).unsqueeze(1),
+                    mbt.tokenizers["audio"].proj.weight,
+                    mbt.tokenizers["audio"].proj.bias,
+                    stride=16,
+                )
+                .flatten(2)
+                .transpose(1, 2)
+            )
             cls, pos = mbt.cls["audio"], mbt.pos_embed["audio"]
         else:
-            tokens = F.conv3d(frames.transpose(1, 2), mbt.tokenizers["video"].proj.weight,
-                              mbt.tokenizers["video"].proj.bias, stride=(1, 16, 16)).flatten(2).transpose(1, 2)
+            tokens = (
+                F.conv3d(
+                    frames.transpose(1, 2),
+                    mbt.tokenizers["video"].proj.weight,
+                    mbt.tokenizers["video"].proj.bias,
+                    stride=(1, 16, 16),
+                )
+                .flatten(2)
+                .transpose(1, 2)
+            )
             cls, pos = mbt.cls["video"], mbt.pos_embed["video"]
         x[name] = torch.cat((cls.expand(len(data), -1, -1), tokens), dim=1) + pos
     blocks = {"spectrogram": mbt.blocks["audio"], "rgb": mbt.blocks["video"]}
@@ -228,8 +250,12 @@ def test_evaluation_averages_the_logits_of_crops_spread_over_the_clip():
     starts = crop_starts(2.5, 1.0, 4)
     assert starts == [0.0, 0.5, 1.0, 1.5]
     with torch.no_grad():
-        rows = embed_crops(mbt, lambda w, _lengths: fbank(w), wav, torch.ones(1), frames, torch.tensor([starts]), 16000, 1.0)
-        logits = [head.out(mbt(fbank(wav[:, int(s * 16000): int(s * 16000) + 16000]), frames=frames[:, i]))
-                  for i, s in enumerate(starts)]  # each [1, 2 modalities, 5]
+        rows = embed_crops(
+            mbt, lambda w, _lengths: fbank(w), wav, torch.ones(1), frames, torch.tensor([starts]), 16000, 1.0
+        )
+        logits = [
+            head.out(mbt(fbank(wav[:, int(s * 16000) : int(s * 16000) + 16000]), frames=frames[:, i]))
+            for i, s in enumerate(starts)
+        ]  # each [1, 2 modalities, 5]
     expected = torch.log_softmax(torch.cat(logits, dim=1).mean(dim=1, keepdim=True), dim=-1)
     assert rows.shape == (1, 8, 32) and torch.allclose(head(rows)["label"], expected, atol=1e-5)

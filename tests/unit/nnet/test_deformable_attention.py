@@ -12,8 +12,13 @@ from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 
 def make(grid_convention="token", stride=1, table=(6, 9), **kwargs):
     return DeformableAttention(
-        dim=12, num_heads=4, num_groups=2, bias_table_size=table,
-        offset_stride=stride, grid_convention=grid_convention, **kwargs,
+        dim=12,
+        num_heads=4,
+        num_groups=2,
+        bias_table_size=table,
+        offset_stride=stride,
+        grid_convention=grid_convention,
+        **kwargs,
     )
 
 
@@ -159,12 +164,22 @@ def test_dat_v1_with_reference_point_stride_equals_dats_own(stride):
     attn = randomise_offsets(make("dat_v1", stride=stride, table=(7, 10)), std=0.5).eval()
     with torch.no_grad():
         attn.rpe_table.normal_(std=0.5)
-    sd = {f"a.proj_{name}.{part}": getattr(getattr(attn, f"proj_{name}"), part) for name in ("q", "k", "v", "out")
-          for part in ("weight", "bias")}
+    sd = {
+        f"a.proj_{name}.{part}": getattr(getattr(attn, f"proj_{name}"), part)
+        for name in ("q", "k", "v", "out")
+        for part in ("weight", "bias")
+    }
     generator = attn.offset_generator
-    sd.update({"a.conv_offset.0.weight": generator[0].weight, "a.conv_offset.0.bias": generator[0].bias,
-               "a.conv_offset.1.norm.weight": generator[1].weight, "a.conv_offset.1.norm.bias": generator[1].bias,
-               "a.conv_offset.3.weight": generator[3].weight, "a.rpe_table": attn.rpe_table})
+    sd.update(
+        {
+            "a.conv_offset.0.weight": generator[0].weight,
+            "a.conv_offset.0.bias": generator[0].bias,
+            "a.conv_offset.1.norm.weight": generator[1].weight,
+            "a.conv_offset.1.norm.bias": generator[1].bias,
+            "a.conv_offset.3.weight": generator[3].weight,
+            "a.rpe_table": attn.rpe_table,
+        }
+    )
     x = torch.randn(2, 7, 10, 12)
     with torch.no_grad():
         ours = attn(x)

@@ -15,7 +15,9 @@ def test_learnable_adaptor_computes_x_plus_lambda_b_plus_w_conv_x(strength):
     torch.nn.init.normal_(adaptor.conv.bias)
     feats = torch.randn(2, 40, 16)
     planes = feats.unsqueeze(1)
-    expected = planes + strength * (adaptor.conv.bias.view(1, 1, 1, 1) + F.conv2d(planes, adaptor.conv.weight, padding=1))
+    expected = planes + strength * (
+        adaptor.conv.bias.view(1, 1, 1, 1) + F.conv2d(planes, adaptor.conv.weight, padding=1)
+    )
     assert torch.allclose(adaptor(feats), expected.squeeze(1), atol=1e-6)
 
 

@@ -90,7 +90,7 @@ def test_exported_graphs_padded_windows_equal_the_cut_windows(shift, width):
     attn = WindowAttention(dim=8, num_heads=2, window_size=(3, 5), shift_size=(1, shift)).eval()
     x = torch.randn(2, 5, width, 8)
     mask = torch.ones(2, 5, width, dtype=torch.bool)
-    mask[1, :, (width + 1) // 2:] = False
+    mask[1, :, (width + 1) // 2 :] = False
     x = x * mask[..., None]
     for m in (None, mask):
         qkv = attn.qkv(x)

@@ -64,7 +64,10 @@ def test_dat_layout_problems_are_named(dat_state):
     extra = dict(dat_state, **{"stages.9.attns.0.proj_qkv.weight": torch.zeros(1)})
     with pytest.raises(CheckpointLayoutError, match="not expected in the checkpoint: stages.9.attns.0.proj_qkv.weight"):
         datar_for_imagenet().load_pretrained(extra)
-    with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*down_projs\.0\.0\.weight \(192, 96, 2, 2\) -> stages\.1\.downsample\.weight \(256, 128, 2, 2\)"):
+    with pytest.raises(
+        CheckpointLayoutError,
+        match=r"wrong shapes: .*down_projs\.0\.0\.weight \(192, 96, 2, 2\) -> stages\.1\.downsample\.weight \(256, 128, 2, 2\)",
+    ):
         DATAR("base", n_mels=224, reference_frames=224).load_pretrained(dat_state)
     with pytest.raises(CheckpointLayoutError, match="missing from the checkpoint: stages.2.10.attn"):
         DATAR("small", n_mels=224, reference_frames=224).load_pretrained(dat_state)  # DAT-S has 18 blocks in stage 3
@@ -80,35 +83,54 @@ def make_ast_state_dict(f_dim=12, t_dim=101, dim=64, depth=2, classes=527, seed=
     g = torch.Generator().manual_seed(seed)
     rand = lambda *s, std=0.05: torch.randn(*s, generator=g) * std  # noqa: E731
     sd = {
-        "module.v.cls_token": rand(1, 1, dim), "module.v.dist_token": rand(1, 1, dim),
+        "module.v.cls_token": rand(1, 1, dim),
+        "module.v.dist_token": rand(1, 1, dim),
         "module.v.pos_embed": rand(1, f_dim * t_dim + 2, dim),
-        "module.v.patch_embed.proj.weight": rand(dim, 1, 16, 16), "module.v.patch_embed.proj.bias": rand(dim),
-        "module.v.norm.weight": 1 + rand(dim), "module.v.norm.bias": rand(dim),
-        "module.v.head.weight": rand(1000, dim), "module.v.head.bias": rand(1000),
-        "module.v.head_dist.weight": rand(1000, dim), "module.v.head_dist.bias": rand(1000),
-        "module.mlp_head.0.weight": 1 + rand(dim), "module.mlp_head.0.bias": rand(dim),
-        "module.mlp_head.1.weight": rand(classes, dim), "module.mlp_head.1.bias": rand(classes),
+        "module.v.patch_embed.proj.weight": rand(dim, 1, 16, 16),
+        "module.v.patch_embed.proj.bias": rand(dim),
+        "module.v.norm.weight": 1 + rand(dim),
+        "module.v.norm.bias": rand(dim),
+        "module.v.head.weight": rand(1000, dim),
+        "module.v.head.bias": rand(1000),
+        "module.v.head_dist.weight": rand(1000, dim),
+        "module.v.head_dist.bias": rand(1000),
+        "module.mlp_head.0.weight": 1 + rand(dim),
+        "module.mlp_head.0.bias": rand(dim),
+        "module.mlp_head.1.weight": rand(classes, dim),
+        "module.mlp_head.1.bias": rand(classes),
     }
     for i in range(depth):
         b = f"module.v.blocks.{i}"
-        sd.update({
-            f"{b}.norm1.weight": 1 + rand(dim), f"{b}.norm1.bias": rand(dim),
-            f"{b}.attn.qkv.weight": rand(3 * dim, dim, std=0.2), f"{b}.attn.qkv.bias": rand(3 * dim),
-            f"{b}.attn.proj.weight": rand(dim, dim), f"{b}.attn.proj.bias": rand(dim),
-            f"{b}.norm2.weight": 1 + rand(dim), f"{b}.norm2.bias": rand(dim),
-            f"{b}.mlp.fc1.weight": rand(4 * dim, dim), f"{b}.mlp.fc1.bias": rand(4 * dim),
-            f"{b}.mlp.fc2.weight": rand(dim, 4 * dim), f"{b}.mlp.fc2.bias": rand(dim),
-        })
+        sd.update(
+            {
+                f"{b}.norm1.weight": 1 + rand(dim),
+                f"{b}.norm1.bias": rand(dim),
+                f"{b}.attn.qkv.weight": rand(3 * dim, dim, std=0.2),
+                f"{b}.attn.qkv.bias": rand(3 * dim),
+                f"{b}.attn.proj.weight": rand(dim, dim),
+                f"{b}.attn.proj.bias": rand(dim),
+                f"{b}.norm2.weight": 1 + rand(dim),
+                f"{b}.norm2.bias": rand(dim),
+                f"{b}.mlp.fc1.weight": rand(4 * dim, dim),
+                f"{b}.mlp.fc1.bias": rand(4 * dim),
+                f"{b}.mlp.fc2.weight": rand(dim, 4 * dim),
+                f"{b}.mlp.fc2.bias": rand(dim),
+            }
+        )
     return sd
 
 
 def ast_reference_logits(sd, fbank, heads=2):
     """The original AST forward (timm ViT blocks, LN eps 1e-6, CLS/distillation average, mlp_head)."""
     p = lambda k: sd[f"module.{k}"]  # noqa: E731
-    x = F.conv2d(fbank.transpose(1, 2).unsqueeze(1), p("v.patch_embed.proj.weight"), p("v.patch_embed.proj.bias"), stride=10)
+    x = F.conv2d(
+        fbank.transpose(1, 2).unsqueeze(1), p("v.patch_embed.proj.weight"), p("v.patch_embed.proj.bias"), stride=10
+    )
     x = x.flatten(2).transpose(1, 2)
     batch, dim = x.shape[0], x.shape[-1]
-    x = torch.cat((p("v.cls_token").expand(batch, -1, -1), p("v.dist_token").expand(batch, -1, -1), x), 1) + p("v.pos_embed")
+    x = torch.cat((p("v.cls_token").expand(batch, -1, -1), p("v.dist_token").expand(batch, -1, -1), x), 1) + p(
+        "v.pos_embed"
+    )
     i = 0
     while f"module.v.blocks.{i}.norm1.weight" in sd:
         b = f"v.blocks.{i}"
@@ -143,10 +165,16 @@ def test_imported_official_ast_reproduces_its_outputs():
 def test_imagenet_vit_is_adapted_to_the_spectrogram_grid():
     g = torch.Generator().manual_seed(0)
     dim = 64
-    vit = {"cls_token": torch.randn(1, 1, dim, generator=g), "pos_embed": torch.randn(1, 1 + 14 * 14, dim, generator=g),
-           "patch_embed.proj.weight": torch.randn(dim, 3, 16, 16, generator=g), "patch_embed.proj.bias": torch.zeros(dim),
-           "norm.weight": torch.ones(dim), "norm.bias": torch.zeros(dim), "head.weight": torch.zeros(1000, dim),
-           "head.bias": torch.zeros(1000)}
+    vit = {
+        "cls_token": torch.randn(1, 1, dim, generator=g),
+        "pos_embed": torch.randn(1, 1 + 14 * 14, dim, generator=g),
+        "patch_embed.proj.weight": torch.randn(dim, 3, 16, 16, generator=g),
+        "patch_embed.proj.bias": torch.zeros(dim),
+        "norm.weight": torch.ones(dim),
+        "norm.bias": torch.zeros(dim),
+        "head.weight": torch.zeros(1000, dim),
+        "head.bias": torch.zeros(1000),
+    }
     block = AST("micro", embed_dim=64, depth=1, num_heads=2).state_dict()
     vit.update({k: torch.randn(v.shape, generator=g) for k, v in block.items() if k.startswith("blocks.")})
     model = AST("micro", embed_dim=64, depth=1, num_heads=2)
@@ -163,7 +191,10 @@ def test_imagenet_vit_is_adapted_to_the_spectrogram_grid():
 
 def test_ast_layout_problems_are_named():
     sd = make_ast_state_dict()
-    with pytest.raises(CheckpointLayoutError, match=r"wrong shapes: .*v\.blocks\.0\.attn\.qkv\.weight \(192, 64\) -> blocks\.0\.attn\.qkv\.weight \(96, 32\)"):
+    with pytest.raises(
+        CheckpointLayoutError,
+        match=r"wrong shapes: .*v\.blocks\.0\.attn\.qkv\.weight \(192, 64\) -> blocks\.0\.attn\.qkv\.weight \(96, 32\)",
+    ):
         AST("micro", embed_dim=32, depth=2, num_heads=2).load_pretrained(sd)
     with pytest.raises(CheckpointLayoutError, match="12 x 50"):
         AST("micro", embed_dim=64, depth=2, num_heads=2, target_length=512).load_pretrained(sd)
@@ -187,7 +218,9 @@ init_report: !apply:speechbrain_datar.pretrained.checkpoint_import.init_from
 """
     )
     assert hparams["init_report"].initialised == ["input_adaptor.conv.bias", "input_adaptor.conv.weight"]
-    assert torch.equal(hparams["embedding_model"].stages[0][0].mlp.fc1.weight, dat_state["stages.0.mlps.0.chunk.linear1.weight"])
+    assert torch.equal(
+        hparams["embedding_model"].stages[0][0].mlp.fc1.weight, dat_state["stages.0.mlps.0.chunk.linear1.weight"]
+    )
     assert (tmp_path / "init_report.json").exists()
 
 
@@ -198,9 +231,16 @@ def make_vit_state_dict(dim=32, depth=4, grid=14, seed=1):
 
     g = torch.Generator().manual_seed(seed)
     rand = lambda *s: torch.randn(*s, generator=g) * 0.05  # noqa: E731
-    sd = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, 1 + grid * grid, dim),
-          "patch_embed.proj.weight": rand(dim, 3, 16, 16), "patch_embed.proj.bias": rand(dim),
-          "norm.weight": 1 + rand(dim), "norm.bias": rand(dim), "head.weight": rand(21843, dim), "head.bias": rand(21843)}
+    sd = {
+        "cls_token": rand(1, 1, dim),
+        "pos_embed": rand(1, 1 + grid * grid, dim),
+        "patch_embed.proj.weight": rand(dim, 3, 16, 16),
+        "patch_embed.proj.bias": rand(dim),
+        "norm.weight": 1 + rand(dim),
+        "norm.bias": rand(dim),
+        "head.weight": rand(21843, dim),
+        "head.bias": rand(21843),
+    }
     for i in range(depth):
         sd.update({f"blocks.{i}.{k}": rand(*v.shape) for k, v in ViTBlock(dim, 2).state_dict().items()})
     return sd
@@ -247,8 +287,11 @@ def test_ast_fills_the_audio_stream_and_a_vit_the_visual_one(tmp_path):
     torch.save(ast, tmp_path / "ast.pth")
     torch.save(vit, tmp_path / "vit.pth")
     mbt = micro_mbt()
-    report = init_from(mbt, {"audio": str(tmp_path / "ast.pth"), "video": str(tmp_path / "vit.pth")},
-                       report_path=str(tmp_path / "report.json"))
+    report = init_from(
+        mbt,
+        {"audio": str(tmp_path / "ast.pth"), "video": str(tmp_path / "vit.pth")},
+        report_path=str(tmp_path / "report.json"),
+    )
     assert report.initialised == ["bottleneck"] and "v.dist_token" in report.ignored
     assert torch.equal(mbt.blocks["audio"][0].attn.qkv.weight, ast["module.v.blocks.0.attn.qkv.weight"])
     assert torch.equal(mbt.blocks["video"][0].attn.qkv.weight, vit["blocks.0.attn.qkv.weight"])

@@ -32,7 +32,9 @@ def test_a_version_0_1_export_loads_and_classifies_as_it_did(model, tmp_path):
 def test_version_0_1_keys_are_mapped_to_the_stages():
     state = torch.load(os.path.join(DATA, "datar_v0_1", "embedding_model.ckpt"))
     assert "down_projs.0.weight" in state and "patch_norm.weight" in state  # the old layout
-    model = DATAR("micro", n_mels=32, reference_frames=64, dims=[8, 16, 32, 64], heads=[1, 2, 2, 4], groups=[1, 1, 2, 2])
+    model = DATAR(
+        "micro", n_mels=32, reference_frames=64, dims=[8, 16, 32, 64], heads=[1, 2, 2, 4], groups=[1, 1, 2, 2]
+    )
     model.load_state_dict(state)  # strict
     assert torch.equal(model.stages[1].downsample.weight, state["down_projs.0.weight"])
     assert torch.equal(model.stages[3].downsample.norm.bias, state["down_norms.2.bias"])
@@ -58,7 +60,8 @@ def test_a_version_0_2_two_head_export_classifies_as_it_did(tmp_path):
 
     source, expected = _copy("multihead_v0_2", tmp_path)
     result = MultiHeadAudioClassifier.from_hparams(source=source, savedir=str(tmp_path / "loaded")).classify_batch(
-        expected["wav"])
+        expected["wav"]
+    )
     assert set(result) == {"verb", "noun"}
     for key, log_probs in expected["log_probs"].items():
         assert torch.allclose(result[key][0], log_probs, atol=1e-5)
@@ -69,7 +72,8 @@ def test_a_version_0_2_tagger_export_tags_as_it_did(tmp_path):
 
     source, expected = _copy("tagger_v0_2", tmp_path)
     probs, _, _, labels = AudioTagger.from_hparams(source=source, savedir=str(tmp_path / "loaded")).classify_batch(
-        expected["wav"])
+        expected["wav"]
+    )
     assert torch.allclose(probs, expected["probs"], atol=1e-5) and labels == expected["labels"]
 
 

@@ -33,12 +33,24 @@ def exported_folder(root, encoder, heads, multi_label=False, threshold=0.5):
     for key, n in heads.items():
         label_encoders[key] = CategoricalEncoder()
         label_encoders[key].update_from_iterable([f"{key}{i}" for i in range(n)])
-    head = build_classifier(encoder.embedding_dim, heads=heads if len(heads) > 1 else None,
-                            n_classes=None if len(heads) > 1 else next(iter(heads.values())), multi_label=multi_label)
+    head = build_classifier(
+        encoder.embedding_dim,
+        heads=heads if len(heads) > 1 else None,
+        n_classes=None if len(heads) > 1 else next(iter(heads.values())),
+        multi_label=multi_label,
+    )
     folder = str(root / "model")
-    export_classifier(folder, encoder=encoder.eval(), head=head.eval(), normalizer=DatasetNormalization(-5.0, 3.0),
-                      label_encoders=label_encoders, feature_options=FEATURES, window_frames=WINDOW, hop_frames=HOP,
-                      threshold=threshold)
+    export_classifier(
+        folder,
+        encoder=encoder.eval(),
+        head=head.eval(),
+        normalizer=DatasetNormalization(-5.0, 3.0),
+        label_encoders=label_encoders,
+        feature_options=FEATURES,
+        window_frames=WINDOW,
+        hop_frames=HOP,
+        threshold=threshold,
+    )
     main([folder])
     return folder
 
@@ -62,8 +74,9 @@ def ast_folder(tmp_path_factory):
 def recording(seconds, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
-    return (0.1 * rng.standard_normal(t.shape) * (1.2 + np.sin(t)) + 0.2 * np.sin(2 * np.pi * 440 * t)
-            * (np.sin(3 * t) > 0)).astype(np.float32)
+    return (
+        0.1 * rng.standard_normal(t.shape) * (1.2 + np.sin(t)) + 0.2 * np.sin(2 * np.pi * 440 * t) * (np.sin(3 * t) > 0)
+    ).astype(np.float32)
 
 
 @pytest.mark.parametrize("model", ["datar", "ast"])
@@ -77,8 +90,12 @@ def test_the_classifier_graph_matches_eager_at_any_length(model, datar_folder, a
     session = onnxruntime.InferenceSession(os.path.join(folder, "onnx", "classifier.onnx"))
     block, n_mels = meta["block_frames"], meta["n_mels"]
     shortest = -(-meta["graph_frames"] // block)
-    for n_blocks, lengths in ((shortest, [1.0]), (shortest, [1.0, 0.4]), (shortest + 7, [0.35, 1.0, 0.9]),
-                              (3 * shortest, [1.0, 0.5])):
+    for n_blocks, lengths in (
+        (shortest, [1.0]),
+        (shortest, [1.0, 0.4]),
+        (shortest + 7, [0.35, 1.0, 0.9]),
+        (3 * shortest, [1.0, 0.5]),
+    ):
         feats = torch.randn(len(lengths), n_blocks, block, n_mels)
         lengths = torch.tensor(lengths)
         with torch.no_grad():

@@ -49,12 +49,21 @@ def test_heads_follow_the_prepared_labels_unless_set():
 def test_data_set_files_go_under_the_model_file_and_the_command_line_over_both():
     hparams = os.path.join(ROOT, "hparams")
     vggsound = load_hparams(os.path.join(hparams, "datar.yaml"), {"data_folder": "/data", "preset": "micro"})
-    kinetics = load_hparams(os.path.join(hparams, "datar.yaml"), {"data_folder": "/data", "preset": "micro", "valid_ratio": 0.3},
-                            os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"))
-    epic = load_hparams(os.path.join(hparams, "EpicKitchens100", "ast.yaml"), {"data_folder": "/data", "preset": "micro"},
-                        os.path.join(hparams, "EpicKitchens100", "epic_kitchens.yaml"))
-    mbt = load_hparams(os.path.join(hparams, "mbt.yaml"), {"data_folder": "/data", "preset": "micro"},
-                       os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"))
+    kinetics = load_hparams(
+        os.path.join(hparams, "datar.yaml"),
+        {"data_folder": "/data", "preset": "micro", "valid_ratio": 0.3},
+        os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"),
+    )
+    epic = load_hparams(
+        os.path.join(hparams, "EpicKitchens100", "ast.yaml"),
+        {"data_folder": "/data", "preset": "micro"},
+        os.path.join(hparams, "EpicKitchens100", "epic_kitchens.yaml"),
+    )
+    mbt = load_hparams(
+        os.path.join(hparams, "mbt.yaml"),
+        {"data_folder": "/data", "preset": "micro"},
+        os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"),
+    )
     assert mbt["number_of_epochs"] == 50 and mbt["valid_ratio"] == 0.1  # the model's file over the data set's
     assert (vggsound["number_of_epochs"], kinetics["number_of_epochs"], epic["number_of_epochs"]) == (50, 300, 100)
     assert kinetics["valid_ratio"] == 0.3  # the command line wins over the data set's file
@@ -66,13 +75,18 @@ def test_data_set_files_go_under_the_model_file_and_the_command_line_over_both()
 
 @pytest.mark.parametrize("seconds,frames,mask", [(10.0, 1001, 96), (2.0, 201, 20), (1.0, 101, 10)])
 def test_fbank_settings_are_set_once_and_time_masks_follow_the_clip(seconds, frames, mask):
-    hparams = load_hparams(os.path.join(ROOT, "hparams", "datar.yaml"),
-                           {"data_folder": "/data", "preset": "micro", "clip_seconds": seconds})
+    hparams = load_hparams(
+        os.path.join(ROOT, "hparams", "datar.yaml"),
+        {"data_folder": "/data", "preset": "micro", "clip_seconds": seconds},
+    )
     assert hparams["eval_window_frames"] == frames and hparams["time_mask_frames"] == mask
     assert hparams["feature_augment"].augmentations["SpectrogramDrop1"].drop_length_high == mask
     features = hparams["compute_features"]
     assert features(torch.randn(1, int(seconds * 16000))).shape[1] == frames
-    assert hparams["coarse_to_fine"].features is features and hparams["coarse_to_fine"].encoder is hparams["embedding_model"]
+    assert (
+        hparams["coarse_to_fine"].features is features
+        and hparams["coarse_to_fine"].encoder is hparams["embedding_model"]
+    )
 
 
 def test_starting_from_scratch_at_the_fine_tuning_rate_logs_one_warning(caplog):

@@ -1,4 +1,5 @@
 """Coarse-to-fine training: compression methods, phase transitions, resuming across a transition."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -29,8 +29,9 @@ def test_map_auc_and_d_prime_agree_with_scikit_learn():
     scored_ap = [c for c in range(7) if targets[:, c].any()]
     scored_auc = [c for c in range(7) if 0 < targets[:, c].sum() < 200]
     summary = metrics.summarize()
-    assert summary["mAP"] == pytest.approx(average_precision_score(targets[:, scored_ap], scores[:, scored_ap]),
-                                           abs=1e-6)
+    assert summary["mAP"] == pytest.approx(
+        average_precision_score(targets[:, scored_ap], scores[:, scored_ap]), abs=1e-6
+    )
     assert summary["AUC"] == pytest.approx(roc_auc_score(targets[:, scored_auc], scores[:, scored_auc]), abs=1e-6)
     assert summary["d_prime"] == pytest.approx(np.sqrt(2) * __import__("scipy").stats.norm.ppf(summary["AUC"]))
     assert metrics.unscored == 1
@@ -64,5 +65,7 @@ def test_balanced_sampling_draws_rare_classes_as_often_as_common_ones(tmp_path):
     draws = [index for epoch in range(50) for index in (options["sampler"].set_epoch(epoch) or options["sampler"])]
     rare = sum(index >= 18 for index in draws) / len(draws)
     assert 0.4 < rare < 0.6
-    assert train_loader_options(dict(hparams, balanced_sampling=False), dataset, ("labels",)) == \
-        hparams["train_dataloader_opts"]
+    assert (
+        train_loader_options(dict(hparams, balanced_sampling=False), dataset, ("labels",))
+        == hparams["train_dataloader_opts"]
+    )

@@ -31,10 +31,12 @@ modules:
 
     nan_feats = torch.randn(20, 16)
     nan_feats[3, 5] = math.nan
-    data = DynamicItemDataset({str(i): {"feats": nan_feats, "label": i % 2} for i in range(8)},
-                              output_keys=["id", "feats", "label"])
-    brain = Diverging(modules=hparams["modules"], opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
-                      run_opts={"device": "cpu"})
+    data = DynamicItemDataset(
+        {str(i): {"feats": nan_feats, "label": i % 2} for i in range(8)}, output_keys=["id", "feats", "label"]
+    )
+    brain = Diverging(
+        modules=hparams["modules"], opt_class=lambda p: torch.optim.SGD(p, lr=0.1), run_opts={"device": "cpu"}
+    )
     with pytest.raises(ValueError, match="Loss is not finite"):  # SpeechBrain's patience, not an IndexError
         brain.fit(range(1), data, train_loader_kwargs={"batch_size": 2})
 
