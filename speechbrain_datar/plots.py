@@ -112,9 +112,10 @@ def plot_datar_views(spectrogram, adapted, sampling, path, title=None, max_point
     return save_figure(fig, path, title)
 
 
-def plot_timeline(spectrogram, frame_seconds, probs, resolution, labels, found, path, title=None, top=8):
+def plot_timeline(spectrogram, frame_seconds, probs, resolution, labels, found, path, title=None, top=8, offset=0.0):
     """Draws a recording's spectrogram over the probabilities of its ``top`` classes through time, and the
-    segments found (``(start, end, label, score)``) as bars on their rows."""
+    segments found (``(start, end, label, score)``) as bars on their rows; row 0 of ``probs`` starts at
+    ``offset`` seconds (``timeline_rows``)."""
     probs = np.asarray(probs)
     order = np.argsort(-probs.max(axis=0))[: min(top, probs.shape[1])]
     fig, (ax_spec, ax_probs) = plt.subplots(
@@ -136,7 +137,7 @@ def plot_timeline(spectrogram, frame_seconds, probs, resolution, labels, found, 
         cmap="viridis",
         vmin=0,
         vmax=1,
-        extent=(0, probs.shape[0] * resolution, -0.5, len(order) - 0.5),
+        extent=(offset, offset + probs.shape[0] * resolution, -0.5, len(order) - 0.5),
         interpolation="nearest",
     )
     row_of = {labels[c]: row for row, c in enumerate(order)}

@@ -98,6 +98,7 @@ def draw_timelines(model_folder, audio_path, output_path, threshold=0.5, savedir
             names[key],
             found,
             path,
+            offset=model.timeline_rows()[1],
             title=f"{os.path.basename(audio_path)}: {len(found)} segments at p >= {threshold}",
         )
         found_by_head[key] = found

@@ -218,16 +218,13 @@ class StreamingInterface(VideoFiles):
         )
         head = self.mods.classifier.classifier
         frame = self.frame_seconds()
+        resolution, offset = self.timeline_rows(method, window_seconds, hop_seconds)
         with torch.no_grad():
             if method == "columns":
                 probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
-                resolution, offset = windows.encoder.time_column_frames * frame, 0.0
-            elif method == "windows":
+            else:
                 window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
                 probs = window_timeline(windows.encoder, head, source, window, hop)
-                resolution, offset = hop * frame, (window - hop) / 2 * frame  # a row: the hop around its centre
-            else:
-                raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
         names = class_names(self.hparams)
         probs = keyed(probs, names)
         return self.pack(
@@ -240,6 +237,17 @@ class StreamingInterface(VideoFiles):
                 for name in probs
             }
         )
+
+    def timeline_rows(self, method="windows", window_seconds=1.0, hop_seconds=0.125):
+        """Where ``timeline``'s rows lie: ``(resolution, offset)``, the seconds per row and where row 0 starts
+        (a window's row stands for the hop around its centre; a column's for its own span)."""
+        frame = self.frame_seconds()
+        if method == "columns":
+            return self.mods.embedding_model.encoder.time_column_frames * frame, 0.0
+        if method != "windows":
+            raise ValueError(f"method must be 'windows' or 'columns', got {method!r}")
+        window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
+        return hop * frame, (window - hop) / 2 * frame
 
     def frame_seconds(self):
         """Seconds between feature frames."""

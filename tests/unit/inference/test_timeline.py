@@ -63,3 +63,8 @@ def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
     for key, (probs, resolution, found) in result.items() if len(heads) > 1 else [("label", result)]:
         assert probs.shape[1] == heads[key] and abs(probs.shape[0] * resolution - 5.0) < 1.0
         assert {label for _, _, label, _ in found} == set(encoders[key].lab2ind)  # threshold 0: every class
+        # Rows tile the file from the first row's start (timeline_rows), which is where segments begin;
+        # windows' rows stand for their centres, so as much is left at the end as at the start.
+        _, offset = model.timeline_rows(method)
+        assert min(start for start, _, _, _ in found) == pytest.approx(offset, abs=1e-6)
+        assert 5.0 - offset - resolution <= offset + probs.shape[0] * resolution <= 5.0 + resolution
