@@ -35,12 +35,16 @@ def deprecated_alias(function, old, new):
 
 
 def deprecated_class(cls, old, new):
-    """A subclass of ``cls`` under its previous name ``old`` that warns when it is built (``from_hparams`` too)."""
+    """A subclass of ``cls`` under its previous name ``old`` that warns when it is built (``from_hparams`` too).
+
+    ``cls`` may be a mixin: the warning subclass hands construction on along the method resolution order.
+    """
 
     def __init__(self, *args, **kwargs):
         warn_moved(old, new)
-        cls.__init__(self, *args, **kwargs)
+        super(alias, self).__init__(*args, **kwargs)
 
-    return type(
+    alias = type(
         old, (cls,), {"__init__": __init__, "__doc__": f"Deprecated name of ``{new}``.", "__module__": cls.__module__}
     )
+    return alias

@@ -274,6 +274,8 @@ class StreamingClassifier(StreamingInterface, EncoderClassifier):
 
 #: Version 0.2's name of ``StreamingClassifier`` (it shared its name with SpeechBrain's own ``AudioClassifier``).
 AudioClassifier = deprecated_class(StreamingClassifier, "AudioClassifier", "StreamingClassifier")
+# Version 0.2 had timelines as a mixin; every interface has them now.
+Timelines = deprecated_class(StreamingInterface, "Timelines", "StreamingInterface (every interface has timeline)")
 
 
 class AudioTagger(StreamingClassifier):

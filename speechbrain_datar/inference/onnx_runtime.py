@@ -118,7 +118,12 @@ class OnnxAudioClassifier:
                 f"audio of {spans.n_samples} samples is too short to classify: at least "
                 f"{self.meta['min_samples']} (one analysis window) are needed"
             )
-        embeddings, valid = sliding_window_embeddings(
+        averaged = average_window_scores(self.split, *self._window_log_probs(spans))
+        return {name: log_probs[:, 0] for name, log_probs in averaged.items()}
+
+    def _window_log_probs(self, spans):
+        """Every window's log-probabilities, the heads side by side (``[1, n_windows, C]``), and which are valid."""
+        return sliding_window_embeddings(
             self.windows,
             OnnxFeatureFrames(spans, self.features),
             None,
@@ -126,8 +131,12 @@ class OnnxAudioClassifier:
             self.meta["hop_frames"],
             self.windows_per_call,
         )
-        averaged = average_window_scores(self.split, embeddings, valid)
-        return {name: log_probs[:, 0] for name, log_probs in averaged.items()}
+
+    def window_scores(self, spans):
+        """Version 0.2's log-probabilities of every window, ``{head: [n_windows, n_classes]}`` (numpy)."""
+        warn_moved("OnnxAudioClassifier.window_scores(spans)", "scores(spans), the window-averaged scores")
+        log_probs, valid = self._window_log_probs(spans)
+        return {name: value.numpy() for name, value in self.split(log_probs[0][valid[0]]).items()}
 
     def decode(self, scores, threshold=None):
         """Each head's result: the best class, or the tags above ``threshold`` (multi-label models)."""

@@ -21,6 +21,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
 from speechbrain_datar.dataio.pipelines import build_datasets
 from speechbrain_datar.dataio.prepare import labels_of, prepare_dataset
+from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
@@ -172,6 +173,19 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
 def frame_options(hparams):
     """Which frames a clip gives: ``n_frames``, ``size``, ``sampling``, ``stride`` (``n_frames`` 0: none)."""
     return dict({key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}, n_frames=hparams["n_frames"])
+
+
+def audio_visual_export(hparams):
+    """Version 0.2's evaluation protocol of an exported audio-visual model (``None`` for audio models)."""
+    warn_moved("recipe.audio_visual_export(hparams)", "the hparams' evaluation object (export_recipe_model)")
+    if not hparams["n_frames"]:
+        return None
+    return dict(
+        clip_seconds=hparams["clip_seconds"],
+        eval_crops=hparams["eval_crops"],
+        frame_norm=hparams["frame_norm"],
+        frames=frame_options(hparams),
+    )
 
 
 def resolve_hparams_file(path, defaults=None):

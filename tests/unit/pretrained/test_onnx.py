@@ -156,6 +156,24 @@ def test_the_module_of_version_0_2_still_exports(tmp_path):
     assert old.export_onnx is export_onnx and old.main is main
 
 
+def test_the_window_scores_of_version_0_2_still_work(datar_folder):
+    """Every window's scores, whose probabilities average to what ``scores`` gives."""
+    from speechbrain_datar.inference.sliding_window import SampleSpans
+
+    runtime = OnnxAudioClassifier(os.path.join(datar_folder, "onnx"))
+    spans = SampleSpans(
+        torch.from_numpy(recording(23.0))[None], runtime.meta["hop_samples"], runtime.meta["n_fft"] // 2
+    )
+    with pytest.warns(DeprecationWarning, match="scores"):
+        windows = runtime.window_scores(spans)
+    averaged = runtime.scores(spans)
+    with pytest.warns(DeprecationWarning, match="decode"):
+        assert runtime.classify_spans(spans)[3] == runtime.decode(averaged)[3]
+    for name, per_window in windows.items():
+        assert per_window.shape[0] > 1
+        assert np.allclose(np.log(np.exp(per_window).mean(0)), averaged[name][0].numpy(), atol=1e-5)
+
+
 def test_bad_input_gets_a_clear_error(datar_folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="hyperparams.yaml"):
         export_onnx(str(tmp_path))
