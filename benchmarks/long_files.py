@@ -12,7 +12,7 @@ whole file at once and every window through the encoder in one call.
 
 ``--files`` classifies wav files on disk with ``classify_file`` instead: the way
 ``EncoderClassifier`` does it (the whole file decoded, then its windows) against
-``AudioClassifier``'s stream (decoded block by block while the windows are
+``StreamingClassifier``'s stream (decoded block by block while the windows are
 embedded), for each hop (``--hops``, frames; 1001 = the window, no overlap) and
 number of windows per encoder call (``--max-windows``). Memory is then the peak
 above the loaded model, waveform included.
@@ -40,17 +40,23 @@ FEATURES = {"sample_rate": SAMPLE_RATE, "n_mels": 128, "n_fft": 512, "win_length
 
 def export(preset, folder, hop_frames=501, max_windows=8):
     """A randomly initialised DATAR of ``preset``, exported as the recipes do."""
+    from speechbrain_datar.lobes.models.datar import DATAR
+
+    torch.manual_seed(0)
+    return export_random_head(DATAR(preset, reference_frames=1001).eval(), folder, hop_frames, max_windows=max_windows)
+
+
+def export_random_head(encoder, folder, hop_frames, **options):
+    """``encoder`` under a random 309-class head, exported as the recipes export (10 s windows); ``options`` go
+    to ``export_classifier``."""
     from speechbrain.dataio.encoder import CategoricalEncoder
 
     from speechbrain_datar.dataio.normalization import DatasetNormalization
-    from speechbrain_datar.lobes.models.datar import DATAR
     from speechbrain_datar.nnet.classifier import Classifier
     from speechbrain_datar.pretrained.export import export_classifier
 
-    torch.manual_seed(0)
     labels = CategoricalEncoder()
     labels.update_from_iterable([f"class{i}" for i in range(309)])
-    encoder = DATAR(preset, reference_frames=1001).eval()
     return export_classifier(
         folder,
         encoder=encoder,
@@ -60,7 +66,7 @@ def export(preset, folder, hop_frames=501, max_windows=8):
         feature_options=FEATURES,
         window_frames=1001,
         hop_frames=hop_frames,
-        max_windows=max_windows,
+        **options,
     )
 
 
@@ -77,14 +83,14 @@ def write_recording(path, minutes):
 def measure(folder, minutes, way, path=None):
     """Peak memory (MiB) above the loaded model (and, for ``chunked`` and ``whole``, the waveform) and the
     real-time factor, in this (fresh) process. ``way``: ``chunked`` / ``whole`` (a waveform in memory),
-    ``file`` (``EncoderClassifier.classify_file``) or ``streamed`` (``AudioClassifier.classify_file``)."""
+    ``file`` (``EncoderClassifier.classify_file``) or ``streamed`` (``StreamingClassifier.classify_file``)."""
     import gc
 
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    from speechbrain_datar.inference.interfaces import AudioClassifier
+    from speechbrain_datar.inference.interfaces import StreamingClassifier
 
-    interface = AudioClassifier if way == "streamed" else EncoderClassifier
+    interface = StreamingClassifier if way == "streamed" else EncoderClassifier
     classifier = interface.from_hparams(source=folder, savedir=os.path.join(folder, ".loaded"))
     whole = way == "whole"
     wav = 0.1 * torch.randn(1, int(minutes * 60 * SAMPLE_RATE)) if way in ("chunked", "whole") else None
@@ -167,7 +173,7 @@ def main(argv=None):
 
 
 def measure_files(args):
-    """``classify_file`` on wav files: ``EncoderClassifier`` (whole file) against ``AudioClassifier`` (streamed)."""
+    """``classify_file`` on wav files: ``EncoderClassifier`` (whole file) against ``StreamingClassifier`` (streamed)."""
     results = {"machine": machine(torch.device("cpu")), "files": []}
     print("machine:", json.dumps(results["machine"]))
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,7 +215,7 @@ def measure_files(args):
             "window" if p["hop"] == 1001 else f"{p['hop']} frames",
             p["windows_per_call"],
             f"{p['minutes']:g} min",
-            "EncoderClassifier (whole file)" if p["way"] == "file" else "AudioClassifier (streamed)",
+            "EncoderClassifier (whole file)" if p["way"] == "file" else "StreamingClassifier (streamed)",
             f"{p['peak_mib']:.0f}",
             f"{p['realtime']:.1f}x",
         ]

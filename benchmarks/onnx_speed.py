@@ -2,13 +2,13 @@
 """onnxruntime against eager PyTorch on the CPU, side by side in one run.
 
 For each model (random weights, 10 s windows every 5 s, 309 classes, exported as the
-recipes export and then with ``python -m speechbrain_datar.export_onnx``):
+recipes export and then with ``python -m speechbrain_datar.pretrained.onnx_export``):
 
 * one 10 s window through the embedding model and the head, as each runtime serves it:
   eager on the window's 1001 frames, onnxruntime on the window padded to whole blocks
   (1120 frames for DATAR) with its length given; median of alternating rounds;
 * a recording classified from a wav file, hop = window and the default hop (half a
-  window): ``AudioClassifier.classify_file`` against ``OnnxAudioClassifier.classify_file``
+  window): ``StreamingClassifier.classify_file`` against ``OnnxAudioClassifier.classify_file``
   (features included, one window per call, the file decoded as a stream), as real-time factors.
 
     python benchmarks/onnx_speed.py --models datar-tiny,ast --file-models datar-tiny --minutes 10 --json docs/onnx_cpu.json
@@ -24,32 +24,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import N_MELS, build, machine, table, timed, write_json  # noqa: E402
-from long_files import FEATURES, write_recording  # noqa: E402
+from long_files import export_random_head, write_recording  # noqa: E402
 
 
 def export(name, folder, hop_frames):
     """Model ``name`` (random weights) exported as the recipes do, then to ONNX."""
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    from speechbrain_datar.dataio.normalization import DatasetNormalization
-    from speechbrain_datar.export_onnx import export_onnx
-    from speechbrain_datar.nnet.classifier import Classifier
-    from speechbrain_datar.pretrained.export import export_classifier
+    from speechbrain_datar.pretrained.onnx_export import export_onnx
 
     torch.manual_seed(0)
-    labels = CategoricalEncoder()
-    labels.update_from_iterable([f"class{i}" for i in range(309)])
-    encoder = build(name).eval()
-    export_classifier(
-        folder,
-        encoder=encoder,
-        head=Classifier(encoder.embedding_dim, 309).eval(),
-        normalizer=DatasetNormalization(mean=-5.0, std=4.0),
-        label_encoders={"label": labels},
-        feature_options=FEATURES,
-        window_frames=1001,
-        hop_frames=hop_frames,
-    )
+    export_random_head(build(name).eval(), folder, hop_frames)
     start = time.perf_counter()
     export_onnx(folder)
     return time.perf_counter() - start
@@ -59,8 +42,8 @@ def window_latency(folder, rounds, repeats):
     """Seconds per 10 s window: eager (1001 frames) and onnxruntime (padded to whole blocks), alternating."""
     import numpy as np
 
-    from speechbrain_datar.export_onnx import ClassifierGraph, load_exported
     from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
+    from speechbrain_datar.pretrained.onnx_export import ClassifierGraph, load_exported
 
     with tempfile.TemporaryDirectory() as savedir:
         loaded = load_exported(folder, savedir)
@@ -88,12 +71,12 @@ def window_latency(folder, rounds, repeats):
 
 
 def file_speed(folder, path):
-    """Real-time factors of classify_file: eager PyTorch (AudioClassifier) and onnxruntime."""
-    from speechbrain_datar.inference.interfaces import AudioClassifier
+    """Real-time factors of classify_file: eager PyTorch (StreamingClassifier) and onnxruntime."""
+    from speechbrain_datar.inference.interfaces import StreamingClassifier
     from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
 
     with tempfile.TemporaryDirectory() as savedir:
-        eager = AudioClassifier.from_hparams(source=folder, savedir=savedir)
+        eager = StreamingClassifier.from_hparams(source=folder, savedir=savedir)
         eager.classify_file(path)
     runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
     runtime.classify_file(path)

@@ -130,6 +130,9 @@ def prepare_audioset(
     lists = {"train": [SEGMENT_FILES[name] for name in train_sets], "test": [SEGMENT_FILES["eval"]]}
     reports = {split: SkipReport(split) for split in lists}
     entries = {}
+    checks = dict(
+        min_seconds=min_seconds, silence_threshold=silence_threshold, num_workers=num_workers, need_video=need_video
+    )
     for split, files in lists.items():
         jobs = []
         for name in files:
@@ -139,15 +142,7 @@ def prepare_audioset(
                 stem = filename_pattern.format(ytid=ytid, start=start, end=end)
                 span = {"start": None, "stop": None} if trimmed else {"start": start, "stop": end}
                 jobs.append(clip_job(f"{ytid}_{start:g}", audio_folder, stem, dict(span, labels=labels), extensions))
-        entries[split] = check_audio(
-            jobs,
-            reports[split],
-            min_seconds,
-            silence_threshold,
-            num_workers,
-            desc=f"checking {split} clips",
-            need_video=need_video,
-        )
+        entries[split] = check_audio(jobs, reports[split], **checks)
     if not entries["train"]:
         raise DataError(
             f"no usable training clip: {reports['train'].summary()}; looked for files like "

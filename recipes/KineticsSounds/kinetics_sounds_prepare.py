@@ -99,6 +99,9 @@ def prepare_kinetics_sounds(
     classes = read_class_list(classes_file)
     csv_report = SkipReport("csv")
     reports, entries, seen_classes, other_rows = {}, {}, set(), 0
+    checks = dict(
+        min_seconds=min_seconds, silence_threshold=silence_threshold, num_workers=num_workers, need_video=need_video
+    )
     for split, name in (("train", "train.csv"), ("test", "validate.csv")):
         rows, other = read_kinetics_csv(os.path.join(annotation_folder, name), set(classes), csv_report)
         other_rows += other
@@ -109,15 +112,7 @@ def prepare_kinetics_sounds(
             stem = filename_pattern.format(ytid=ytid, start=start, end=end)
             jobs.append(clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions))
         reports[split] = SkipReport(split)
-        entries[split] = check_audio(
-            jobs,
-            reports[split],
-            min_seconds,
-            silence_threshold,
-            num_workers,
-            desc=f"checking {split} clips",
-            need_video=need_video,
-        )
+        entries[split] = check_audio(jobs, reports[split], **checks)
     absent = [c for c in classes if c not in seen_classes]
     if absent:
         logger.warning("classes of %s not found in the annotations: %s", classes_file, absent)

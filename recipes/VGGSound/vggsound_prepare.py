@@ -123,18 +123,10 @@ def prepare_vggsound(
         jobs[split].append(
             clip_job(stem, audio_folder, stem, {"start": None, "stop": None, "label": label}, extensions)
         )
-    entries = {
-        split: check_audio(
-            jobs[split],
-            reports[split],
-            min_seconds,
-            silence_threshold,
-            num_workers,
-            desc=f"checking {split} clips",
-            need_video=need_video,
-        )
-        for split in SPLITS
-    }
+    checks = dict(
+        min_seconds=min_seconds, silence_threshold=silence_threshold, num_workers=num_workers, need_video=need_video
+    )
+    entries = {split: check_audio(jobs[split], reports[split], **checks) for split in SPLITS}
     if not entries["train"]:
         raise DataError(
             f"no usable training clip: {reports['train'].summary()}; "

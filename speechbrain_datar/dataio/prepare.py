@@ -112,9 +112,7 @@ def _check(job):
     )
 
 
-def check_audio(
-    jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc="checking clips", need_video=False
-):
+def check_audio(jobs, report, min_seconds=0.05, silence_threshold=1e-4, num_workers=4, desc=None, need_video=False):
     """Opens every clip or segment in threads; returns the usable entries and records the rest.
 
     With ``need_video``, a video file without a video stream, or whose video stream
@@ -127,6 +125,8 @@ def check_audio(
         (seconds or None) and the labels.
     report : SkipReport
         Receives a reason for every unusable job.
+    desc : str
+        The progress bar's label (default: ``checking <report's name> clips``).
 
     Returns
     -------
@@ -136,7 +136,9 @@ def check_audio(
     entries = {}
     work = [(key, path, entry, min_seconds, silence_threshold, need_video) for key, path, entry in jobs]
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        for key, entry, problem in tqdm(pool.map(_check, work), total=len(work), desc=desc, dynamic_ncols=True):
+        label = desc or f"checking {report.name} clips"
+        progress = tqdm(pool.map(_check, work), total=len(work), desc=label, dynamic_ncols=True)
+        for key, entry, problem in progress:
             if problem is not None:
                 report.add(problem.reason, problem.detail or key)
             else:
