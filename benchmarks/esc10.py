@@ -14,8 +14,8 @@ copy with ``recipes/ESC50/class_folders_to_esc50.py``). Every run is the ESC-50 
 3. ``lr_others``: the learning-rate search, with the chosen augmentation, for DATAR without deformable
    attention, without the input adaptor, and AST of DATAR-micro's size.
 4. ``folds``: every model at its own rate on folds 2-5 (fold 1's runs are those of the search).
-5. ``coarse_to_fine``: DATAR-micro with phases ``{factor: 4, epochs: 8}, {factor: 1, epochs: 22}`` on the
-   five folds, against the full-resolution runs of stage 4.
+5. ``coarse_to_fine``: DATAR-micro with phases ``{factor: 4, epochs: 8}, {factor: 1, epochs: 22}`` on
+   ``--coarse-to-fine-folds``, against the full-resolution runs of the same folds.
 6. ``larger``: DATAR-tiny on fold 1 at DATAR-micro's rate.
 7. ``cnn14``: SpeechBrain's CNN14 on as many folds as ``--cnn14-folds`` (about 6 minutes an epoch here).
 
@@ -210,10 +210,10 @@ class Benchmark:
             runs = self.runs(
                 [
                     (datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"], f"{slug(datar)}/coarse_to_fine/lr{lr:g}")
-                    for fold in [1] + list(args.folds)
+                    for fold in args.coarse_to_fine_folds
                 ]
             )
-            full = [self.run(datar, lr, fold) for fold in [1] + list(args.folds)]
+            full = [self.run(datar, lr, fold) for fold in args.coarse_to_fine_folds]
             self.results["coarse_to_fine"] = {
                 "phases": COARSE_TO_FINE,
                 "test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
@@ -230,18 +230,24 @@ class Benchmark:
         self.report(compared)
 
     def summarise_folds(self, models):
+        """Mean and standard deviation over fold 1 and ``--folds`` of each model at its chosen rate."""
         folds = {}
         for model in models:
-            runs = [
-                r
-                for r in self.results["runs"].values()
-                if r["model"] == model
-                and r["lr"] == self.chosen("lr", model)
-                and not r["extra"]
-                and r["augmentation"] == (self.chosen("augmentation") or DEFAULT_AUGMENTATION)
-            ]
+            runs = sorted(
+                (
+                    r
+                    for r in self.results["runs"].values()
+                    if r["model"] == model
+                    and r["fold"] in [1, *self.args.folds]
+                    and r["lr"] == self.chosen("lr", model)
+                    and not r["extra"]
+                    and r["augmentation"] == (self.chosen("augmentation") or DEFAULT_AUGMENTATION)
+                ),
+                key=lambda r: r["fold"],
+            )
             folds[model] = dict(
                 summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
+                fold_numbers=[r["fold"] for r in runs],
                 lr=self.chosen("lr", model),
                 train_seconds_per_epoch=statistics.median(r["train_seconds_per_epoch"] for r in runs),
             )
@@ -249,22 +255,47 @@ class Benchmark:
         self.save()
 
     def report(self, models):
+        """Prints the tables of the README (markdown) from what the JSON holds, and draws the curves."""
+        sizes = self.results.get("models", {})
         rows = []
         for model, result in self.results.get("cross_validation", {}).items():
-            size = self.results["models"].get(model, {})
             rows.append(
                 [
                     model,
                     f"{result['mean']:.1f} ± {result['std']:.1f}",
-                    len(result["folds"]),
+                    ", ".join(f"{v:.1f}" for v in result["folds"]),
+                    ", ".join(str(f) for f in result.get("fold_numbers", [])),
                     f"{result['lr']:g}",
-                    size.get("parameters_M"),
-                    size.get("gmacs_5s"),
+                    sizes.get(model, {}).get("parameters_M"),
+                    sizes.get(model, {}).get("gmacs_5s"),
                     f"{result['train_seconds_per_epoch']:.1f}",
                 ]
             )
         if rows:
-            print(table(["model", "test top-1 (%)", "folds", "lr", "params (M)", "GMACs (5 s)", "s/epoch"], rows))
+            headers = ["model", "test top-1 (%)", "per fold", "folds", "lr", "params (M)", "GMACs (5 s)", "s/epoch"]
+            print(table(headers, rows), end="\n\n")
+        searches = self.results.get("lr_search", {})
+        if searches:
+            rows = [
+                [m, *(searches[m].get(f"{lr:g}", "-") for lr in self.args.lrs), f"{self.chosen('lr', m):g}"]
+                for m in searches
+            ]
+            print(table(["model", *(f"valid top-1 at {lr:g}" for lr in self.args.lrs), "chosen"], rows), end="\n\n")
+        study = self.results.get("augmentation_study", {})
+        if study:
+            rows = [[a, r["best_valid_top1"], r["fold1_test_top1"]] for a, r in study.items()]
+            print(table(["augmentation (DATAR-micro)", "valid top-1", "fold-1 test top-1"], rows), end="\n\n")
+        c2f = self.results.get("coarse_to_fine")
+        if c2f:
+            rows = [
+                [f"coarse to fine {c2f['phases']}", c2f["test_top1"]["folds"], c2f["train_seconds_total"]],
+                [
+                    "full resolution",
+                    c2f["full_resolution_test_top1"]["folds"],
+                    c2f["full_resolution_train_seconds_total"],
+                ],
+            ]
+            print(table(["DATAR-micro", "test top-1 per fold", "training seconds per fold"], rows), end="\n\n")
         if self.args.plot:
             plot_curves(self.results, self.args.plot)
 
@@ -329,7 +360,15 @@ def main(argv=None):
         default=[2, 3, 4, 5],
         help="folds run after the searches (fold 1's runs come from the searches)",
     )
-    parser.add_argument("--stages", type=lambda s: s.split(","), default=list(STAGES))
+    parser.add_argument(
+        "--coarse-to-fine-folds", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3, 4, 5]
+    )
+    parser.add_argument(
+        "--stages",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=list(STAGES),
+        help="comma-separated stages to run; empty (--stages=) only reports what the JSON holds",
+    )
     parser.add_argument("--cnn14-folds", type=lambda s: [int(x) for x in s.split(",")], default=[1])
     parser.add_argument("--cnn14-lr", type=float, default=1e-3)
     parser.add_argument("--cnn14-epochs", type=int, default=30)
