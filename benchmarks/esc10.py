@@ -12,7 +12,8 @@ copy with ``recipes/ESC50/class_folders_to_esc50.py``). Every run is the ESC-50 
    fold 1's test clips play no part).
 2. ``augment``: at that rate, the augmentation settings of ``AUGMENTATIONS`` for DATAR, chosen the same way.
 3. ``lr_others``: the learning-rate search, with the chosen augmentation, for DATAR without deformable
-   attention, without the input adaptor, and AST of DATAR-micro's size.
+   attention, without the input adaptor, AST of DATAR-micro's size, and DATAR-micro again (its stage-1
+   search ran with the default augmentation; this one sets its rate from here on).
 4. ``folds``: every model at its own rate on folds 2-5 (fold 1's runs are those of the search).
 5. ``coarse_to_fine``: DATAR-micro with phases ``{factor: 4, epochs: 8}, {factor: 1, epochs: 22}`` on
    ``--coarse-to-fine-folds``, against the full-resolution runs of the same folds.
@@ -199,35 +200,61 @@ class Benchmark:
             self.choose("augmentation", runs, lambda run: run["augmentation"])
         compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)")]
         if self.stage("lr_others"):
-            self.runs([(model, lr, 1) for model in compared[1:] for lr in args.lrs])
-            for model in compared[1:]:
+            # Every model's rate with the chosen augmentation, DATAR-micro's searched again (stage 1 ran without it).
+            first = self.results.get("lr_search", {}).get(datar)
+            if first and "lr_search_with_default_augmentation" not in self.results:
+                self.results["lr_search_with_default_augmentation"] = {datar: first}
+            self.runs([(model, lr, 1) for model in compared for lr in args.lrs])
+            for model in compared:
                 self.search_lr(model)
         if self.stage("folds"):
             self.runs([(model, self.chosen("lr", model), fold) for fold in args.folds for model in compared])
-            self.summarise_folds(compared)
         if self.stage("coarse_to_fine"):
             lr = self.chosen("lr", datar)
-            runs = self.runs(
+            self.runs(
                 [
-                    (datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"], f"{slug(datar)}/coarse_to_fine/lr{lr:g}")
+                    (datar, lr, fold, None, [f"--phases={COARSE_TO_FINE}"], self.coarse_to_fine_tag())
                     for fold in args.coarse_to_fine_folds
                 ]
             )
-            full = [self.run(datar, lr, fold) for fold in args.coarse_to_fine_folds]
-            self.results["coarse_to_fine"] = {
-                "phases": COARSE_TO_FINE,
-                "test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
-                "full_resolution_test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in full]),
-                "train_seconds_total": [r["train_seconds_total"] for r in runs],
-                "full_resolution_train_seconds_total": [r["train_seconds_total"] for r in full],
-            }
-            self.save()
+            self.runs([(datar, lr, fold) for fold in args.coarse_to_fine_folds])
         if self.stage("larger"):
             self.run("DATAR-tiny", self.chosen("lr", datar), 1)
         if self.stage("cnn14"):
             for fold in args.cnn14_folds:
                 self.run("CNN14 (SpeechBrain)", args.cnn14_lr, fold, extra=[f"--number_of_epochs={args.cnn14_epochs}"])
+        self.summarise_folds([m for m in compared if self.chosen("lr", m) is not None])
+        self.summarise_coarse_to_fine()
         self.report(compared)
+
+    def coarse_to_fine_tag(self):
+        return f"{slug('DATAR-micro')}/coarse_to_fine/lr{self.chosen('lr', 'DATAR-micro'):g}"
+
+    def summarise_coarse_to_fine(self):
+        """Coarse-to-fine against full resolution on the ``--coarse-to-fine-folds`` that both finished."""
+        runs = self.results["runs"]
+        datar = "DATAR-micro"
+        full_tag = (
+            f"{slug(datar)}/{slug(self.chosen('augmentation') or DEFAULT_AUGMENTATION)}/lr{self.chosen('lr', datar):g}"
+        )
+        folds = [
+            f
+            for f in self.args.coarse_to_fine_folds
+            if f"{self.coarse_to_fine_tag()}/fold{f}" in runs and f"{full_tag}/fold{f}" in runs
+        ]
+        if not folds:
+            return
+        coarse = [runs[f"{self.coarse_to_fine_tag()}/fold{f}"] for f in folds]
+        full = [runs[f"{full_tag}/fold{f}"] for f in folds]
+        self.results["coarse_to_fine"] = {
+            "phases": COARSE_TO_FINE,
+            "folds": folds,
+            "test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in coarse]),
+            "full_resolution_test_top1": summary([{"test": {"top1": r["test_top1"]}} for r in full]),
+            "train_seconds_total": [r["train_seconds_total"] for r in coarse],
+            "full_resolution_train_seconds_total": [r["train_seconds_total"] for r in full],
+        }
+        self.save()
 
     def summarise_folds(self, models):
         """Mean and standard deviation over fold 1 and ``--folds`` of each model at its chosen rate."""
@@ -245,6 +272,8 @@ class Benchmark:
                 ),
                 key=lambda r: r["fold"],
             )
+            if not runs:
+                continue
             folds[model] = dict(
                 summary([{"test": {"top1": r["test_top1"]}} for r in runs]),
                 fold_numbers=[r["fold"] for r in runs],
@@ -276,11 +305,15 @@ class Benchmark:
             print(table(headers, rows), end="\n\n")
         searches = self.results.get("lr_search", {})
         if searches:
+            first = self.results.get("lr_search_with_default_augmentation", {})
             rows = [
-                [m, *(searches[m].get(f"{lr:g}", "-") for lr in self.args.lrs), f"{self.chosen('lr', m):g}"]
-                for m in searches
+                [f"{m} ({augmentation})", *(search.get(f"{lr:g}", "-") for lr in self.args.lrs)]
+                for searched, augmentation in ((first, DEFAULT_AUGMENTATION), (searches, self.chosen("augmentation")))
+                for m, search in searched.items()
             ]
-            print(table(["model", *(f"valid top-1 at {lr:g}" for lr in self.args.lrs), "chosen"], rows), end="\n\n")
+            print(
+                table(["model (augmentation)", *(f"valid top-1 at {lr:g}" for lr in self.args.lrs)], rows), end="\n\n"
+            )
         study = self.results.get("augmentation_study", {})
         if study:
             rows = [[a, r["best_valid_top1"], r["fold1_test_top1"]] for a, r in study.items()]
