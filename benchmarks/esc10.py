@@ -19,6 +19,8 @@ copy with ``recipes/ESC50/class_folders_to_esc50.py``). Every run is the ESC-50 
    ``--coarse-to-fine-folds``, against the full-resolution runs of the same folds.
 6. ``larger``: DATAR-tiny on fold 1 at DATAR-micro's rate.
 7. ``cnn14``: SpeechBrain's CNN14 on as many folds as ``--cnn14-folds`` (about 6 minutes an epoch here).
+8. ``step_time``: one training step of 16 clips of each model, measured in turn in one process (the runs'
+   seconds per epoch depend on what shared the cores with them).
 
     python benchmarks/esc10.py --data_folder /data/esc10 --results /data/esc10_runs --json docs/esc10_cpu.json \\
         --plot docs/esc10_valid_curves.png
@@ -77,7 +79,7 @@ AUGMENTATIONS = {
 }
 DEFAULT_AUGMENTATION = "SpecAugment + gain, shift, noise"
 COARSE_TO_FINE = "[{factor: 4, epochs: 8}, {factor: 1, epochs: 22}]"
-STAGES = ("lr", "augment", "lr_others", "folds", "coarse_to_fine", "larger", "cnn14")
+STAGES = ("lr", "augment", "lr_others", "folds", "coarse_to_fine", "larger", "cnn14", "step_time")
 
 
 def slug(text):
@@ -223,6 +225,11 @@ class Benchmark:
         if self.stage("cnn14"):
             for fold in args.cnn14_folds:
                 self.run("CNN14 (SpeechBrain)", args.cnn14_lr, fold, extra=[f"--number_of_epochs={args.cnn14_epochs}"])
+        if self.stage("step_time"):
+            self.results["training_step_seconds"] = dict(
+                batch=16, clip_seconds=5, seconds=training_step_seconds(list(MODELS))
+            )
+            self.save()
         self.summarise_folds([m for m in compared if self.chosen("lr", m) is not None])
         self.summarise_coarse_to_fine()
         self.report(compared)
@@ -303,6 +310,14 @@ class Benchmark:
         if rows:
             headers = ["model", "test top-1 (%)", "per fold", "folds", "lr", "params (M)", "GMACs (5 s)", "s/epoch"]
             print(table(headers, rows), end="\n\n")
+        steps = self.results.get("training_step_seconds", {}).get("seconds", {})
+        if steps:
+            rows = [
+                [m, sizes.get(m, {}).get("parameters_M"), sizes.get(m, {}).get("gmacs_5s"), f"{t:.2f}"]
+                for m, t in steps.items()
+            ]
+            headers = ["model", "params (M)", "GMACs (5 s)", "training step, 16 clips (s)"]
+            print(table(headers, rows), end="\n\n")
         searches = self.results.get("lr_search", {})
         if searches:
             first = self.results.get("lr_search_with_default_augmentation", {})
@@ -333,15 +348,49 @@ class Benchmark:
             plot_curves(self.results, self.args.plot)
 
 
+def model_hparams(model):
+    """The hparams of ``model``'s runs (``MODELS``), loaded as its recipe loads them."""
+    hparams_file, options = MODELS[model]
+    overrides = {"data_folder": "/unused"}
+    for option in options:
+        key, value = option[2:].split("=", 1)
+        overrides[key] = {"False": False, "none": "none"}.get(value, value)
+    return load_hparams(os.path.join(ROOT, hparams_file), overrides, dataset_hparams=DATASET_HPARAMS)
+
+
+def training_step_seconds(models, batch=16, repeats=5):
+    """Seconds of one training step (features, forward, loss, backward) on ``batch`` 5 s clips, each model's
+    steps measured in turn, round after round, in this one process (the median of ``repeats`` rounds): the
+    per-epoch cost without the other runs that shared the cores."""
+    from speechbrain_datar.nnet.classifier import Classifier
+
+    steps = {}
+    for model in models:
+        hparams = model_hparams(model)
+        encoder, features = hparams["embedding_model"].train(), hparams["compute_features"]
+        wavs = 0.1 * torch.randn(batch, 5 * hparams["sample_rate"])
+        with torch.no_grad():
+            head = Classifier(encoder(features(wavs[:1])).shape[-1], 10).train()
+        targets = {"label": torch.randint(0, 10, (batch,))}
+
+        def step(encoder=encoder, head=head, features=features, wavs=wavs, targets=targets):
+            head.loss(head(encoder(features(wavs))), targets).backward()
+
+        steps[model] = step
+    times = {model: [] for model in models}
+    for _ in range(repeats + 1):  # the first round warms up
+        for model, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[model].append(time.perf_counter() - start)
+    return {model: round(statistics.median(t[1:]), 3) for model, t in times.items()}
+
+
 def model_sizes():
     """Parameters and MACs (every matrix product, attention included) of each model on one 5 s clip."""
     sizes = {}
-    for model, (hparams_file, options) in MODELS.items():
-        overrides = {"data_folder": "/unused"}
-        for option in options:
-            key, value = option[2:].split("=", 1)
-            overrides[key] = {"False": False, "none": "none"}.get(value, value)
-        hparams = load_hparams(os.path.join(ROOT, hparams_file), overrides, dataset_hparams=DATASET_HPARAMS)
+    for model in MODELS:
+        hparams = model_hparams(model)
         encoder = hparams["embedding_model"].eval()
         feats = hparams["compute_features"](torch.zeros(1, 5 * hparams["sample_rate"]))
         sizes[model] = {
