@@ -13,33 +13,44 @@ from conftest import (
 )
 
 
+def vggsound_run(tmp_path, model_file, train_per_class, test_per_class, *options):
+    """The VGGSound recipe's command on a small generated set (micro preset, 1 s clips), and its output folder."""
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    data = make_vggsound_like(
+        str(tmp_path / "data"), train_per_class=train_per_class, test_per_class=test_per_class, seconds=1.0
+    )["csv"]
+    out = str(tmp_path / "exp")
+    common = ["--preset=micro", "--n_classes=6", "--clip_seconds=1.0", "--eval_hop_seconds=0.5", "--batch_size=6"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
+        os.path.join(ROOT, "hparams", model_file),
+        f"--data_folder={os.path.dirname(data)}",
+        f"--output_folder={out}",
+        *common,
+        "--num_workers=0",
+        "--stats_max_clips=20",
+        *options,
+    ]
+    return cmd, out
+
+
 @pytest.mark.slow
 def test_recipe_resumes_across_a_phase_transition(tmp_path):
     """AST with fshift: phase 1 has a smaller positional grid; a run killed after phase 1 resumes in phase 2."""
     from speechbrain.inference.classifiers import EncoderClassifier
 
-    from speechbrain_datar.dataio.synthetic import make_vggsound_like
-
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=5, test_per_class=2, seconds=1.0)["csv"]
-    out = str(tmp_path / "exp")
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
-        os.path.join(ROOT, "hparams", "ast.yaml"),
-        f"--data_folder={os.path.dirname(data)}",
-        f"--output_folder={out}",
-        "--preset=micro",
-        "--n_classes=6",
-        "--clip_seconds=1.0",
-        "--eval_hop_seconds=0.5",
-        "--batch_size=6",
-        "--num_workers=0",
+    cmd, out = vggsound_run(
+        tmp_path,
+        "ast.yaml",
+        5,
+        2,
         "--lr=0.001",
-        "--stats_max_clips=20",
         "--valid_ratio=0.2",
         "--compression=fshift",
         "--phases=[{factor: 4, epochs: 2}, {factor: 1, epochs: 2}]",
-    ]
+    )
     kill_after_first_checkpoint(cmd, ROOT, out)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -54,27 +65,15 @@ def test_recipe_resumes_across_a_phase_transition(tmp_path):
 
 @pytest.mark.slow
 def test_recipe_trains_datar_with_the_patch_method(tmp_path):
-    from speechbrain_datar.dataio.synthetic import make_vggsound_like
-
-    data = make_vggsound_like(str(tmp_path / "data"), train_per_class=4, test_per_class=1, seconds=1.0)["csv"]
-    out = str(tmp_path / "exp")
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "recipes", "VGGSound", "train.py"),
-        os.path.join(ROOT, "hparams", "datar.yaml"),
-        f"--data_folder={os.path.dirname(data)}",
-        f"--output_folder={out}",
-        "--preset=micro",
-        "--n_classes=6",
-        "--clip_seconds=1.0",
-        "--eval_hop_seconds=0.5",
-        "--batch_size=6",
-        "--num_workers=0",
-        "--stats_max_clips=20",
+    cmd, out = vggsound_run(
+        tmp_path,
+        "datar.yaml",
+        4,
+        1,
         "--valid_ratio=0.25",
         "--compression=patch",
         "--phases=[{factor: 2, epochs: 1}, {factor: 1, epochs: 1}]",
-    ]
+    )
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(os.path.join(out, "train_log.txt")).read()
