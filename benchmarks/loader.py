@@ -6,15 +6,20 @@ stereo AAC) and as extracted audio (16 kHz wav), then times, in one process:
 audio from the wav, audio from the mp4, audio + 8 frames spread over the clip
 (VGGSound/Kinetics, MBT's default), and audio + 32 consecutive frames (EPIC);
 frames get the training augmentation (random resized crop to 224, flip). Then the
-time to read a 1 s segment at the start, middle and end of a 60-minute video. Beside
-them, the training throughput of the models measured by ``benchmark.py`` (from its
-JSON), to read off how many workers keep training fed.
+time to read a 1 s segment at the start, middle and end of a 60-minute video. Then the
+same three ways from tar shards of the same clips (``dataio.shards``: audio at 16 kHz,
+frames as JPEG at 280 px; 4 fps kept for uniform sampling, every frame of EPIC's
+segments), read as training reads them (``ShardStream``: crop, frames, augmentation,
+batches). Beside them, the training throughput of the models measured by
+``benchmark.py`` (from its JSON) and a stated GPU training rate per model, to read off
+how many workers keep training fed.
 
     python benchmarks/loader.py --json docs/loader_cpu.json
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -23,6 +28,7 @@ import time
 
 import numpy as np
 import soundfile
+import speechbrain as sb
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +36,7 @@ from benchmark import machine, table, write_json  # noqa: E402
 
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.frames import FrameTransform, frame_times  # noqa: E402
+from speechbrain_datar.dataio.shards import ShardStream, open_shard_folder, shard_settings, write_shards  # noqa: E402
 from speechbrain_datar.dataio.synthetic import render_scene, synthesize_event, write_video  # noqa: E402
 from speechbrain_datar.dataio.video import read_video_frames  # noqa: E402
 
@@ -72,6 +79,43 @@ def segment_read_times(folder, minutes=60.0, repeats=5):
     return times
 
 
+def shard_ways(folder, stems):
+    """Training readers of tar shards written from the clips: ``{name: (read one epoch, clips)}``."""
+    frames = {"size": 224, "sampling": "uniform", "stride": 1, "eval_crops": 1}
+    ways = {
+        "audio from shards": (None, None, None),
+        "audio + 8 frames from shards": (None, None, dict(frames, n_frames=8)),
+        "audio + 32 consecutive frames from shards": (4.0, 5.28, dict(frames, n_frames=32, sampling="consecutive")),
+    }
+    encoders = {"label": sb.dataio.encoder.CategoricalEncoder()}
+    encoders["label"].update_from_iterable(["x"])
+    readers = {}
+    for index, (name, (start, stop, frame_options)) in enumerate(ways.items()):
+        entries = {
+            os.path.basename(stem): {
+                "path": stem + ".mp4",
+                "start": start,
+                "stop": stop,
+                "duration": (stop - start) if start is not None else 10.0,
+                "label": "x",
+                "fps": 25.0,
+                "frame_offset": 0.0,
+                "frames_folder": None,
+            }
+            for stem in stems
+        }
+        manifest = os.path.join(folder, f"train{index}.json")
+        with open(manifest, "w") as f:
+            json.dump(entries, f)
+        settings = shard_settings(16000, 10.0, frame_options)
+        shards_folder = os.path.join(folder, f"shards{index}")
+        write_shards({"train": manifest}, shards_folder, settings, shard_megabytes=64, progress=False)
+        shards = open_shard_folder(shards_folder, {"train": manifest}, settings)["train"]
+        stream = ShardStream(shards, encoders, settings, 10.0, batch_size=8, shuffle_buffer=8)
+        readers[name] = lambda stream=stream: [batch for batch in stream]
+    return readers
+
+
 def clips_per_second(load, stems, repeats=2):
     times = []
     for _ in range(repeats):
@@ -92,6 +136,11 @@ def main(argv=None):
     )
     parser.add_argument(
         "--seek-minutes", type=float, default=60.0, help="length of the video for the segment reading times (0: skip)"
+    )
+    parser.add_argument(
+        "--gpu-clips-per-s",
+        default="DATAR-tiny=400,AST=150,MBT=100",
+        help="stated training clips/s of one GPU per model, for the workers it would need",
     )
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
@@ -116,6 +165,20 @@ def main(argv=None):
         for name, load in ways.items():
             results["loader_clips_per_s"][name] = clips_per_second(load, stems)
             print(f"{name}: {results['loader_clips_per_s'][name]:.1f} clips/s per worker", flush=True)
+        for name, read_epoch in shard_ways(tmp, stems).items():
+            results["loader_clips_per_s"][name] = clips_per_second(lambda _, read=read_epoch: read(), [None])
+            results["loader_clips_per_s"][name] *= len(stems)  # one call reads every clip
+            print(f"{name}: {results['loader_clips_per_s'][name]:.1f} clips/s per worker", flush=True)
+        rates = results["loader_clips_per_s"]
+        results["shards_over_files"] = {
+            "audio": rates["audio from shards"] / rates["audio from mp4"],
+            "audio + 8 frames": rates["audio + 8 frames from shards"] / rates["audio + 8 frames from mp4"],
+            "audio + 32 consecutive frames": rates["audio + 32 consecutive frames from shards"]
+            / rates["audio + 32 consecutive frames from mp4"],
+        }
+        print(
+            "shards / files per worker:", json.dumps({k: round(v, 1) for k, v in results["shards_over_files"].items()})
+        )
         if args.seek_minutes:
             results["segment_reading"] = segment_read_times(tmp, args.seek_minutes)
             print(f"{args.seek_minutes:g}-minute video:", json.dumps(results["segment_reading"]), flush=True)
@@ -136,6 +199,17 @@ def main(argv=None):
         f"(training: {', '.join(f'{m} {v:.2f} clips/s' for m, v in training.items())}, from {args.model_json}):"
     )
     print(table(["loading", "clips/s per worker"] + [f"workers for {m}" for m in training], rows))
+    gpu = dict(item.split("=") for item in args.gpu_clips_per_s.split(","))
+    results["stated_gpu_training_clips_per_s"] = {model: float(rate) for model, rate in gpu.items()}
+    rows = []
+    for model, rate in results["stated_gpu_training_clips_per_s"].items():
+        kind = "audio + 8 frames" if model.startswith("MBT") else "audio"
+        files, shards = rates[f"{kind} from mp4"], rates[f"{kind} from shards"]
+        rows.append([model, f"{rate:g}", kind, f"{math.ceil(rate / files)}", f"{math.ceil(rate / shards)}"])
+    results["gpu_workers_needed"] = {row[0]: {"files": int(row[3]), "shards": int(row[4])} for row in rows}
+    print()
+    print("Loader workers one GPU would need at a stated training rate (not measured: no GPU here):")
+    print(table(["model", "stated GPU clips/s", "reads", "workers from mp4 files", "workers from shards"], rows))
     write_json(args.json, results)
     return results
 

@@ -106,6 +106,24 @@ def decoded_short_side(transform):
     return 2 * transform.size
 
 
+def crop_frame_times(first, duration, starts, span_seconds, n_frames, sampling="uniform", stride=1, fps=None):
+    """Times (seconds into the file) of the frames of each evaluation crop, crop after crop.
+
+    Example
+    -------
+    >>> crop_frame_times(0.0, 4.0, [0.0, 2.0], 2.0, 2)
+    [0.5, 1.5, 2.5, 3.5]
+    """
+    rate = fps or DEFAULT_FPS
+    span_seconds = duration if span_seconds is None else span_seconds
+    times = []
+    for start in starts:
+        times += frame_times(
+            first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate, stride
+        )
+    return times
+
+
 def crop_frames(
     path,
     first,
@@ -123,11 +141,6 @@ def crop_frames(
     """uint8 ``[len(starts), n_frames, 3, size, size]``: each evaluation crop's frames (``first``: where the
     clip starts in the file; ``starts``: the crops' starts in the clip, as ``crop_starts`` gives them)."""
     rate = fps or DEFAULT_FPS
-    span_seconds = duration if span_seconds is None else span_seconds
-    times = []
-    for start in starts:
-        times += frame_times(
-            first + start, first + min(start + span_seconds, duration), n_frames, sampling, rate, stride
-        )
+    times = crop_frame_times(first, duration, starts, span_seconds, n_frames, sampling, stride, rate)
     frames = transform(read_frames(path, times, frames_folder, rate, frame_offset, decoded_short_side(transform)))
     return frames.reshape(len(starts), n_frames, *frames.shape[1:])

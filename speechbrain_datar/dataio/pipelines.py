@@ -97,23 +97,37 @@ def crop_frames_pipeline(n_frames, size, span_seconds, n_crops, sampling="unifor
     return pipeline
 
 
-def label_pipeline(key, encoder):
-    """Dynamic item ``key -> key_encoded``: the class index of a label, or the multi-hot vector ``[n_classes]``
-    of a list of labels (multi-label tagging); an unknown label is a clear error."""
+def encode_label(label, encoder):
+    """The class index ``[1]`` of a label, or the multi-hot vector ``[n_classes]`` of a list of labels
+    (multi-label tagging); an unknown label is a clear error.
 
-    def index(label):
-        if label not in encoder.lab2ind:
-            raise DataError(f"label {label!r} was not seen in training; re-run data preparation")
-        return encoder.lab2ind[label]
+    Example
+    -------
+    >>> encoder = sb.dataio.encoder.CategoricalEncoder()
+    >>> encoder.update_from_iterable(["cat", "dog"])
+    >>> encode_label("dog", encoder), encode_label(["cat", "dog"], encoder)
+    (tensor([1]), tensor([1., 1.]))
+    """
+
+    def index(one):
+        if one not in encoder.lab2ind:
+            raise DataError(f"label {one!r} was not seen in training; re-run data preparation")
+        return encoder.lab2ind[one]
+
+    if isinstance(label, list):
+        vector = torch.zeros(len(encoder))
+        vector[[index(one) for one in label]] = 1.0
+        return vector
+    return torch.LongTensor([index(label)])
+
+
+def label_pipeline(key, encoder):
+    """Dynamic item ``key -> key_encoded``: ``encode_label`` of the entry's label (or labels)."""
 
     @sb.utils.data_pipeline.takes(key)
     @sb.utils.data_pipeline.provides(f"{key}_encoded")
     def pipeline(label):
-        if isinstance(label, list):
-            vector = torch.zeros(len(encoder))
-            vector[[index(one) for one in label]] = 1.0
-            return vector
-        return torch.LongTensor([index(label)])
+        return encode_label(label, encoder)
 
     return pipeline
 

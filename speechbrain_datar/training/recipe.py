@@ -21,6 +21,13 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
 from speechbrain_datar.dataio.pipelines import build_datasets
 from speechbrain_datar.dataio.prepare import labels_of, prepare_dataset
+from speechbrain_datar.dataio.shards import (
+    ShardStream,
+    open_shard_folder,
+    shard_eval_dataset,
+    shard_settings,
+    write_shards,
+)
 from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.layers import unwrap_module
@@ -30,6 +37,8 @@ from speechbrain_datar.training.brain import AudioClassificationBrain
 
 logger = logging.getLogger(__name__)
 
+SPLITS = ("train", "valid", "test")
+DATA_FORMATS = ("files", "shards")
 #: Below this, a learning rate is a fine-tuning rate (the paper's is 1e-5).
 FINE_TUNING_LR = 1e-4
 
@@ -135,9 +144,14 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
     if schedule is not None and schedule.enabled and hparams["epoch_counter"].limit != schedule.total_epochs:
         logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
         hparams["epoch_counter"].limit = schedule.total_epochs
-    manifests = {split: os.path.join(save, f"{split}.json") for split in ("train", "valid", "test")}
-    frames = dict(frame_options(hparams), eval_crops=hparams["eval_crops"])
-    datasets = build_datasets(manifests, label_encoders, hparams["sample_rate"], hparams["clip_seconds"], frames)
+    if hparams["data_format"] == "shards":
+        datasets, train_options = shard_datasets(hparams, label_encoders)
+    else:
+        frames = dict(frame_options(hparams), eval_crops=hparams["eval_crops"])
+        datasets = build_datasets(
+            prepared_manifests(save), label_encoders, hparams["sample_rate"], hparams["clip_seconds"], frames
+        )
+        train_options = train_loader_options(hparams, datasets["train"], label_keys)
 
     brain = AudioClassificationBrain(
         modules=hparams["modules"],
@@ -149,11 +163,16 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         main_metric=main_metric,
         extra_statistics=extra_statistics,
     )
+    if hparams["data_format"] == "shards":
+        # The stream deals its shards anew each epoch (Brain calls set_epoch on its train_sampler) and, in an
+        # epoch resumed from an intra-epoch checkpoint, leaves out the batches the Brain's step says were made.
+        brain.train_sampler = datasets["train"]
+        datasets["train"].steps_done = lambda: brain.step
     brain.fit(
         brain.hparams.epoch_counter,
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=train_loader_options(hparams, datasets["train"], label_keys),
+        train_loader_kwargs=train_options,
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     brain.evaluate(datasets["test"], max_key=brain.main_metric, test_loader_kwargs=hparams["test_dataloader_opts"])
@@ -168,6 +187,65 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(brain.test_stats, f, indent=2)
     return brain
+
+
+def prepared_manifests(save_folder):
+    """``{split: manifest path}`` of a prepared folder."""
+    return {split: os.path.join(save_folder, f"{split}.json") for split in SPLITS}
+
+
+def recipe_shard_settings(hparams):
+    """The settings the recipe's shards are written with (``dataio.shards.shard_settings``)."""
+    frames = dict(frame_options(hparams), eval_crops=hparams["eval_crops"])
+    return shard_settings(hparams["sample_rate"], hparams["clip_seconds"], frames, hparams["shard_frame_rate"])
+
+
+def write_recipe_shards(hparams):
+    """Writes (or finishes) the recipe's shards from its prepared manifests into ``shards_folder``."""
+    report = write_shards(
+        prepared_manifests(hparams["save_folder"]),
+        hparams["shards_folder"],
+        recipe_shard_settings(hparams),
+        shard_megabytes=hparams["shard_megabytes"],
+        seed=hparams["seed"],
+    )
+    for split, numbers in report.items():
+        logger.info(
+            "shards (%s): %d clips, %d shards, %.1f MiB, %d left out (%s)",
+            split,
+            numbers["clips"],
+            numbers["shards"],
+            numbers["bytes"] / 2**20,
+            len(numbers["skipped"]),
+            os.path.join(hparams["shards_folder"], "shards_report.json"),
+        )
+    return report
+
+
+def shard_datasets(hparams, label_encoders):
+    """The training stream and the evaluation sets from the recipe's shards, and the training loader's options."""
+    if hparams["balanced_sampling"]:
+        raise DataError("balanced_sampling draws clips at random from files: train with --data_format=files")
+    manifests = prepared_manifests(hparams["save_folder"])
+    settings = recipe_shard_settings(hparams)
+    shards = open_shard_folder(hparams["shards_folder"], manifests, settings)
+    options = dict(hparams["train_dataloader_opts"])
+    workers = options.get("num_workers", 0)
+    datasets = {
+        "train": ShardStream(
+            shards["train"],
+            label_encoders,
+            settings,
+            hparams["clip_seconds"],
+            options["batch_size"],
+            num_workers=workers,
+            shuffle_buffer=hparams["shuffle_buffer"],
+            seed=hparams["seed"],
+        )
+    }
+    for split in ("valid", "test"):
+        datasets[split] = shard_eval_dataset(shards[split], manifests[split], label_encoders, settings)
+    return datasets, {"batch_size": None, "num_workers": workers}  # the stream makes the batches
 
 
 def frame_options(hparams):
@@ -309,7 +387,7 @@ def dataset_options(hparams):
 
 
 def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statistics=(), dataset_hparams=None):
-    """The whole ``train.py`` of a recipe: parse, prepare once, train, test, export.
+    """The whole ``train.py`` of a recipe: parse, prepare once, (write shards once,) train, test, export.
 
     ``prepare`` is the data set's preparation function (it takes ``data_folder`` and
     the entries of the hparams' ``prepare_options``); ``dataset_hparams`` is the data set's
@@ -317,7 +395,9 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
     under the model's file; ``main_metric`` and ``extra_statistics`` go to the
     ``AudioClassificationBrain``. The label keys are those preparation wrote (``label_keys``: for
     folders prepared by version 0.2). A ``DataError`` (bad data or configuration) ends the run with
-    a one-line message; anything else propagates with its traceback.
+    a one-line message; anything else propagates with its traceback. With ``data_format: shards`` the
+    prepared manifests are written into ``shards_folder`` once (``write_shards_only`` stops there) and
+    training and evaluation read the shards.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -347,6 +427,12 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
                 skip_prep=hparams["skip_prep"],
             ),
         )
+        if hparams["data_format"] not in DATA_FORMATS:
+            raise DataError(f"data_format must be one of {DATA_FORMATS}, got {hparams['data_format']!r}")
+        if hparams["data_format"] == "shards" or hparams["write_shards_only"]:
+            sb.utils.distributed.run_on_main(write_recipe_shards, args=[hparams])
+            if hparams["write_shards_only"]:
+                return None
         brain = run_classification_recipe(hparams, run_opts, label_keys, main_metric, extra_statistics)
         sb.utils.distributed.ddp_barrier()  # every process ends after the export
         return brain

@@ -1,0 +1,856 @@
+"""Tar shards of a prepared data set: written once, streamed to every training process.
+
+At AudioSet or VGGSound scale, opening and decoding one media file per training example makes the
+loader, not the model, the bound of a run. ``write_shards`` decodes every clip of the prepared
+manifests once and writes each split into tar shards of about ``shard_megabytes``:
+
+- ``<n>.json``: the clip's manifest entry (labels, duration, ...) and what the shard holds of it;
+- ``<n>.audio.npy``: its mono waveform at the recipe's rate, float32, exactly what ``load_clip`` gives
+  (lossless: evaluation from shards equals evaluation from the files);
+- audio-visual recipes, training split: ``<n>.frame.<k>.jpg``, the clip's frames on a grid of
+  ``frame_rate`` frames per second (every frame of the video for consecutive sampling), JPEG at a short
+  side a little above the model's frame size, enough for random resized crops;
+- audio-visual recipes, evaluation splits: ``<n>.crop.<k>.png``, the evaluation crops' frames exactly as
+  the file pipeline gives them (lossless), and their starts in the JSON.
+
+``<split>-000000.tar`` are finished shards; each has a ``.json`` beside it (its clips, their positions
+in the split's order, its size and SHA-256), so that a killed write continues after the last finished
+shard and ``check_shards`` can verify every shard. ``shards.json`` records the settings and the
+preparation (SHA-256 of the manifests) the shards were written from: a folder written from another
+preparation, or with another sample rate or frame setting, is refused. ``shards_report.json`` says what
+went in and what was left out, and why.
+
+Training streams the shards (``ShardStream``): every epoch, shards are dealt to the training processes
+and their loader workers (each shard read by one worker, sequentially), clips are shuffled within a
+buffer, and each process gets the same number of batches, so that every clip is seen exactly once per
+epoch whatever the number of processes and workers. Evaluation reads its shards by position
+(``shard_eval_dataset``) and gives the same items as the file pipelines.
+"""
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import tarfile
+
+import numpy as np
+import speechbrain as sb
+import torch
+from tqdm import tqdm
+
+from speechbrain_datar.dataio.audio import load_clip
+from speechbrain_datar.dataio.crops import crop_frame_times, crop_starts, read_frames
+from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_times
+from speechbrain_datar.dataio.manifest import read_manifest
+from speechbrain_datar.dataio.problems import ClipProblem
+from speechbrain_datar.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SHARDS_FORMAT = 1
+INFO_FILE = "shards.json"
+REPORT_FILE = "shards_report.json"
+#: Training frames are stored at this short side relative to the model's frame size.
+FRAME_SIDE_MARGIN = 1.25
+JPEG_QUALITY = 90
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def shard_settings(sample_rate, crop_seconds=None, frames=None, frame_rate=4.0):
+    """What the contents of shards depend on; shards written with other settings are refused.
+
+    Arguments
+    ---------
+    sample_rate : int
+        The recipe's rate: the audio is stored at it.
+    crop_seconds : float
+        The recipe's span (``clip_seconds``): the evaluation crops of audio-visual recipes have it.
+    frames : dict or None
+        ``n_frames`` (0 or absent: audio only), ``size``, ``sampling``, ``stride``, ``eval_crops``.
+    frame_rate : float
+        Frames per second kept for training with uniform sampling (consecutive sampling keeps every frame).
+
+    Example
+    -------
+    >>> shard_settings(16000)
+    {'format': 1, 'sample_rate': 16000}
+    """
+    settings = {"format": SHARDS_FORMAT, "sample_rate": int(sample_rate)}
+    if frames and frames.get("n_frames"):
+        settings["frames"] = {key: frames[key] for key in ("n_frames", "size", "sampling", "stride", "eval_crops")}
+        settings["frames"].update(
+            span_seconds=crop_seconds,
+            frame_rate=None if frames["sampling"] == "consecutive" else float(frame_rate),
+            short_side=int(round(FRAME_SIDE_MARGIN * frames["size"])),
+        )
+    return settings
+
+
+def file_sha256(path, block=1 << 20):
+    """SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shard_info(manifests, settings):
+    """What ``shards.json`` records: the settings and the SHA-256 of each split's manifest."""
+    return {"settings": settings, "manifests": {split: file_sha256(path) for split, path in sorted(manifests.items())}}
+
+
+def open_shard_folder(folder, manifests, settings):
+    """The shards of each split in ``folder``, after checking they were written from these manifests with
+    these settings; ``DataError`` names what differs, or what is missing.
+
+    Returns
+    -------
+    dict
+        ``{split: [shard record, ...]}``; a record is the shard's ``.json`` with ``path`` added.
+    """
+    path = os.path.join(folder, INFO_FILE)
+    if not os.path.isfile(path):
+        raise DataError(f"{folder} holds no shards ({INFO_FILE} missing): write them first (--write_shards_only)")
+    with open(path) as f:
+        written = json.load(f)
+    _refuse_other_preparation(folder, written, shard_info(manifests, settings))
+    shards = {split: finished_shards(folder, split) for split in manifests}
+    for split, records in shards.items():
+        if not records or not records[-1].get("last"):
+            raise DataError(f"the {split} shards in {folder} are incomplete: run the shard writer again to finish them")
+    return shards
+
+
+def _refuse_other_preparation(folder, written, expected):
+    if written.get("settings") != expected["settings"]:
+        differs = sorted(
+            key
+            for key in set(written.get("settings", {})) | set(expected["settings"])
+            if written.get("settings", {}).get(key) != expected["settings"].get(key)
+        )
+        raise DataError(
+            f"the shards in {folder} were written with other settings ({', '.join(differs)}: "
+            f"{ {k: written.get('settings', {}).get(k) for k in differs} } there, "
+            f"{ {k: expected['settings'].get(k) for k in differs} } here): use another shards_folder"
+        )
+    if written.get("manifests") != expected["manifests"]:
+        raise DataError(
+            f"the shards in {folder} were written from another preparation (other clips or labels than the "
+            f"manifests of this run): use another shards_folder, or remove it to write them again"
+        )
+
+
+def finished_shards(folder, split):
+    """The finished shards of a split, in order (their ``.json`` records, with ``path``)."""
+    records = []
+    index = 0
+    while os.path.isfile(meta := os.path.join(folder, f"{split}-{index:06d}.json")):
+        with open(meta) as f:
+            record = json.load(f)
+        record["path"] = os.path.join(folder, record["name"])
+        records.append(record)
+        index += 1
+    return records
+
+
+# ------------------------------------------------------------------------------------------------- writing
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _image_bytes(frame, fmt):
+    """uint8 ``[3, H, W]`` -> JPEG or PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy())
+    image.save(buffer, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _decode_image(data):
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+
+
+def training_frame_grid(duration, rate):
+    """Times (seconds into the clip) of the frames stored for training: the middle of each ``1 / rate``.
+
+    Example
+    -------
+    >>> training_frame_grid(1.0, 4.0)
+    [0.125, 0.375, 0.625, 0.875]
+    """
+    return [(k + 0.5) / rate for k in range(max(1, math.ceil(duration * rate - 1e-6)))]
+
+
+def encode_clip(key, entry, split, settings):
+    """The members of one clip's record (``{suffix: bytes}``) and its metadata."""
+    start, stop = entry.get("start"), entry.get("stop")
+    wav = load_clip(entry["path"], settings["sample_rate"], start if start else None, stop).numpy()
+    meta = {name: value for name, value in entry.items() if name not in ("path", "frames_folder")}
+    meta["id"] = key
+    meta["samples"] = int(wav.shape[0])
+    members = {"audio.npy": _npy_bytes(wav.astype(np.float32, copy=False))}
+    frames = settings.get("frames")
+    if frames:
+        first, duration = start or 0.0, entry["duration"]
+        fps = entry.get("fps") or DEFAULT_FPS
+        source = (entry["path"], entry.get("frames_folder"), fps, entry.get("frame_offset", 0.0))
+        if split == "train":
+            rate = frames["frame_rate"] or fps
+            times = [first + t for t in training_frame_grid(duration, rate)]
+            pictures = read_frames(source[0], times, *source[1:], frames["short_side"])
+            meta["frame_rate"] = rate
+            members.update({f"frame.{k:05d}.jpg": _image_bytes(p, "JPEG") for k, p in enumerate(pictures)})
+        else:
+            starts = crop_starts(duration, frames["span_seconds"], frames["eval_crops"])
+            times = crop_frame_times(
+                first,
+                duration,
+                starts,
+                frames["span_seconds"],
+                frames["n_frames"],
+                frames["sampling"],
+                frames["stride"],
+                fps,
+            )
+            transform = FrameTransform(frames["size"])
+            pictures = transform(read_frames(source[0], times, *source[1:], 2 * frames["size"]))
+            meta["crop_starts"] = starts
+            members.update({f"crop.{k:05d}.png": _image_bytes(p, "PNG") for k, p in enumerate(pictures)})
+    return members, meta
+
+
+class _ShardSink:
+    """The shard being written: ``<name>.part`` until it is finished, then renamed with its ``.json``."""
+
+    def __init__(self, folder, split, index, first_position):
+        self.folder, self.name = folder, f"{split}-{index:06d}.tar"
+        self.part = os.path.join(folder, self.name + ".part")
+        self.tar = tarfile.open(self.part, "w", format=tarfile.PAX_FORMAT)
+        self.record = {"name": self.name, "split": split, "first_position": first_position, "ids": []}
+
+    def add(self, position, members, meta):
+        key = f"{position:09d}"
+        meta = dict(meta, position=position, sha256=record_digest(members))
+        for suffix, data in [("json", json.dumps(meta).encode())] + list(members.items()):
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size = len(data)
+            info.mtime = 0  # shards written twice from the same data are the same bytes
+            self.tar.addfile(info, io.BytesIO(data))
+        self.record["ids"].append(meta["id"])
+
+    def size(self):
+        return self.tar.fileobj.tell()
+
+    def finish(self, next_position, last):
+        self.tar.close()
+        self.record.update(
+            next_position=next_position,
+            last=last,
+            clips=len(self.record["ids"]),
+            bytes=os.path.getsize(self.part),
+            sha256=file_sha256(self.part),
+        )
+        os.replace(self.part, os.path.join(self.folder, self.name))
+        _write_json(os.path.join(self.folder, self.name[: -len(".tar")] + ".json"), self.record)
+        return self.record
+
+
+def _write_json(path, data):
+    """Writes JSON through a temporary file, so that a killed write never leaves half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def split_order(entries, split, seed):
+    """The order clips are written in: the manifest's, shuffled for the training split (a shard then holds
+    every class, and a shuffle buffer mixes them further)."""
+    keys = list(entries)
+    if split == "train":
+        random.Random(seed).shuffle(keys)
+    return keys
+
+
+def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, progress=True):
+    """Writes each split's clips into tar shards of about ``shard_megabytes`` in ``folder``.
+
+    A folder with finished shards of the same preparation and settings is continued after its last finished
+    shard (a killed write resumes; a finished one is not written again); one written from another
+    preparation is refused. Clips that cannot be read are left out and counted in ``shards_report.json``.
+
+    Arguments
+    ---------
+    manifests : dict
+        ``{split: manifest path}`` (the prepared ``train.json``, ``valid.json``, ``test.json``).
+    folder : str
+        Where the shards go.
+    settings : dict
+        ``shard_settings(...)`` of the recipe.
+    shard_megabytes : float
+        A shard is finished once it holds this much.
+    seed : int
+        Seed of the training split's order.
+    progress : bool
+        Show a progress bar per split.
+
+    Returns
+    -------
+    dict
+        The report: per split, clips written, shards, bytes, and the clips left out with their reasons.
+
+    Example
+    -------
+    >>> import tempfile, soundfile
+    >>> data = tempfile.mkdtemp()
+    >>> soundfile.write(os.path.join(data, "a.wav"), np.zeros(8000, dtype="float32"), 16000)
+    >>> with open(os.path.join(data, "train.json"), "w") as f:
+    ...     json.dump({"a": {"path": os.path.join(data, "a.wav"), "duration": 0.5, "label": "x"}}, f)
+    >>> report = write_shards({"train": os.path.join(data, "train.json")}, os.path.join(data, "shards"),
+    ...                       shard_settings(16000), progress=False)
+    >>> report["train"]["clips"], report["train"]["shards"]
+    (1, 1)
+    """
+    os.makedirs(folder, exist_ok=True)
+    info = shard_info(manifests, settings)
+    info_path = os.path.join(folder, INFO_FILE)
+    if os.path.isfile(info_path):
+        with open(info_path) as f:
+            _refuse_other_preparation(folder, json.load(f), info)
+    elif any(name.endswith((".tar", ".tar.part")) for name in os.listdir(folder)):
+        raise DataError(f"{folder} holds shards without {INFO_FILE}: use another shards_folder")
+    else:
+        _write_json(info_path, info)
+    report_path = os.path.join(folder, REPORT_FILE)
+    report = {}
+    if os.path.isfile(report_path):
+        with open(report_path) as f:
+            report = json.load(f)
+    for split, manifest in manifests.items():
+        report[split] = _write_split(
+            split,
+            read_manifest(manifest),
+            folder,
+            settings,
+            shard_megabytes,
+            seed,
+            report.get(split, {}),
+            report,
+            report_path,
+            progress,
+        )
+    return report
+
+
+def _write_split(split, entries, folder, settings, shard_megabytes, seed, previous, report, report_path, progress):
+    keys = split_order(entries, split, seed)
+    done = finished_shards(folder, split)
+    skipped = dict(previous.get("skipped", {}))
+    if done and done[-1]["last"]:
+        return _split_report(done, skipped)
+    start = done[-1]["next_position"] if done else 0
+    part = os.path.join(folder, f"{split}-{len(done):06d}.tar.part")
+    if os.path.exists(part):
+        os.remove(part)  # a shard a killed write left unfinished: written again from its first clip
+    limit = shard_megabytes * 2**20
+    sink = None
+    bar = tqdm(total=len(keys), initial=start, desc=f"shards ({split})", disable=not progress, unit="clip")
+    for position in range(start, len(keys)):
+        key = keys[position]
+        try:
+            members, meta = encode_clip(key, entries[key], split, settings)
+        except ClipProblem as problem:
+            skipped[key] = problem.reason
+            logger.warning("shards: %s left out (%s)", key, problem)
+            members = None
+        except (OSError, ValueError, RuntimeError) as error:  # a file gone or damaged since preparation
+            skipped[key] = "unreadable"
+            logger.warning("shards: %s left out (%s)", key, error)
+            members = None
+        if members is not None:
+            sink = sink or _ShardSink(folder, split, len(done), position)
+            sink.add(position, members, meta)
+            if sink.size() >= limit and position + 1 < len(keys):
+                done.append(sink.finish(position + 1, last=False))
+                sink = None
+                report[split] = _split_report(done, skipped)
+                _write_json(report_path, report)  # what was skipped survives a kill
+        bar.update(1)
+    bar.close()
+    sink = sink or _ShardSink(folder, split, len(done), len(keys))  # an empty last shard marks the end
+    done.append(sink.finish(len(keys), last=True))
+    report[split] = _split_report(done, skipped)
+    _write_json(report_path, report)
+    logger.info(
+        "shards (%s): %d clips in %d shards, %d left out", split, report[split]["clips"], len(done), len(skipped)
+    )
+    return report[split]
+
+
+def _split_report(done, skipped):
+    return {
+        "clips": sum(record["clips"] for record in done),
+        "shards": len(done),
+        "bytes": sum(record["bytes"] for record in done),
+        "skipped": skipped,
+    }
+
+
+def check_shards(folder):
+    """Verifies every finished shard in ``folder`` against its record (size, SHA-256, clips it holds).
+
+    Returns
+    -------
+    dict
+        ``{shard name: problem}``, empty when every shard is whole.
+    """
+    problems = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json") and name not in (INFO_FILE, REPORT_FILE) and not name.endswith(".tmp"):
+            with open(os.path.join(folder, name)) as f:
+                record = json.load(f)
+            problem = shard_problem(dict(record, path=os.path.join(folder, record["name"])), full=True)
+            if problem:
+                problems[record["name"]] = problem
+    return problems
+
+
+def shard_problem(record, full=False):
+    """Why a shard cannot be read (missing, size or hash not its record's, clips missing), or ``None``.
+    Without ``full``, only what costs no reading (existence and size)."""
+    path = record["path"]
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.getsize(path) != record["bytes"]:
+        return f"size {os.path.getsize(path)} bytes, written {record['bytes']}: truncated or changed"
+    if full:
+        if file_sha256(path) != record["sha256"]:
+            return "content differs from what was written (SHA-256)"
+        try:
+            with tarfile.open(path) as tar:
+                found = sum(name.endswith(".json") for name in tar.getnames())
+        except tarfile.TarError as error:
+            return f"not a readable tar file ({error})"
+        if found != record["clips"]:
+            return f"{found} clips, written {record['clips']}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def read_records(path):
+    """The records of a shard, in order: ``(meta, {suffix: bytes})``, or a ``DamagedRecord`` in place of a
+    clip whose bytes are not those written; a shard whose damage breaks the tar structure raises
+    ``tarfile.TarError`` where the damage starts."""
+    with tarfile.open(path, "r|") as tar:
+        key, meta, members = None, None, {}
+        for member in tar:
+            stem, _, suffix = member.name.partition(".")
+            if stem != key:
+                if key is not None:
+                    yield _checked(key, meta, members)
+                key, meta, members = stem, None, {}
+            data = tar.extractfile(member).read()
+            if len(data) != member.size:
+                raise tarfile.ReadError(f"member {member.name} is cut short")
+            if suffix == "json":
+                meta = json.loads(data)
+            else:
+                members[suffix] = data
+        if key is not None:
+            yield _checked(key, meta, members)
+
+
+def _checked(key, meta, members):
+    try:
+        return _complete(key, meta, members)
+    except DamagedRecord as damage:
+        return damage
+
+
+def _complete(key, meta, members):
+    if meta is None or "audio.npy" not in members:
+        raise DamagedRecord(f"record {key} is incomplete")
+    if meta.get("sha256") != record_digest(members):
+        raise DamagedRecord(f"record {key} ({meta.get('id')}) differs from what was written")
+    return meta, members
+
+
+class DamagedRecord(ValueError):
+    """One clip of a shard is damaged; the records after it can still be read."""
+
+
+def record_digest(members):
+    """SHA-256 over a record's members (name and bytes, in name order): a damaged clip is found when it is
+    read, not trained on."""
+    digest = hashlib.sha256()
+    for name in sorted(members):
+        digest.update(name.encode() + b"\0" + len(members[name]).to_bytes(8, "little"))
+        digest.update(members[name])
+    return digest.hexdigest()
+
+
+def decode_audio(members):
+    """The stored waveform, float32 ``[samples]``."""
+    array = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False)
+    if array.dtype != np.float32 or array.ndim != 1:
+        raise ValueError(f"stored audio has dtype {array.dtype} and {array.ndim} dimensions")
+    return torch.from_numpy(array.copy())
+
+
+def training_example(meta, members, sample_rate, crop_seconds, label_encoders, frames=None, transform=None):
+    """One training example from a stored clip, as the file pipelines make it: a random crop of
+    ``crop_seconds`` (the whole clip if it is not longer), its frames from the stored grid with the
+    training transform, and the encoded labels."""
+    from speechbrain_datar.dataio.pipelines import encode_label
+
+    wav = decode_audio(members)
+    duration = meta["duration"]
+    first, last = 0.0, duration
+    if crop_seconds is not None and duration > crop_seconds:
+        first = float(torch.empty(()).uniform_(0.0, duration - crop_seconds))
+        last = first + crop_seconds
+        lo = int(round(first * sample_rate))
+        hi = lo + int(round(crop_seconds * sample_rate))
+        wav = torch.nn.functional.pad(wav[lo:hi], (0, max(0, hi - lo - wav[lo:hi].shape[0])))
+    example = {"id": meta["id"], "sig": wav}
+    for key, encoder in label_encoders.items():
+        example[f"{key}_encoded"] = encode_label(meta[key], encoder)
+    if frames:
+        fps = meta.get("fps") or DEFAULT_FPS
+        times = frame_times(first, last, frames["n_frames"], frames["sampling"], fps, frames["stride"], True)
+        stored = sorted(name for name in members if name.startswith("frame."))
+        rate = meta["frame_rate"]
+        picks = [min(len(stored) - 1, max(0, math.floor(t * rate + 1e-6))) for t in times]
+        example["frames"] = transform(torch.stack([_decode_image(members[stored[k]]) for k in picks]))
+    return example
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Training batches streamed from tar shards: each clip once per epoch over all processes and workers.
+
+    Every epoch (``set_epoch``, which SpeechBrain's ``Brain`` calls on its ``train_sampler``), the shards are
+    dealt to the training processes and to their loader workers (``plan_epoch``); a worker reads its shards
+    in turn, shuffles clips in a buffer and yields ``PaddedBatch`` es of the sizes the plan gives it, so that
+    every process makes the same number of steps. A shard that is missing or truncated is reported by name
+    and left out of the epoch; one whose damage shows while it is read is reported and the rest of it
+    skipped. Use it in a ``DataLoader`` with ``batch_size=None``.
+
+    Arguments
+    ---------
+    shards : list
+        The training split's shard records (``open_shard_folder``).
+    label_encoders : dict
+        Label key -> ``CategoricalEncoder``.
+    settings : dict
+        The shards' settings.
+    crop_seconds : float
+        Training crop.
+    batch_size : int
+        Largest batch.
+    num_workers : int
+        The loader's workers (0: the main process).
+    shuffle_buffer : int
+        Clips a worker shuffles among.
+    seed : int
+        Seed of the shards' order and of the buffer.
+    rank, world_size : int or None
+        This process's place among the training processes (default: ``torch.distributed``'s, else the
+        ``RANK`` and ``WORLD_SIZE`` environment variables, else one process).
+    """
+
+    def __init__(
+        self,
+        shards,
+        label_encoders,
+        settings,
+        crop_seconds,
+        batch_size,
+        num_workers=0,
+        shuffle_buffer=1000,
+        seed=1234,
+        rank=None,
+        world_size=None,
+    ):
+        super().__init__()
+        self.label_encoders, self.settings = label_encoders, settings
+        self.crop_seconds, self.batch_size, self.seed = crop_seconds, int(batch_size), int(seed)
+        self.num_workers, self.shuffle_buffer = max(1, int(num_workers)), int(shuffle_buffer)
+        self.rank, self.world_size = _rank_and_world_size() if rank is None else (int(rank), int(world_size))
+        self.shards = []
+        for record in shards:
+            problem = shard_problem(record)
+            if problem:
+                logger.warning("shard %s is left out: %s", record["path"], problem)
+            elif record["clips"]:
+                self.shards.append(record)
+        if not self.shards:
+            raise DataError("no training shard can be read: see the warnings above, or write the shards again")
+        self.epoch, self.skip = 0, 0
+        #: A callable giving the steps already made in the current epoch (the Brain's ``step`` after it
+        #: recovered an intra-epoch checkpoint); ``None``: epochs always start from their first batch.
+        self.steps_done = None
+        self.plan = plan_epoch(
+            [r["clips"] for r in self.shards], self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
+        )
+
+    def set_epoch(self, epoch):
+        """Deals the shards for ``epoch`` (the same plan in every process). When ``steps_done`` says the epoch
+        was interrupted after some steps (a run resumed from an intra-epoch checkpoint), its first batches are
+        drawn again but not decoded, so that the rest of the epoch holds the clips it would have held."""
+        self.epoch = int(epoch)
+        self.plan = plan_epoch(
+            [r["clips"] for r in self.shards], self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
+        )
+        self.skip = int(self.steps_done()) if self.steps_done is not None else 0
+
+    def __len__(self):
+        return sum(len(part["batches"]) for part in self.plan[self.rank]) - self.skip
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        parts = self.plan[self.rank]
+        if worker is None:  # the main process reads every worker's part, one after the other
+            left = self.skip
+            for part in parts:
+                yield from self._batches(part, min(left, len(part["batches"])))
+                left -= min(left, len(part["batches"]))
+            return
+        if worker.num_workers != self.num_workers:
+            raise DataError(
+                f"ShardStream was planned for {self.num_workers} workers, the loader has {worker.num_workers}"
+            )
+        skips = round_robin_counts([len(part["batches"]) for part in parts], self.skip)
+        yield from self._batches(parts[worker.id], skips[worker.id])
+
+    def _records(self, part):
+        """The records of the part's shards in turn; damage is reported, and skipped."""
+        for index in part["shards"]:
+            path = self.shards[index]["path"]
+            try:
+                for clip in read_records(path):
+                    if isinstance(clip, DamagedRecord):
+                        logger.warning("shard %s: %s; the clip is skipped", path, clip)
+                    else:
+                        yield clip
+            except (tarfile.TarError, OSError) as error:
+                logger.warning("shard %s is damaged, the rest of it is skipped this epoch: %s", path, error)
+
+    def _batches(self, part, skip=0):
+        """The part's batches from a shuffle buffer of records; the first ``skip`` are drawn, not decoded."""
+        frames = self.settings.get("frames")
+        transform = FrameTransform(frames["size"], train=True) if frames else None
+        rng = random.Random(hash((self.seed, self.epoch, self.rank, tuple(part["shards"]))))
+        sizes, buffer, drawn = list(part["batches"]), [], [0]
+
+        def batch(records):
+            drawn[0] += 1
+            if drawn[0] <= skip:
+                return None
+            sample_rate, crop, encoders = self.settings["sample_rate"], self.crop_seconds, self.label_encoders
+            return sb.dataio.batch.PaddedBatch(
+                [
+                    training_example(meta, members, sample_rate, crop, encoders, frames, transform)
+                    for meta, members in records
+                ]
+            )
+
+        for record in self._records(part):
+            buffer.append(record)
+            if len(buffer) >= self.shuffle_buffer and sizes:
+                made = batch(self._draw(buffer, sizes.pop(0), rng))
+                if made is not None:
+                    yield made
+        rng.shuffle(buffer)
+        while sizes and buffer:
+            size = sizes.pop(0)
+            records, buffer = buffer[:size], buffer[size:]
+            made = batch(records)
+            if made is not None:
+                yield made
+
+    @staticmethod
+    def _draw(buffer, size, rng):
+        """``size`` records drawn at random from the buffer (and taken out of it)."""
+        picked = []
+        for _ in range(min(size, len(buffer))):
+            i = rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            picked.append(buffer.pop())
+        return picked
+
+
+def round_robin_counts(batches, steps):
+    """How many batches each worker has given after ``steps`` batches of a ``DataLoader`` that takes them in
+    turn from workers holding ``batches`` each (a worker that has given all of its batches is passed over).
+
+    Example
+    -------
+    >>> round_robin_counts([3, 1, 2], 5)
+    [2, 1, 2]
+    """
+    counts = [0] * len(batches)
+    done = 0
+    while done < steps and any(c < b for c, b in zip(counts, batches)):
+        for w, total in enumerate(batches):
+            if done < steps and counts[w] < total:
+                counts[w] += 1
+                done += 1
+    return counts
+
+
+def _rank_and_world_size():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def plan_epoch(counts, world_size, num_workers, batch_size, epoch, seed):
+    """Deals shards to processes and workers for one epoch, and sizes their batches.
+
+    Shards go, in an order shuffled by ``(seed, epoch)``, largest first, to the process and then the worker
+    holding the fewest clips; each worker splits its clips into batches of at most ``batch_size``, and
+    processes that would make fewer steps than the others split some batches further, so that every process
+    makes the same number of steps (distributed training needs it) and every clip is in one batch.
+
+    Returns
+    -------
+    list
+        Per process, per worker: ``{"shards": [shard index, ...], "batches": [size, ...]}``.
+
+    Example
+    -------
+    >>> plan = plan_epoch([10, 10, 10, 3], world_size=2, num_workers=1, batch_size=8, epoch=0, seed=0)
+    >>> [sum(sum(w["batches"]) for w in rank) for rank in plan], [sum(len(w["batches"]) for w in rank) for rank in plan]
+    ([20, 13], [3, 3])
+    """
+    order = list(range(len(counts)))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    order.sort(key=lambda i: -counts[i])  # stable: equal shards stay in the shuffled order
+    ranks = [[{"shards": [], "clips": 0} for _ in range(num_workers)] for _ in range(world_size)]
+    totals = [0] * world_size
+    for index in order:
+        rank = min(range(world_size), key=lambda r: totals[r])
+        worker = min(ranks[rank], key=lambda w: w["clips"])
+        worker["shards"].append(index)
+        worker["clips"] += counts[index]
+        totals[rank] += counts[index]
+    steps = [[math.ceil(w["clips"] / batch_size) for w in workers] for workers in ranks]
+    target = max(sum(s) for s in steps)
+    if min(totals) < target:
+        raise DataError(
+            f"{len(counts)} training shards cannot give {world_size} processes the same number of steps "
+            f"(one gets {min(totals)} clips, another {target} batches): write smaller shards (shard_megabytes)"
+        )
+    for workers, worker_steps in zip(ranks, steps):
+        while sum(worker_steps) < target:  # more, smaller batches where a worker has clips to spare
+            spare = max(range(len(workers)), key=lambda w: workers[w]["clips"] / max(1, worker_steps[w]))
+            worker_steps[spare] += 1
+    return [
+        [{"shards": w["shards"], "batches": _even_sizes(w["clips"], n)} for w, n in zip(workers, worker_steps)]
+        for workers, worker_steps in zip(ranks, steps)
+    ]
+
+
+def _even_sizes(clips, batches):
+    """``clips`` split into ``batches`` sizes that differ by at most one."""
+    if not batches:
+        return []
+    base, extra = divmod(clips, batches)
+    return [base + (i < extra) for i in range(batches)]
+
+
+def shard_eval_dataset(shards, manifest, label_encoders, settings):
+    """A validation or test set read from its shards: the same items, in the same order, as the file
+    pipelines give (``sig``, ``<key>_encoded``, and ``frames``, ``crop_starts`` for audio-visual recipes).
+
+    Clips are found by their place in the shards (an index of the tar members), so evaluation reads no
+    more than it uses.
+    """
+    from speechbrain_datar.dataio.pipelines import label_pipeline
+
+    entries = read_manifest(manifest)
+    located = {}
+    for record in shards:
+        problem = shard_problem(record)
+        if problem:
+            raise DataError(f"evaluation shard {record['path']} cannot be read: {problem}")
+        with tarfile.open(record["path"]) as tar:
+            for member in tar.getmembers():
+                stem, _, suffix = member.name.partition(".")
+                located.setdefault(stem, {"shard": record["path"]})[suffix] = (member.offset_data, member.size)
+    by_id = {}
+    for members in located.values():
+        with open(members["shard"], "rb") as f:
+            f.seek(members["json"][0])
+            by_id[json.loads(f.read(members["json"][1]))["id"]] = members
+    missing = [key for key in entries if key not in by_id]
+    if missing:
+        logger.warning("%d clips of %s are not in its shards (left out when they were written)", len(missing), manifest)
+    data = {key: dict(entry, members=by_id[key]) for key, entry in entries.items() if key in by_id}
+    if not data:
+        raise DataError(f"no clip of {manifest} is in its shards")
+
+    @sb.utils.data_pipeline.takes("members")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio(members):
+        return decode_audio({"audio.npy": _read_member(members, "audio.npy")})
+
+    items = [audio] + [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
+    keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
+    if settings.get("frames"):
+
+        @sb.utils.data_pipeline.takes("members")
+        @sb.utils.data_pipeline.provides("frames", "crop_starts")
+        def crops(members):
+            meta = json.loads(_read_member(members, "json"))
+            names = sorted(name for name in members if name.startswith("crop."))
+            pictures = torch.stack([_decode_image(_read_member(members, name)) for name in names])
+            starts = meta["crop_starts"]
+            yield pictures.reshape(len(starts), -1, *pictures.shape[1:])
+            yield torch.tensor(starts)
+
+        items.append(crops)
+        keys += ["frames", "crop_starts"]
+    dataset = sb.dataio.dataset.DynamicItemDataset(data, dynamic_items=items, output_keys=keys)
+    return dataset.filtered_sorted(sort_key="duration")
+
+
+def _read_member(members, suffix):
+    offset, size = members[suffix]
+    with open(members["shard"], "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise DataError(f"shard {members['shard']} is cut short")
+    return data
+
+
+def main(argv=None):
+    """``python -m speechbrain_datar.dataio.shards check <folder>``: verifies every shard (size, SHA-256,
+    clips); exit status 1 when one is not whole."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("folder")
+    args = parser.parse_args(argv)
+    problems = check_shards(args.folder)
+    for name, problem in problems.items():
+        print(f"{name}: {problem}")
+    if not problems:
+        print(f"all shards in {args.folder} are whole")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

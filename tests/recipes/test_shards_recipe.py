@@ -1,0 +1,166 @@
+"""Training and evaluation from tar shards through the real recipe: evaluation equals evaluation from the
+files, and two "nodes" of one process each (loopback, gloo) train from shards to the same weights with
+every clip used exactly once per epoch."""
+
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, kill_after_first_checkpoint
+
+TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
+HPARAMS = os.path.join(ROOT, "hparams", "datar.yaml")
+LAUNCHER = os.path.join(ROOT, "tests", "recipe_saving_every_process.py")
+
+TINY = {
+    "preset": "micro",
+    "n_classes": 6,
+    "clip_seconds": 1.0,
+    "eval_hop_seconds": 0.5,
+    "batch_size": 4,
+    "lr": 0.001,
+    "num_workers": 0,
+    "valid_ratio": 0.2,
+    "stats_max_clips": 20,
+    "shard_megabytes": 0.2,
+}
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory):
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    folder = tmp_path_factory.mktemp("vggsound")
+    make_vggsound_like(str(folder), train_per_class=5, test_per_class=2, seconds=1.5)
+    return str(folder)
+
+
+def options(data_folder, output_folder, epochs, **extra):
+    values = dict(TINY, data_folder=data_folder, output_folder=output_folder, number_of_epochs=epochs, **extra)
+    return [f"--{k}={v}" for k, v in values.items()]
+
+
+def run(cmd, **kwargs):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def metrics_of(folder):
+    with open(os.path.join(folder, "test_metrics.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_shards_written_once_give_the_evaluation_the_files_give_and_another_preparation_is_refused(
+    data_folder, tmp_path
+):
+    out = str(tmp_path / "files")
+    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    from_files = metrics_of(out)
+    os.remove(os.path.join(out, "test_metrics.json"))
+    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2, write_shards_only=True))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not os.path.isfile(os.path.join(out, "test_metrics.json"))  # it wrote the shards and stopped
+    shards = os.path.join(out, "save", "shards")
+    with open(os.path.join(shards, "shards_report.json")) as f:
+        report = json.load(f)
+    assert report["train"]["shards"] > 2 and report["train"]["clips"] == len(prepared_ids(out))
+    check = run([sys.executable, "-m", "speechbrain_datar.dataio.shards", "check", shards])
+    assert check.returncode == 0 and "are whole" in check.stdout, check.stdout + check.stderr
+    # the same trained checkpoint, evaluated from the shards
+    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2, data_format="shards"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics_of(out) == from_files
+    # shards written at another rate are refused, in one line
+    result = run(
+        [sys.executable, TRAIN, HPARAMS]
+        + options(data_folder, str(tmp_path / "other"), 1, data_format="shards", shards_folder=shards, sample_rate=8000)
+    )
+    assert result.returncode != 0
+    assert "other settings" in result.stderr and "sample_rate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_from_shards_end_with_the_same_weights_and_use_every_clip_once_per_epoch(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    nodes = []
+    for node_rank in (0, 1):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            f"--node_rank={node_rank}",
+            "--nproc_per_node=1",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            LAUNCHER,
+            HPARAMS,
+        ] + options(data_folder, out, 2, data_format="shards", num_workers=1, distributed_backend="gloo")
+        nodes.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    weights = [torch.load(os.path.join(out, f"weights_rank{rank}.pt")) for rank in (0, 1)]
+    assert list(weights[0]) == list(weights[1])
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    with open(os.path.join(out, "train_log.txt")) as f:
+        losses = [float(loss) for loss in re.findall(r"train loss: ([0-9.e+-]+)", f.read())]
+    assert len(losses) == 2 and losses[1] < losses[0]  # it learns from the shards
+    seen = [recorded_ids(out, rank) for rank in (0, 1)]
+    train_ids = sorted(prepared_ids(out))
+    for epoch in (1, 2):
+        assert sorted(seen[0][epoch] + seen[1][epoch]) == train_ids  # every clip once, none twice
+        assert seen[0][epoch] and seen[1][epoch]
+
+
+def recorded_ids(out, rank, up_to_step=None):
+    """``{epoch: [clip id, ...]}`` the launcher recorded for a process (up to a step of the first epoch)."""
+    ids = {}
+    with open(os.path.join(out, f"ids_rank{rank}.txt")) as f:
+        for line in f:
+            epoch, step, clip = line.split()
+            if up_to_step is None or int(step) <= up_to_step:
+                ids.setdefault(int(epoch), []).append(clip)
+    return ids
+
+
+def prepared_ids(out):
+    with open(os.path.join(out, "save", "train.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_with_the_clips_its_epoch_had_left(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    cmd = [sys.executable, LAUNCHER, HPARAMS] + options(data_folder, out, 1, data_format="shards", num_workers=2)
+    cmd += ["--ckpt_interval_steps=3", "--ckpt_interval_minutes=0"]
+    kill_after_first_checkpoint(cmd, ROOT, out)
+    with open(glob.glob(os.path.join(out, "save", "CKPT+*", "brain.ckpt"))[0]) as f:
+        checkpointed_steps = yaml.safe_load(f)["step"]
+    assert checkpointed_steps == 3
+    before = recorded_ids(out, 0, up_to_step=checkpointed_steps)[1]  # what the checkpoint holds
+    os.rename(os.path.join(out, "ids_rank0.txt"), os.path.join(out, "ids_killed.txt"))
+    result = run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = recorded_ids(out, 0)[1]
+    assert len(before) == 3 * TINY["batch_size"]
+    assert sorted(before + after) == sorted(prepared_ids(out))  # the epoch, finished: every clip once
