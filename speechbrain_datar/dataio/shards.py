@@ -545,6 +545,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     and left out of the epoch; one whose damage shows while it is read is reported and the rest of it
     skipped. Use it in a ``DataLoader`` with ``batch_size=None``.
 
+    With ``expected_draws`` (class-balanced sampling, AudioSet's), a clip is used a number of times per
+    epoch drawn around its expected count (``draws_in_epoch``) instead of once: the classes are balanced as
+    by a weighted sampler with replacement, while the shards are still read in sequence.
+
     Arguments
     ---------
     shards : list
@@ -566,6 +570,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     rank, world_size : int or None
         This process's place among the training processes (default: ``torch.distributed``'s, else the
         ``RANK`` and ``WORLD_SIZE`` environment variables, else one process).
+    expected_draws : dict or None
+        Clip id -> how many times per epoch it is used on average (``None``: once each).
     """
 
     def __init__(
@@ -580,8 +586,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         seed=1234,
         rank=None,
         world_size=None,
+        expected_draws=None,
     ):
         super().__init__()
+        self.expected_draws = expected_draws
         self.label_encoders, self.settings = label_encoders, settings
         self.crop_seconds, self.batch_size, self.seed = crop_seconds, int(batch_size), int(seed)
         self.num_workers, self.shuffle_buffer = max(1, int(num_workers)), int(shuffle_buffer)
@@ -600,8 +608,19 @@ class ShardStream(torch.utils.data.IterableDataset):
         #: recovered an intra-epoch checkpoint); ``None``: epochs always start from their first batch.
         self.steps_done = None
         self.plan = plan_epoch(
-            [r["clips"] for r in self.shards], self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
+            self._clips_per_shard(), self.world_size, self.num_workers, self.batch_size, 0, self.seed
         )
+
+    def _draws(self, clip_id):
+        """How many times the clip is used in this epoch (the same in every process)."""
+        if self.expected_draws is None:
+            return 1
+        return draws_in_epoch(self.expected_draws.get(clip_id, 0.0), self.seed, self.epoch, clip_id)
+
+    def _clips_per_shard(self):
+        if self.expected_draws is None:
+            return [record["clips"] for record in self.shards]
+        return [sum(self._draws(clip_id) for clip_id in record["ids"]) for record in self.shards]
 
     def set_epoch(self, epoch):
         """Deals the shards for ``epoch`` (the same plan in every process). When ``steps_done`` says the epoch
@@ -609,7 +628,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         drawn again but not decoded, so that the rest of the epoch holds the clips it would have held."""
         self.epoch = int(epoch)
         self.plan = plan_epoch(
-            [r["clips"] for r in self.shards], self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
+            self._clips_per_shard(), self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
         )
         self.skip = int(self.steps_done()) if self.steps_done is not None else 0
 
@@ -641,7 +660,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                     if isinstance(clip, DamagedRecord):
                         logger.warning("shard %s: %s; the clip is skipped", path, clip)
                     else:
-                        yield clip
+                        yield from [clip] * self._draws(clip[0]["id"])
             except (tarfile.TarError, OSError) as error:
                 logger.warning("shard %s is damaged, the rest of it is skipped this epoch: %s", path, error)
 
@@ -687,6 +706,22 @@ class ShardStream(torch.utils.data.IterableDataset):
             buffer[i], buffer[-1] = buffer[-1], buffer[i]
             picked.append(buffer.pop())
         return picked
+
+
+def draws_in_epoch(expected, seed, epoch, clip_id):
+    """How many times a clip whose expected count per epoch is ``expected`` is used in ``epoch``: its whole
+    part, plus one with the probability of its fraction (drawn from ``seed``, ``epoch`` and the clip's id, so
+    that every process draws the same).
+
+    Example
+    -------
+    >>> [draws_in_epoch(2.0, 0, 1, "a"), draws_in_epoch(0.0, 0, 1, "a")]
+    [2, 0]
+    >>> sum(draws_in_epoch(0.25, 0, epoch, "a") for epoch in range(4000)) / 4000
+    0.25375
+    """
+    whole = int(expected)
+    return whole + (random.Random(f"{seed}/{epoch}/{clip_id}").random() < expected - whole)
 
 
 def round_robin_counts(batches, steps):

@@ -19,6 +19,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
+from speechbrain_datar.dataio.manifest import read_manifest
 from speechbrain_datar.dataio.pipelines import build_datasets
 from speechbrain_datar.dataio.prepare import labels_of, prepare_dataset
 from speechbrain_datar.dataio.shards import (
@@ -145,7 +146,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         logger.info("coarse-to-fine: %d epochs over the phases %s", schedule.total_epochs, schedule.phases)
         hparams["epoch_counter"].limit = schedule.total_epochs
     if hparams["data_format"] == "shards":
-        datasets, train_options = shard_datasets(hparams, label_encoders)
+        datasets, train_options = shard_datasets(hparams, label_encoders, label_keys)
     else:
         frames = dict(frame_options(hparams), eval_crops=hparams["eval_crops"])
         datasets = build_datasets(
@@ -222,10 +223,17 @@ def write_recipe_shards(hparams):
     return report
 
 
-def shard_datasets(hparams, label_encoders):
+def balanced_draws(manifest, label_key):
+    """Clip id -> expected uses per epoch that balance the classes of ``label_key`` (``balanced_sampling``
+    from shards: as many draws in all as clips, as the weighted sampler of the files makes)."""
+    entries = read_manifest(manifest)
+    weights = class_balanced_weights([labels_of(entry[label_key]) for entry in entries.values()])
+    scale = len(weights) / sum(weights)
+    return {clip_id: weight * scale for clip_id, weight in zip(entries, weights)}
+
+
+def shard_datasets(hparams, label_encoders, label_keys):
     """The training stream and the evaluation sets from the recipe's shards, and the training loader's options."""
-    if hparams["balanced_sampling"]:
-        raise DataError("balanced_sampling draws clips at random from files: train with --data_format=files")
     manifests = prepared_manifests(hparams["save_folder"])
     settings = recipe_shard_settings(hparams)
     shards = open_shard_folder(hparams["shards_folder"], manifests, settings)
@@ -241,6 +249,7 @@ def shard_datasets(hparams, label_encoders):
             num_workers=workers,
             shuffle_buffer=hparams["shuffle_buffer"],
             seed=hparams["seed"],
+            expected_draws=balanced_draws(manifests["train"], label_keys[0]) if hparams["balanced_sampling"] else None,
         )
     }
     for split in ("valid", "test"):

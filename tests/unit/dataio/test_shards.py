@@ -141,6 +141,50 @@ def test_a_resumed_epoch_gives_the_batches_the_uninterrupted_epoch_had_left(prep
         assert sorted(epoch_ids(steps_done)) == sorted(whole[steps_done:])
 
 
+def test_balanced_sampling_from_shards_balances_the_classes_with_equal_steps(prepared):
+    from speechbrain_datar.training.recipe import balanced_draws
+
+    manifests, folder, _ = prepared
+    with open(manifests["train"]) as f:
+        entries = json.load(f)
+    keep = [key for key in entries if entries[key]["label"] != "hum"][:14] + ["train2"]  # one clip of "hum"
+    imbalanced = os.path.join(os.path.dirname(folder), "imbalanced.json")
+    with open(imbalanced, "w") as f:
+        json.dump({key: entries[key] for key in keep}, f)
+    shards = open_shard_folder(folder, manifests, shard_settings(16000))["train"]
+    draws = balanced_draws(imbalanced, "label")
+    assert sorted(set(round(v, 3) for v in draws.values())) == [0.714, 5.0]  # 15 draws in all, 5 of them the "hum" clip
+    per_class, seen_in = {}, {}
+    for epoch in range(1, 9):
+        steps = []
+        for rank in range(2):
+            stream = ShardStream(
+                shards,
+                {"label": encoder_of(LABELS)},
+                shard_settings(16000),
+                1.0,
+                4,
+                1,
+                5,
+                7,
+                rank,
+                2,
+                expected_draws=draws,
+            )
+            stream.set_epoch(epoch)
+            batches = list(stream)
+            steps.append(len(batches))
+            for batch in batches:
+                for clip_id in batch.id:
+                    label = entries[clip_id]["label"]
+                    per_class[label] = per_class.get(label, 0) + 1
+                    seen_in.setdefault(clip_id, set()).add(epoch)
+        assert steps[0] == steps[1]
+    assert set(seen_in) <= set(keep)
+    counts = [per_class[label] for label in LABELS]
+    assert max(counts) < 1.6 * min(counts), per_class  # balanced: 14 clips of two classes against 1 of the third
+
+
 def test_plan_deals_every_shard_once_and_balances_steps():
     rng = random.Random(0)
     for _ in range(300):
