@@ -17,6 +17,29 @@ TEST_DATA = os.path.join(ROOT, "tests", "data")
 HELPERS = os.path.join(ROOT, "tests")
 
 
+#: The recipe tests' tiny run of the VGGSound recipe: DATAR-micro on 1 s crops of a generated set.
+TINY_VGGSOUND = {
+    "preset": "micro",
+    "n_classes": 6,
+    "clip_seconds": 1.0,
+    "eval_hop_seconds": 0.5,
+    "batch_size": 6,
+    "lr": 0.001,
+    "num_workers": 0,
+    "valid_ratio": 0.2,
+    "stats_max_clips": 20,
+}
+
+
+def tiny_vggsound_folder(tmp_path_factory, seconds=1.0):
+    """A generated set in VGGSound's layout: six classes, 5 training and 2 test clips each."""
+    from speechbrain_datar.dataio.synthetic import make_vggsound_like
+
+    folder = tmp_path_factory.mktemp("vggsound")
+    make_vggsound_like(str(folder), train_per_class=5, test_per_class=2, seconds=seconds)
+    return str(folder)
+
+
 def available_devices():
     """CPU always; CUDA as well when this machine has it."""
     devices = ["cpu"]

@@ -633,7 +633,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.skip = int(self.steps_done()) if self.steps_done is not None else 0
 
     def __len__(self):
-        return sum(len(part["batches"]) for part in self.plan[self.rank]) - self.skip
+        """The epoch's steps in this process (those of a resumed epoch included, as SpeechBrain counts them)."""
+        return sum(len(part["batches"]) for part in self.plan[self.rank])
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()

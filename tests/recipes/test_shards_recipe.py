@@ -13,33 +13,18 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, kill_after_first_checkpoint
+from conftest import ROOT, TINY_VGGSOUND, kill_after_first_checkpoint, tiny_vggsound_folder
 
 TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
 HPARAMS = os.path.join(ROOT, "hparams", "datar.yaml")
 LAUNCHER = os.path.join(ROOT, "tests", "recipe_saving_every_process.py")
 
-TINY = {
-    "preset": "micro",
-    "n_classes": 6,
-    "clip_seconds": 1.0,
-    "eval_hop_seconds": 0.5,
-    "batch_size": 4,
-    "lr": 0.001,
-    "num_workers": 0,
-    "valid_ratio": 0.2,
-    "stats_max_clips": 20,
-    "shard_megabytes": 0.2,
-}
+TINY = dict(TINY_VGGSOUND, batch_size=4, shard_megabytes=0.2)
 
 
 @pytest.fixture(scope="module")
 def data_folder(tmp_path_factory):
-    from speechbrain_datar.dataio.synthetic import make_vggsound_like
-
-    folder = tmp_path_factory.mktemp("vggsound")
-    make_vggsound_like(str(folder), train_per_class=5, test_per_class=2, seconds=1.5)
-    return str(folder)
+    return tiny_vggsound_folder(tmp_path_factory, seconds=1.5)  # longer than the crop: random crops from shards
 
 
 def options(data_folder, output_folder, epochs, **extra):

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import (
     ROOT,  # noqa: E402
+    TINY_VGGSOUND,
     kill_after_first_checkpoint,
+    tiny_vggsound_folder,
 )
 
 TRAIN = os.path.join(ROOT, "recipes", "VGGSound", "train.py")
@@ -22,26 +24,12 @@ sys.path.insert(0, os.path.join(ROOT, "recipes", "VGGSound"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
-TINY = {
-    "preset": "micro",
-    "n_classes": 6,
-    "clip_seconds": 1.0,
-    "eval_hop_seconds": 0.5,
-    "batch_size": 6,
-    "lr": 0.001,
-    "num_workers": 0,
-    "valid_ratio": 0.2,
-    "stats_max_clips": 20,
-}
+TINY = TINY_VGGSOUND
 
 
 @pytest.fixture(scope="module")
 def data_folder(tmp_path_factory):
-    from speechbrain_datar.dataio.synthetic import make_vggsound_like
-
-    folder = tmp_path_factory.mktemp("vggsound")
-    make_vggsound_like(str(folder), train_per_class=5, test_per_class=2, seconds=1.0)
-    return str(folder)
+    return tiny_vggsound_folder(tmp_path_factory)
 
 
 def prepare(function, data_folder, save_folder, valid_ratio=0.1):
