@@ -27,11 +27,13 @@ epoch whatever the number of processes and workers. Evaluation reads its shards 
 (``shard_eval_dataset``) and gives the same items as the file pipelines.
 """
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import random
 import tarfile
@@ -282,7 +284,7 @@ def split_order(entries, split, seed):
     return keys
 
 
-def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, progress=True):
+def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, progress=True, workers=0):
     """Writes each split's clips into tar shards of about ``shard_megabytes`` in ``folder``.
 
     A folder with finished shards of the same preparation and settings is continued after its last finished
@@ -303,6 +305,8 @@ def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, pr
         Seed of the training split's order.
     progress : bool
         Show a progress bar per split.
+    workers : int
+        Processes that decode clips (0 or 1: this one); the shards are the same whatever their number.
 
     Returns
     -------
@@ -348,11 +352,14 @@ def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, pr
             report,
             report_path,
             progress,
+            workers,
         )
     return report
 
 
-def _write_split(split, entries, folder, settings, shard_megabytes, seed, previous, report, report_path, progress):
+def _write_split(
+    split, entries, folder, settings, shard_megabytes, seed, previous, report, report_path, progress, workers
+):
     keys = split_order(entries, split, seed)
     done = finished_shards(folder, split)
     skipped = dict(previous.get("skipped", {}))
@@ -365,27 +372,22 @@ def _write_split(split, entries, folder, settings, shard_megabytes, seed, previo
     limit = shard_megabytes * 2**20
     sink = None
     bar = tqdm(total=len(keys), initial=start, desc=f"shards ({split})", disable=not progress, unit="clip")
-    for position in range(start, len(keys)):
-        key = keys[position]
-        try:
-            members, meta = encode_clip(key, entries[key], split, settings)
-        except ClipProblem as problem:
-            skipped[key] = problem.reason
-            logger.warning("shards: %s left out (%s)", key, problem)
-            members = None
-        except (OSError, ValueError, RuntimeError) as error:  # a file gone or damaged since preparation
-            skipped[key] = "unreadable"
-            logger.warning("shards: %s left out (%s)", key, error)
-            members = None
-        if members is not None:
-            sink = sink or _ShardSink(folder, split, len(done), position)
-            sink.add(position, members, meta)
-            if sink.size() >= limit and position + 1 < len(keys):
-                done.append(sink.finish(position + 1, last=False))
-                sink = None
-                report[split] = _split_report(done, skipped)
-                _write_json(report_path, report)  # what was skipped survives a kill
-        bar.update(1)
+    jobs = ((keys[position], entries[keys[position]], split, settings) for position in range(start, len(keys)))
+    with _encoder_pool(workers) as pool:
+        encoded = pool.imap(_encoded_or_problem, jobs, chunksize=4) if pool else map(_encoded_or_problem, jobs)
+        for position, (members, meta, problem) in enumerate(encoded, start):
+            if problem:
+                skipped[keys[position]] = problem[0]
+                logger.warning("shards: %s left out (%s)", keys[position], problem[1])
+            else:
+                sink = sink or _ShardSink(folder, split, len(done), position)
+                sink.add(position, members, meta)
+                if sink.size() >= limit and position + 1 < len(keys):
+                    done.append(sink.finish(position + 1, last=False))
+                    sink = None
+                    report[split] = _split_report(done, skipped)
+                    _write_json(report_path, report)  # what was skipped survives a kill
+            bar.update(1)
     bar.close()
     sink = sink or _ShardSink(folder, split, len(done), len(keys))  # an empty last shard marks the end
     done.append(sink.finish(len(keys), last=True))
@@ -395,6 +397,28 @@ def _write_split(split, entries, folder, settings, shard_megabytes, seed, previo
         "shards (%s): %d clips in %d shards, %d left out", split, report[split]["clips"], len(done), len(skipped)
     )
     return report[split]
+
+
+def _encoded_or_problem(job):
+    """``encode_clip`` of one clip, or why it cannot be read: ``(members, meta, None)`` or ``(None, None,
+    (reason, message))`` (what a worker process sends back)."""
+    try:
+        return (*encode_clip(*job), None)
+    except ClipProblem as problem:
+        return None, None, (problem.reason, str(problem))
+    except (OSError, ValueError, RuntimeError) as error:  # a file gone or damaged since preparation
+        return None, None, ("unreadable", str(error))
+
+
+@contextlib.contextmanager
+def _encoder_pool(workers):
+    """Processes that decode clips for the writer (``None``: decode in this process). Started with spawn:
+    a process forked from one that ran torch's thread pool can hang."""
+    if workers <= 1:
+        yield None
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool
 
 
 def _split_report(done, skipped):

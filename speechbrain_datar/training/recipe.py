@@ -209,6 +209,7 @@ def write_recipe_shards(hparams):
         recipe_shard_settings(hparams),
         shard_megabytes=hparams["shard_megabytes"],
         seed=hparams["seed"],
+        workers=hparams["num_workers"],
     )
     for split, numbers in report.items():
         logger.info(

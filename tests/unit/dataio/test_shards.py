@@ -211,8 +211,8 @@ def test_too_few_shards_for_the_processes_is_a_clear_error():
 
 def test_a_killed_write_resumes_to_the_same_shards(tmp_path, monkeypatch):
     manifests = make_prepared(str(tmp_path / "data"), n_train=12, n_test=2)
-    whole = str(tmp_path / "whole")
-    write_shards(manifests, whole, shard_settings(16000), shard_megabytes=0.2, progress=False)
+    whole = str(tmp_path / "whole")  # written by two decoding processes: the same bytes as by one
+    write_shards(manifests, whole, shard_settings(16000), shard_megabytes=0.2, progress=False, workers=2)
     killed = str(tmp_path / "killed")
     real, calls = shards_module.encode_clip, []
 
