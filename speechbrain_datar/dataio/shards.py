@@ -566,8 +566,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     dealt to the training processes and to their loader workers (``plan_epoch``); a worker reads its shards
     in turn, shuffles clips in a buffer and yields ``PaddedBatch`` es of the sizes the plan gives it, so that
     every process makes the same number of steps. A shard that is missing or truncated is reported by name
-    and left out of the epoch; one whose damage shows while it is read is reported and the rest of it
-    skipped. Use it in a ``DataLoader`` with ``batch_size=None``.
+    and left out of the epoch; a damaged clip (its bytes are not those written) is reported and skipped, and
+    a shard whose tar structure breaks is reported and the rest of it skipped; a worker that lost clips to
+    damage repeats a batch (with a warning) rather than make fewer steps than the other processes wait for.
+    Use it in a ``DataLoader`` with ``batch_size=None``.
 
     With ``expected_draws`` (class-balanced sampling, AudioSet's), a clip is used a number of times per
     epoch drawn around its expected count (``draws_in_epoch``) instead of once: the classes are balanced as
@@ -708,10 +710,12 @@ class ShardStream(torch.utils.data.IterableDataset):
                 ]
             )
 
+        records = []
         for record in self._records(part):
             buffer.append(record)
             if len(buffer) >= self.shuffle_buffer and sizes:
-                made = batch(self._draw(buffer, sizes.pop(0), rng))
+                records = self._draw(buffer, sizes.pop(0), rng)
+                made = batch(records)
                 if made is not None:
                     yield made
         rng.shuffle(buffer)
@@ -721,6 +725,16 @@ class ShardStream(torch.utils.data.IterableDataset):
             made = batch(records)
             if made is not None:
                 yield made
+        if sizes and records:  # clips were lost to damage: every process must still make the planned steps
+            logger.warning(
+                "%d batches of this epoch repeat clips already used (damaged clips left them short), so that "
+                "every process makes the same number of steps",
+                len(sizes),
+            )
+            for _ in sizes:
+                made = batch(records)
+                if made is not None:
+                    yield made
 
     @staticmethod
     def _draw(buffer, size, rng):
