@@ -88,10 +88,20 @@ class FrameTransform:
     def __call__(self, frames):
         """uint8 ``[n, 3, H, W]`` -> uint8 ``[n, 3, size, size]``."""
         top, left, h, w = self._crop_box(*frames.shape[-2:])
-        crop = frames[..., top : top + h, left : left + w].float()
-        out = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        if self.train and float(torch.rand(())) < self.flip:
-            out = out.flip(-1)
+        crop = frames[..., top : top + h, left : left + w]
+        size = (self.size, self.size)
+        if self.train:
+            # torch's uint8 path (channels-last) is 3-4x faster than float; within one level of it
+            out = F.interpolate(
+                crop.contiguous(memory_format=torch.channels_last),
+                size=size,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            ).contiguous()
+            return out.flip(-1) if float(torch.rand(())) < self.flip else out
+        # evaluation keeps the float path: exported models' outputs stay those of earlier versions
+        out = F.interpolate(crop.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
         return out.round().clamp(0, 255).to(torch.uint8)
 
 

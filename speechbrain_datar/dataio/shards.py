@@ -8,7 +8,8 @@ manifests once and writes each split into tar shards of about ``shard_megabytes`
 - ``<n>.audio.npy``: its mono waveform at the recipe's rate, float32, exactly what ``load_clip`` gives
   (lossless: evaluation from shards equals evaluation from the files);
 - audio-visual recipes, training split: ``<n>.frame.<k>.jpg``, the clip's frames on a grid of
-  ``frame_rate`` frames per second (every frame of the video for consecutive sampling), JPEG at a short
+  ``frame_rate`` frames per second (every frame of the video for consecutive sampling; the very frames
+  training reads when the clip is not longer than the span), JPEG at a short
   side a little above the model's frame size, enough for random resized crops;
 - audio-visual recipes, evaluation splits: ``<n>.crop.<k>.png``, the evaluation crops' frames exactly as
   the file pipeline gives them (lossless), and their starts in the JSON.
@@ -27,6 +28,7 @@ epoch whatever the number of processes and workers. Evaluation reads its shards 
 (``shard_eval_dataset``) and gives the same items as the file pipelines.
 """
 
+import bisect
 import contextlib
 import hashlib
 import io
@@ -176,21 +178,35 @@ def _image_bytes(frame, fmt):
     return buffer.getvalue()
 
 
-def _decode_image(data):
+def _decode_images(images):
+    """JPEG or PNG bytes -> uint8 ``[n, 3, H, W]`` in channels-last memory (what the frame transform's
+    fast path reads, without a copy)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    decoded = []
+    for data in images:
+        with Image.open(io.BytesIO(data)) as image:
+            decoded.append(torch.from_numpy(np.array(image if image.mode == "RGB" else image.convert("RGB"))))
+    return torch.stack(decoded).permute(0, 3, 1, 2)
 
 
-def training_frame_grid(duration, rate):
-    """Times (seconds into the clip) of the frames stored for training: the middle of each ``1 / rate``.
+def training_frame_times(duration, frames, fps):
+    """Times (seconds into the clip) of the frames stored for training.
+
+    A clip no longer than the training span with uniform sampling always gives the same frames: those are
+    stored. Otherwise a grid: the middle of each ``1 / frame_rate`` seconds (every frame of the video for
+    consecutive sampling); training takes, for each time it asks for, the stored frame nearest to it.
 
     Example
     -------
-    >>> training_frame_grid(1.0, 4.0)
-    [0.125, 0.375, 0.625, 0.875]
+    >>> frames = {"n_frames": 2, "sampling": "uniform", "span_seconds": 1.0, "frame_rate": 4.0}
+    >>> training_frame_times(1.0, frames, 25.0), training_frame_times(2.0, frames, 25.0)
+    ([0.25, 0.75], [0.125, 0.375, 0.625, 0.875, 1.125, 1.375, 1.625, 1.875])
     """
+    span = frames["span_seconds"]
+    if frames["sampling"] == "uniform" and (span is None or duration <= span):
+        return frame_times(0.0, duration, frames["n_frames"])
+    rate = frames["frame_rate"] or fps
     return [(k + 0.5) / rate for k in range(max(1, math.ceil(duration * rate - 1e-6)))]
 
 
@@ -208,10 +224,9 @@ def encode_clip(key, entry, split, settings):
         fps = entry.get("fps") or DEFAULT_FPS
         source = (entry["path"], entry.get("frames_folder"), fps, entry.get("frame_offset", 0.0))
         if split == "train":
-            rate = frames["frame_rate"] or fps
-            times = [first + t for t in training_frame_grid(duration, rate)]
-            pictures = read_frames(source[0], times, *source[1:], frames["short_side"])
-            meta["frame_rate"] = rate
+            times = training_frame_times(duration, frames, fps)
+            pictures = read_frames(source[0], [first + t for t in times], *source[1:], frames["short_side"])
+            meta["frame_times"] = times
             members.update({f"frame.{k:05d}.jpg": _image_bytes(p, "JPEG") for k, p in enumerate(pictures)})
         else:
             starts = crop_starts(duration, frames["span_seconds"], frames["eval_crops"])
@@ -531,6 +546,22 @@ def decode_audio(members):
     return torch.from_numpy(array.copy())
 
 
+def nearest(times, t):
+    """Index of the time in the sorted ``times`` nearest to ``t`` (the earlier one of two as near).
+
+    Example
+    -------
+    >>> nearest([0.125, 0.375, 0.625], 0.5), nearest([0.125, 0.375, 0.625], 0.9)
+    (1, 2)
+    """
+    i = bisect.bisect_left(times, t)
+    if i == 0:
+        return 0
+    if i == len(times) or t - times[i - 1] <= times[i] - t:
+        return i - 1
+    return i
+
+
 def training_example(meta, members, sample_rate, crop_seconds, label_encoders, frames=None, transform=None):
     """One training example from a stored clip, as the file pipelines make it: a random crop of
     ``crop_seconds`` (the whole clip if it is not longer), its frames from the stored grid with the
@@ -553,9 +584,11 @@ def training_example(meta, members, sample_rate, crop_seconds, label_encoders, f
         fps = meta.get("fps") or DEFAULT_FPS
         times = frame_times(first, last, frames["n_frames"], frames["sampling"], fps, frames["stride"], True)
         stored = sorted(name for name in members if name.startswith("frame."))
-        rate = meta["frame_rate"]
-        picks = [min(len(stored) - 1, max(0, math.floor(t * rate + 1e-6))) for t in times]
-        example["frames"] = transform(torch.stack([_decode_image(members[stored[k]]) for k in picks]))
+        picks = [nearest(meta["frame_times"], t) for t in times]
+        unique = sorted(set(picks))
+        decoded = _decode_images([members[stored[k]] for k in unique])
+        order = [unique.index(k) for k in picks]
+        example["frames"] = transform(decoded if order == list(range(len(unique))) else decoded[order])
     return example
 
 
@@ -888,7 +921,7 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings):
         def crops(members):
             meta = json.loads(_read_member(members, "json"))
             names = sorted(name for name in members if name.startswith("crop."))
-            pictures = torch.stack([_decode_image(_read_member(members, name)) for name in names])
+            pictures = _decode_images([_read_member(members, name) for name in names]).contiguous()
             starts = meta["crop_starts"]
             yield pictures.reshape(len(starts), -1, *pictures.shape[1:])
             yield torch.tensor(starts)

@@ -322,3 +322,15 @@ def test_audio_visual_shards_give_the_evaluation_frames_exactly_and_training_fra
     assert batch.sig.data.shape == (2, 16000)
     side = FrameTransform(32)  # stored training frames: a short side a little above the frame size
     assert settings["frames"]["short_side"] == 40 and side.size == 32
+
+
+def test_training_frames_of_a_clip_within_the_span_are_the_frames_training_reads(audio_visual):
+    from speechbrain_datar.dataio.frames import frame_times
+    from speechbrain_datar.dataio.shards import encode_clip
+
+    manifests, _, frames, _ = audio_visual
+    with open(manifests["train"]) as f:
+        key, entry = next(iter(json.load(f).items()))
+    members, meta = encode_clip(key, entry, "train", shard_settings(16000, 3.0, frames, frame_rate=4.0))
+    assert meta["frame_times"] == frame_times(0.0, entry["duration"], 3)  # no grid: the very frames
+    assert sorted(name for name in members if name.startswith("frame.")) == [f"frame.{k:05d}.jpg" for k in range(3)]
