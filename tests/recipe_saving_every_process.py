@@ -35,6 +35,8 @@ def recording(fit_batch):
 if __name__ == "__main__":
     AudioClassificationBrain.fit_batch = recording(AudioClassificationBrain.fit_batch)
     brain = recipe_main(sys.argv[1:], prepare_vggsound)
+    if brain is None:  # --write_shards_only: nothing trained
+        sys.exit(0)
     weights = {
         f"{name}.{key}": tensor.cpu()
         for name, module in brain.modules.items()

@@ -355,25 +355,32 @@ def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, pr
     if os.path.isfile(report_path):
         with open(report_path) as f:
             report = json.load(f)
-    for split, manifest in manifests.items():
-        report[split] = _write_split(
-            split,
-            read_manifest(manifest),
-            folder,
-            settings,
-            shard_megabytes,
-            seed,
-            report.get(split, {}),
-            report,
-            report_path,
-            progress,
-            workers,
-        )
+    pending = [split for split in manifests if not _split_finished(folder, split)]
+    with _encoder_pool(workers if pending else 0) as pool:  # worker processes only when there is work
+        for split, manifest in manifests.items():
+            report[split] = _write_split(
+                split,
+                read_manifest(manifest),
+                folder,
+                settings,
+                shard_megabytes,
+                seed,
+                report.get(split, {}),
+                report,
+                report_path,
+                progress,
+                pool,
+            )
     return report
 
 
+def _split_finished(folder, split):
+    done = finished_shards(folder, split)
+    return bool(done) and done[-1]["last"]
+
+
 def _write_split(
-    split, entries, folder, settings, shard_megabytes, seed, previous, report, report_path, progress, workers
+    split, entries, folder, settings, shard_megabytes, seed, previous, report, report_path, progress, pool
 ):
     keys = split_order(entries, split, seed)
     done = finished_shards(folder, split)
@@ -388,21 +395,20 @@ def _write_split(
     sink = None
     bar = tqdm(total=len(keys), initial=start, desc=f"shards ({split})", disable=not progress, unit="clip")
     jobs = ((keys[position], entries[keys[position]], split, settings) for position in range(start, len(keys)))
-    with _encoder_pool(workers) as pool:
-        encoded = pool.imap(_encoded_or_problem, jobs, chunksize=4) if pool else map(_encoded_or_problem, jobs)
-        for position, (members, meta, problem) in enumerate(encoded, start):
-            if problem:
-                skipped[keys[position]] = problem[0]
-                logger.warning("shards: %s left out (%s)", keys[position], problem[1])
-            else:
-                sink = sink or _ShardSink(folder, split, len(done), position)
-                sink.add(position, members, meta)
-                if sink.size() >= limit and position + 1 < len(keys):
-                    done.append(sink.finish(position + 1, last=False))
-                    sink = None
-                    report[split] = _split_report(done, skipped)
-                    _write_json(report_path, report)  # what was skipped survives a kill
-            bar.update(1)
+    encoded = pool.imap(_encoded_or_problem, jobs, chunksize=4) if pool else map(_encoded_or_problem, jobs)
+    for position, (members, meta, problem) in enumerate(encoded, start):
+        if problem:
+            skipped[keys[position]] = problem[0]
+            logger.warning("shards: %s left out (%s)", keys[position], problem[1])
+        else:
+            sink = sink or _ShardSink(folder, split, len(done), position)
+            sink.add(position, members, meta)
+            if sink.size() >= limit and position + 1 < len(keys):
+                done.append(sink.finish(position + 1, last=False))
+                sink = None
+                report[split] = _split_report(done, skipped)
+                _write_json(report_path, report)  # what was skipped survives a kill
+        bar.update(1)
     bar.close()
     sink = sink or _ShardSink(folder, split, len(done), len(keys))  # an empty last shard marks the end
     done.append(sink.finish(len(keys), last=True))

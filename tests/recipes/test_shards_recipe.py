@@ -42,27 +42,37 @@ def metrics_of(folder):
 
 
 @pytest.mark.slow
-def test_shards_written_once_give_the_evaluation_the_files_give_and_another_preparation_is_refused(
-    data_folder, tmp_path
-):
-    out = str(tmp_path / "files")
-    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2))
+def test_shards_written_once_train_through_a_kill_and_evaluate_as_the_files_do(data_folder, tmp_path):
+    out = str(tmp_path / "exp")
+    cmd = [sys.executable, LAUNCHER, HPARAMS] + options(data_folder, out, 1, data_format="shards", num_workers=2)
+    cmd += ["--ckpt_interval_steps=3", "--ckpt_interval_minutes=0"]
+    # written once, then the run stops
+    result = run(cmd + ["--write_shards_only=True"])
     assert result.returncode == 0, result.stderr[-3000:]
-    from_files = metrics_of(out)
-    os.remove(os.path.join(out, "test_metrics.json"))
-    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2, write_shards_only=True))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert not os.path.isfile(os.path.join(out, "test_metrics.json"))  # it wrote the shards and stopped
+    assert not glob.glob(os.path.join(out, "save", "CKPT+*"))  # nothing trained
     shards = os.path.join(out, "save", "shards")
     with open(os.path.join(shards, "shards_report.json")) as f:
         report = json.load(f)
     assert report["train"]["shards"] > 2 and report["train"]["clips"] == len(prepared_ids(out))
     check = run([sys.executable, "-m", "speechbrain_datar.dataio.shards", "check", shards])
     assert check.returncode == 0 and "are whole" in check.stdout, check.stdout + check.stderr
-    # the same trained checkpoint, evaluated from the shards
-    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 2, data_format="shards"))
+    # killed after the intra-epoch checkpoint of step 3, resumed: the epoch ends with the clips it had left
+    kill_after_first_checkpoint(cmd, ROOT, out)
+    with open(glob.glob(os.path.join(out, "save", "CKPT+*", "brain.ckpt"))[0]) as f:
+        checkpointed_steps = yaml.safe_load(f)["step"]
+    assert checkpointed_steps == 3
+    before = recorded_ids(out, 0, up_to_step=checkpointed_steps)[1]  # what the checkpoint holds
+    os.rename(os.path.join(out, "ids_rank0.txt"), os.path.join(out, "ids_killed.txt"))
+    result = run(cmd)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert metrics_of(out) == from_files
+    after = recorded_ids(out, 0)[1]
+    assert len(before) == 3 * TINY["batch_size"]
+    assert sorted(before + after) == sorted(prepared_ids(out))  # every clip once in the epoch
+    # the trained checkpoint evaluated from the media files: the metrics the shards gave
+    from_shards = metrics_of(out)
+    result = run([sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 1, data_format="files"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics_of(out) == from_shards
     # shards written at another rate are refused, in one line
     result = run(
         [sys.executable, TRAIN, HPARAMS]
@@ -131,21 +141,3 @@ def recorded_ids(out, rank, up_to_step=None):
 def prepared_ids(out):
     with open(os.path.join(out, "save", "train.json")) as f:
         return json.load(f)
-
-
-@pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_with_the_clips_its_epoch_had_left(data_folder, tmp_path):
-    out = str(tmp_path / "exp")
-    cmd = [sys.executable, LAUNCHER, HPARAMS] + options(data_folder, out, 1, data_format="shards", num_workers=2)
-    cmd += ["--ckpt_interval_steps=3", "--ckpt_interval_minutes=0"]
-    kill_after_first_checkpoint(cmd, ROOT, out)
-    with open(glob.glob(os.path.join(out, "save", "CKPT+*", "brain.ckpt"))[0]) as f:
-        checkpointed_steps = yaml.safe_load(f)["step"]
-    assert checkpointed_steps == 3
-    before = recorded_ids(out, 0, up_to_step=checkpointed_steps)[1]  # what the checkpoint holds
-    os.rename(os.path.join(out, "ids_rank0.txt"), os.path.join(out, "ids_killed.txt"))
-    result = run(cmd)
-    assert result.returncode == 0, result.stderr[-3000:]
-    after = recorded_ids(out, 0)[1]
-    assert len(before) == 3 * TINY["batch_size"]
-    assert sorted(before + after) == sorted(prepared_ids(out))  # the epoch, finished: every clip once
