@@ -43,12 +43,14 @@ import tarfile
 import numpy as np
 import speechbrain as sb
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from speechbrain_datar.dataio.audio import load_clip
 from speechbrain_datar.dataio.crops import crop_frame_times, crop_starts, read_frames
 from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_times
 from speechbrain_datar.dataio.manifest import read_manifest
+from speechbrain_datar.dataio.pipelines import encode_label, label_pipeline
 from speechbrain_datar.dataio.problems import ClipProblem
 from speechbrain_datar.errors import DataError
 
@@ -170,8 +172,6 @@ def _npy_bytes(array):
 
 def _image_bytes(frame, fmt):
     """uint8 ``[3, H, W]`` -> JPEG or PNG bytes."""
-    from PIL import Image
-
     buffer = io.BytesIO()
     image = Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy())
     image.save(buffer, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))
@@ -181,8 +181,6 @@ def _image_bytes(frame, fmt):
 def _decode_images(images):
     """JPEG or PNG bytes -> uint8 ``[n, 3, H, W]`` in channels-last memory (what the frame transform's
     fast path reads, without a copy)."""
-    from PIL import Image
-
     decoded = []
     for data in images:
         with Image.open(io.BytesIO(data)) as image:
@@ -572,8 +570,6 @@ def training_example(meta, members, sample_rate, crop_seconds, label_encoders, f
     """One training example from a stored clip, as the file pipelines make it: a random crop of
     ``crop_seconds`` (the whole clip if it is not longer), its frames from the stored grid with the
     training transform, and the encoded labels."""
-    from speechbrain_datar.dataio.pipelines import encode_label
-
     wav = decode_audio(members)
     duration = meta["duration"]
     first, last = 0.0, duration
@@ -889,8 +885,6 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings):
     Clips are found by their place in the shards (an index of the tar members), so evaluation reads no
     more than it uses.
     """
-    from speechbrain_datar.dataio.pipelines import label_pipeline
-
     entries = read_manifest(manifest)
     located = {}
     for record in shards:
