@@ -119,6 +119,23 @@ class StreamingInterface(VideoFiles):
 
     last_realtime_factor = None
 
+    def __init__(self, *args, precision=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if precision is not None:
+            self.set_precision(precision)
+
+    def set_precision(self, precision):
+        """Runs the encoder in ``precision`` (``"fp32"``, ``"bf16"`` or ``"int8"``) from now on; the exported
+        folder names one (``precision`` of its ``embedding_model``), ``from_hparams(..., precision=...)``
+        chooses another at load. A device that cannot run it falls back to fp32 with a logged message
+        (``speechbrain_datar.inference.precision``)."""
+        self.mods.embedding_model.set_precision(precision)
+
+    @property
+    def precision_running(self):
+        """The precision the encoder ran in at its last call (after any fallback), ``None`` before the first."""
+        return self.mods.embedding_model.runner.running
+
     @property
     def label_encoders(self):
         """``{key: CategoricalEncoder}``, one per head."""
@@ -224,7 +241,7 @@ class StreamingInterface(VideoFiles):
                 probs = recording_timeline(windows.encoder, head, source, windows.window_frames, windows.hop_frames)
             else:
                 window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
-                probs = window_timeline(windows.encoder, head, source, window, hop)
+                probs = window_timeline(windows.runner, head, source, window, hop)
         names = class_names(self.hparams)
         probs = keyed(probs, names)
         return self.pack(

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from speechbrain_datar.inference.precision import PrecisionRunner, check_precision
 from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
 
 #: A file that needs this many encoder calls or more shows a progress bar (about 13 minutes at 8 windows of
@@ -332,6 +333,9 @@ class SlidingWindowEmbedding(nn.Module):
         Windows per encoder call at most (``forward`` may ask for another number).
     min_samples : int
         With ``features``: shorter (or empty) waveforms are refused with an error.
+    precision : str
+        ``"fp32"`` (default), ``"bf16"`` or ``"int8"``: what the encoder runs in outside training
+        (``speechbrain_datar.inference.precision``; a device that cannot falls back to fp32, logged).
 
     Example
     -------
@@ -343,12 +347,21 @@ class SlidingWindowEmbedding(nn.Module):
     """
 
     def __init__(
-        self, encoder, window_frames, hop_frames, features=None, normalizer=None, max_windows=None, min_samples=1
+        self,
+        encoder,
+        window_frames,
+        hop_frames,
+        features=None,
+        normalizer=None,
+        max_windows=None,
+        min_samples=1,
+        precision="fp32",
     ):
         super().__init__()
         if window_frames < 1 or hop_frames < 1:
             raise ValueError("window_frames and hop_frames must be positive")
         self.encoder = encoder
+        self.runner = PrecisionRunner(encoder, precision)
         self.window_frames, self.hop_frames = int(window_frames), int(hop_frames)
         self.features, self.normalizer = features, normalizer  # waveform input: features per chunk
         self.max_windows, self.min_samples = max_windows, int(min_samples)
@@ -368,6 +381,15 @@ class SlidingWindowEmbedding(nn.Module):
                 f"at least {self.min_samples} (one analysis window) are needed"
             )
 
+    @property
+    def precision(self):
+        """The precision asked for: ``"fp32"``, ``"bf16"`` or ``"int8"``."""
+        return self.runner.precision
+
+    def set_precision(self, precision):
+        """Runs the encoder in ``precision`` from the next call on (see ``speechbrain_datar.inference.precision``)."""
+        self.runner.set_precision(precision)
+
     def forward(self, inputs, lengths=None, max_windows=None):
         """Embeds each window of features, or of waveforms (a tensor, or a ``StreamedAudio``) when this module
         has ``features``; ``max_windows`` windows per encoder call (default: the module's)."""
@@ -376,7 +398,7 @@ class SlidingWindowEmbedding(nn.Module):
             device = next(self.encoder.parameters()).device
             inputs = WaveformFrames(inputs, self.features, self.normalizer, device)
         embeddings, valid = sliding_window_embeddings(
-            self.encoder, inputs, lengths, self.window_frames, self.hop_frames, max_windows or self.max_windows
+            self.runner, inputs, lengths, self.window_frames, self.hop_frames, max_windows or self.max_windows
         )
         return WindowEmbeddings.of(embeddings, valid)
 
@@ -459,13 +481,14 @@ class SlidingWindows:
             else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
         )
 
-    def exported_pipeline(self, encoder, min_samples):
+    def exported_pipeline(self, encoder, min_samples, precision="fp32"):
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
         return AUDIO_PIPELINE.format(
             window_frames=self.window_frames,
             hop_frames=self.hop_frames,
             max_windows=int(self.max_windows) if self.max_windows else "null",
             min_samples=int(min_samples),
+            precision=check_precision(precision),
         )
 
 
@@ -486,6 +509,7 @@ embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEm
     normalizer: !ref <normalizer>
     max_windows: {max_windows}
     min_samples: {min_samples}
+    precision: {precision}  # fp32 | bf16 | int8; from_hparams(..., precision=...) chooses another at load
 
 classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
     classifier: !ref <head>

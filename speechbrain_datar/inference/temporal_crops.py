@@ -138,8 +138,11 @@ class TemporalCrops:
         """The interface that serves the exported model."""
         return "speechbrain_datar.inference.interfaces.AudioVisualClassifier"
 
-    def exported_pipeline(self, encoder, min_samples):
-        """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
+    def exported_pipeline(self, encoder, min_samples, precision="fp32"):
+        """The inference hparams of the exported model's ``embedding_model`` and ``classifier`` (audio-visual
+        models are exported in fp32 only)."""
+        if precision != "fp32":
+            raise ValueError(f"audio-visual models are exported in fp32 only, not {precision!r}")
         frames = "".join(f"    {key}: {value}\n" for key, value in self.frames.items())
         return AUDIO_VISUAL_PIPELINE.format(
             modalities=list(encoder.modalities),

@@ -75,6 +75,7 @@ def export_classifier(
     threshold=0.5,
     feature_class="speechbrain.lobes.features.Fbank",
     evaluation=None,
+    precision="fp32",
 ):
     """Writes the inference folder.
 
@@ -107,6 +108,10 @@ def export_classifier(
         Import path of the class the exported model computes its features with.
     evaluation : SlidingWindows or TemporalCrops or None
         The recipe's evaluation protocol (default: made from the arguments above).
+    precision : str
+        ``"fp32"``, ``"bf16"`` or ``"int8"``: what the exported audio model's encoder runs in
+        (``speechbrain_datar.inference.precision``); loading may choose another
+        (``from_hparams(..., precision=...)``). The weights are saved in float32 whatever it is.
 
     Returns
     -------
@@ -148,7 +153,7 @@ def export_classifier(
         encoder=_indented_yaml(encoder.init_kwargs),
         head_class=_class_path(head),
         head=_indented_yaml(head.init_kwargs),
-        pipeline=evaluation.exported_pipeline(encoder, min_samples),
+        pipeline=evaluation.exported_pipeline(encoder, min_samples, precision),
         label_encoders="".join(blocks),
         loadables="".join(f"        {n}: !ref <{n}>\n" for n in names),
     )
@@ -191,4 +196,5 @@ def export_recipe_model(hparams, modules, label_encoders, extra_files=None):
         extra_files=extra_files,
         threshold=hparams["tagging_threshold"],
         evaluation=hparams["evaluation"],
+        precision=hparams.get("export_precision", "fp32"),
     )

@@ -25,6 +25,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
 TINY = TINY_VGGSOUND
+#: Largest change of a class probability allowed against fp32 on the test clips (measured at most 6.4e-4 in
+#: bf16 and 5.1e-4 in int8; the ESC-10 models' changes are in README's precision table).
+PROBABILITY_TOLERANCE = {"bf16": 0.01, "int8": 0.01}
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +117,28 @@ def test_encoder_classifier_predicts_what_the_recipe_measured(trained, tmp_path)
         assert label == row["prediction"], row["id"]
     emb = classifier.encode_batch(torch.randn(2, 16000))
     assert emb.shape == (2, 1, 128)
+
+
+@pytest.mark.slow
+def test_each_precision_gives_the_fp32_labels_on_the_test_clips(trained, tmp_path, monkeypatch):
+    from speechbrain_datar.inference import precision
+    from speechbrain_datar.inference.interfaces import StreamingClassifier
+
+    # bf16 runs here even where the CPU only emulates it (same arithmetic, slower), so that it is tested
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
+    with open(os.path.join(trained, "save", "test.json")) as f:
+        paths = [entry["path"] for entry in json.load(f).values()]
+    results = {}
+    for name in ("fp32", "bf16", "int8"):
+        model = StreamingClassifier.from_hparams(
+            source=os.path.join(trained, "pretrained"), savedir=str(tmp_path / name), precision=name
+        )
+        results[name] = [model.classify_file(path) for path in paths]
+        assert model.precision_running == name
+    for name, tolerance in (("bf16", PROBABILITY_TOLERANCE["bf16"]), ("int8", PROBABILITY_TOLERANCE["int8"])):
+        for clip, reference in zip(results[name], results["fp32"]):
+            assert clip[3] == reference[3]
+            assert (clip[0].exp() - reference[0].exp()).abs().max() < tolerance
 
 
 @pytest.mark.slow

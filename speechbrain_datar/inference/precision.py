@@ -1,0 +1,179 @@
+"""Numeric precision of an exported model's encoder at inference: ``"fp32"``, ``"bf16"`` or ``"int8"``.
+
+``fp32``
+    The trained weights as they are.
+``bf16``
+    The encoder runs under ``torch.autocast`` with bfloat16: matrix products and convolutions in bf16,
+    normalisations, softmax and the deformable sampling positions in float32 (autocast's lists; the
+    sampling and the relative-position bias cast their inputs to float32 themselves). Worth it where the
+    hardware multiplies bf16 natively (CUDA GPUs from Ampere on; CPUs with ``avx512_bf16`` or AMX);
+    elsewhere it is emulated and slower, so it falls back to fp32 with a logged message.
+``int8``
+    Dynamic quantization of the encoder's linear layers (``torch.ao.quantization.quantize_dynamic``: int8
+    weights, activations quantized per call), on the CPU only; convolutions, attention, the deformable
+    sampling and the head stay float32. On a GPU it falls back to fp32 with a logged message.
+
+The classification head stays float32 in every precision; the encoder's output is float32.
+"""
+
+import copy
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check_precision(precision):
+    """``precision`` if it is one of ``PRECISIONS``, else a one-line error.
+
+    Example
+    -------
+    >>> check_precision("bf16")
+    'bf16'
+    >>> check_precision("fp16")
+    Traceback (most recent call last):
+    ...
+    ValueError: precision must be one of ('fp32', 'bf16', 'int8'), got 'fp16'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def bf16_supported(device):
+    """Whether ``device`` multiplies bfloat16 natively (a CPU without it would emulate bf16, slower than fp32).
+
+    Example
+    -------
+    >>> isinstance(bf16_supported(torch.device("cpu")), bool)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def int8_supported(device):
+    """Whether dynamic int8 quantization runs on ``device``: the CPU, with a quantized engine (fbgemm, x86).
+
+    Example
+    -------
+    >>> int8_supported(torch.device("cuda"))
+    False
+    """
+    device = torch.device(device)
+    return device.type == "cpu" and any(e in torch.backends.quantized.supported_engines for e in ("x86", "fbgemm"))
+
+
+def effective_precision(precision, device):
+    """The precision a model asked to run in ``precision`` runs in on ``device``: the same, or ``"fp32"`` (with
+    a logged warning that says why) where the device cannot.
+
+    Example
+    -------
+    >>> effective_precision("int8", torch.device("cuda"))
+    'fp32'
+    """
+    check_precision(precision)
+    if precision == "bf16" and not bf16_supported(device):
+        logger.warning(
+            "precision bf16 asked for, but %s has no native bfloat16 arithmetic (a CPU needs avx512_bf16 or AMX); "
+            "running in fp32",
+            torch.device(device).type,
+        )
+        return "fp32"
+    if precision == "int8" and not int8_supported(device):
+        logger.warning(
+            "precision int8 asked for, but dynamic int8 quantization runs on the CPU only, not on %s; running in fp32",
+            torch.device(device).type,
+        )
+        return "fp32"
+    return precision
+
+
+def quantize_linear_layers(module):
+    """A copy of ``module`` whose ``nn.Linear`` layers are dynamically quantized to int8 (the original is kept).
+
+    Example
+    -------
+    >>> layer = nn.Sequential(nn.Linear(8, 4)).eval()
+    >>> type(quantize_linear_layers(layer)[0]).__name__, type(layer[0]).__name__
+    ('Linear', 'Linear')
+    >>> quantize_linear_layers(layer)[0].weight().dtype
+    torch.qint8
+    """
+    with warnings.catch_warnings():
+        # torch.ao.quantization warns of its move to torchao; its dynamic quantization is what torch ships.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(module), {nn.Linear}, dtype=torch.qint8)
+
+
+class PrecisionRunner:
+    """Runs an encoder in a chosen precision: ``runner(feats, lengths) -> float32 embeddings``.
+
+    The int8 copy is made at the first call (after the weights are loaded) and made again when the encoder's
+    weights are loaded anew; it is not a submodule, so the encoder's ``state_dict`` never changes.
+
+    Arguments
+    ---------
+    encoder : torch.nn.Module
+        An encoder in float32.
+    precision : str
+        One of ``PRECISIONS``.
+
+    Example
+    -------
+    >>> from speechbrain_datar.lobes.models.datar import DATAR
+    >>> encoder = DATAR("micro", n_mels=32).eval()
+    >>> feats = torch.randn(1, 64, 32)
+    >>> runner = PrecisionRunner(encoder, "int8")
+    >>> out = runner(feats, None)
+    >>> out.dtype, runner.running
+    (torch.float32, 'int8')
+    >>> bool((out - encoder(feats)).abs().max() < 0.1)
+    True
+    """
+
+    def __init__(self, encoder, precision="fp32"):
+        self.encoder = encoder
+        self.precision = check_precision(precision)
+        self.running = None  # the precision the last call ran in
+        self._quantized = None
+        self._warned_device = None
+        encoder.register_load_state_dict_post_hook(self._forget_quantized)
+
+    def _forget_quantized(self, module, incompatible_keys):
+        self._quantized = None
+
+    def set_precision(self, precision):
+        """Changes the precision of the following calls."""
+        self.precision = check_precision(precision)
+        self._warned_device = None
+
+    def _resolved(self, device):
+        if self.precision == "fp32" or self.encoder.training:
+            return "fp32"
+        if self._warned_device != device:  # decide (and log a fallback) once per device
+            self._resolved_precision = effective_precision(self.precision, device)
+            self._warned_device = device
+        return self._resolved_precision
+
+    def __call__(self, feats, lengths=None):
+        precision = self._resolved(feats.device)
+        self.running = precision
+        if precision == "int8":
+            if self._quantized is None:
+                self._quantized = quantize_linear_layers(self.encoder).eval()
+            return self._quantized(feats, lengths)
+        if precision == "bf16":
+            with torch.autocast(device_type=feats.device.type, dtype=torch.bfloat16):
+                return self.encoder(feats, lengths).float()
+        return self.encoder(feats, lengths)
