@@ -19,9 +19,15 @@ above the loaded model, waveform included.
 
     python benchmarks/long_files.py --presets micro,tiny --minutes 10,60 --json docs/long_files_cpu.json
     python benchmarks/long_files.py --files --presets tiny --minutes 10,60 --hops 1001,501 --max-windows 8,16
+    python benchmarks/long_files.py --files --presets tiny --minutes 60 --hops 1001,501 --ways streamed \
+        --precisions fp32,int8                    # each precision beside fp32, in one run
+
+``--precisions`` runs the encoder in each precision (``speechbrain_datar.inference.precision``; a precision the
+CPU cannot run falls back to fp32, which the output says).
 """
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -80,7 +86,7 @@ def write_recording(path, minutes):
     return path
 
 
-def measure(folder, minutes, way, path=None):
+def measure(folder, minutes, way, path=None, precision="fp32"):
     """Peak memory (MiB) above the loaded model (and, for ``chunked`` and ``whole``, the waveform) and the
     real-time factor, in this (fresh) process. ``way``: ``chunked`` / ``whole`` (a waveform in memory),
     ``file`` (``EncoderClassifier.classify_file``) or ``streamed`` (``StreamingClassifier.classify_file``)."""
@@ -92,6 +98,7 @@ def measure(folder, minutes, way, path=None):
 
     interface = StreamingClassifier if way == "streamed" else EncoderClassifier
     classifier = interface.from_hparams(source=folder, savedir=os.path.join(folder, ".loaded"))
+    classifier.mods.embedding_model.set_precision(precision)
     whole = way == "whole"
     wav = 0.1 * torch.randn(1, int(minutes * 60 * SAMPLE_RATE)) if way in ("chunked", "whole") else None
     windows = classifier.mods.embedding_model
@@ -114,7 +121,13 @@ def measure(folder, minutes, way, path=None):
         else:
             classifier.classify_file(path)
     seconds = time.perf_counter() - start
-    return {"peak_mib": (_rss_kib("VmHWM:") - base) / 1024, "seconds": seconds, "realtime": minutes * 60 / seconds}
+    return {
+        "peak_mib": (_rss_kib("VmHWM:") - base) / 1024,
+        "seconds": seconds,
+        "realtime": minutes * 60 / seconds,
+        "precision": precision,
+        "precision_run": windows.runner.running,
+    }
 
 
 def main(argv=None):
@@ -126,12 +139,15 @@ def main(argv=None):
     parser.add_argument("--files", action="store_true", help="classify wav files: whole-file decoding vs streamed")
     parser.add_argument("--hops", default="501", type=lambda s: [int(h) for h in s.split(",")])
     parser.add_argument("--max-windows", default="8", type=lambda s: [int(m) for m in s.split(",")])
+    parser.add_argument("--precisions", default="fp32", type=lambda s: s.split(","), help="fp32, bf16, int8")
+    parser.add_argument("--ways", default="file,streamed", type=lambda s: s.split(","), help="with --files")
     parser.add_argument("--json", help="write the measurements here")
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=4, metavar=("FOLDER", "MINUTES", "WAY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         folder, minutes, way, path = args.measure
-        print(json.dumps(measure(folder, float(minutes), way, path)))
+        print(json.dumps(measure(folder, float(minutes), way, path, args.precision)))
         return None
     if args.files:
         return measure_files(args)
@@ -182,33 +198,34 @@ def measure_files(args):
             for hop in args.hops:
                 for max_windows in args.max_windows:
                     folder = export(preset, os.path.join(tmp, f"{preset}_{hop}_{max_windows}"), hop, max_windows)
-                    for minutes in args.minutes:
-                        for way in ("file", "streamed"):
-                            command = [
-                                sys.executable,
-                                os.path.abspath(__file__),
-                                "--measure",
-                                folder,
-                                str(minutes),
-                                way,
-                                paths[minutes],
-                            ]
-                            out = subprocess.run(command, capture_output=True, text=True, check=True)
-                            point = dict(
-                                json.loads(out.stdout.strip().splitlines()[-1]),
-                                preset=preset,
-                                hop=hop,
-                                max_windows=max_windows,
-                                minutes=minutes,
-                                way=way,
-                                windows_per_call=max_windows if way == "file" else 1,
-                            )  # CPU default
-                            results["files"].append(point)
-                            print(
-                                f"{preset} hop {hop} x{max_windows} {minutes:g} min {way}: {point['peak_mib']:.0f} MiB, "
-                                f"{point['realtime']:.1f}x real time",
-                                flush=True,
-                            )
+                    for minutes, way, precision in itertools.product(args.minutes, args.ways, args.precisions):
+                        command = [
+                            sys.executable,
+                            os.path.abspath(__file__),
+                            "--measure",
+                            folder,
+                            str(minutes),
+                            way,
+                            paths[minutes],
+                            f"--precision={precision}",
+                        ]
+                        out = subprocess.run(command, capture_output=True, text=True, check=True)
+                        point = dict(
+                            json.loads(out.stdout.strip().splitlines()[-1]),
+                            preset=preset,
+                            hop=hop,
+                            max_windows=max_windows,
+                            minutes=minutes,
+                            way=way,
+                            windows_per_call=max_windows if way == "file" else 1,
+                        )  # CPU default
+                        results["files"].append(point)
+                        print(
+                            f"{preset} hop {hop} x{max_windows} {minutes:g} min {way} {point['precision_run']}: "
+                            f"{point['peak_mib']:.0f} MiB, "
+                            f"{point['realtime']:.1f}x real time",
+                            flush=True,
+                        )
     rows = [
         [
             p["preset"],
@@ -216,6 +233,9 @@ def measure_files(args):
             p["windows_per_call"],
             f"{p['minutes']:g} min",
             "EncoderClassifier (whole file)" if p["way"] == "file" else "StreamingClassifier (streamed)",
+            p["precision_run"]
+            if p["precision_run"] == p["precision"]
+            else f"{p['precision_run']} ({p['precision']} asked)",
             f"{p['peak_mib']:.0f}",
             f"{p['realtime']:.1f}x",
         ]
@@ -223,7 +243,19 @@ def measure_files(args):
     ]
     print()
     print(
-        table(["preset", "hop", "windows per call", "file", "classify_file", "peak MiB above model", "real time"], rows)
+        table(
+            [
+                "preset",
+                "hop",
+                "windows per call",
+                "file",
+                "classify_file",
+                "precision",
+                "peak MiB above model",
+                "real time",
+            ],
+            rows,
+        )
     )
     write_json(args.json, results)
     return results

@@ -110,47 +110,50 @@ class WindowAttention(nn.Module):
                 groups.append((start, size, 1))
         return groups
 
-    def _attend_windows(self, qkv, key_valid, hs, ws, nr, nc):
-        """Attention inside the ``nr x nc`` windows of ``hs x ws`` positions that tile ``qkv``
-        (``[batch, nr * hs, nc * ws, 3 * dim]``); ``key_valid`` (same map, boolean) or ``None``."""
-        batch, dim = qkv.shape[0], self.dim
+    def _attend_windows(self, x, key_valid, hs, ws, nr, nc):
+        """Attention inside the ``nr x nc`` windows of ``hs x ws`` positions that tile ``x``
+        (``[batch, nr * hs, nc * ws, dim]``); ``key_valid`` (same map, boolean) or ``None``."""
+        batch, dim = x.shape[0], self.dim
         heads, head_dim = self.num_heads, dim // self.num_heads
         n = hs * ws
-        windows = qkv.reshape(batch, nr, hs, nc, ws, 3, heads, head_dim)
-        windows = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, batch * nr * nc, heads, n, head_dim)
-        attn_bias = self.relative_position_bias(hs, ws).to(qkv.dtype).unsqueeze(0)
+        # The input is cut into windows before the projection (a third of the projection's output to move),
+        # and q, k, v are strided views of its output: the attention reads them in place.
+        windows = x.reshape(batch, nr, hs, nc, ws, dim).permute(0, 1, 3, 2, 4, 5).reshape(batch * nr * nc, n, dim)
+        qkv = self.qkv(windows).reshape(batch * nr * nc, n, 3, heads, head_dim)
+        query, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+        attn_bias = self.relative_position_bias(hs, ws).to(x.dtype).unsqueeze(0)
         if key_valid is not None:
             key_valid = key_valid.reshape(batch, nr, hs, nc, ws).permute(0, 1, 3, 2, 4)
-            attn_bias = attn_bias.masked_fill(~key_valid.reshape(-1, 1, 1, n), attention_mask_value(qkv.dtype))
+            attn_bias = attn_bias.masked_fill(~key_valid.reshape(-1, 1, 1, n), attention_mask_value(x.dtype))
         attended = F.scaled_dot_product_attention(
-            windows[0],
-            windows[1],
-            windows[2],
+            query,
+            key,
+            value,
             attn_mask=attn_bias,
             dropout_p=self.attn_drop if self.training else 0.0,
         )  # windows, heads, n, head_dim
         attended = attended.reshape(batch, nr, nc, heads, hs, ws, head_dim)
         return attended.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, nr * hs, nc * ws, dim)
 
-    def _attend_padded_width(self, qkv, mask, row_groups):
+    def _attend_padded_width(self, x, mask, row_groups):
         """The same attention with the time axis padded to whole windows and the padding masked.
 
         For exported graphs, which serve every width: the cut windows at the map's
         left and right edges depend on the width, padded full windows do not. A masked
         key gets weight exactly zero, so the result equals the cut windows'.
         """
-        batch, height, width = qkv.shape[:3]
+        batch, height, width = x.shape[:3]
         ww = self.window_size[1]
         left = (ww - self.shift_size[1]) % ww
         nc = ceil_div(width + left, ww)  # a multiple, not a remainder: exact on a symbolic width
         right = nc * ww - width - left
-        qkv = F.pad(qkv, (0, 0, left, right))
-        cols = torch.arange(nc * ww, device=qkv.device)
+        x = F.pad(x, (0, 0, left, right))
+        cols = torch.arange(nc * ww, device=x.device)
         valid = ((cols >= left) & (cols < left + width)).expand(batch, height, -1)
         if mask is not None:
             valid = valid & F.pad(mask, (left, right), value=False)
         bands = [
-            self._attend_windows(qkv[:, r0 : r0 + nr * hs], valid[:, r0 : r0 + nr * hs], hs, ww, nr, nc)
+            self._attend_windows(x[:, r0 : r0 + nr * hs], valid[:, r0 : r0 + nr * hs], hs, ww, nr, nc)
             for r0, hs, nr in row_groups
         ]
         return torch.cat(bands, dim=1)[:, :, left : left + width]
@@ -161,17 +164,16 @@ class WindowAttention(nn.Module):
         batch, height, width, dim = x.shape
         wh, ww = self.window_size
         sh, sw = self.shift_size
-        qkv = self.qkv(x)  # one projection for the whole map
         row_groups = self.band_groups(height, wh, (wh - sh) % wh)
         if torch.compiler.is_exporting():
-            out = self._attend_padded_width(qkv, mask, row_groups)
+            out = self._attend_padded_width(x, mask, row_groups)
         else:
             out = x.new_empty(batch, height, width, dim)
             for r0, hs, nr in row_groups:
                 for c0, ws, nc in self.band_groups(width, ww, (ww - sw) % ww):
                     rows, cols = slice(r0, r0 + nr * hs), slice(c0, c0 + nc * ws)
                     key_valid = None if mask is None else mask[:, rows, cols]
-                    out[:, rows, cols] = self._attend_windows(qkv[:, rows, cols], key_valid, hs, ws, nr, nc)
+                    out[:, rows, cols] = self._attend_windows(x[:, rows, cols], key_valid, hs, ws, nr, nc)
         return zero_masked(self.proj_drop(self.proj(out)), mask)
 
     def extra_repr(self):

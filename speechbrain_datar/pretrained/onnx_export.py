@@ -108,7 +108,17 @@ def load_exported(folder, savedir):
     return model
 
 
-def export_onnx(folder, destination=None, max_blocks=10000):
+def quantize_classifier_graph(path):
+    """Rewrites the ONNX graph at ``path`` with its matrix products dynamically quantized to int8 (onnxruntime's
+    quantization tool: int8 weights, activations quantized per call); gathers, attention, sampling stay float."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path + ".int8"
+    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    os.replace(quantized, path)
+
+
+def export_onnx(folder, destination=None, max_blocks=10000, precision=None):
     """Writes ``classifier.onnx``, ``features.onnx`` and ``onnx.json`` for an exported audio classifier.
 
     Arguments
@@ -119,6 +129,9 @@ def export_onnx(folder, destination=None, max_blocks=10000):
         Where to write (default ``<folder>/onnx``); created.
     max_blocks : int
         Largest number of blocks the graph is declared for.
+    precision : str or None
+        ``"fp32"`` or ``"int8"`` (the matrix products quantized by onnxruntime's tool); ``None``: the exported
+        folder's precision, bf16 read as fp32 (onnxruntime's CPU kernels have no bf16 arithmetic).
 
     Returns
     -------
@@ -130,6 +143,10 @@ def export_onnx(folder, destination=None, max_blocks=10000):
         model = load_exported(folder, savedir)
     windows, head = model.mods.embedding_model, model.mods.classifier.classifier
     encoder = windows.encoder.eval()
+    if precision is None:
+        precision = "int8" if windows.precision == "int8" else "fp32"
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"ONNX graphs are exported in fp32 or int8, not {precision!r}")
     labels = class_names(model.hparams)
     step = int(encoder.export_time_step)
     graph_frames = encoder.export_frames(windows.window_frames)
@@ -167,6 +184,8 @@ def export_onnx(folder, destination=None, max_blocks=10000):
         optimize=False,
         external_data=False,
     )
+    if precision == "int8":
+        quantize_classifier_graph(os.path.join(destination, "classifier.onnx"))
     samples = torch.zeros(1, stft.n_fft + 99 * stft.hop_length)
     torch.onnx.export(
         FeatureGraph(windows.features, windows.normalizer).eval(),
@@ -195,6 +214,7 @@ def export_onnx(folder, destination=None, max_blocks=10000):
         outputs=head_names,
         labels=labels,
         encoder=type(encoder).__name__,
+        precision=precision,
         opset=OPSET,
         torch=torch.__version__,
         multi_label=bool(head.multi_label),
@@ -211,11 +231,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a folder written by a recipe's export")
     parser.add_argument("--out", default=None, help="destination (default: <folder>/onnx)")
+    parser.add_argument(
+        "--precision", choices=("fp32", "int8"), default=None, help="default: the exported folder's (bf16: fp32)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    meta = export_onnx(args.folder, args.out)
+    meta = export_onnx(args.folder, args.out, precision=args.precision)
     print(
-        f"wrote {args.out or os.path.join(args.folder, 'onnx')}: {meta['encoder']}, "
+        f"wrote {args.out or os.path.join(args.folder, 'onnx')}: {meta['encoder']} in {meta['precision']}, "
         f"{', '.join(f'{k} ({len(v)} classes)' for k, v in meta['labels'].items())}"
     )
 

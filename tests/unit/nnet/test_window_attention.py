@@ -93,9 +93,8 @@ def test_exported_graphs_padded_windows_equal_the_cut_windows(shift, width):
     mask[1, :, (width + 1) // 2 :] = False
     x = x * mask[..., None]
     for m in (None, mask):
-        qkv = attn.qkv(x)
         rows = attn.band_groups(5, 3, (3 - 1) % 3)
         cut = attn(x, m)
-        padded = attn.proj(attn._attend_padded_width(qkv, m, rows))
+        padded = attn.proj(attn._attend_padded_width(x, m, rows))
         padded = padded if m is None else padded * m[..., None]
         assert torch.allclose(padded, cut, atol=1e-6)

@@ -183,3 +183,19 @@ def test_bad_input_gets_a_clear_error(datar_folder, tmp_path):
     with pytest.raises(ValueError, match="too short"):
         OnnxAudioClassifier(os.path.join(datar_folder, "onnx")).classify_batch(torch.zeros(100))
     assert not os.path.exists(os.path.join(str(tmp_path), "onnx"))  # nothing written for a refused folder
+
+
+def test_an_int8_onnx_export_streams_with_the_labels_of_fp32(datar_folder, tmp_path):
+    """``--precision int8``: the graph's matrix products quantized by onnxruntime's tool; it loads, streams a
+    recording window by window, and keeps fp32's label and probabilities within 0.05."""
+    export_onnx(datar_folder, str(tmp_path / "int8"), precision="int8")
+    with open(tmp_path / "int8" / "onnx.json") as f:
+        assert json.load(f)["precision"] == "int8"
+    path = str(tmp_path / "clip.wav")
+    soundfile.write(path, recording(23.0), 16000)
+    fp32 = OnnxAudioClassifier(os.path.join(datar_folder, "onnx")).classify_file(path)
+    int8 = OnnxAudioClassifier(str(tmp_path / "int8")).classify_file(path)
+    assert int8[3] == fp32[3]
+    assert (int8[0].exp() - fp32[0].exp()).abs().max() < 0.05
+    with pytest.raises(ValueError, match="fp32 or int8"):
+        export_onnx(datar_folder, str(tmp_path / "bf16"), precision="bf16")

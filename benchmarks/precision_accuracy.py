@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""What each inference precision costs in accuracy, on models trained on real recordings.
+
+For every exported model given (one per cross-validation fold, e.g. the ESC-10 runs of ``benchmarks/esc10.py``),
+classifies its fold's test clips (``save/test.json`` beside the export) with ``StreamingClassifier`` in fp32,
+bf16 and int8, and reports per model and precision: test top-1, its change against fp32, the clips whose label
+changed, and the largest change of any class probability. bf16 runs even on a CPU without bf16 instructions
+(emulated: the same rounding, slower; the JSON says which); its speed is measured elsewhere.
+
+    python benchmarks/precision_accuracy.py \\
+        --model "DATAR-micro=<runs>/datar_micro/none/lr0.001/fold{fold}" \\
+        --model "AST (DATAR-micro's size)=<runs>/ast__datar_micro_s_size/none/lr0.0003/fold{fold}" \\
+        --folds 1,2,3,4,5 --json docs/precision_accuracy_cpu.json
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark import machine, table, write_json  # noqa: E402
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def classify_fold(run_folder, precisions):
+    """``{precision: (labels, probabilities [n, C])}`` of the fold's test clips, and their true labels."""
+    from speechbrain_datar.inference import precision as precision_module
+    from speechbrain_datar.inference.interfaces import StreamingClassifier
+
+    with open(os.path.join(run_folder, "save", "test.json")) as f:
+        test = json.load(f)
+    truth = [entry["label"] for entry in test.values()]
+    results = {}
+    native = precision_module.bf16_supported("cpu")
+    precision_module.bf16_supported = lambda device: True  # measure bf16's accuracy even where it is emulated
+    with tempfile.TemporaryDirectory() as savedir:
+        for precision in precisions:
+            model = StreamingClassifier.from_hparams(
+                source=os.path.join(run_folder, "pretrained"), savedir=os.path.join(savedir, precision)
+            )
+            model.set_precision(precision)
+            labels, probs = [], []
+            for entry in tqdm(test.values(), desc=f"{os.path.basename(run_folder)} {precision}", leave=False):
+                out_prob, _, _, label = model.classify_file(entry["path"])
+                labels.append(label[0])
+                probs.append(out_prob.exp()[0])
+            assert model.precision_running == precision
+            results[precision] = (labels, torch.stack(probs))
+    return results, truth, native
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", action="append", required=True, help="NAME=RUN_FOLDER with {fold} where the fold number goes"
+    )
+    parser.add_argument("--folds", default="1", type=lambda s: [int(f) for f in s.split(",")])
+    parser.add_argument("--json", help="write the measurements here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    points, rows = [], []
+    for spec in args.model:
+        name, _, pattern = spec.partition("=")
+        per_precision = {p: {"correct": 0, "changed": 0, "max_prob_change": 0.0} for p in PRECISIONS}
+        clips = 0
+        for fold in args.folds:
+            results, truth, native = classify_fold(pattern.format(fold=fold), PRECISIONS)
+            clips += len(truth)
+            reference_labels, reference_probs = results["fp32"]
+            for precision, (labels, probs) in results.items():
+                tally = per_precision[precision]
+                tally["correct"] += sum(a == b for a, b in zip(labels, truth))
+                tally["changed"] += sum(a != b for a, b in zip(labels, reference_labels))
+                change = (probs - reference_probs).abs().max().item()
+                tally["max_prob_change"] = max(tally["max_prob_change"], change)
+                points.append(
+                    {
+                        "model": name,
+                        "fold": fold,
+                        "precision": precision,
+                        "clips": len(truth),
+                        "top1": 100.0 * sum(a == b for a, b in zip(labels, truth)) / len(truth),
+                        "labels_changed": sum(a != b for a, b in zip(labels, reference_labels)),
+                        "max_prob_change": change,
+                        "bf16_native": native,
+                    }
+                )
+        fp32_top1 = 100.0 * per_precision["fp32"]["correct"] / clips
+        for precision, tally in per_precision.items():
+            top1 = 100.0 * tally["correct"] / clips
+            rows.append(
+                [
+                    name,
+                    precision,
+                    f"{top1:.2f}",
+                    f"{top1 - fp32_top1:+.2f}",
+                    f"{tally['changed']}/{clips}",
+                    f"{tally['max_prob_change']:.4f}",
+                ]
+            )
+    print(table(["model", "precision", "test top-1 %", "vs fp32", "labels changed", "max prob change"], rows))
+    if args.json:
+        write_json(
+            args.json, {"machine": machine(torch.device("cpu")), "folds": args.folds, "points": points, "table": rows}
+        )
+
+
+if __name__ == "__main__":
+    main()
