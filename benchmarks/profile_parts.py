@@ -170,8 +170,12 @@ def main(argv=None):
             + [f"{entry['precisions'][p]['total_s'] * 1000:.0f}" for p in args.precisions]
         )
         rows.append(
-            ["share of the fp32 matmul rate"]
+            ["MACs per second, against an fp32 matmul's"]
             + [f"{entry['precisions'][p]['gflops'] / results['matmul_gflops']:.0%}" for p in args.precisions]
+        )
+        rows.append(
+            ["(before the encoder: features, float32)"]
+            + [f"{results['features_s'] * 1000:.1f}" for p in args.precisions]
         )
         print()
         print(

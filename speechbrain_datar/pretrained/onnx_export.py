@@ -112,10 +112,19 @@ def quantize_classifier_graph(path):
     """Rewrites the ONNX graph at ``path`` with its matrix products dynamically quantized to int8 (onnxruntime's
     quantization tool: int8 weights, activations quantized per call); gathers, attention, sampling stay float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantized = path + ".int8"
-    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-    os.replace(quantized, path)
+    prepared, quantized = path + ".prepared", path + ".int8"
+    try:
+        # The exported graph multiplies by Transpose(weight); the tool quantizes only products whose weight is a
+        # stored tensor, so the transposes are folded into the weights first (onnxruntime's basic optimisations).
+        quant_pre_process(path, prepared, skip_symbolic_shape=True)
+        quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        os.replace(quantized, path)
+    finally:
+        for leftover in (prepared, quantized):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def export_onnx(folder, destination=None, max_blocks=10000, precision=None):

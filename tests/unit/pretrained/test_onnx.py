@@ -22,6 +22,7 @@ from speechbrain_datar.pretrained.export import export_classifier
 # a user who installed the package without it can still run the rest of the suite.
 _NO_EXTRA = "ONNX export not installed: pip install -e '.[onnx]' (or '.[test]') to test it"
 onnxruntime = pytest.importorskip("onnxruntime", reason=_NO_EXTRA)
+onnx = pytest.importorskip("onnx", reason=_NO_EXTRA)
 pytest.importorskip("onnxscript", reason=_NO_EXTRA)
 from speechbrain_datar.pretrained.onnx_export import ClassifierGraph, export_onnx, load_exported, main  # noqa: E402
 
@@ -191,6 +192,14 @@ def test_an_int8_onnx_export_streams_with_the_labels_of_fp32(datar_folder, tmp_p
     export_onnx(datar_folder, str(tmp_path / "int8"), precision="int8")
     with open(tmp_path / "int8" / "onnx.json") as f:
         assert json.load(f)["precision"] == "int8"
+    graph = onnx.load(str(tmp_path / "int8" / "classifier.onnx")).graph
+    quantized = [node for node in graph.node if node.op_type in ("MatMulInteger", "DynamicQuantizeLinear")]
+    float_products = [
+        node
+        for node in graph.node
+        if node.op_type in ("MatMul", "Gemm") and node.input[1] in {init.name for init in graph.initializer}
+    ]
+    assert quantized and not float_products  # every product with a stored weight runs in int8
     path = str(tmp_path / "clip.wav")
     soundfile.write(path, recording(23.0), 16000)
     fp32 = OnnxAudioClassifier(os.path.join(datar_folder, "onnx")).classify_file(path)
