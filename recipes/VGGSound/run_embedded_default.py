@@ -58,6 +58,8 @@ def main(argv=None):
         print(f"generated {made['rows']} clips of {len(CLASSES)} classes in {data_folder}", flush=True)
     run_folder = os.path.join(args.output_folder, "run")
     overrides = dict(OVERRIDES, data_folder=data_folder, output_folder=run_folder)
+    given = {arg.split("=", 1)[0][2:] for arg in extra if arg.startswith("--")}  # e.g. --number_of_epochs=2
+    overrides = {key: value for key, value in overrides.items() if key not in given}
     command = [sys.executable, os.path.join(HERE, "train.py"), args.hparams]
     command += [f"--{key}={value}" for key, value in overrides.items()] + extra
     print("running:", " ".join(command), flush=True)
