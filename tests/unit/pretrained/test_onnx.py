@@ -67,11 +67,13 @@ def datar_micro():
 
 @pytest.fixture(scope="module")
 def datar_folder(tmp_path_factory):
+    torch.manual_seed(0)  # module fixtures are made before the per-test seed: the same weights in every run
     return exported_folder(tmp_path_factory.mktemp("datar"), datar_micro(), {"label": 5})
 
 
 @pytest.fixture(scope="module")
 def ast_folder(tmp_path_factory):
+    torch.manual_seed(0)
     return exported_folder(tmp_path_factory.mktemp("ast"), AST("micro", n_mels=32, target_length=WINDOW), {"label": 4})
 
 
@@ -188,7 +190,8 @@ def test_bad_input_gets_a_clear_error(datar_folder, tmp_path):
 
 def test_an_int8_onnx_export_streams_with_the_labels_of_fp32(datar_folder, tmp_path):
     """``--precision int8``: the graph's matrix products quantized by onnxruntime's tool; it loads, streams a
-    recording window by window, and keeps fp32's label and probabilities within 0.05."""
+    recording window by window, and keeps fp32's label and probabilities within 0.05 (measured 0.011 on this
+    seeded, untrained model; the trained ESC-10 models' changes are in README's precision table)."""
     export_onnx(datar_folder, str(tmp_path / "int8"), precision="int8")
     with open(tmp_path / "int8" / "onnx.json") as f:
         assert json.load(f)["precision"] == "int8"
