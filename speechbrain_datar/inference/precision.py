@@ -154,7 +154,8 @@ class PrecisionRunner:
         self.precision = check_precision(precision)
         self.running = None  # the precision the last call ran in
         self._quantized = None
-        self._warned_device = None
+        self._warned_device = None  # the device the precision was last resolved for (a fallback is logged once)
+        self._resolved_precision = "fp32"
         encoder.register_load_state_dict_post_hook(self._forget_quantized)
 
     def _forget_quantized(self, module, incompatible_keys):
