@@ -223,8 +223,8 @@ class Benchmark:
         if self.stage("larger"):
             self.run("DATAR-tiny", self.chosen("lr", datar), 1)
         if self.stage("cnn14"):
-            for fold in args.cnn14_folds:
-                self.run("CNN14 (SpeechBrain)", args.cnn14_lr, fold, extra=[f"--number_of_epochs={args.cnn14_epochs}"])
+            epochs = [f"--number_of_epochs={args.cnn14_epochs}"]
+            self.runs([("CNN14 (SpeechBrain)", args.cnn14_lr, fold, None, epochs) for fold in args.cnn14_folds])
         if self.stage("step_time"):
             self.results["training_step_seconds"] = dict(
                 batch=16, clip_seconds=5, seconds=training_step_seconds(list(MODELS))
