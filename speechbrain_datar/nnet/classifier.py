@@ -159,6 +159,58 @@ class Classifier(nn.Module):
             total = total + loss
         return total / rows
 
+    def distillation_loss(self, predictions, teacher, temperature=1.0, mix=None):
+        """The distillation term of this head's output against a teacher's class probabilities, averaged over
+        its rows (MBT: the modalities), as ``loss`` averages the task loss.
+
+        Single-label: ``T**2 * KL(teacher_T || student_T)``, both distributions at temperature ``T``
+        (Hinton et al., 2015: the ``T**2`` keeps the gradients' scale as ``T`` changes). The student's
+        ``log_softmax(log_probs / T)`` equals ``log_softmax(logits / T)``, so the head's log-probabilities
+        are enough; the teacher's distribution is ``softmax(log(p) / T)``. Multi-label: binary cross-entropy
+        against the teacher's probabilities (no temperature).
+
+        Arguments
+        ---------
+        predictions : dict
+            What ``forward`` returned.
+        teacher : dict
+            ``{name: probabilities [batch, n_classes]}`` in this head's class order.
+        temperature : float
+            ``T`` of single-label heads.
+        mix : MixedBatch or None
+            Mixup of the batch: row ``r``'s teacher target is ``w * p + (1 - w) * p[perm]`` (after the
+            temperature), ``w = mix.weight(r)``, as the task's targets are mixed.
+
+        Example
+        -------
+        >>> head = Classifier(4, 3)
+        >>> predictions = head(torch.randn(2, 4))
+        >>> same = {"label": predictions["label"].exp().squeeze(1)}
+        >>> float(head.distillation_loss(predictions, same, temperature=1.0)) < 1e-6
+        True
+        """
+        log_probs, probs = predictions[self.name], teacher[self.name].to(predictions[self.name].device).float()
+        if self.multi_label:
+            targets = probs
+        else:
+            targets = torch.softmax(torch.log(probs.clamp(min=1e-12)) / temperature, dim=-1)
+        rows, total = log_probs.shape[1], 0.0
+        for row in range(rows):
+            target = targets
+            if mix is not None:
+                weight = mix.weight(row)
+                target = weight * targets + (1 - weight) * targets[mix.perm]
+            total = total + self._row_distillation(log_probs[:, row], target, temperature)
+        return total / rows
+
+    def _row_distillation(self, log_probs, targets, temperature):
+        if self.multi_label:
+            loss = binary_cross_entropy(log_probs, targets)
+            return loss * targets.shape[-1] if self.class_reduction == "sum" else loss
+        student = torch.log_softmax(log_probs.float() / temperature, dim=-1)
+        kl = F.kl_div(student, targets, reduction="sum") / log_probs.shape[0]
+        return kl * temperature**2
+
     def _row_loss(self, log_probs, targets):
         if not self.multi_label:
             return sb.nnet.losses.nll_loss(log_probs, targets, label_smoothing=self.label_smoothing)
@@ -280,6 +332,10 @@ class MultiHeadClassifier(nn.Module):
     def loss(self, predictions, targets, mix=None):
         """The sum of the heads' losses."""
         return sum(head.loss(predictions, targets, mix) for head in self.heads.values())
+
+    def distillation_loss(self, predictions, teacher, temperature=1.0, mix=None):
+        """The sum of the heads' distillation terms (``Classifier.distillation_loss``)."""
+        return sum(head.distillation_loss(predictions, teacher, temperature, mix) for head in self.heads.values())
 
 
 def build_classifier(

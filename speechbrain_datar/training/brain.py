@@ -24,6 +24,9 @@ exported model's protocol too); and these objects, each ``null`` when unused:
   ``on_phase_change``;
 - ``frame_norm``: normalises the frames of audio-visual batches (those with a ``frames`` item), which
   go to ``embedding_model(feats, lengths, frames=...)``.
+
+With ``teacher_scores`` (``training.distillation.TeacherScores``) the training loss adds the hparams'
+``distillation`` term (``Distillation.combine``) against the teacher's probabilities of the batch's clips.
 """
 
 import contextlib
@@ -35,6 +38,7 @@ import speechbrain as sb
 from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.layers import unwrap_module
+from speechbrain_datar.training.distillation import fill_missing
 from speechbrain_datar.training.metrics import (
     ClassificationMetrics,
     TaggingMetrics,
@@ -59,12 +63,15 @@ class AudioClassificationBrain(sb.Brain):
     extra_statistics : sequence of callables
         Each maps ``{key: ClassificationMetrics}`` of an evaluation pass to a dict of
         further statistics in percent (EPIC's action accuracy).
+    teacher_scores : TeacherScores or None
+        A teacher's probabilities of the training clips: training adds the hparams' ``distillation`` term.
     *args, **kwargs
         As for ``speechbrain.Brain``.
     """
 
-    def __init__(self, *args, label_encoders, main_metric=None, extra_statistics=(), **kwargs):
+    def __init__(self, *args, label_encoders, main_metric=None, extra_statistics=(), teacher_scores=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.teacher_scores = teacher_scores
         if not label_encoders:
             raise ValueError("at least one label encoder is needed")
         self.label_encoders = label_encoders
@@ -146,11 +153,14 @@ class AudioClassificationBrain(sb.Brain):
         return self.modules.classifier(self.modules.embedding_model(feats, lens, **media))
 
     def compute_objectives(self, predictions, batch, stage):
-        """The head's loss (the sum of its outputs' losses, against the mixed targets under mixup); metrics in
-        evaluation."""
+        """The head's loss (the sum of its outputs' losses, against the mixed targets under mixup), with the
+        distillation term in training when there is a teacher; metrics in evaluation."""
         targets = {key: getattr(batch, f"{key}_encoded").data for key in self.label_keys}
         head = unwrap_module(self.modules.classifier)
         loss = head.loss(predictions, targets, self._mix if stage == sb.Stage.TRAIN else None)
+        if stage == sb.Stage.TRAIN and self.teacher_scores is not None:
+            teacher = fill_missing(self.teacher_scores.batch(batch.id, self.device), predictions)
+            loss = self.hparams.distillation.combine(loss, head, predictions, teacher, self._mix)
         if stage != sb.Stage.TRAIN:
             for key in self.label_keys:
                 target = targets[key] if self.multi_label else targets[key].reshape(-1)

@@ -35,6 +35,7 @@ from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_recipe_model
 from speechbrain_datar.training.brain import AudioClassificationBrain
+from speechbrain_datar.training.distillation import SCORES_FILE, TeacherScores, prepare_teacher_scores
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,13 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         )
         train_options = train_loader_options(hparams, datasets["train"], label_keys)
 
+    teacher_scores = None
+    if hparams["distillation"].active:
+        folder = hparams["shards_folder"] if hparams["data_format"] == "shards" else save
+        teacher_scores = TeacherScores.load(os.path.join(folder, SCORES_FILE))
+        logger.info(
+            "distillation: weight %g, temperature %g", hparams["distill_weight"], hparams["distill_temperature"]
+        )
     brain = AudioClassificationBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
@@ -163,6 +171,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
         label_encoders=label_encoders,
         main_metric=main_metric,
         extra_statistics=extra_statistics,
+        teacher_scores=teacher_scores,
     )
     if hparams["data_format"] == "shards":
         # The stream deals its shards anew each epoch (Brain calls set_epoch on its train_sampler) and, in an
@@ -201,8 +210,25 @@ def recipe_shard_settings(hparams):
     return shard_settings(hparams["sample_rate"], hparams["clip_seconds"], frames, hparams["shard_frame_rate"])
 
 
+def recipe_teacher_scores(hparams, label_keys=None):
+    """The teacher's scores of the training clips, computed once into ``save_folder`` (or read back) when the
+    recipe distils (``training.distillation``); ``None`` otherwise."""
+    if not hparams["distillation"].active:
+        return None
+    save = hparams["save_folder"]
+    keys = prepared_label_keys(save, label_keys)
+    encoders = {key: load_label_encoder(os.path.join(save, label_encoder_file(key))) for key in keys}
+    return prepare_teacher_scores(hparams["distillation"], save, encoders)
+
+
 def write_recipe_shards(hparams):
-    """Writes (or finishes) the recipe's shards from its prepared manifests into ``shards_folder``."""
+    """Writes (or finishes) the recipe's shards from its prepared manifests into ``shards_folder``; the
+    teacher's scores, when the recipe distils, travel with them (a copy refreshed on every run, so that a new
+    teacher needs no new shards)."""
+    scores = os.path.join(hparams["save_folder"], SCORES_FILE)
+    if hparams["distillation"].active and os.path.isfile(scores):
+        os.makedirs(hparams["shards_folder"], exist_ok=True)
+        TeacherScores.load(scores).save(os.path.join(hparams["shards_folder"], SCORES_FILE))
     report = write_shards(
         prepared_manifests(hparams["save_folder"]),
         hparams["shards_folder"],
@@ -437,6 +463,7 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
                 skip_prep=hparams["skip_prep"],
             ),
         )
+        sb.utils.distributed.run_on_main(recipe_teacher_scores, args=[hparams, label_keys])
         if hparams["data_format"] not in DATA_FORMATS:
             raise DataError(f"data_format must be one of {DATA_FORMATS}, got {hparams['data_format']!r}")
         if hparams["data_format"] == "shards" or hparams["write_shards_only"]:

@@ -357,3 +357,45 @@ def test_warmup_cosine_schedule_resumes_exactly_and_restarts_at_a_phase_change(d
     result = run(cmd, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert logged_lr(killed) == lrs
+
+
+@pytest.mark.slow
+def test_distillation_from_an_export_survives_a_kill_scores_once_and_travels_in_shards(trained, data_folder, tmp_path):
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    from speechbrain_datar.dataio.audio import load_clip
+    from speechbrain_datar.training.distillation import SCORES_FILE, TeacherScores
+
+    teacher = os.path.join(trained, "pretrained")
+    # distill_weight 0: bitwise the training without a teacher
+    zero = str(tmp_path / "zero")
+    result = run(command(data_folder, zero, 2, teacher=teacher, distill_weight=0.0), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("embedding_model.ckpt", "classifier.ckpt"):
+        with open(os.path.join(zero, "pretrained", name), "rb") as a, open(os.path.join(teacher, name), "rb") as b:
+            assert a.read() == b.read(), name
+    # from shards, killed after its first checkpoint and resumed: the scores are computed once
+    out = str(tmp_path / "student")
+    cmd = command(data_folder, out, 2, teacher=teacher, data_format="shards", shard_megabytes=0.2)
+    kill_after_first_checkpoint(cmd, ROOT, out)
+    scores_path = os.path.join(out, "save", SCORES_FILE)
+    written = os.stat(scores_path).st_mtime_ns
+    result = run(cmd, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert logged_epochs(out) == [1, 2]
+    assert os.stat(scores_path).st_mtime_ns == written
+    assert "teacher scores: reusing" in open(os.path.join(out, "log.txt")).read()
+    scores = TeacherScores.load(scores_path)
+    in_shards = TeacherScores.load(os.path.join(out, "save", "shards", SCORES_FILE))
+    assert in_shards.ids == scores.ids and in_shards.fingerprint == scores.fingerprint
+    assert (in_shards.probabilities["label"] == scores.probabilities["label"]).all()
+    # the scores are the teacher export's own classification of each training clip
+    model = EncoderClassifier.from_hparams(source=teacher, savedir=str(tmp_path / "teacher"))
+    entries = json.load(open(os.path.join(out, "save", "train.json")))
+    clip_id = scores.ids[0]
+    wav = load_clip(entries[clip_id]["path"], 16000, entries[clip_id].get("start"), entries[clip_id].get("stop"))
+    expected = model.classify_batch(wav.unsqueeze(0))[0].exp()
+    assert torch.allclose(scores.batch([clip_id])["label"], expected.reshape(1, -1), atol=1e-5)
+    # the student is exported like any model: it loads and classifies without its teacher
+    student = EncoderClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "s"))
+    assert student.classify_batch(wav.unsqueeze(0))[3][0] in {e["label"] for e in entries.values()}
