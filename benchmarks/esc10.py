@@ -18,8 +18,14 @@ copy with ``recipes/ESC50/class_folders_to_esc50.py``). Every run is the ESC-50 
 5. ``coarse_to_fine``: DATAR-micro with phases ``{factor: 4, epochs: 8}, {factor: 1, epochs: 22}`` on
    ``--coarse-to-fine-folds``, against the full-resolution runs of the same folds.
 6. ``larger``: DATAR-tiny on fold 1 at DATAR-micro's rate.
-7. ``cnn14``: SpeechBrain's CNN14 on as many folds as ``--cnn14-folds`` (about 6 minutes an epoch here).
-8. ``step_time``: one training step of 16 clips of each model, measured in turn in one process (the runs'
+7. ``cnn14``: SpeechBrain's CNN14 on as many folds as ``--cnn14-folds`` (about 2.5 minutes an epoch with one
+   thread on an AVX-512 CPU); each fold's export is that fold's teacher.
+8. ``distill_search``: DATAR-micro distilled from fold 1's CNN14, ``DISTILL_WEIGHTS`` x ``DISTILL_TEMPERATURES``,
+   chosen on fold 1's validation part.
+9. ``distill_folds``: DATAR-micro, DATAR-mini (AST-micro's MACs) and AST-micro distilled with that setting from
+   each fold's CNN14 on fold 1 and ``--folds``, DATAR-mini without a teacher, DATAR-tiny with and without on
+   fold 1; the summary pairs each student with its teacher and DATAR with AST fold by fold.
+10. ``step_time``: one training step of 16 clips of each model, measured in turn in one process (the runs'
    seconds per epoch depend on what shared the cores with them).
 
     python benchmarks/esc10.py --data_folder /data/esc10 --results /data/esc10_runs --json docs/esc10_cpu.json \\
@@ -57,6 +63,7 @@ MODELS = {
     "DATAR-micro, no deformable attention": ("hparams/ESC50/datar.yaml", ["--deformable=False"]),
     "DATAR-micro, no input adaptor": ("hparams/ESC50/datar.yaml", ["--input_adaptor=none"]),
     "AST (DATAR-micro's size)": ("hparams/ESC50/ast.yaml", []),
+    "DATAR-mini (AST's MACs)": ("hparams/ESC50/datar.yaml", ["--preset=mini"]),
     "DATAR-tiny": ("hparams/ESC50/datar.yaml", ["--preset=tiny"]),
     "CNN14 (SpeechBrain)": ("hparams/ESC50/cnn14.yaml", []),
 }
@@ -79,7 +86,23 @@ AUGMENTATIONS = {
 }
 DEFAULT_AUGMENTATION = "SpecAugment + gain, shift, noise"
 COARSE_TO_FINE = "[{factor: 4, epochs: 8}, {factor: 1, epochs: 22}]"
-STAGES = ("lr", "augment", "lr_others", "folds", "coarse_to_fine", "larger", "cnn14", "step_time")
+#: the distillation search on fold 1's split: distill_weight x distill_temperature
+DISTILL_WEIGHTS = (0.3, 0.6, 0.9)
+DISTILL_TEMPERATURES = (2.0, 4.0)
+#: students distilled on every fold from that fold's CNN14 (with the search's setting), and without a teacher
+STUDENTS = ("DATAR-micro", "DATAR-mini (AST's MACs)", "AST (DATAR-micro's size)")
+STAGES = (
+    "lr",
+    "augment",
+    "lr_others",
+    "folds",
+    "coarse_to_fine",
+    "larger",
+    "cnn14",
+    "distill_search",
+    "distill_folds",
+    "step_time",
+)
 
 
 def slug(text):
@@ -181,7 +204,8 @@ class Benchmark:
         return self.choose("lr", runs, lambda run: run["lr"], model)
 
     def save(self):
-        self.results["models"] = self.results.get("models") or model_sizes()
+        sizes = self.results.setdefault("models", {})
+        sizes.update(model_sizes([m for m in MODELS if m not in sizes]))
         write_json(self.args.json, self.results)
 
     def stage(self, name):
@@ -200,7 +224,7 @@ class Benchmark:
                 for r in runs
             }
             self.choose("augmentation", runs, lambda run: run["augmentation"])
-        compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)")]
+        compared = [m for m in MODELS if m not in ("DATAR-tiny", "CNN14 (SpeechBrain)", "DATAR-mini (AST's MACs)")]
         if self.stage("lr_others"):
             # Every model's rate with the chosen augmentation, DATAR-micro's searched again (stage 1 ran without it).
             first = self.results.get("lr_search", {}).get(datar)
@@ -222,9 +246,15 @@ class Benchmark:
             self.runs([(datar, lr, fold) for fold in args.coarse_to_fine_folds])
         if self.stage("larger"):
             self.run("DATAR-tiny", self.chosen("lr", datar), 1)
-        if self.stage("cnn14"):
-            epochs = [f"--number_of_epochs={args.cnn14_epochs}"]
-            self.runs([("CNN14 (SpeechBrain)", args.cnn14_lr, fold, None, epochs) for fold in args.cnn14_folds])
+        # CNN14's folds and the distillation search (fold 1's teacher) share one queue: no slot waits for a stage
+        epochs = [f"--number_of_epochs={args.cnn14_epochs}"]
+        teachers = [("CNN14 (SpeechBrain)", args.cnn14_lr, fold, None, epochs) for fold in args.cnn14_folds]
+        if self.stage("distill_search"):
+            self.search_distillation(teachers if self.stage("cnn14") else [])
+        elif self.stage("cnn14"):
+            self.runs(teachers)
+        if self.stage("distill_folds"):
+            self.distil_folds()
         if self.stage("step_time"):
             self.results["training_step_seconds"] = dict(
                 batch=16, clip_seconds=5, seconds=training_step_seconds(list(MODELS))
@@ -232,7 +262,108 @@ class Benchmark:
             self.save()
         self.summarise_folds([m for m in compared if self.chosen("lr", m) is not None])
         self.summarise_coarse_to_fine()
+        self.summarise_distillation()
         self.report(compared)
+
+    # ------------------------------------------------------------------------------------ distillation
+    def cnn14_tag(self):
+        return f"{slug('CNN14 (SpeechBrain)')}/none/lr{self.args.cnn14_lr:g}"
+
+    def teacher(self, fold):
+        """Fold ``fold``'s CNN14 export: the teacher of that fold's students (it never saw their test clips)."""
+        folder = os.path.join(self.args.results, self.cnn14_tag(), f"fold{fold}", "pretrained")
+        if not os.path.isfile(os.path.join(folder, "hyperparams.yaml")):
+            raise SystemExit(f"error: no CNN14 export for fold {fold} ({folder}): run the cnn14 stage first")
+        return folder
+
+    def lr_of(self, model):
+        """A model's searched rate; DATAR-mini and DATAR-tiny take DATAR-micro's (not searched for them)."""
+        return self.chosen("lr", model) or self.chosen("lr", "DATAR-micro")
+
+    def distilled(self, model, fold, weight, temperature):
+        """A job of ``runs``: ``model`` on ``fold`` distilled from that fold's CNN14."""
+        options = [
+            f"--teacher={self.teacher(fold)}",
+            f"--distill_weight={weight}",
+            f"--distill_temperature={temperature}",
+        ]
+        lr = self.lr_of(model)
+        return (model, lr, fold, None, options, f"{slug(model)}/distilled_w{weight:g}_t{temperature:g}/lr{lr:g}")
+
+    def search_distillation(self, first=()):
+        """``distill_weight`` x ``distill_temperature`` for DATAR-micro on fold 1's split (validation part), after
+        the jobs ``first`` in the same queue."""
+        grid = [(w, t) for w in DISTILL_WEIGHTS for t in DISTILL_TEMPERATURES]
+        runs = self.runs([*first, *(self.distilled("DATAR-micro", 1, w, t) for w, t in grid)])[len(first) :]
+        self.results["distill_search"] = {
+            f"weight {w:g}, temperature {t:g}": run["best_valid_top1"] for (w, t), run in zip(grid, runs)
+        }
+        setting = dict(zip(grid, runs))
+        best = max(grid, key=lambda wt: (setting[wt]["best_valid_top1"], -setting[wt]["best_valid_loss"]))
+        self.results.setdefault("chosen", {})["distillation"] = {"weight": best[0], "temperature": best[1]}
+        self.save()
+
+    def distil_folds(self):
+        """Every student with and without the chosen distillation on every fold, DATAR-tiny on fold 1."""
+        chosen = self.chosen("distillation")
+        if chosen is None:
+            raise SystemExit("error: no distillation setting chosen yet: run the distill_search stage first")
+        folds = [1, *self.args.folds]
+        # in the order the results matter: each student's five folds in turn
+        jobs = [self.distilled(m, f, chosen["weight"], chosen["temperature"]) for m in STUDENTS for f in folds]
+        jobs += [("DATAR-mini (AST's MACs)", self.lr_of("DATAR-mini (AST's MACs)"), f) for f in folds]
+        jobs += [self.distilled("DATAR-tiny", 1, chosen["weight"], chosen["temperature"])]
+        jobs += [("DATAR-tiny", self.lr_of("DATAR-tiny"), 1)]
+        self.runs(jobs)
+
+    def summarise_distillation(self):
+        """Test top-1 per fold of CNN14 and of each student with and without its teacher, mean ± std, and the
+        paired per-fold differences (student minus its teacher, DATAR minus AST)."""
+        runs, chosen = self.results["runs"], self.chosen("distillation")
+        plain = self.chosen("augmentation") or DEFAULT_AUGMENTATION
+
+        def per_fold(tag):
+            return {f: runs[f"{tag}/fold{f}"]["test_top1"] for f in range(1, 6) if f"{tag}/fold{f}" in runs}
+
+        rows = {"CNN14 (SpeechBrain)": per_fold(self.cnn14_tag())}
+        for model in (*STUDENTS, "DATAR-tiny"):
+            lr = self.lr_of(model)
+            if lr is None:
+                continue
+            rows[model] = per_fold(f"{slug(model)}/{slug(plain)}/lr{lr:g}")
+            if chosen:
+                distilled = f"{slug(model)}/distilled_w{chosen['weight']:g}_t{chosen['temperature']:g}/lr{lr:g}"
+                rows[f"{model}, distilled"] = per_fold(distilled)
+        rows = {name: folds for name, folds in rows.items() if folds}
+        if not rows:
+            return
+
+        def paired(a, b):
+            folds = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
+            if not folds:
+                return None
+            differences = [round(rows[a][f] - rows[b][f], 2) for f in folds]
+            return dict(summary([{"test": {"top1": d}} for d in differences]), fold_numbers=folds)
+
+        self.results["distillation"] = {
+            "setting": chosen,
+            "test_top1": {
+                name: dict(summary([{"test": {"top1": v}} for v in folds.values()]), fold_numbers=sorted(folds))
+                for name, folds in rows.items()
+            },
+            "paired_differences": {
+                f"{a} minus {b}": d
+                for a, b in [
+                    *((f"{m}, distilled", "CNN14 (SpeechBrain)") for m in STUDENTS),
+                    *((f"{m}, distilled", m) for m in STUDENTS),
+                    ("DATAR-micro, distilled", "AST (DATAR-micro's size), distilled"),
+                    ("DATAR-mini (AST's MACs), distilled", "AST (DATAR-micro's size), distilled"),
+                    ("DATAR-micro", "AST (DATAR-micro's size)"),
+                ]
+                if (d := paired(a, b)) is not None
+            },
+        }
+        self.save()
 
     def coarse_to_fine_tag(self):
         return f"{slug('DATAR-micro')}/coarse_to_fine/lr{self.chosen('lr', 'DATAR-micro'):g}"
@@ -344,6 +475,30 @@ class Benchmark:
                 ],
             ]
             print(table(["DATAR-micro", "test top-1 per fold", "training seconds per fold"], rows), end="\n\n")
+        distillation = self.results.get("distillation")
+        if distillation:
+            rows = [
+                [
+                    name,
+                    f"{r['mean']:.1f} ± {r['std']:.1f}",
+                    ", ".join(f"{v:.1f}" for v in r["folds"]),
+                    r["fold_numbers"],
+                ]
+                for name, r in distillation["test_top1"].items()
+            ]
+            rows += [
+                [
+                    name,
+                    f"{r['mean']:+.1f} ± {r['std']:.1f}",
+                    ", ".join(f"{v:+.1f}" for v in r["folds"]),
+                    r["fold_numbers"],
+                ]
+                for name, r in distillation["paired_differences"].items()
+            ]
+            print(table(["model (distillation)", "test top-1 (%)", "per fold", "folds"], rows), end="\n\n")
+        if self.results.get("distill_search"):
+            rows = [[k, v] for k, v in self.results["distill_search"].items()]
+            print(table(["DATAR-micro distilled from fold 1's CNN14", "valid top-1"], rows), end="\n\n")
         if self.args.plot:
             plot_curves(self.results, self.args.plot)
 
@@ -386,10 +541,10 @@ def training_step_seconds(models, batch=16, repeats=5):
     return {model: round(statistics.median(t[1:]), 3) for model, t in times.items()}
 
 
-def model_sizes():
+def model_sizes(models=tuple(MODELS)):
     """Parameters and MACs (every matrix product, attention included) of each model on one 5 s clip."""
     sizes = {}
-    for model in MODELS:
+    for model in models:
         hparams = model_hparams(model)
         encoder = hparams["embedding_model"].eval()
         feats = hparams["compute_features"](torch.zeros(1, 5 * hparams["sample_rate"]))

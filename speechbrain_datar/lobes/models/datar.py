@@ -43,7 +43,7 @@ _STAGE_SPEC_TINY = [["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L"
 _STAGE_SPEC_DEEP = [["L", "S"], ["L", "S"], ["L", "D"] * 9, ["L", "D"]]
 
 #: Architecture presets. ``tiny``/``small``/``base`` follow DAT-T/S/B; ``micro`` is a very small network
-#: with the same layout, for tests and demos on a CPU.
+#: with the same layout, for tests and demos on a CPU; ``mini`` is ``micro`` twice as wide.
 PRESETS = {
     name: dict(dims=dims, depths=depths, heads=heads, groups=groups, stage_spec=spec, drop_path_rate=rate)
     for name, dims, depths, heads, groups, spec, rate in (
@@ -55,6 +55,16 @@ PRESETS = {
             [16, 32, 64, 128],
             [2, 2, 2, 2],
             [1, 2, 4, 8],
+            [1, 1, 2, 4],
+            [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
+            0.0,
+        ),
+        # micro twice as wide: about AST-micro's MACs (0.55 G on a 5 s clip), for comparisons at equal compute
+        (
+            "mini",
+            [32, 64, 128, 256],
+            [2, 2, 2, 2],
+            [2, 4, 8, 16],
             [1, 1, 2, 4],
             [["L", "S"], ["L", "S"], ["L", "D"], ["L", "D"]],
             0.0,
@@ -201,7 +211,7 @@ class DATAR(nn.Module):
     Arguments
     ---------
     preset : str
-        ``"tiny"`` (DAT-T shape, default), ``"small"``, ``"base"`` or ``"micro"``
+        ``"tiny"`` (DAT-T shape, default), ``"small"``, ``"base"``, ``"micro"`` or ``"mini"``
         (a very small network for tests). Any argument below given explicitly
         overrides the preset.
     n_mels : int
