@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import tarfile
 
 import numpy as np
@@ -52,16 +53,30 @@ from speechbrain_datar.dataio.frames import DEFAULT_FPS, FrameTransform, frame_t
 from speechbrain_datar.dataio.manifest import read_manifest
 from speechbrain_datar.dataio.pipelines import encode_label, label_pipeline
 from speechbrain_datar.dataio.problems import ClipProblem
+from speechbrain_datar.dataio.shard_records import (
+    MAX_REPORTED,
+    SHARDS_FORMAT,
+    DamagedRecord,
+    RecordLimits,
+    decode_audio,
+    parse_json,
+    read_records,
+    record_digest,
+)
 from speechbrain_datar.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-SHARDS_FORMAT = 1
 INFO_FILE = "shards.json"
 REPORT_FILE = "shards_report.json"
 #: Training frames are stored at this short side relative to the model's frame size.
 FRAME_SIDE_MARGIN = 1.25
 JPEG_QUALITY = 90
+#: A shard's record (``train-000000.json``); other files in a shard folder are not the shards'.
+SHARD_RECORD_NAME = re.compile(r"^([A-Za-z0-9_]+)-(\d{6})\.json$")
+MAX_RECORD_FILE_BYTES = 64 << 20
+#: The smallest a clip can take in a shard: two members (JSON and audio) of a 512-byte header and a block each.
+MIN_CLIP_BYTES = 2048
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -82,7 +97,7 @@ def shard_settings(sample_rate, crop_seconds=None, frames=None, frame_rate=4.0):
     Example
     -------
     >>> shard_settings(16000)
-    {'format': 1, 'sample_rate': 16000}
+    {'format': 2, 'sample_rate': 16000}
     """
     settings = {"format": SHARDS_FORMAT, "sample_rate": int(sample_rate)}
     if frames and frames.get("n_frames"):
@@ -121,14 +136,66 @@ def open_shard_folder(folder, manifests, settings):
     path = os.path.join(folder, INFO_FILE)
     if not os.path.isfile(path):
         raise DataError(f"{folder} holds no shards ({INFO_FILE} missing): write them first (--write_shards_only)")
-    with open(path) as f:
-        written = json.load(f)
-    _refuse_other_preparation(folder, written, shard_info(manifests, settings))
-    shards = {split: finished_shards(folder, split) for split in manifests}
-    for split, records in shards.items():
-        if not records or not records[-1].get("last"):
+    _refuse_other_preparation(folder, read_shard_info(path), shard_info(manifests, settings))
+    shards = {}
+    for split in manifests:
+        damaged = []
+        shards[split] = finished_shards(folder, split, damaged)
+        for name, problem in damaged:
+            logger.warning("shard record %s is damaged, its shard is left out: %s", name, problem)
+        if not shards[split] or not shards[split][-1].get("last"):
             raise DataError(f"the {split} shards in {folder} are incomplete: run the shard writer again to finish them")
     return shards
+
+
+def read_json_file(path, what, max_depth=8):
+    """A small JSON file of the shard folder, strictly parsed (``DataError`` naming it when it is damaged)."""
+    try:
+        with open(path, "rb") as f:
+            return parse_json(f.read(MAX_RECORD_FILE_BYTES + 1), MAX_RECORD_FILE_BYTES, max_depth)
+    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as error:
+        raise DataError(f"{what} {path} is damaged ({error})") from None
+
+
+def read_shard_info(path):
+    """``shards.json``: the settings and manifests' SHA-256 the folder was written with (``DataError`` when it is
+    damaged)."""
+    info = read_json_file(path, "shard folder description")
+    if (
+        not isinstance(info, dict)
+        or not isinstance(info.get("settings"), dict)
+        or not isinstance(info.get("manifests"), dict)
+    ):
+        raise DataError(f"shard folder description {path} is damaged (no settings and manifests): use another folder")
+    return info
+
+
+def shard_record(path, split, index):
+    """A finished shard's record (its ``.json``), checked: ``DataError`` says what is wrong with it."""
+    record = read_json_file(path, "shard record")
+    expected = {
+        "name": str,
+        "split": str,
+        "first_position": int,
+        "next_position": int,
+        "ids": list,
+        "clips": int,
+        "bytes": int,
+        "sha256": str,
+        "last": bool,
+    }
+    if not isinstance(record, dict):
+        raise DataError(f"shard record {path} is damaged (not an object)")
+    wrong = [key for key, kind in expected.items() if not isinstance(record.get(key), kind)]
+    if wrong:
+        raise DataError(f"shard record {path} is damaged ({', '.join(wrong)} missing or of the wrong type)")
+    if record["name"] != f"{split}-{index:06d}.tar" or record["split"] != split:
+        raise DataError(f"shard record {path} is damaged (it names {record['name'][:60]!r})")
+    if record["clips"] != len(record["ids"]) or not all(isinstance(i, str) for i in record["ids"]):
+        raise DataError(f"shard record {path} is damaged ({record['clips']} clips, {len(record['ids'])} ids)")
+    if record["bytes"] < 0 or record["clips"] * MIN_CLIP_BYTES > record["bytes"]:
+        raise DataError(f"shard record {path} is damaged ({record['clips']} clips in {record['bytes']} bytes)")
+    return record
 
 
 def _refuse_other_preparation(folder, written, expected):
@@ -150,15 +217,23 @@ def _refuse_other_preparation(folder, written, expected):
         )
 
 
-def finished_shards(folder, split):
-    """The finished shards of a split, in order (their ``.json`` records, with ``path``)."""
+def finished_shards(folder, split, damaged=None):
+    """The finished shards of a split, in order (their ``.json`` records, with ``path``).
+
+    A damaged record is a ``DataError`` (the writer's view: it cannot continue after it), or, with a list
+    ``damaged``, is added to it as ``(name, problem)`` and left out (the readers' view)."""
     records = []
     index = 0
     while os.path.isfile(meta := os.path.join(folder, f"{split}-{index:06d}.json")):
-        with open(meta) as f:
-            record = json.load(f)
-        record["path"] = os.path.join(folder, record["name"])
-        records.append(record)
+        try:
+            record = shard_record(meta, split, index)
+        except DataError as error:
+            if damaged is None:
+                raise DataError(f"{error}: remove it and its shard to write them again") from None
+            damaged.append((os.path.basename(meta), str(error)))
+        else:
+            record["path"] = os.path.join(folder, record["name"])
+            records.append(record)
         index += 1
     return records
 
@@ -245,18 +320,31 @@ def encode_clip(key, entry, split, settings):
     return members, meta
 
 
+def fresh_file(path):
+    """A new file at ``path`` open for writing: whatever stood there (a link included) is removed first and the file
+    is created exclusively, never through a link, so that a writer never writes outside its folder."""
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise DataError(f"{path} is a folder where the shard writer writes a file: remove it")
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
 class _ShardSink:
     """The shard being written: ``<name>.part`` until it is finished, then renamed with its ``.json``."""
 
     def __init__(self, folder, split, index, first_position):
         self.folder, self.name = folder, f"{split}-{index:06d}.tar"
         self.part = os.path.join(folder, self.name + ".part")
-        self.tar = tarfile.open(self.part, "w", format=tarfile.PAX_FORMAT)
+        self.file = fresh_file(self.part)
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
         self.record = {"name": self.name, "split": split, "first_position": first_position, "ids": []}
 
     def add(self, position, members, meta):
         key = f"{position:09d}"
-        meta = dict(meta, position=position, sha256=record_digest(members))
+        meta = dict(meta, position=position)
+        meta["sha256"] = record_digest(members, meta)
         for suffix, data in [("json", json.dumps(meta).encode())] + list(members.items()):
             info = tarfile.TarInfo(f"{key}.{suffix}")
             info.size = len(data)
@@ -269,6 +357,7 @@ class _ShardSink:
 
     def finish(self, next_position, last):
         self.tar.close()
+        self.file.close()
         self.record.update(
             next_position=next_position,
             last=last,
@@ -282,9 +371,10 @@ class _ShardSink:
 
 
 def _write_json(path, data):
-    """Writes JSON through a temporary file, so that a killed write never leaves half a file."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
+    """Writes JSON through a temporary file, so that a killed write never leaves half a file (both created afresh:
+    never written through a link)."""
+    with fresh_file(path + ".tmp") as f:
+        f.write(json.dumps(data, indent=1).encode())
     os.replace(path + ".tmp", path)
 
 
@@ -341,18 +431,21 @@ def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, pr
     os.makedirs(folder, exist_ok=True)
     info = shard_info(manifests, settings)
     info_path = os.path.join(folder, INFO_FILE)
-    if os.path.isfile(info_path):
-        with open(info_path) as f:
-            _refuse_other_preparation(folder, json.load(f), info)
+    if os.path.isfile(info_path) and not os.path.islink(info_path):
+        _refuse_other_preparation(folder, read_shard_info(info_path), info)
     elif any(name.endswith((".tar", ".tar.part")) for name in os.listdir(folder)):
         raise DataError(f"{folder} holds shards without {INFO_FILE}: use another shards_folder")
     else:
         _write_json(info_path, info)
     report_path = os.path.join(folder, REPORT_FILE)
     report = {}
-    if os.path.isfile(report_path):
-        with open(report_path) as f:
-            report = json.load(f)
+    if os.path.isfile(report_path) and not os.path.islink(report_path):
+        try:
+            report = read_json_file(report_path, "shard report")
+        except DataError as error:
+            logger.warning("%s: it is written again", error)
+        if not isinstance(report, dict) or not all(isinstance(v, dict) for v in report.values()):
+            report = {}
     pending = [split for split in manifests if not _split_finished(folder, split)]
     with _encoder_pool(workers if pending else 0) as pool:  # worker processes only when there is work
         for split, manifest in manifests.items():
@@ -382,13 +475,12 @@ def _write_split(
 ):
     keys = split_order(entries, split, seed)
     done = finished_shards(folder, split)
-    skipped = dict(previous.get("skipped", {}))
+    skipped = previous.get("skipped", {})
+    skipped = dict(skipped) if isinstance(skipped, dict) else {}
     if done and done[-1]["last"]:
         return _split_report(done, skipped)
     start = done[-1]["next_position"] if done else 0
-    part = os.path.join(folder, f"{split}-{len(done):06d}.tar.part")
-    if os.path.exists(part):
-        os.remove(part)  # a shard a killed write left unfinished: written again from its first clip
+    # a shard a killed write left unfinished (``.part``) is written again from its first clip: its sink replaces it
     limit = shard_megabytes * 2**20
     sink = None
     bar = tqdm(total=len(keys), initial=start, desc=f"shards ({split})", disable=not progress, unit="clip")
@@ -449,8 +541,12 @@ def _split_report(done, skipped):
     }
 
 
-def check_shards(folder):
-    """Verifies every finished shard in ``folder`` against its record (size, SHA-256, clips it holds).
+def check_shards(folder, manifests=None):
+    """Verifies every finished shard in ``folder`` as training and evaluation read it: its record, its size and
+    SHA-256, and each clip's record (the checks of ``shard_records.read_records``; with ``manifests``, ``{split:
+    manifest path}`` of the preparation the folder was written from, also that every clip is one of its split's
+    and its metadata its manifest entry, as training and evaluation check). Files that are not a shard's record
+    (``notes.json``) are not the shards' and are passed over.
 
     Returns
     -------
@@ -458,96 +554,122 @@ def check_shards(folder):
         ``{shard name: problem}``, empty when every shard is whole.
     """
     problems = {}
+    try:
+        info = read_shard_info(os.path.join(folder, INFO_FILE))
+        settings = info["settings"]
+        if manifests:
+            _refuse_other_preparation(folder, info, shard_info(manifests, settings))
+        entries = {split: read_manifest(path) for split, path in (manifests or {}).items()}
+        limits = {
+            split: RecordLimits(settings["sample_rate"], entries.get(split), settings.get("frames"))
+            for split in {*entries, None}
+        }
+    except (DataError, KeyError, TypeError, ValueError) as error:
+        return {INFO_FILE: str(error)}
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".json") and name not in (INFO_FILE, REPORT_FILE) and not name.endswith(".tmp"):
-            with open(os.path.join(folder, name)) as f:
-                record = json.load(f)
-            problem = shard_problem(dict(record, path=os.path.join(folder, record["name"])), full=True)
-            if problem:
-                problems[record["name"]] = problem
+        match = SHARD_RECORD_NAME.match(name)
+        if not match:
+            continue
+        try:
+            record = shard_record(os.path.join(folder, name), match.group(1), int(match.group(2)))
+        except DataError as error:
+            problems[name] = str(error)
+            continue
+        record["path"] = os.path.join(folder, record["name"])
+        split_limits = limits.get(record["split"], limits[None])
+        problem = shard_problem(record, full=True) or _record_problems(record, split_limits)
+        if problem:
+            problems[record["name"]] = problem
     return problems
 
 
+def _record_problems(record, limits):
+    """What is wrong with a shard's clips (damaged records, or fewer whole clips than its record lists), or
+    ``None``."""
+    damaged, whole = [], 0
+    try:
+        for clip in read_records(record["path"], limits, max_members=member_cap(record, limits)):
+            if isinstance(clip, DamagedRecord):
+                damaged.append(clip)
+            else:
+                whole += 1
+    except (tarfile.TarError, OSError) as error:
+        return f"not a readable tar file of its format ({error})"
+    if damaged:
+        return f"{len(damaged)} damaged records ({damaged[0].reason}: {damaged[0]})"
+    if whole != record["clips"]:
+        return f"{whole} clips, written {record['clips']}"
+    return None
+
+
+def member_cap(record, limits):
+    """The most tar members the shard can hold for the clips its record lists (audio only: two a clip; with frames
+    no bound is known beforehand, and stray members are counted instead)."""
+    return None if limits.frames else 2 * record["clips"] + 8
+
+
 def shard_problem(record, full=False):
-    """Why a shard cannot be read (missing, size or hash not its record's, clips missing), or ``None``.
-    Without ``full``, only what costs no reading (existence and size)."""
+    """Why a shard cannot be read (missing, size or hash not its record's), or ``None``. Without ``full``, only what
+    costs no reading (existence and size)."""
     path = record["path"]
     if not os.path.isfile(path):
         return "missing"
     if os.path.getsize(path) != record["bytes"]:
         return f"size {os.path.getsize(path)} bytes, written {record['bytes']}: truncated or changed"
-    if full:
-        if file_sha256(path) != record["sha256"]:
-            return "content differs from what was written (SHA-256)"
-        try:
-            with tarfile.open(path) as tar:
-                found = sum(name.endswith(".json") for name in tar.getnames())
-        except tarfile.TarError as error:
-            return f"not a readable tar file ({error})"
-        if found != record["clips"]:
-            return f"{found} clips, written {record['clips']}"
+    if full and file_sha256(path) != record["sha256"]:
+        return "content differs from what was written (SHA-256)"
     return None
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def read_records(path):
-    """The records of a shard, in order: ``(meta, {suffix: bytes})``, or a ``DamagedRecord`` in place of a
-    clip whose bytes are not those written; a shard whose damage breaks the tar structure raises
-    ``tarfile.TarError`` where the damage starts."""
-    with tarfile.open(path, "r|") as tar:
-        key, meta, members = None, None, {}
-        for member in tar:
-            stem, _, suffix = member.name.partition(".")
-            if stem != key:
-                if key is not None:
-                    yield _checked(key, meta, members)
-                key, meta, members = stem, None, {}
-            data = tar.extractfile(member).read()
-            if len(data) != member.size:
-                raise tarfile.ReadError(f"member {member.name} is cut short")
-            if suffix == "json":
-                meta = json.loads(data)
-            else:
-                members[suffix] = data
-        if key is not None:
-            yield _checked(key, meta, members)
+class DamageReport:
+    """Damage found while reading shards: each damaged clip or shard is logged (by name, the first ``MAX_REPORTED``
+    of a shard; the rest counted in one line) and, with ``path``, appended to it as a JSON line ``{"shard",
+    "reason", "message", "epoch"}`` (every loader worker appends its own lines).
 
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "damage.jsonl")
+    >>> report = DamageReport(path)
+    >>> report.add("train-000000.tar", "non_finite", "record 000000001 (a): audio is not finite")
+    >>> [line["reason"] for line in DamageReport.read(path)]
+    ['non_finite']
+    """
 
-def _checked(key, meta, members):
-    try:
-        return _complete(key, meta, members)
-    except DamagedRecord as damage:
-        return damage
+    def __init__(self, path=None):
+        self.path, self.counts, self.epoch = path, {}, None
 
+    def add(self, shard, reason, message):
+        """One damaged clip (or the rest of a shard) of ``shard``."""
+        count = self.counts[shard] = self.counts.get(shard, 0) + 1
+        if count <= MAX_REPORTED:
+            logger.warning("shard %s: %s; left out", shard, message)
+        elif count == MAX_REPORTED + 1:
+            logger.warning("shard %s: more damaged clips; the rest are counted in the report only", shard)
+        if self.path:
+            line = {"shard": shard, "reason": reason, "message": message[:500], "epoch": self.epoch}
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
 
-def _complete(key, meta, members):
-    if meta is None or "audio.npy" not in members:
-        raise DamagedRecord(f"record {key} is incomplete")
-    if meta.get("sha256") != record_digest(members):
-        raise DamagedRecord(f"record {key} ({meta.get('id')}) differs from what was written")
-    return meta, members
+    def read_shard(self, path, limits, record):
+        """The whole clips of a shard, damage reported (a broken tar structure: the rest of the shard)."""
+        try:
+            for clip in read_records(path, limits, max_members=member_cap(record, limits)):
+                if isinstance(clip, DamagedRecord):
+                    self.add(path, clip.reason, str(clip))
+                else:
+                    yield clip
+        except (tarfile.TarError, OSError) as error:
+            self.add(path, "broken_shard", f"the rest of the shard is unreadable ({error})")
 
-
-class DamagedRecord(ValueError):
-    """One clip of a shard is damaged; the records after it can still be read."""
-
-
-def record_digest(members):
-    """SHA-256 over a record's members (name and bytes, in name order): a damaged clip is found when it is
-    read, not trained on."""
-    digest = hashlib.sha256()
-    for name in sorted(members):
-        digest.update(name.encode() + b"\0" + len(members[name]).to_bytes(8, "little"))
-        digest.update(members[name])
-    return digest.hexdigest()
-
-
-def decode_audio(members):
-    """The stored waveform, float32 ``[samples]``."""
-    array = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False)
-    if array.dtype != np.float32 or array.ndim != 1:
-        raise ValueError(f"stored audio has dtype {array.dtype} and {array.ndim} dimensions")
-    return torch.from_numpy(array.copy())
+    @staticmethod
+    def read(path):
+        """The lines a report file holds."""
+        if not path or not os.path.isfile(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
 
 
 def nearest(times, t):
@@ -566,11 +688,11 @@ def nearest(times, t):
     return i
 
 
-def training_example(meta, members, sample_rate, crop_seconds, label_encoders, frames=None, transform=None):
-    """One training example from a stored clip, as the file pipelines make it: a random crop of
-    ``crop_seconds`` (the whole clip if it is not longer), its frames from the stored grid with the
-    training transform, and the encoded labels."""
-    wav = decode_audio(members)
+def training_example(clip, sample_rate, crop_seconds, label_encoders, frames=None, transform=None):
+    """One training example from a stored clip (``shard_records.StoredClip``), as the file pipelines make it: a
+    random crop of ``crop_seconds`` (the whole clip if it is not longer), its frames from the stored grid with
+    the training transform, and the encoded labels."""
+    meta, members, wav = clip.meta, clip.members, clip.audio
     duration = meta["duration"]
     first, last = 0.0, duration
     if crop_seconds is not None and duration > crop_seconds:
@@ -633,6 +755,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         ``RANK`` and ``WORLD_SIZE`` environment variables, else one process).
     expected_draws : dict or None
         Clip id -> how many times per epoch it is used on average (``None``: once each).
+    entries : dict or None
+        The training manifest's entries: a record of another clip, or whose metadata differs from its entry,
+        is damage (``None``: any clip the shards hold).
+    damage_report : str or None
+        A file the damaged clips are appended to (``DamageReport``), besides the log.
     """
 
     def __init__(
@@ -648,9 +775,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         rank=None,
         world_size=None,
         expected_draws=None,
+        entries=None,
+        damage_report=None,
     ):
         super().__init__()
         self.expected_draws = expected_draws
+        self.limits = RecordLimits(settings["sample_rate"], entries, settings.get("frames"))
+        self.damage = DamageReport(damage_report)
         self.label_encoders, self.settings = label_encoders, settings
         self.crop_seconds, self.batch_size, self.seed = crop_seconds, int(batch_size), int(seed)
         self.num_workers, self.shuffle_buffer = max(1, int(num_workers)), int(shuffle_buffer)
@@ -687,7 +818,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         """Deals the shards for ``epoch`` (the same plan in every process). When ``steps_done`` says the epoch
         was interrupted after some steps (a run resumed from an intra-epoch checkpoint), its first batches are
         drawn again but not decoded, so that the rest of the epoch holds the clips it would have held."""
-        self.epoch = int(epoch)
+        self.epoch = self.damage.epoch = int(epoch)
         self.plan = plan_epoch(
             self._clips_per_shard(), self.world_size, self.num_workers, self.batch_size, self.epoch, self.seed
         )
@@ -714,36 +845,36 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield from self._batches(parts[worker.id], skips[worker.id])
 
     def _records(self, part):
-        """The records of the part's shards in turn; damage is reported, and skipped."""
+        """The whole clips of the part's shards in turn; damage is reported, and skipped."""
         for index in part["shards"]:
-            path = self.shards[index]["path"]
-            try:
-                for clip in read_records(path):
-                    if isinstance(clip, DamagedRecord):
-                        logger.warning("shard %s: %s; the clip is skipped", path, clip)
-                    else:
-                        yield from [clip] * self._draws(clip[0]["id"])
-            except (tarfile.TarError, OSError) as error:
-                logger.warning("shard %s is damaged, the rest of it is skipped this epoch: %s", path, error)
+            record = self.shards[index]
+            for clip in self.damage.read_shard(record["path"], self.limits, record):
+                yield from [clip] * self._draws(clip.meta["id"])
 
     def _batches(self, part, skip=0):
         """The part's batches from a shuffle buffer of records; the first ``skip`` are drawn, not decoded."""
         frames = self.settings.get("frames")
         transform = FrameTransform(frames["size"], train=True) if frames else None
         rng = random.Random(hash((self.seed, self.epoch, self.rank, tuple(part["shards"]))))
-        sizes, buffer, drawn = list(part["batches"]), [], [0]
+        sizes, buffer, drawn, last = list(part["batches"]), [], [0], [None]
+
+        def example(clip):
+            try:
+                return training_example(
+                    clip, self.settings["sample_rate"], self.crop_seconds, self.label_encoders, frames, transform
+                )
+            except (OSError, ValueError) as error:  # a frame that passed its header check but does not decode
+                self.damage.add(clip.meta.get("shard", "?"), "bad_frame", f"clip {clip.meta['id']}: {error}")
+                return None
 
         def batch(records):
             drawn[0] += 1
             if drawn[0] <= skip:
                 return None
-            sample_rate, crop, encoders = self.settings["sample_rate"], self.crop_seconds, self.label_encoders
-            return sb.dataio.batch.PaddedBatch(
-                [
-                    training_example(meta, members, sample_rate, crop, encoders, frames, transform)
-                    for meta, members in records
-                ]
-            )
+            examples = [made for made in map(example, records) if made is not None]
+            if examples:
+                last[0] = examples
+            return sb.dataio.batch.PaddedBatch(examples or last[0])
 
         records = []
         for record in self._records(part):
@@ -878,31 +1009,34 @@ def _even_sizes(clips, batches):
     return [base + (i < extra) for i in range(batches)]
 
 
-def shard_eval_dataset(shards, manifest, label_encoders, settings):
+def shard_eval_dataset(shards, manifest, label_encoders, settings, damage_report=None):
     """A validation or test set read from its shards: the same items, in the same order, as the file
     pipelines give (``sig``, ``<key>_encoded``, and ``frames``, ``crop_starts`` for audio-visual recipes).
 
-    Clips are found by their place in the shards (an index of the tar members), so evaluation reads no
-    more than it uses.
+    The shards are read through once, every record checked as training checks it; a damaged clip or shard is
+    reported (the log, and ``damage_report``'s file) and left out, and evaluation goes on with the rest. Clips are
+    then read by their place in the shards, so evaluation reads no more than it uses.
     """
     entries = read_manifest(manifest)
-    located = {}
+    limits = RecordLimits(settings["sample_rate"], entries, settings.get("frames"))
+    damage = DamageReport(damage_report)
+    by_id = {}
     for record in shards:
         problem = shard_problem(record)
         if problem:
-            raise DataError(f"evaluation shard {record['path']} cannot be read: {problem}")
-        with tarfile.open(record["path"]) as tar:
-            for member in tar.getmembers():
-                stem, _, suffix = member.name.partition(".")
-                located.setdefault(stem, {"shard": record["path"]})[suffix] = (member.offset_data, member.size)
-    by_id = {}
-    for members in located.values():
-        with open(members["shard"], "rb") as f:
-            f.seek(members["json"][0])
-            by_id[json.loads(f.read(members["json"][1]))["id"]] = members
+            damage.add(record["path"], "broken_shard", f"cannot be read: {problem}")
+            continue
+        for clip in damage.read_shard(record["path"], limits, record):
+            clip_id = clip.meta["id"]
+            if clip_id in by_id:
+                damage.add(record["path"], "duplicate", f"clip {clip_id} stands twice in the shards")
+                continue
+            by_id[clip_id] = dict(clip.offsets, shard=record["path"], meta=clip.meta)
     missing = [key for key in entries if key not in by_id]
     if missing:
-        logger.warning("%d clips of %s are not in its shards (left out when they were written)", len(missing), manifest)
+        logger.warning(
+            "%d clips of %s are not in its shards (left out when written, or damaged)", len(missing), manifest
+        )
     data = {key: dict(entry, members=by_id[key]) for key, entry in entries.items() if key in by_id}
     if not data:
         raise DataError(f"no clip of {manifest} is in its shards")
@@ -910,7 +1044,7 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings):
     @sb.utils.data_pipeline.takes("members")
     @sb.utils.data_pipeline.provides("sig")
     def audio(members):
-        return decode_audio({"audio.npy": _read_member(members, "audio.npy")})
+        return decode_audio(_read_member(members, "audio.npy"), members["meta"]["samples"])
 
     items = [audio] + [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
     keys = ["id", "sig"] + [f"{key}_encoded" for key in label_encoders]
@@ -919,10 +1053,9 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings):
         @sb.utils.data_pipeline.takes("members")
         @sb.utils.data_pipeline.provides("frames", "crop_starts")
         def crops(members):
-            meta = json.loads(_read_member(members, "json"))
             names = sorted(name for name in members if name.startswith("crop."))
             pictures = _decode_images([_read_member(members, name) for name in names]).contiguous()
-            starts = meta["crop_starts"]
+            starts = members["meta"]["crop_starts"]
             yield pictures.reshape(len(starts), -1, *pictures.shape[1:])
             yield torch.tensor(starts)
 
@@ -950,8 +1083,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("command", choices=["check"])
     parser.add_argument("folder")
+    parser.add_argument(
+        "--prepared",
+        default=None,
+        help="the prepared folder the shards were written from (its train/valid/test.json): also checks that every "
+        "clip's metadata is its manifest entry, as training and evaluation do",
+    )
     args = parser.parse_args(argv)
-    problems = check_shards(args.folder)
+    manifests = None
+    if args.prepared:
+        manifests = {s: os.path.join(args.prepared, f"{s}.json") for s in ("train", "valid", "test")}
+        manifests = {s: p for s, p in manifests.items() if os.path.isfile(p)}
+    problems = check_shards(args.folder, manifests)
     for name, problem in problems.items():
         print(f"{name}: {problem}")
     if not problems:

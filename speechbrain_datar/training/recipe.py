@@ -40,6 +40,8 @@ from speechbrain_datar.training.distillation import SCORES_FILE, TeacherScores, 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
+#: Damaged clips and shards met while reading shards, one JSON line each (``dataio.shards.DamageReport``).
+SHARD_DAMAGE_FILE = "shard_damage.jsonl"
 DATA_FORMATS = ("files", "shards")
 #: Below this, a learning rate is a fine-tuning rate (the paper's is 1e-5).
 FINE_TUNING_LR = 1e-4
@@ -266,6 +268,7 @@ def shard_datasets(hparams, label_encoders, label_keys):
     shards = open_shard_folder(hparams["shards_folder"], manifests, settings)
     options = dict(hparams["train_dataloader_opts"])
     workers = options.get("num_workers", 0)
+    damage_report = os.path.join(hparams["output_folder"], SHARD_DAMAGE_FILE)
     datasets = {
         "train": ShardStream(
             shards["train"],
@@ -277,10 +280,12 @@ def shard_datasets(hparams, label_encoders, label_keys):
             shuffle_buffer=hparams["shuffle_buffer"],
             seed=hparams["seed"],
             expected_draws=balanced_draws(manifests["train"], label_keys[0]) if hparams["balanced_sampling"] else None,
+            entries=read_manifest(manifests["train"]),
+            damage_report=damage_report,
         )
     }
     for split in ("valid", "test"):
-        datasets[split] = shard_eval_dataset(shards[split], manifests[split], label_encoders, settings)
+        datasets[split] = shard_eval_dataset(shards[split], manifests[split], label_encoders, settings, damage_report)
     return datasets, {"batch_size": None, "num_workers": workers}  # the stream makes the batches
 
 
