@@ -150,6 +150,12 @@ def run(kind, path):
             from speechbrain_datar.pretrained.checkpoint_import import init_from
 
             return init_from(DATAR("micro", n_mels=64, reference_frames=100), path).summary()
+        if kind == "classify_stream":  # what StreamedAudio gives classify_file, block after block
+            from speechbrain_datar.dataio.streaming import StreamedAudio
+
+            stream = StreamedAudio(path, 16000, block_seconds=1.0)
+            samples = sum(stream.read(first, first + 16000).shape[1] for first in range(0, stream.n_samples, 16000))
+            return f"({stream.n_samples},) samples streamed ({samples} read)"
         if kind == "read_past_the_end":
             return f"{tuple(load_clip(path, 16000, 10.0, 14.0).shape)} samples"
         raise ValueError(f"unknown kind {kind}")

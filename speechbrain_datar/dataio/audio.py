@@ -14,7 +14,7 @@ import soxr
 import torch
 from speechbrain.dataio.preprocess import AudioNormalizer
 
-from speechbrain_datar.dataio.decoding import open_audio, resampling_grid, unsupported_rate
+from speechbrain_datar.dataio.decoding import MAX_GAP_SECONDS, open_audio, resampling_grid, unsupported_rate
 from speechbrain_datar.dataio.problems import ClipProblem
 from speechbrain_datar.dataio.video import VIDEO_EXTENSIONS, check_frame_size, is_video, probe_video
 
@@ -87,6 +87,13 @@ def inspect_clip(path, min_seconds=0.0, silence_threshold=1e-4, start=None, stop
             finite = finite and math.isfinite(loudest)
             peak = max(peak, loudest) if finite else peak
     end = first + decoded
+    jumps = getattr(source, "discontinuities", 0)
+    if jumps:
+        raise ClipProblem(
+            "bad_timestamps",
+            f"{path}: its timestamps jump {jumps} time(s) by more than {MAX_GAP_SECONDS:g} s (damage, not silence); "
+            f"{end / rate:.2f} s of sound decode",
+        )
     if last is None and header and end < header - TRUNCATION_SECONDS * rate:
         raise ClipProblem(
             "truncated",

@@ -8,7 +8,11 @@ file's own rate, contiguous and in order. Every reader of this package (``load_c
 - Everything else (ogg, opus, mp3, m4a; mp4, mkv, webm, mov, avi) is decoded with FFmpeg (PyAV). Sample positions follow the
   container's timestamps as FFmpeg presents them (edit lists and encoder priming applied), counted from
   the file's start time: a gap between packets is silence, overlapping packets are trimmed. Timestamps
-  that agree with the running sample count within half a timestamp tick are taken as contiguous audio.
+  that agree with the running sample count within half a timestamp tick are taken as contiguous audio, and
+  so is a frame whose timestamp alone disagrees while the next frame's agrees (a lone outlier is no gap).
+  A jump of more than ``MAX_GAP_SECONDS`` (or silence beyond the sound decoded so far), or a first frame more
+  than ``ANCHOR_SECONDS`` after the file's start, is damage, not silence: the sound goes on where it was, and
+  the source counts a ``discontinuity``; reads of such a file are bounded by its sound, not by its timestamps.
   Matroska and WebM give times in milliseconds, coarser than a sample; there the count restarts from
   the timestamp of the first frame of every whole minute (``ANCHOR_SECONDS``), so that a read starting
   after a minute's anchor counts from the same frame as a whole-file read does.
@@ -53,6 +57,13 @@ ANCHOR_SECONDS = 60.0
 UNSEEKABLE_FORMATS = ("aac", "mp3", "ac3", "eac3")
 #: Samples decoded at once from audio files.
 BLOCK_SAMPLES = 1 << 16
+#: A jump forward in the timestamps up to this long is silence (a dropout); a longer one, or one that would
+#: make the silence more than the sound decoded so far, is a damaged timeline: the sound goes on without a gap.
+MAX_GAP_SECONDS = 5.0
+#: Fewer bits per second of claimed duration than any codec here needs: the header's duration is not believed.
+MIN_BITS_PER_SECOND = 1000
+#: Minutes a seeking read goes back to find its anchor frame before it decodes from the file's start.
+MAX_MINUTES_BACK = 3
 
 
 def open_audio(path):
@@ -221,11 +232,17 @@ class ContainerSource(AudioSource):
         self.tolerance = ticks / 2 + 1.0
         self.anchor = int(round(ANCHOR_SECONDS * self.sample_rate))
         self._used = False
+        #: Jumps in the timestamps taken as damage (not silence) by the reads so far.
+        self.discontinuities = 0
 
     def close(self):
         if self.container is not None:
             self.container.close()
             self.container = None
+
+    def believable_header(self):
+        """Whether the header's duration fits the file's size (``believable_duration``)."""
+        return believable_duration(self.path, (self.header_samples or 0) / self.sample_rate)
 
     @contextlib.contextmanager
     def _ffmpeg_errors(self):
@@ -237,8 +254,9 @@ class ContainerSource(AudioSource):
 
     def _start_of(self, first, minutes_back=0):
         """Where decoding starts for a read from sample ``first`` (seconds; 0: the file's start), and the
-        anchor (in samples) the count restarts from (``None``: counted from the decoding's first frame)."""
-        if first < self.anchor or not self.seekable:
+        anchor (in samples) the count restarts from (``None``: counted from the decoding's first frame).
+        ``minutes_back`` ``None``: from the file's start."""
+        if first < self.anchor or not self.seekable or minutes_back is None:
             return 0.0, None
         if not self.coarse:
             return first / self.sample_rate - PREROLL_SECONDS, None
@@ -278,31 +296,60 @@ class ContainerSource(AudioSource):
         except av.error.FFmpegError:
             return  # decoding stops where the file stops decoding (a truncated or damaged file)
 
-    def _positioned(self, first, minutes_back=0):
-        """``(position, samples)`` of the frames a read from ``first`` needs, placed on the timeline."""
+    def _positioned(self, first):
+        """``(position, samples)`` of the frames a read from ``first`` needs, placed on the timeline. A read that
+        finds no frame between its anchor and its first sample goes back a minute, at most ``MAX_MINUTES_BACK``
+        times, then decodes from the file's start (a loop, not a recursion: a huge timestamp costs passes, not
+        stack)."""
+        for minutes_back in [*range(MAX_MINUTES_BACK), None]:
+            outcome = yield from self._pass(first, minutes_back)
+            if outcome == "done":
+                return
+
+    def _pass(self, first, minutes_back):
+        """One decoding pass of ``_positioned``; returns ``"back"`` when the anchor frame starts after ``first``."""
         seek_seconds, anchor = self._start_of(first, minutes_back)
         expected, next_anchor = None, (anchor if anchor is not None else self.anchor)
-        for exact, samples in self._frames(seek_seconds):
-            if anchor is not None and (exact is None or exact < anchor):
+        shift, silence, decoded, last_end = 0.0, 0, 0, None
+        max_gap = int(MAX_GAP_SECONDS * self.sample_rate)
+        for (raw, samples), following in _with_next(self._frames(seek_seconds)):
+            length = samples.shape[1]
+            if raw is not None:
+                last_end = raw + length if last_end is None else max(last_end, raw + length)
+            if anchor is not None and (raw is None or raw < anchor):
                 continue  # pre-roll before the anchor: decoded for the decoder's state, then dropped
-            if anchor is not None and int(round(exact)) > first:
-                break  # the anchor frame starts after the read does
+            if anchor is not None and int(round(raw)) > first:
+                return "back"  # the anchor frame starts after the read does
             anchor = None
-            if self.coarse and exact is not None and exact >= next_anchor:
-                position = int(round(exact))  # a whole minute's first frame: the count restarts here
-                next_anchor = (int(exact) // self.anchor + 1) * self.anchor
+            exact = None if raw is None else raw - shift
+            near = expected is None or abs(exact - expected) <= max_gap if exact is not None else False
+            if self.coarse and not shift and raw is not None and raw >= next_anchor and near:
+                position = int(round(raw))  # a whole minute's first frame: the count restarts here
+                next_anchor = (int(raw) // self.anchor + 1) * self.anchor
             elif expected is None:
                 position = 0 if exact is None else int(round(exact))
+                if seek_seconds == 0 and exact is not None and abs(exact) > self.anchor:
+                    shift, position = raw, 0  # the first frame far from the file's start: a damaged timestamp
+                    self.discontinuities += 1
             elif exact is None or abs(exact - expected) <= self.tolerance:
                 position = expected
+            elif following is not None and abs(following - shift - (expected + length)) <= self.tolerance:
+                position = expected  # a lone outlier: the next frame's timestamp agrees with the count
             else:
-                position = int(round(exact))  # a gap (silence) or an overlap in the timestamps
-            expected = position + samples.shape[1]
+                gap = int(round(exact)) - expected
+                if -max_gap <= gap <= max_gap and silence + max(gap, 0) <= max_gap + decoded:
+                    position = expected + gap  # a gap (silence) or an overlap in the timestamps
+                    silence += max(gap, 0)
+                else:
+                    shift += exact - expected  # a jump: the sound goes on where it was
+                    position = expected
+                    self.discontinuities += 1
+            expected = position + length
+            decoded += length
             yield position, samples
-        if anchor is not None:
-            # No frame starts between the anchor and the read's first sample (or after the anchor at all,
-            # near the end): the samples are counted from the previous minute's anchor.
-            yield from self._positioned(first, minutes_back + 1)
+        if anchor is not None and (last_end is None or last_end > first):
+            return "back"  # no frame starts between the anchor and the read's first sample
+        return "done"
 
     def chunks(self, first=0):
         cursor, pending = first, None
@@ -328,7 +375,7 @@ class ContainerSource(AudioSource):
     def decoded_samples(self):
         tail = max(0, (self.header_samples or 0) - 3 * self.sample_rate)
         end = None
-        if tail >= self.anchor:  # a long file: decode its last seconds only
+        if tail >= self.anchor and self.believable_header():  # a long file: decode its last seconds only
             for position, samples in self.chunks(tail):
                 end = position + samples.shape[1]
         if end is None:  # a short file, or a tail that does not decode (truncated): count from the start
@@ -336,6 +383,33 @@ class ContainerSource(AudioSource):
             for position, samples in self.chunks(0):
                 end = position + samples.shape[1]
         return end
+
+
+def _with_next(frames):
+    """``((exact, samples), next frame's exact)`` for each frame (``None`` after the last)."""
+    previous = None
+    for frame in frames:
+        if previous is not None:
+            yield previous, frame[0]
+        previous = frame
+    if previous is not None:
+        yield previous, None
+
+
+def believable_duration(path, seconds):
+    """Whether a file of this size can hold ``seconds`` of sound (at least ``MIN_BITS_PER_SECOND``): a 20 KB file
+    whose timestamps claim ten hours cannot.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "small.webm")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"x" * 20000)
+    >>> believable_duration(path, 60.0), believable_duration(path, 36000.0)
+    (True, False)
+    """
+    return os.path.getsize(path) * 8 >= seconds * MIN_BITS_PER_SECOND
 
 
 def open_container(path):

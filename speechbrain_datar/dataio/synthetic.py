@@ -100,6 +100,7 @@ def write_video(
     audio_gap=0.0,
     seekable=True,
     container_options=None,
+    retime=None,
 ):
     """Writes a video file with sound: ``wav`` (float in [-1, 1], ``[n]`` or ``[n, channels]``) and ``frames``
     (uint8 ``[n, H, W, 3]``).
@@ -110,7 +111,9 @@ def write_video(
     (e.g. ``{"aac_pns": "0"}``). ``audio_gap`` seconds are inserted in the audio packets'
     timestamps after the frame at time 0, as some downloads have. ``seekable`` False writes
     as a live stream does (a WebM then has no duration in its header). ``container_options`` go to the
-    muxer (``{"movflags": "faststart"}``: the mp4 index first, as served for streaming).
+    muxer (``{"movflags": "faststart"}``: the mp4 index first, as served for streaming). ``retime(index,
+    packet)`` returns the ticks (of ``packet.time_base``) to add to the timestamps of the audio packet
+    ``index``: damaged timelines (jumps, outliers, a huge first timestamp) as real files have them.
     """
     import av
 
@@ -152,7 +155,7 @@ def write_video(
             else:
                 samples, layout_format = pcm, "fltp"
             planar = layout_format.endswith("p")
-            gap = None
+            gap, muxed = None, [0]
             step = 1024
             for first in range(0, samples.shape[0], step):
                 block = samples[first : first + step]
@@ -160,17 +163,24 @@ def write_video(
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=layout_format, layout=layout)
                 frame.sample_rate, frame.pts = sample_rate, first
                 for packet in audio.encode(frame):
-                    gap = _mux_audio(container, packet, audio_gap, gap)
+                    gap = _mux_audio(container, packet, audio_gap, gap, retime, muxed)
             for packet in audio.encode():
-                gap = _mux_audio(container, packet, audio_gap, gap)
+                gap = _mux_audio(container, packet, audio_gap, gap, retime, muxed)
 
 
-def _mux_audio(container, packet, audio_gap, gap):
-    """Muxes an audio packet, shifted by ``audio_gap`` seconds if it comes after the frame at time 0."""
+def _mux_audio(container, packet, audio_gap, gap, retime=None, muxed=None):
+    """Muxes an audio packet, shifted by ``audio_gap`` seconds if it comes after the frame at time 0, and by
+    ``retime(index, packet)`` ticks."""
     if audio_gap and packet.pts is not None and packet.pts > 0:
         gap = gap if gap is not None else int(round(audio_gap / packet.time_base))
         packet.pts += gap
         packet.dts += gap
+    if retime is not None and packet.pts is not None:
+        shift = int(retime(muxed[0], packet))
+        packet.pts += shift
+        packet.dts += shift
+    if muxed is not None:
+        muxed[0] += 1
     container.mux(packet)
     return gap
 
