@@ -9,11 +9,10 @@ Authors
  * speechbrain-datar contributors
 """
 
-import csv
 import logging
 import os
 
-from speechbrain_datar.dataio.prepare import PreparedData, check_audio, clip_job, dataset_folders, open_annotations
+from speechbrain_datar.dataio.prepare import PreparedData, annotation_rows, check_audio, clip_job, dataset_folders
 from speechbrain_datar.dataio.report import SkipReport
 from speechbrain_datar.errors import DataError, MissingDataError
 
@@ -26,24 +25,17 @@ FOLDS = (1, 2, 3, 4, 5)
 def read_esc50_csv(csv_path, report, esc10=False):
     """The rows of ``meta/esc50.csv`` as ``[(filename, fold, category)]``.
 
-    A file without ESC-50's columns is rejected; a row with an empty file name or category, or a fold
-    outside 1-5, is counted as ``bad_row``; a repeated file name as ``duplicate``; with ``esc10``, the
+    A file without ESC-50's columns, or neither UTF-8 nor UTF-16, is rejected in one line; a row with an empty
+    file name or category, a fold outside 1-5, a line too long or not CSV is counted as ``bad_row``; a file name
+    whose stem was seen before (``x.wav`` after ``x.ogg``: one clip path) as ``duplicate``; with ``esc10``, the
     rows outside ESC-10 are left out (not counted as problems).
     """
     if not os.path.isfile(csv_path):
         raise MissingDataError(f"ESC-50 annotation file not found: {csv_path} (expected meta/esc50.csv)")
     rows, seen = [], set()
-    with open_annotations(csv_path) as f:
-        reader = csv.DictReader(f)
-        missing = [
-            column for column in ("filename", "fold", "category", "esc10") if column not in (reader.fieldnames or [])
-        ]
-        if missing:
-            raise DataError(
-                f"{csv_path} does not look like esc50.csv: its header {reader.fieldnames} lacks "
-                f"{missing} (expected {', '.join(COLUMNS)})"
-            )
-        for number, row in enumerate(reader, start=2):
+    required = ("filename", "fold", "category", "esc10")
+    try:
+        for number, row in annotation_rows(csv_path, report, required, "esc50.csv"):
             problem = _row_problem(row)
             if problem:
                 report.add("bad_row", f"line {number}: {problem}")
@@ -51,23 +43,24 @@ def read_esc50_csv(csv_path, report, esc10=False):
             if esc10 and row["esc10"].strip().lower() != "true":
                 continue
             filename = row["filename"].strip()
-            if filename in seen:
-                report.add("duplicate", f"line {number}: {filename}")
+            stem = os.path.splitext(filename)[0]
+            if stem in seen:
+                report.add("duplicate", f"line {number}: {filename} (a clip named {stem} is listed before)")
                 continue
-            seen.add(filename)
+            seen.add(stem)
             rows.append((filename, int(row["fold"]), row["category"].strip()))
+    except DataError as error:
+        raise DataError(f"{error} (expected esc50.csv's columns: {', '.join(COLUMNS)})") from None
     report.kept(len(rows))
     return rows
 
 
 def _row_problem(row):
-    if None in row or any(row.get(column) is None for column in ("filename", "fold", "category", "esc10")):
-        return f"{len([v for v in row.values() if v is not None])} cells instead of {len(COLUMNS)}"
     if not row["filename"].strip() or not row["category"].strip():
         return "empty filename or category"
     fold = row["fold"].strip()
-    if not (fold.isascii() and fold.isdigit()) or int(fold) not in FOLDS:
-        return f"fold {fold!r} is not one of {FOLDS}"
+    if not (fold.isascii() and fold.isdigit() and len(fold) <= 2) or int(fold) not in FOLDS:
+        return f"fold {fold[:20]!r} is not one of {FOLDS}"
     return None
 
 

@@ -258,6 +258,9 @@ def find_audio(folder, stem, extensions=CLIP_EXTENSIONS):
     for ext in extensions:
         if os.path.isfile(base + ext):
             return base + ext
+        if os.path.exists(base + ext):  # a device, a pipe, a folder, or a link to one
+            target = f" (a link to {os.path.realpath(base + ext)})" if os.path.islink(base + ext) else ""
+            raise ClipProblem("not_a_file", f"{base + ext}{target} is not a regular file")
         if os.path.islink(base + ext):
             raise ClipProblem("broken_link", f"{base + ext} is a symbolic link to nothing (or to itself)")
     others = sorted(glob.glob(glob.escape(base) + ".*"))

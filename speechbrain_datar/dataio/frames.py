@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from speechbrain_datar.errors import DataError
+
 SAMPLINGS = ("uniform", "consecutive")
 #: The frame rate assumed where a clip's own is not recorded (MBT's videos are 25 fps).
 DEFAULT_FPS = 25.0
@@ -32,7 +34,7 @@ def frame_times(span_start, span_stop, n_frames, sampling="uniform", fps=25.0, s
     [14.9, 15.0, 15.1]
     """
     if sampling not in SAMPLINGS:
-        raise ValueError(f"frame sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        raise DataError(f"frame sampling must be one of {SAMPLINGS}, got {sampling!r}")
     length = span_stop - span_start
     if sampling == "uniform":
         return [span_start + (i + 0.5) * length / n_frames for i in range(n_frames)]

@@ -8,6 +8,7 @@ for all of them: the "already prepared" check, the validation split, manifests,
 label encoders, feature statistics and the skip report.
 """
 
+import csv
 import dataclasses
 import json
 import logging
@@ -69,6 +70,83 @@ class PreparedData:
 def open_annotations(path):
     """Opens an annotation file for ``csv``: UTF-8, with or without a byte-order mark (spreadsheet exports add one)."""
     return open(path, newline="", encoding="utf-8-sig")
+
+
+#: An annotation line longer than this is a ``bad_row`` (read in pieces of this size, never whole).
+MAX_ANNOTATION_LINE = 1 << 16
+
+
+def annotation_encoding(path):
+    """The text encoding of an annotation file: UTF-16 when it starts with its byte-order mark, else UTF-8 (with or
+    without one)."""
+    with open(path, "rb") as f:
+        start = f.read(2)
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+def annotation_rows(path, report, required, what="the annotation file"):
+    """``(line number, {column: cell})`` of a CSV annotation file with a header line, each line parsed alone: a line
+    longer than ``MAX_ANNOTATION_LINE`` characters, or one that is not CSV, is a ``bad_row`` (never held whole).
+
+    A header without the ``required`` columns, or a file neither UTF-8 nor UTF-16 (with its byte-order mark), is a
+    ``DataError`` in one line.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain_datar.dataio.report import SkipReport
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("name,label\\nx,dog\\n" + "y," * 40000 + "\\n")
+    >>> report = SkipReport("csv")
+    >>> list(annotation_rows(path, report, ["name"])), report.counts
+    ([(2, {'name': 'x', 'label': 'dog'})], {'bad_row': 1})
+    """
+    encoding = annotation_encoding(path)
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            lines = _bounded_lines(f)
+            number, header = next(lines, (1, None))
+            header = next(csv.reader([header])) if header else []
+            missing = [column for column in required if column not in header]
+            if missing:
+                raise DataError(f"{path} does not look like {what}: its header {header[:20]} lacks {missing}")
+            for number, line in lines:
+                if line is None:
+                    report.add("bad_row", f"line {number}: longer than {MAX_ANNOTATION_LINE} characters")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    cells = next(csv.reader([line]))
+                except csv.Error as error:
+                    report.add("bad_row", f"line {number}: {error}")
+                    continue
+                if len(cells) != len(header):
+                    report.add("bad_row", f"line {number}: {len(cells)} cells instead of {len(header)}")
+                    continue
+                yield number, dict(zip(header, cells))
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not UTF-8 ({error.reason} at byte {error.start}): save it as UTF-8 (or UTF-16 with its BOM)"
+        ) from None
+
+
+def _bounded_lines(f):
+    """``(line number, line)`` of a text file, a line longer than ``MAX_ANNOTATION_LINE`` given as ``None`` (read in
+    pieces and let go)."""
+    number = 0
+    while True:
+        piece = f.readline(MAX_ANNOTATION_LINE)
+        if not piece:
+            return
+        number += 1
+        if piece.endswith(("\n", "\r")) or len(piece) < MAX_ANNOTATION_LINE:
+            yield number, piece.rstrip("\r\n")
+            continue
+        while piece and not piece.endswith("\n"):  # the rest of a long line, read and dropped
+            piece = f.readline(MAX_ANNOTATION_LINE)
+        yield number, None
 
 
 def clip_job(key, folder, stem, entry, extensions=CLIP_EXTENSIONS, missing_detail=None):

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from speechbrain_datar.dataio.strict_json import parse_json
+
 SHARDS_FORMAT = 2
 MAX_JSON_BYTES = 1 << 16
 MAX_IMAGE_BYTES = 16 << 20
@@ -41,8 +43,6 @@ MAX_REPORTED = 20
 MEMBER_NAME = re.compile(r"^(\d{9})\.(json|audio\.npy|frame\.\d{5}\.jpg|crop\.\d{5}\.png)$")
 #: Pixels a stored frame may have (frames are stored at a short side near the model's frame size).
 MAX_FRAME_PIXELS = 4096 * 4096
-MAX_JSON_DEPTH = 16
-MAX_INT_DIGITS = 30
 _MISSING = object()
 
 
@@ -90,83 +90,6 @@ def record_digest(members, meta):
         digest.update(name.encode() + b"\0" + len(members[name]).to_bytes(8, "little"))
         digest.update(members[name])
     return digest.hexdigest()
-
-
-def _no_duplicate_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
-    return dict(pairs)
-
-
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is not finite")
-    return value
-
-
-def _bounded_int(text):
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"a {len(text)}-digit number")
-    return int(text)
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _depth(text):
-    """The deepest nesting of brackets outside strings (computed without parsing, so that depth costs nothing)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
-def parse_json(data, limit=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH):
-    """Strict, bounded JSON: ``ValueError`` for more than ``limit`` bytes, invalid UTF-8 or JSON, nesting deeper
-    than ``max_depth``, duplicate keys, non-finite numbers or integers of more than 30 digits.
-
-    Example
-    -------
-    >>> parse_json(b'{"id": "a", "duration": 1.5}')
-    {'id': 'a', 'duration': 1.5}
-    >>> parse_json(b'{"duration": 1e999}')
-    Traceback (most recent call last):
-    ...
-    ValueError: number 1e999 is not finite
-    >>> parse_json(b'{"a": 1, "a": 2}')
-    Traceback (most recent call last):
-    ...
-    ValueError: duplicate key 'a'
-    """
-    if len(data) > limit:
-        raise ValueError(f"{len(data)} bytes of JSON, more than {limit}")
-    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-    if _depth(text) > max_depth:
-        raise ValueError(f"JSON nested deeper than {max_depth}")
-    return json.loads(
-        text,
-        object_pairs_hook=_no_duplicate_keys,
-        parse_float=_finite_float,
-        parse_int=_bounded_int,
-        parse_constant=_reject_constant,
-    )
 
 
 def npy_header(data):

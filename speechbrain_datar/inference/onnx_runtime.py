@@ -7,7 +7,6 @@ their probabilities; the file is decoded as a stream. Multi-label models give ta
 threshold, as ``AudioTagger`` does.
 """
 
-import json
 import logging
 import os
 import time
@@ -15,12 +14,94 @@ import time
 import numpy as np
 import torch
 
+from speechbrain_datar.dataio.decoding import unsupported_rate
 from speechbrain_datar.dataio.streaming import StreamedAudio
+from speechbrain_datar.dataio.strict_json import parse_json
 from speechbrain_datar.deprecation import warn_moved
+from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.interfaces import best_class, tags
 from speechbrain_datar.inference.sliding_window import SampleSpans, average_window_scores, sliding_window_embeddings
 
 logger = logging.getLogger(__name__)
+
+#: What ``onnx.json`` holds: key -> (type, smallest, largest) for numbers, type alone otherwise.
+ONNX_META = {
+    "sample_rate": (int, 1000, 768000),
+    "n_fft": (int, 16, 1 << 16),
+    "hop_samples": (int, 1, 1 << 16),
+    "n_mels": (int, 1, 1024),
+    "window_frames": (int, 1, 1 << 20),
+    "hop_frames": (int, 1, 1 << 20),
+    "block_frames": (int, 1, 1 << 20),
+    "graph_frames": (int, 1, 1 << 20),
+    "min_samples": (int, 1, 1 << 30),
+    "outputs": list,
+    "labels": dict,
+    "encoder": str,
+    "precision": str,
+    "opset": int,
+    "torch": str,
+    "multi_label": bool,
+    "threshold": ((int, float), 0.0, 1.0),
+}
+#: What an ONNX export runs in (bf16 has no onnxruntime CPU kernels and is never exported).
+ONNX_PRECISIONS = ("fp32", "int8")
+
+
+def read_onnx_meta(folder):
+    """``onnx.json`` of an ONNX export, every value checked before it sizes anything: ``DataError`` in one line
+    names the file and what is wrong (a missing or mistyped key, a number out of range, an unknown precision).
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "onnx.json"), "w") as f:
+    ...     json.dump({"sample_rate": 1e9}, f)
+    >>> read_onnx_meta(folder)
+    Traceback (most recent call last):
+    ...
+    speechbrain_datar.errors.DataError: .../onnx.json is not an ONNX export's metadata: sample_rate is 1000000000.0, not an int in [1000, 768000]
+    """
+    path = os.path.join(folder, "onnx.json")
+    try:
+        with open(path, "rb") as f:
+            meta = parse_json(f.read((1 << 20) + 1), limit=1 << 20, max_depth=8)
+        problem = _onnx_meta_problem(meta)
+    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as error:
+        problem = str(error)
+    if problem:
+        raise DataError(f"{path} is not an ONNX export's metadata: {problem}")
+    return meta
+
+
+def _onnx_meta_problem(meta):
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    for key, kind in ONNX_META.items():
+        value = meta.get(key)
+        if isinstance(kind, tuple):
+            kind, low, high = kind
+            if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+                name = kind.__name__ if isinstance(kind, type) else "number"
+                return f"{key} is {value!r}, not an {name} in [{low}, {high}]"
+        elif not isinstance(value, kind):
+            return f"{key} is {str(value)[:40]!r}, not a {kind.__name__}"
+    if unsupported_rate(meta["sample_rate"]):
+        return unsupported_rate(meta["sample_rate"])
+    if meta["hop_samples"] > meta["n_fft"] or meta["hop_frames"] > meta["window_frames"]:
+        return "hops longer than their windows"
+    if meta["precision"] not in ONNX_PRECISIONS:
+        return f"precision {meta['precision'][:20]!r} is not one of {ONNX_PRECISIONS}"
+    labels = meta["labels"]
+    if not labels or not all(isinstance(v, list) and v and all(isinstance(n, str) for n in v) for v in labels.values()):
+        return "labels are not class names by head"
+    outputs = meta["outputs"]
+    if sum(len(v) for v in labels.values()) > 1 << 20 or len(outputs) != len(labels):
+        return "labels and outputs do not match"
+    if not all(isinstance(name, str) for name in outputs):
+        return "outputs are not names"
+    return None
 
 
 class OnnxFeatureFrames:
@@ -86,8 +167,7 @@ class OnnxAudioClassifier:
     def __init__(self, folder, threads=None, windows_per_call=1):
         import onnxruntime
 
-        with open(os.path.join(folder, "onnx.json")) as f:
-            self.meta = json.load(f)
+        self.meta = read_onnx_meta(folder)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: constant folding notes about CastLike are not for users
         # Threads that spin between calls take the cores from the decoding and the features between windows

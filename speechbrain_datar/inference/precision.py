@@ -23,6 +23,8 @@ import warnings
 import torch
 from torch import nn
 
+from speechbrain_datar.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -41,7 +43,7 @@ def check_precision(precision):
     ValueError: precision must be one of ('fp32', 'bf16', 'int8'), got 'fp16'
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise DataError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
 
 

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from speechbrain.processing.features import STFT, Filterbank, spectral_magnitude
 from torch import nn
 
+from speechbrain_datar.errors import DataError
+
 TIME_COMPRESSIONS = ("fshift", "avgpool", "maxpool")
 
 
@@ -89,7 +91,7 @@ class Fbank(speechbrain.lobes.features.Fbank):
             (pooling along time, kernel = stride = ``factor``).
         """
         if compression is not None and compression not in TIME_COMPRESSIONS:
-            raise ValueError(f"time compression must be one of {TIME_COMPRESSIONS}, got {compression!r}")
+            raise DataError(f"time compression must be one of {TIME_COMPRESSIONS}, got {compression!r}")
         factor = int(factor) if compression is not None else 1
         self.factor, self.compression = factor, compression if factor > 1 else None
         if self.compression == "fshift":

@@ -76,7 +76,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
         if class_reduction not in CLASS_REDUCTIONS:
-            raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
+            raise DataError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
         self.multi_label, self.name = bool(multi_label), str(name)
         self.label_smoothing, self.class_reduction = float(label_smoothing), class_reduction
         self.input_size = input_size

@@ -13,6 +13,8 @@ paper's Table 4 replace the learned term by Gaussian ``N(0, σ)`` or Laplacian
 import torch
 from torch import nn
 
+from speechbrain_datar.errors import DataError
+
 ADAPTOR_KINDS = ("learnable", "gaussian", "laplacian", "none")
 
 
@@ -115,4 +117,4 @@ def build_input_adaptor(kind="learnable", strength=0.005, kernel_size=3):
         return LearnableInputAdaptor(strength=strength, kernel_size=kernel_size)
     if kind in ("gaussian", "laplacian"):
         return RandomPerturbation(kind, strength)
-    raise ValueError(f"input adaptor must be one of {ADAPTOR_KINDS}, got {kind!r}")
+    raise DataError(f"input adaptor must be one of {ADAPTOR_KINDS}, got {kind!r}")

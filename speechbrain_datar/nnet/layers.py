@@ -5,6 +5,8 @@ import copy
 import torch  # noqa: F401 (used by the doctests)
 from torch import nn
 
+from speechbrain_datar.errors import DataError
+
 
 def to_pair(value):
     """``(a, b)`` from one value or a pair of values.
@@ -113,7 +115,7 @@ def preset_config(presets, preset, **overrides):
     {'dim': 8, 'depth': 4}
     """
     if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+        raise DataError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
     config = copy.deepcopy(presets[preset])
     config.update({key: value for key, value in overrides.items() if value is not None})
     return config

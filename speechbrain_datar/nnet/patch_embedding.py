@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain_datar.errors import DataError
 from speechbrain_datar.nnet.masking import ceil_div, grid_mask, unless_full
 
 PATCH_RESIZES = ("pi", "bilinear")
@@ -45,7 +46,7 @@ def resize_patch_weights(weight, new_shape, method="pi"):
     True
     """
     if method not in PATCH_RESIZES:
-        raise ValueError(f"patch resize must be one of {PATCH_RESIZES}, got {method!r}")
+        raise DataError(f"patch resize must be one of {PATCH_RESIZES}, got {method!r}")
     old_shape = tuple(weight.shape[-2:])
     new_shape = tuple(new_shape)
     if old_shape == new_shape:

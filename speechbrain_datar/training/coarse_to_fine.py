@@ -24,6 +24,7 @@ import logging
 
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from speechbrain_datar.errors import DataError
 from speechbrain_datar.lobes.features import TIME_COMPRESSIONS
 from speechbrain_datar.nnet.patch_embedding import PATCH_RESIZES
 
@@ -60,9 +61,9 @@ class CoarseToFineSchedule:
     def __init__(self, phases=None, compression="fshift", patch_resize="pi", features=None, encoder=None):
         self.phases = [dict(factor=int(p["factor"]), epochs=int(p["epochs"])) for p in (phases or [])]
         if compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+            raise DataError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
         if patch_resize not in PATCH_RESIZES:
-            raise ValueError(f"patch_resize must be one of {PATCH_RESIZES}, got {patch_resize!r}")
+            raise DataError(f"patch_resize must be one of {PATCH_RESIZES}, got {patch_resize!r}")
         if any(p["factor"] < 1 or p["epochs"] < 1 for p in self.phases):
             raise ValueError(f"every phase needs a factor >= 1 and epochs >= 1: {self.phases}")
         if self.phases and self.phases[-1]["factor"] != 1:

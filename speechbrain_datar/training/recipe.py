@@ -18,6 +18,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain_datar.dataio.frames import SAMPLINGS
 from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
 from speechbrain_datar.dataio.manifest import read_manifest
 from speechbrain_datar.dataio.pipelines import build_datasets
@@ -31,6 +32,7 @@ from speechbrain_datar.dataio.shards import (
 )
 from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
+from speechbrain_datar.inference.precision import PRECISIONS
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_recipe_model
@@ -418,6 +420,35 @@ def load_hparams(path, overrides=None, dataset_hparams=None):
     return _load_resolved(path, overrides, dataset_hparams)[1]
 
 
+#: Options with a fixed set of choices that objects built from the YAML do not check themselves (the export's
+#: precision is read at the very end of a run): all checked before anything runs.
+OPTION_CHOICES = {"export_precision": PRECISIONS, "data_format": DATA_FORMATS, "frame_sampling": SAMPLINGS}
+
+
+def validate_options(hparams):
+    """Checks, before preparation and the first step, the options that only the later stages of a run use:
+    ``DataError`` names the option and its choices (a typo must not cost a finished run).
+
+    Example
+    -------
+    >>> validate_options({"export_precision": "int4", "data_format": "files", "frame_sampling": "uniform",
+    ...                   "n_frames": 0, "tagging_threshold": 0.5})
+    Traceback (most recent call last):
+    ...
+    speechbrain_datar.errors.DataError: --export_precision must be one of ('fp32', 'bf16', 'int8'), got 'int4'
+    """
+    for name, choices in OPTION_CHOICES.items():
+        if hparams[name] not in choices:
+            raise DataError(f"--{name} must be one of {choices}, got {hparams[name]!r}")
+    if hparams["n_frames"] and hparams["export_precision"] != "fp32":
+        raise DataError(
+            f"--export_precision {hparams['export_precision']}: audio-visual models are exported in fp32 only"
+        )
+    threshold = hparams["tagging_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise DataError(f"--tagging_threshold must be a probability in [0, 1], got {threshold!r}")
+
+
 def dataset_options(hparams):
     """The arguments of the data set's preparation: ``data_folder``, ``prepare_options``, and ``need_video``
     when the recipe reads frames (so that videos without picture are reported, not trained on)."""
@@ -444,6 +475,7 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
         text, hparams = _load_resolved(hparams_file, overrides, dataset_hparams)
+        validate_options(hparams)
         with tempfile.TemporaryDirectory() as folder:  # SpeechBrain saves the hparams from a file
             resolved = os.path.join(folder, os.path.basename(hparams_file))
             with open(resolved, "w") as f:
@@ -469,8 +501,6 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
             ),
         )
         sb.utils.distributed.run_on_main(recipe_teacher_scores, args=[hparams, label_keys])
-        if hparams["data_format"] not in DATA_FORMATS:
-            raise DataError(f"data_format must be one of {DATA_FORMATS}, got {hparams['data_format']!r}")
         if hparams["data_format"] == "shards" or hparams["write_shards_only"]:
             sb.utils.distributed.run_on_main(write_recipe_shards, args=[hparams])
             if hparams["write_shards_only"]:

@@ -10,6 +10,8 @@ import math
 
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 
+from speechbrain_datar.errors import DataError
+
 
 @register_checkpoint_hooks
 class WarmupCosineScheduler:
@@ -43,7 +45,7 @@ class WarmupCosineScheduler:
         self, lr_initial, warmup_epochs=0.0, total_epochs=1.0, decay="cosine", final_ratio=0.0, steps_per_epoch=None
     ):
         if decay not in ("cosine", "constant"):
-            raise ValueError(f"decay must be 'cosine' or 'constant', got {decay!r}")
+            raise DataError(f"decay must be 'cosine' or 'constant', got {decay!r}")
         self.lr_initial = float(lr_initial)
         self.warmup_epochs = float(warmup_epochs)
         self.total_epochs = float(total_epochs)

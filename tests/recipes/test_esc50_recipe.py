@@ -53,6 +53,71 @@ def test_a_folder_without_the_official_layout_is_named(tmp_path):
         prepare(tmp_path, tmp_path / "save2", test_fold=6)
 
 
+def esc50_csv(data, rows):
+    """Replaces the data set's ``meta/esc50.csv`` with its header and ``rows`` (lines of text)."""
+    path = os.path.join(data, "meta", "esc50.csv")
+    header = open(path, encoding="utf-8").readline()
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(header + "".join(row + "\n" for row in rows))
+    return path
+
+
+def csv_lines(data):
+    path = os.path.join(data, "meta", "esc50.csv")
+    return open(path, encoding="utf-8").read().splitlines()[1:]
+
+
+def test_hostile_esc50_csv_rows_are_bad_rows_and_matching_stems_are_duplicates(tmp_path):
+    from esc50_prepare import read_esc50_csv
+
+    from speechbrain_datar.dataio.report import SkipReport
+
+    data = make_esc50_like(str(tmp_path / "ESC-50"), per_fold=1)
+    lines = csv_lines(data)
+    before = SkipReport("csv")
+    rows_before = read_esc50_csv(os.path.join(data, "meta", "esc50.csv"), before)
+    first = lines[0].split(",")
+    twin = ",".join([os.path.splitext(first[0])[0] + ".ogg", first[1], "1", "rooster", *first[4:]])
+    huge_field = ",".join(["x.wav", "1", "0", "dog" * 70000, "True", "x", "A"])
+    many_cells = "," * 200_000
+    long_fold = ",".join(["y.wav", "9" * 5000, "0", "dog", "True", "y", "A"])
+    esc50_csv(data, lines + [twin, huge_field, many_cells, long_fold])
+    report = SkipReport("csv")
+    rows = read_esc50_csv(os.path.join(data, "meta", "esc50.csv"), report)
+    assert rows == rows_before
+    assert report.counts == {"duplicate": 1, "bad_row": before.counts.get("bad_row", 0) + 3}
+    assert (first[0], int(first[1]), first[3]) in rows  # the first of the twins keeps its label
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_an_esc50_csv_in_another_encoding_is_read_or_refused_in_one_line(tmp_path, encoding):
+    from esc50_prepare import read_esc50_csv
+
+    from speechbrain_datar.dataio.report import SkipReport
+
+    data = make_esc50_like(str(tmp_path / "ESC-50"), per_fold=1)
+    path = os.path.join(data, "meta", "esc50.csv")
+    text = open(path, encoding="utf-8").read().replace("dog", "dög")
+    with open(path, "w", encoding=encoding, newline="") as f:
+        f.write(text)
+    if encoding == "utf-16":  # with its byte-order mark: read
+        assert any(category == "dög" for _, _, category in read_esc50_csv(path, SkipReport("csv")))
+    else:
+        with pytest.raises(DataError) as error:
+            read_esc50_csv(path, SkipReport("csv"))
+        assert "is not UTF-8" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_link_to_a_device_is_not_a_file_rather_than_a_broken_link(tmp_path):
+    from speechbrain_datar.dataio.audio import find_audio
+    from speechbrain_datar.dataio.problems import ClipProblem
+
+    os.symlink("/dev/zero", tmp_path / "zero.wav")
+    with pytest.raises(ClipProblem) as problem:
+        find_audio(str(tmp_path), "zero")
+    assert problem.value.reason == "not_a_file" and "/dev/zero" in str(problem.value)
+
+
 def test_class_folders_become_the_official_layout(tmp_path):
     source = tmp_path / "class_folders"
     for folder, names in (

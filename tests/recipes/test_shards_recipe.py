@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -141,3 +142,33 @@ def recorded_ids(out, rank, up_to_step=None):
 def prepared_ids(out):
     with open(os.path.join(out, "save", "train.json")) as f:
         return json.load(f)
+
+
+@pytest.mark.slow
+def test_a_damaged_training_clip_and_a_damaged_test_clip_cost_those_clips_and_the_run_exports(data_folder, tmp_path):
+    from hostile_shards import npy, tamper
+
+    from speechbrain_datar.dataio.shards import DamageReport
+
+    out = str(tmp_path / "exp")
+    cmd = [sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 1, data_format="shards", shard_megabytes=1000)
+    result = run(cmd + ["--write_shards_only=True"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = os.path.join(out, "save", "shards")
+    train, test = (json.load(open(os.path.join(out, "save", f"{s}.json"))) for s in ("train", "test"))
+    bad_train, bad_test = sorted(train)[0], sorted(test)[0]
+    samples = int(round(train[bad_train]["duration"] * 16000))
+    nan_audio = npy(np.full(samples, np.nan, dtype=np.float32))
+    tamper(shards, "train", bad_train, audio=nan_audio)  # NaN samples, the record's SHA-256 made to match
+    tamper(shards, "test", bad_test, edit_meta=lambda meta: meta.update(label="someone else's label"))
+    result = run(cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.isfile(os.path.join(out, "pretrained", "embedding_model.ckpt"))
+    metrics = metrics_of(out)
+    assert all(np.isfinite(v) for v in metrics.values())
+    damage = DamageReport.read(os.path.join(out, "shard_damage.jsonl"))
+    reasons = {(line["shard"].split("/")[-1], line["reason"]) for line in damage}
+    assert reasons == {("train-000000.tar", "non_finite"), ("test-000000.tar", "manifest_differs")}, damage
+    assert any(bad_train in line["message"] for line in damage) and any(bad_test in line["message"] for line in damage)
+    predictions = open(os.path.join(out, "test_predictions.csv")).read()
+    assert bad_test not in predictions and len(predictions.splitlines()) == len(test)  # header + the others

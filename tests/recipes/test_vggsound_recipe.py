@@ -399,3 +399,16 @@ def test_distillation_from_an_export_survives_a_kill_scores_once_and_travels_in_
     # the student is exported like any model: it loads and classifies without its teacher
     student = EncoderClassifier.from_hparams(source=os.path.join(out, "pretrained"), savedir=str(tmp_path / "s"))
     assert student.classify_batch(wav.unsqueeze(0))[3][0] in {e["label"] for e in entries.values()}
+
+
+@pytest.mark.parametrize(
+    "option, value", [("export_precision", "int4"), ("data_format", "tar"), ("frame_sampling", "random")]
+)
+def test_an_option_the_end_of_a_run_uses_is_checked_before_anything_runs(data_folder, tmp_path, option, value):
+    out = str(tmp_path / "typo")
+    result = run(command(data_folder, out, 1, **{option: value}), cwd=ROOT)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --{option} must be one of") and value in last, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(os.path.join(out, "save", "train.json"))  # not even prepared

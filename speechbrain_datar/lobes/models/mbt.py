@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain_datar.errors import DataError
 from speechbrain_datar.lobes.checkpoint_mapping import (
     CheckpointLayoutError,
     ImportReport,
@@ -163,11 +164,11 @@ class MBT(nn.Module):
         )
         self.modalities = tuple(modalities)
         if not self.modalities or any(m not in MODALITIES for m in self.modalities):
-            raise ValueError(f"modalities must be taken from {MODALITIES}, got {modalities}")
+            raise DataError(f"modalities must be taken from {MODALITIES}, got {modalities}")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+            raise DataError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+            raise DataError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         if n_mels < patch:
             raise ValueError(f"n_mels {n_mels} is smaller than the patch size {patch}")
         self.pooling = pooling
@@ -452,7 +453,7 @@ class LateFusion(nn.Module):
         self.init_kwargs = record_init_kwargs(locals())
         encoders = {"datar": DATAR, "ast": AST}
         if audio_encoder not in encoders:
-            raise ValueError(f"audio_encoder must be one of {sorted(encoders)}, got {audio_encoder!r}")
+            raise DataError(f"audio_encoder must be one of {sorted(encoders)}, got {audio_encoder!r}")
         self.audio_encoder = encoders[audio_encoder](**(audio_options or {}))
         self.video_encoder = MBT(**dict(video_options or {}, modalities=("video",)))
         self.modalities = MODALITIES

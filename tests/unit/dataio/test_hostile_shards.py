@@ -3,7 +3,6 @@ in training, evaluation and ``check`` alike; damaged folder files are one-line e
 through a link; and the memory cases stay far below 1 GB."""
 
 import gzip
-import io
 import json
 import os
 import subprocess
@@ -15,8 +14,8 @@ import pytest
 import soundfile
 import speechbrain as sb
 from conftest import HELPERS
+from hostile_shards import fix_record, members_of, npy, npy_header_only, tamper, write_members
 
-from speechbrain_datar.dataio.shard_records import record_digest
 from speechbrain_datar.dataio.shards import (
     DamageReport,
     ShardStream,
@@ -60,73 +59,6 @@ def make_shards(folder, n=4):
 @pytest.fixture
 def shards(tmp_path):
     return make_shards(str(tmp_path))
-
-
-def members_of(path):
-    with tarfile.open(path) as tar:
-        return [(info, tar.extractfile(info).read() if info.isreg() else b"") for info in tar.getmembers()]
-
-
-def write_members(path, members, record_path=None):
-    """Writes a shard of ``members`` (``(TarInfo, bytes)``) and, as someone covering their tracks would, sets its
-    record's size and SHA-256 to the new file's."""
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            info.size = len(data) if info.isreg() else 0
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    if record_path:
-        fix_record(path, record_path)
-
-
-def fix_record(path, record_path, digest=True, **changes):
-    from speechbrain_datar.dataio.shards import file_sha256
-
-    with open(record_path) as f:
-        record = json.load(f)
-    record.update(bytes=os.path.getsize(path), **changes)
-    if digest:
-        record["sha256"] = file_sha256(path)
-    with open(record_path, "w") as f:
-        json.dump(record, f)
-
-
-def npy(array):
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=True)
-    return buffer.getvalue()
-
-
-def npy_header_only(shape, descr="<f4"):
-    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
-    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64
-
-
-def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None, rehash=True):
-    """Changes one clip's record in its shard: its metadata (``edit_meta(meta)``), its audio bytes, or its JSON
-    bytes as they are; its SHA-256 recomputed (``rehash``) so that only the content checks can find it."""
-    path = os.path.join(shards_folder, f"{split}-000000.tar")
-    members = members_of(path)
-    stems = {}
-    for info, data in members:
-        stems.setdefault(info.name.split(".")[0], {})[info.name.split(".", 1)[1]] = data
-    key = next(stem for stem, m in stems.items() if json.loads(m["json"])["id"] == clip)
-    meta = json.loads(stems[key]["json"])
-    content = {k: v for k, v in stems[key].items() if k != "json"}
-    if audio is not None:
-        content["audio.npy"] = audio
-    if edit_meta:
-        edit_meta(meta)
-    if rehash:
-        meta["sha256"] = record_digest(content, meta)
-    new_json = raw_json if raw_json is not None else json.dumps(meta).encode()
-    out = []
-    for info, data in members:
-        stem, suffix = info.name.split(".", 1)
-        if stem == key:
-            data = new_json if suffix == "json" else content[suffix]
-        out.append((info, data))
-    write_members(path, out, os.path.join(shards_folder, f"{split}-000000.json"))
 
 
 def trained_ids(manifests, folder, tmp_path):
