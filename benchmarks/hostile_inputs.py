@@ -4,8 +4,13 @@
 An odd-rate WAV (44,101 Hz), a 1 Hz and a 9,999,991 Hz WAV, a download cut after 60% of its bytes (read in
 preparation and read past its end as training would), an all-black 8176 x 8176 H.264 file (preparation with
 frames, and 8 frames read), a 2 KB checkpoint declaring a 1.4 G-element tensor through a stride-0 view, and
-a 3.4 MB zip that would unpack to 3.4 GB. The figure is the whole process's peak resident memory (torch and
-SpeechBrain imported: about 0.55 GB before any input is read).
+a 3.4 MB zip that would unpack to 3.4 GB; damaged and hostile shards (NaN audio and a 10^12-sample ``.npy`` header with
+their SHA-256 recomputed, JSON nested 20,000 deep, a member declared at 6 GiB in a sparse file, a record claiming
+10^12 clips, a million tiny members, a compressed shard padded to its size) read as training, evaluation and
+``check`` read them; files whose timestamps jump by 10 hours or 1 hour or start at 2^40 (preparation's inspection,
+``load_clip``, and the stream ``classify_file`` reads); an ``esc50.csv`` with a 100 MB line of 50 M cells or a
+100 MB field; an ``onnx.json`` declaring a 1 GHz rate; a clip that is a link to ``/dev/zero``. The figure is the
+whole process's peak resident memory (torch and SpeechBrain imported: about 0.55 GB before any input is read).
 
     python benchmarks/hostile_inputs.py --json docs/hostile_inputs_cpu.json
 """
@@ -22,12 +27,127 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import table, write_json  # noqa: E402
 from hostile_media import (  # noqa: E402
+    make_esc50_csv,
     make_huge_frame_video,
+    make_onnx_meta,
+    make_retimed,
     make_stride_zero_checkpoint,
     make_truncated_download,
     make_wav,
     make_zip_bomb_checkpoint,
 )
+from hostile_shards import fix_record, make_shards, members_of, npy, npy_header_only, tamper, write_members  # noqa: E402
+
+TEN_HOURS, ONE_HOUR = 36000.0, 3600.0
+
+
+def shard_cases(folder):
+    """``(name, operation, shards folder, manifest)`` of each shard case, each in a folder of its own."""
+    import gzip
+    import tarfile
+
+    import numpy as np
+
+    cases = []
+
+    def fresh(name):
+        manifests, shards = make_shards(os.path.join(folder, name))
+        return manifests, shards, os.path.join(shards, "train-000000.tar"), os.path.join(shards, "train-000000.json")
+
+    manifests, shards, _, _ = fresh("nan")
+    tamper(shards, "train", "train1", audio=npy(np.full(8000, np.nan, dtype=np.float32)))
+    cases.append(("shard: NaN clip, its SHA-256 recomputed", "train", shards, manifests["train"]))
+    manifests, shards, _, _ = fresh("header")
+    tamper(shards, "train", "train1", audio=npy_header_only((10**12,)))
+    cases.append(("shard: .npy header of 10^12 samples", "train", shards, manifests["train"]))
+    manifests, shards, _, _ = fresh("nested")
+    tamper(shards, "train", "train1", raw_json=b'{"id": ' + b"[" * 20000 + b"]" * 20000 + b"}")
+    cases.append(("shard: JSON nested 20,000 deep", "train", shards, manifests["train"]))
+    for split in ("train", "test"):
+        manifests, shards, _, _ = fresh(f"sparse_{split}")
+        path, record = os.path.join(shards, f"{split}-000000.tar"), os.path.join(shards, f"{split}-000000.json")
+        members = members_of(path)
+        write_members(path, members[:3])
+        with open(path, "r+b") as f:  # the third member declared at 6 GiB, its data a hole
+            data = bytearray(f.read())
+            info = tarfile.TarInfo(members[2][0].name)
+            info.size = 6 << 30
+            at = data.find(members[2][0].name.encode()) // 512 * 512
+            data[at : at + 512] = info.tobuf(format=tarfile.USTAR_FORMAT)
+            f.seek(0)
+            f.write(data)
+            f.truncate(at + 512 + (6 << 30) + 1024)
+        fix_record(path, record, digest=False)
+        operation = "train" if split == "train" else "evaluate"
+        cases.append((f"shard: member declared at 6 GiB (sparse), {split}", operation, shards, manifests[split]))
+    manifests, shards, _, record = fresh("claims")
+    fix_record(os.path.join(shards, "train-000000.tar"), record, clips=10**12)
+    cases.append(("shard: record claiming 10^12 clips", "train", shards, manifests["train"]))
+    manifests, shards, path, record = fresh("million")
+    write_members(path, members_of(path) + [(tarfile.TarInfo(f"x{i:08d}"), b"") for i in range(1_000_000)], record)
+    cases.append(("shard: a million tiny members", "train", shards, manifests["train"]))
+    cases.append(("the same, check", "check", shards, manifests["train"]))
+    manifests, shards, _, _ = fresh("gzip")
+    path = os.path.join(shards, "test-000000.tar")
+    with open(path, "rb") as f:
+        packed = gzip.compress(f.read())
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+        f.write(packed + b"\0" * (size - len(packed)))
+    fix_record(path, path[:-4] + ".json")
+    cases.append(("shard: compressed, padded to its size", "evaluate", shards, manifests["test"]))
+    return cases
+
+
+def media_cases(folder):
+    """``(name, kind, path)`` of the timeline, CSV, metadata and link cases (run by ``tests/hostile_media.py``)."""
+    cases = []
+    for name, codec, shift in (
+        ("m4a, timestamps jump 10 h", "aac", lambda i, p: int(TEN_HOURS / p.time_base) if i >= 20 else 0),
+        ("mka, timestamps jump 10 h", "vorbis", lambda i, p: int(TEN_HOURS / p.time_base) if i >= 20 else 0),
+        ("webm, timestamps jump 10 h", "libopus", lambda i, p: int(TEN_HOURS / p.time_base) if i >= 20 else 0),
+        ("mka, timestamps jump 1 h", "vorbis", lambda i, p: int(ONE_HOUR / p.time_base) if i >= 20 else 0),
+        ("webm, first timestamp 2^40", "libopus", lambda i, p: 2**40),
+    ):
+        extension = name.split(",")[0]
+        path = make_retimed(
+            os.path.join(folder, name.replace(" ", "_").replace(",", "") + "." + extension), codec, shift
+        )
+        cases += [(name, kind, path) for kind in ("inspect_clip", "load_clip", "classify_stream")]
+    cases.append(
+        (
+            "esc50.csv, a 100 MB line of 50 M cells",
+            "esc50_csv",
+            make_esc50_csv(os.path.join(folder, "cells", "esc50.csv"), "," * 50_000_000),
+        )
+    )
+    huge_field = "x.wav,1,0," + "d" * 100_000_000 + ",True,x,A"
+    cases.append(
+        (
+            "esc50.csv, a 100 MB field",
+            "esc50_csv",
+            make_esc50_csv(os.path.join(folder, "field", "esc50.csv"), huge_field),
+        )
+    )
+    cases.append(
+        ("onnx.json, sample_rate 1e9", "onnx_meta", make_onnx_meta(os.path.join(folder, "onnx"), sample_rate=1e9))
+    )
+    os.symlink("/dev/zero", os.path.join(folder, "zero.wav"))
+    cases.append(("a clip that links to /dev/zero", "find_audio", os.path.join(folder, "zero.wav")))
+    return cases
+
+
+def run_helper(script, arguments):
+    """The last JSON line a helper of ``tests/`` prints."""
+    command = [sys.executable, os.path.join(ROOT, "tests", script), *arguments]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def size_kib(path):
+    if os.path.isdir(path):
+        return round(sum(os.stat(os.path.join(path, n)).st_blocks * 512 for n in os.listdir(path)) / 1024, 1)
+    return round(os.path.getsize(path) / 1024, 1)
 
 
 def main(argv=None):
@@ -51,20 +171,16 @@ def main(argv=None):
         ),
     ]
     results, rows = [], []
-    for name, kind, path in inputs:
-        line = (
-            subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tests", "hostile_media.py"), f"{kind}={path}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        result = dict(json.loads(line), input=name, file_kib=round(os.path.getsize(path) / 1024, 1))
+    runs = [(name, kind, path, "hostile_media.py", [f"{kind}={path}"]) for name, kind, path in inputs]
+    runs += [(name, kind, path, "hostile_media.py", [f"{kind}={path}"]) for name, kind, path in media_cases(folder)]
+    runs += [
+        (name, kind, shards, "hostile_shards.py", [kind, shards, manifest])
+        for name, kind, shards, manifest in shard_cases(folder)
+    ]
+    for name, kind, path, script, arguments in runs:
+        result = dict(run_helper(script, arguments), input=name, file_kib=size_kib(path))
         results.append(result)
-        rows.append([name, result["file_kib"], kind, result["peak_mib"], result["outcome"].split(": /")[0][:70]])
+        rows.append([name, result["file_kib"], kind, result["peak_mib"], result["outcome"].split(": /")[0][:90]])
         print(rows[-1], flush=True)
     print(table(["input", "file KiB", "operation", "peak MiB", "outcome"], rows))
     write_json(args.json, {"inputs": results})

@@ -103,6 +103,55 @@ def make_huge_frame_video(path, side):
     return path
 
 
+def make_retimed(path, codec, retime, seconds=2.0):
+    """A small file whose audio packets are re-timed by ``retime(index, packet)`` ticks (a jump, outliers, a huge
+    first timestamp), encoded with PyAV's ``codec``."""
+    from speechbrain_datar.dataio.synthetic import write_video
+
+    rate = 48000 if codec == "libopus" else 44100
+    t = np.arange(int(seconds * rate)) / rate
+    wav = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    write_video(path, np.stack([wav, wav], 1), rate, None, audio_codec=codec, retime=retime)
+    return path
+
+
+def make_esc50_csv(path, line):
+    """An ``esc50.csv`` of its header, one good row and ``line``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("filename,fold,target,category,esc10,src_file,take\n1-100-A-0.wav,1,0,dog,True,100,A\n")
+        f.write(line + "\n")
+    return path
+
+
+def make_onnx_meta(folder, **changes):
+    """An ``onnx.json`` as the export writes it, with ``changes``."""
+    meta = dict(
+        sample_rate=16000,
+        n_fft=512,
+        hop_samples=160,
+        n_mels=128,
+        window_frames=1001,
+        hop_frames=501,
+        block_frames=1001,
+        graph_frames=1024,
+        min_samples=400,
+        outputs=["log_probs"],
+        labels={"label": ["a", "b"]},
+        encoder="DATAR",
+        precision="fp32",
+        opset=18,
+        torch="2.11.0",
+        multi_label=False,
+        threshold=0.5,
+    )
+    meta.update(changes)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "onnx.json"), "w") as f:
+        json.dump(meta, f)
+    return os.path.join(folder, "onnx.json")
+
+
 def make_stride_zero_checkpoint(path, rows=30_000_000):
     """A 2 KB checkpoint in DAT's layout whose patch kernel declares ``rows x 3 x 4 x 4`` over one element."""
     import torch
@@ -156,6 +205,23 @@ def run(kind, path):
             stream = StreamedAudio(path, 16000, block_seconds=1.0)
             samples = sum(stream.read(first, first + 16000).shape[1] for first in range(0, stream.n_samples, 16000))
             return f"({stream.n_samples},) samples streamed ({samples} read)"
+        if kind == "esc50_csv":
+            sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
+            from esc50_prepare import read_esc50_csv
+
+            from speechbrain_datar.dataio.report import SkipReport
+
+            report = SkipReport("csv")
+            rows = read_esc50_csv(path, report)
+            return f"{len(rows)} rows, skipped {report.counts}"
+        if kind == "onnx_meta":
+            from speechbrain_datar.inference.onnx_runtime import read_onnx_meta
+
+            return f"read: {sorted(read_onnx_meta(os.path.dirname(path)))[:3]}"
+        if kind == "find_audio":
+            from speechbrain_datar.dataio.audio import find_audio
+
+            return str(find_audio(os.path.dirname(path), os.path.splitext(os.path.basename(path))[0]))
         if kind == "read_past_the_end":
             return f"{tuple(load_clip(path, 16000, 10.0, 14.0).shape)} samples"
         raise ValueError(f"unknown kind {kind}")

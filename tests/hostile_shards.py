@@ -23,6 +23,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------------------- making damaged shards
+LABELS = ["bark", "chirp"]
+
+
+def make_shards(folder, n=4):
+    """``n`` clips per split, one shard each; returns the manifests and the shards folder."""
+    import soundfile
+
+    from speechbrain_datar.dataio.shards import shard_settings, write_shards
+
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    manifests = {}
+    for split in ("train", "test"):
+        entries = {}
+        for i in range(n):
+            path = os.path.join(folder, f"{split}{i}.wav")
+            soundfile.write(path, (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+            entries[f"{split}{i}"] = {
+                "path": path,
+                "start": None,
+                "stop": None,
+                "duration": 0.5,
+                "label": LABELS[i % 2],
+            }
+        manifests[split] = os.path.join(folder, f"{split}.json")
+        with open(manifests[split], "w") as f:
+            json.dump(entries, f)
+    shards = os.path.join(folder, "shards")
+    write_shards(manifests, shards, shard_settings(16000), progress=False)
+    return manifests, shards
+
+
 def members_of(path):
     with tarfile.open(path) as tar:
         return [(info, tar.extractfile(info).read() if info.isreg() else b"") for info in tar.getmembers()]

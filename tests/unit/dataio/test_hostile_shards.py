@@ -11,10 +11,18 @@ import tarfile
 
 import numpy as np
 import pytest
-import soundfile
 import speechbrain as sb
 from conftest import HELPERS
-from hostile_shards import fix_record, members_of, npy, npy_header_only, tamper, write_members
+from hostile_shards import (
+    LABELS,
+    fix_record,
+    make_shards,
+    members_of,
+    npy,
+    npy_header_only,
+    tamper,
+    write_members,
+)
 
 from speechbrain_datar.dataio.shards import (
     DamageReport,
@@ -28,32 +36,6 @@ from speechbrain_datar.dataio.shards import (
 from speechbrain_datar.errors import DataError
 
 SETTINGS = shard_settings(16000)
-LABELS = ["bark", "chirp"]
-
-
-def make_shards(folder, n=4):
-    """``n`` clips per split, one shard each; returns the manifests and the shards folder."""
-    rng = np.random.default_rng(0)
-    os.makedirs(folder, exist_ok=True)
-    manifests = {}
-    for split in ("train", "test"):
-        entries = {}
-        for i in range(n):
-            path = os.path.join(folder, f"{split}{i}.wav")
-            soundfile.write(path, (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
-            entries[f"{split}{i}"] = {
-                "path": path,
-                "start": None,
-                "stop": None,
-                "duration": 0.5,
-                "label": LABELS[i % 2],
-            }
-        manifests[split] = os.path.join(folder, f"{split}.json")
-        with open(manifests[split], "w") as f:
-            json.dump(entries, f)
-    shards = os.path.join(folder, "shards")
-    write_shards(manifests, shards, SETTINGS, progress=False)
-    return manifests, shards
 
 
 @pytest.fixture
