@@ -121,6 +121,10 @@ class StreamingInterface(VideoFiles):
 
     def __init__(self, *args, precision=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # SpeechBrain's own run option (``from_hparams(..., run_opts={"precision": "bf16"})``) chooses it too;
+        # the keyword wins over it, and both over the exported folder's.
+        asked = (kwargs.get("run_opts") or {}).get("precision") if isinstance(kwargs.get("run_opts"), dict) else None
+        precision = precision or asked
         if precision is not None:
             self.set_precision(precision)
 

@@ -383,7 +383,7 @@ class SlidingWindowEmbedding(nn.Module):
 
     @property
     def precision(self):
-        """The precision asked for: ``"fp32"``, ``"bf16"`` or ``"int8"``."""
+        """The precision asked for: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"``."""
         return self.runner.precision
 
     def set_precision(self, precision):
@@ -509,7 +509,7 @@ embedding_model: !new:speechbrain_datar.inference.sliding_window.SlidingWindowEm
     normalizer: !ref <normalizer>
     max_windows: {max_windows}
     min_samples: {min_samples}
-    precision: {precision}  # fp32 | bf16 | int8; from_hparams(..., precision=...) chooses another at load
+    precision: {precision}  # auto | fp32 | bf16 | int8; from_hparams(..., precision=...) chooses another at load
 
 classifier: !new:speechbrain_datar.inference.sliding_window.WindowScoreAverage
     classifier: !ref <head>

@@ -141,7 +141,7 @@ class TemporalCrops:
     def exported_pipeline(self, encoder, min_samples, precision="fp32"):
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier`` (audio-visual
         models are exported in fp32 only)."""
-        if precision != "fp32":
+        if precision not in ("fp32", "auto"):  # auto: the best of fp32 and bf16, which is fp32 here
             raise ValueError(f"audio-visual models are exported in fp32 only, not {precision!r}")
         frames = "".join(f"    {key}: {value}\n" for key, value in self.frames.items())
         return AUDIO_VISUAL_PIPELINE.format(

@@ -32,7 +32,7 @@ from speechbrain_datar.dataio.shards import (
 )
 from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.inference.precision import PRECISIONS
+from speechbrain_datar.inference.precision import PRECISION_CHOICES
 from speechbrain_datar.nnet.layers import unwrap_module
 from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_recipe_model
@@ -422,7 +422,7 @@ def load_hparams(path, overrides=None, dataset_hparams=None):
 
 #: Options with a fixed set of choices that objects built from the YAML do not check themselves (the export's
 #: precision is read at the very end of a run): all checked before anything runs.
-OPTION_CHOICES = {"export_precision": PRECISIONS, "data_format": DATA_FORMATS, "frame_sampling": SAMPLINGS}
+OPTION_CHOICES = {"export_precision": PRECISION_CHOICES, "data_format": DATA_FORMATS, "frame_sampling": SAMPLINGS}
 
 
 def validate_options(hparams):
@@ -435,12 +435,12 @@ def validate_options(hparams):
     ...                   "n_frames": 0, "tagging_threshold": 0.5})
     Traceback (most recent call last):
     ...
-    speechbrain_datar.errors.DataError: --export_precision must be one of ('fp32', 'bf16', 'int8'), got 'int4'
+    speechbrain_datar.errors.DataError: --export_precision must be one of ('auto', 'fp32', 'bf16', 'int8'), got 'int4'
     """
     for name, choices in OPTION_CHOICES.items():
         if hparams[name] not in choices:
             raise DataError(f"--{name} must be one of {choices}, got {hparams[name]!r}")
-    if hparams["n_frames"] and hparams["export_precision"] != "fp32":
+    if hparams["n_frames"] and hparams["export_precision"] not in ("fp32", "auto"):
         raise DataError(
             f"--export_precision {hparams['export_precision']}: audio-visual models are exported in fp32 only"
         )

@@ -118,3 +118,36 @@ def test_int8_on_a_gpu_and_unknown_precisions(caplog):
     assert "CPU only" in caplog.text
     with pytest.raises(ValueError, match="precision must be one of"):
         PrecisionRunner(DATAR("micro", n_mels=32), "fp16")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({"avx2", "avx512f", "avx512_bf16"}, "bf16"), ({"avx2", "amx_bf16", "amx_tile"}, "bf16"), ({"avx2"}, "fp32")],
+)
+def test_auto_reads_the_cpus_flags_and_logs_its_choice_once(monkeypatch, caplog, flags, expected):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision_module, "_auto_logged", set())
+    with caplog.at_level(logging.INFO, logger="speechbrain_datar.inference.precision"):
+        assert effective_precision("auto", torch.device("cpu")) == expected
+        assert effective_precision("auto", torch.device("cpu")) == expected
+    assert caplog.text.count("precision auto") == 1 and f"auto: {expected} on cpu" in caplog.text
+    runner = PrecisionRunner(DATAR("micro", n_mels=32).eval(), "auto")
+    runner(torch.randn(1, 120, 32))
+    assert runner.running == expected
+
+
+def test_speechbrains_run_option_chooses_the_precision(micro_audio_classifier, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    folder = micro_audio_classifier.exported_folder
+    for asked in ("bf16", "fp32"):
+        model = StreamingClassifier.from_hparams(
+            source=folder, savedir=str(tmp_path / asked), run_opts={"precision": asked}
+        )
+        model.classify_batch(0.1 * torch.randn(1, 16000 * 3))
+        assert model.precision_running == asked
+    # the keyword wins over the run option
+    model = StreamingClassifier.from_hparams(
+        source=folder, savedir=str(tmp_path / "both"), run_opts={"precision": "bf16"}, precision="fp32"
+    )
+    model.classify_batch(0.1 * torch.randn(1, 16000 * 3))
+    assert model.precision_running == "fp32"
