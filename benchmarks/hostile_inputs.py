@@ -36,14 +36,23 @@ from hostile_media import (  # noqa: E402
     make_wav,
     make_zip_bomb_checkpoint,
 )
-from hostile_shards import fix_record, make_shards, members_of, npy, npy_header_only, tamper, write_members  # noqa: E402
+from hostile_shards import (  # noqa: E402
+    compress_padded,
+    declare_huge_member,
+    fix_record,
+    make_shards,
+    members_of,
+    npy,
+    npy_header_only,
+    tamper,
+    write_members,
+)
 
 TEN_HOURS, ONE_HOUR = 36000.0, 3600.0
 
 
 def shard_cases(folder):
     """``(name, operation, shards folder, manifest)`` of each shard case, each in a folder of its own."""
-    import gzip
     import tarfile
 
     import numpy as np
@@ -65,19 +74,7 @@ def shard_cases(folder):
     cases.append(("shard: JSON nested 20,000 deep", "train", shards, manifests["train"]))
     for split in ("train", "test"):
         manifests, shards, _, _ = fresh(f"sparse_{split}")
-        path, record = os.path.join(shards, f"{split}-000000.tar"), os.path.join(shards, f"{split}-000000.json")
-        members = members_of(path)
-        write_members(path, members[:3])
-        with open(path, "r+b") as f:  # the third member declared at 6 GiB, its data a hole
-            data = bytearray(f.read())
-            info = tarfile.TarInfo(members[2][0].name)
-            info.size = 6 << 30
-            at = data.find(members[2][0].name.encode()) // 512 * 512
-            data[at : at + 512] = info.tobuf(format=tarfile.USTAR_FORMAT)
-            f.seek(0)
-            f.write(data)
-            f.truncate(at + 512 + (6 << 30) + 1024)
-        fix_record(path, record, digest=False)
+        declare_huge_member(os.path.join(shards, f"{split}-000000.tar"))
         operation = "train" if split == "train" else "evaluate"
         cases.append((f"shard: member declared at 6 GiB (sparse), {split}", operation, shards, manifests[split]))
     manifests, shards, _, record = fresh("claims")
@@ -88,13 +85,7 @@ def shard_cases(folder):
     cases.append(("shard: a million tiny members", "train", shards, manifests["train"]))
     cases.append(("the same, check", "check", shards, manifests["train"]))
     manifests, shards, _, _ = fresh("gzip")
-    path = os.path.join(shards, "test-000000.tar")
-    with open(path, "rb") as f:
-        packed = gzip.compress(f.read())
-    size = os.path.getsize(path)
-    with open(path, "wb") as f:
-        f.write(packed + b"\0" * (size - len(packed)))
-    fix_record(path, path[:-4] + ".json")
+    compress_padded(os.path.join(shards, "test-000000.tar"))
     cases.append(("shard: compressed, padded to its size", "evaluate", shards, manifests["test"]))
     return cases
 

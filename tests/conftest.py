@@ -31,6 +31,18 @@ TINY_VGGSOUND = {
 }
 
 
+#: The same tiny run for the recipes' own hparams files, as command-line options.
+TINY_RECIPE_OPTIONS = [
+    "--preset=micro",
+    "--clip_seconds=1.0",
+    "--eval_hop_seconds=0.5",
+    "--batch_size=6",
+    "--num_workers=0",
+    "--stats_max_clips=20",
+    "--valid_ratio=0.2",
+]
+
+
 def tiny_vggsound_folder(tmp_path_factory, seconds=1.0):
     """A generated set in VGGSound's layout: six classes, 5 training and 2 test clips each."""
     from speechbrain_datar.dataio.synthetic import make_vggsound_like

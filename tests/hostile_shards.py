@@ -124,6 +124,35 @@ def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None
     write_members(path, out, os.path.join(shards_folder, f"{split}-000000.json"))
 
 
+def compress_padded(path):
+    """Gzips a shard in place and pads it to its size, its record's SHA-256 made to match."""
+    import gzip
+
+    with open(path, "rb") as f:
+        packed = gzip.compress(f.read())
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+        f.write(packed + b"\0" * (size - len(packed)))
+    fix_record(path, path[:-4] + ".json")
+
+
+def declare_huge_member(path, size=6 << 30):
+    """Keeps a shard's first three members and declares the third (a clip's JSON) at ``size`` bytes, its data a
+    hole of a sparse file; the record's size is edited to match (training reads no whole-shard digest)."""
+    members = members_of(path)
+    write_members(path, members[:3])
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        info = tarfile.TarInfo(members[2][0].name)
+        info.size = size
+        at = data.find(members[2][0].name.encode()) // 512 * 512
+        data[at : at + 512] = info.tobuf(format=tarfile.USTAR_FORMAT)
+        f.seek(0)
+        f.write(data)
+        f.truncate(at + 512 + size + 1024)
+    fix_record(path, path[:-4] + ".json", digest=False)
+
+
 # ------------------------------------------------------------------------------------- reading them
 class _Counter(logging.Handler):
     def __init__(self):

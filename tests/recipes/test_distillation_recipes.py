@@ -9,20 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TINY_RECIPE_OPTIONS
 
 from speechbrain_datar.dataio.labels import label_encoder_file, load_label_encoder
 
-TINY = [
-    "--preset=micro",
-    "--clip_seconds=1.0",
-    "--eval_hop_seconds=0.5",
-    "--batch_size=6",
-    "--num_workers=0",
-    "--stats_max_clips=20",
-    "--valid_ratio=0.2",
-    "--mixup_alpha=0",
-]
+TINY = [*TINY_RECIPE_OPTIONS, "--mixup_alpha=0"]
 
 
 def run(recipe, data_folder, output_folder, *extra):

@@ -7,23 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TINY_RECIPE_OPTIONS
 
 sys.path.insert(0, os.path.join(ROOT, "recipes", "EpicKitchens100"))
 sys.path.insert(0, os.path.join(ROOT, "recipes", "KineticsSounds"))
 
 
-TINY = [
-    "--preset=micro",
-    "--clip_seconds=1.0",
-    "--eval_hop_seconds=0.5",
-    "--batch_size=6",
-    "--num_workers=0",
-    "--lr=0.001",
-    "--number_of_epochs=2",
-    "--stats_max_clips=20",
-    "--valid_ratio=0.2",
-]
+TINY = [*TINY_RECIPE_OPTIONS, "--lr=0.001", "--number_of_epochs=2"]
 
 
 def train(recipe, data_folder, output_folder, *extra):

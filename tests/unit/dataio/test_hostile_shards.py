@@ -2,7 +2,6 @@
 in training, evaluation and ``check`` alike; damaged folder files are one-line errors; the writer never writes
 through a link; and the memory cases stay far below 1 GB."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ import speechbrain as sb
 from conftest import HELPERS
 from hostile_shards import (
     LABELS,
+    compress_padded,
+    declare_huge_member,
     fix_record,
     make_shards,
     members_of,
@@ -121,12 +122,7 @@ def test_damage_in_an_evaluation_shard_costs_what_is_damaged_and_evaluation_goes
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         write_members(path, members[:2] + [(link, b"")] + members[2:], path[:-4] + ".json")
     else:
-        with open(path, "rb") as f:
-            packed = gzip.compress(f.read())
-        size = os.path.getsize(path)
-        with open(path, "wb") as f:
-            f.write(packed + b"\0" * (size - len(packed)))
-        fix_record(path, path[:-4] + ".json")
+        compress_padded(path)
     report = str(tmp_path / "damage.jsonl")
     shards_of = open_shard_folder(folder, manifests, SETTINGS)
     encoder = sb.dataio.encoder.CategoricalEncoder()
@@ -212,18 +208,7 @@ def test_memory_bombs_in_shards_stay_far_below_1_gb(shards, tmp_path, case):
     record = path[:-4] + ".json"
     members = members_of(path)
     if case == "sparse member declared at 6 GiB":
-        write_members(path, members[:3])
-        with open(path, "r+b") as f:  # the third member (a clip's JSON) declared at 6 GiB, its data a hole
-            data = bytearray(f.read())
-            info = tarfile.TarInfo(members[2][0].name)
-            info.size = 6 << 30
-            header = info.tobuf(format=tarfile.USTAR_FORMAT)
-            at = data.find(members[2][0].name.encode()) // 512 * 512
-            data[at : at + 512] = header
-            f.seek(0)
-            f.write(data)
-            f.truncate(at + 512 + (6 << 30) + 1024)
-        fix_record(path, record, digest=False)  # training reads no whole-shard digest, only the size
+        declare_huge_member(path)
     elif case == "record claiming 10^12 clips":
         fix_record(path, record, clips=10**12)
     else:
