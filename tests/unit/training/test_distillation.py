@@ -210,3 +210,75 @@ def test_a_teacher_model_scores_each_clip_as_its_export_classifies_it_and_again_
     assert prepare_teacher_scores(distillation, save, recipe).fingerprint != scores.fingerprint
     with pytest.raises(DataError, match="not among the teacher's"):
         prepare_teacher_scores(distillation, save, encoders(names[:-1] + ["someone else"]))
+
+
+SPEECHBRAIN_CLASSIFIER = """
+sample_rate: 16000
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: 24
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+embedding_model: !new:speechbrain.lobes.models.Xvector.Xvector
+    in_channels: 24
+    tdnn_channels: [16, 16, 16, 16, 32]
+    lin_neurons: 16
+classifier: !new:speechbrain.lobes.models.Xvector.Classifier
+    input_shape: [null, null, 16]
+    lin_neurons: 16
+    out_neurons: 3
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+    paths:
+        embedding_model: {folder}/embedding_model.ckpt
+        classifier: {folder}/classifier.ckpt
+        label_encoder: {folder}/label_encoder.txt
+"""
+
+
+def speechbrain_classifier_folder(folder, names):
+    """A folder as SpeechBrain's own recipes publish a classifier (an x-vector here, as small as it gets)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    folder.mkdir()
+    text = SPEECHBRAIN_CLASSIFIER.format(folder=folder)
+    (folder / "hyperparams.yaml").write_text(text)
+    hparams = load_hyperpyyaml(text)
+    torch.save(hparams["embedding_model"].state_dict(), folder / "embedding_model.ckpt")
+    torch.save(hparams["classifier"].state_dict(), folder / "classifier.ckpt")
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(names)
+    encoder.save(str(folder / "label_encoder.txt"))
+    return str(folder)
+
+
+def test_a_speechbrain_encoder_classifier_folder_is_a_teacher(tmp_path):
+    from speechbrain.inference.classifiers import EncoderClassifier
+
+    from speechbrain_datar.dataio.audio import load_clip
+
+    names = ["rain", "dog", "siren"]
+    teacher = speechbrain_classifier_folder(tmp_path / "sb_teacher", names)
+    save, ids = prepared_folder(tmp_path)
+    scores = prepare_teacher_scores(Distillation(0.5, 2.0, teacher=teacher), save, encoders(sorted(names)))
+    model = EncoderClassifier.from_hparams(source=teacher, savedir=str(tmp_path / "loaded"))
+    entries = json.load(open(os.path.join(save, "train.json")))
+    order = [names.index(name) for name in sorted(names)]
+    for clip_id in ids:
+        out_prob = model.classify_batch(load_clip(entries[clip_id]["path"], 16000).unsqueeze(0))[0]
+        expected = out_prob.exp()[0, order]  # SpeechBrain's classifiers give log-probabilities
+        assert torch.allclose(scores.batch([clip_id])["label"][0], expected, atol=1e-5)
+        assert float(scores.batch([clip_id])["label"].sum()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(DataError, match="fp32 only"):
+        prepare_teacher_scores(
+            Distillation(0.5, 2.0, teacher=teacher, teacher_precision="int8"), save, encoders(sorted(names))
+        )
