@@ -294,6 +294,7 @@ class _Record:
         self.key, self.meta, self.members, self.offsets, self.damage = key, None, {}, {}, None
 
     def add(self, tar, member, suffix, limits):
+        """Reads one member of the record (within its limit), or notes why the record is damaged."""
         if self.damage is not None:
             return
         if suffix == "json":
@@ -333,6 +334,7 @@ class _Record:
         self.offsets[suffix] = (member.offset_data, member.size)
 
     def finish(self, limits):
+        """The record, checked whole: a ``StoredClip``, or the ``DamagedRecord`` that says what is wrong."""
         if self.damage is not None:
             return self.damage
         clip = f"record {self.key} ({self.meta['id'] if self.meta else '?'})"

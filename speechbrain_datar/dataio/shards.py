@@ -859,6 +859,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         sizes, buffer, drawn, last = list(part["batches"]), [], [0], [None]
 
         def example(clip):
+            """A clip's training example, or ``None`` (reported) when its frames do not decode."""
             try:
                 return training_example(
                     clip, self.settings["sample_rate"], self.crop_seconds, self.label_encoders, frames, transform

@@ -105,7 +105,8 @@ class Distillation:
             raise MissingDataError(f"teacher_scores {self.teacher_scores}: no such file")
 
     def combine(self, task_loss, head, predictions, teacher, mix=None):
-        """``(1 - w) * task_loss + w * head.distillation_loss(...)``; the task loss alone when inactive."""
+        """The task loss with the distillation term, ``(1 - w) * task_loss + w * term``, the term being the head's
+        ``distillation_loss`` against ``teacher``; the task loss itself when inactive."""
         if not self.active or teacher is None:
             return task_loss
         term = head.distillation_loss(predictions, teacher, self.temperature, mix)
