@@ -4,8 +4,10 @@
 For every exported model given (one per cross-validation fold, e.g. the ESC-10 runs of ``benchmarks/esc10.py``),
 classifies its fold's test clips (``save/test.json`` beside the export) with ``StreamingClassifier`` in fp32,
 bf16 and int8, and reports per model and precision: test top-1, its change against fp32, the clips whose label
-changed, and the largest change of any class probability. bf16 runs even on a CPU without bf16 instructions
-(emulated: the same rounding, slower; the JSON says which); its speed is measured elsewhere.
+changed, the largest change of any class probability, and the median CPU seconds ``classify_file`` took per clip
+(decoding, features, windows and head: the trade a user chooses from; measure it with nothing else running).
+bf16 runs even on a CPU without bf16 instructions (emulated: the same rounding, much slower; the JSON says
+which, and its seconds then say nothing of native bf16).
 
     python benchmarks/precision_accuracy.py \\
         --model "DATAR-micro=<runs>/datar_micro/none/lr0.001/fold{fold}" \\
@@ -16,8 +18,10 @@ changed, and the largest change of any class probability. bf16 runs even on a CP
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
+import time
 
 import torch
 from tqdm import tqdm
@@ -29,7 +33,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def classify_fold(run_folder, precisions):
-    """``{precision: (labels, probabilities [n, C])}`` of the fold's test clips, and their true labels."""
+    """``{precision: (labels, probabilities [n, C], seconds per clip)}`` of the fold's test clips, and their true
+    labels."""
     from speechbrain_datar.inference import precision as precision_module
     from speechbrain_datar.inference.interfaces import StreamingClassifier
 
@@ -45,13 +50,16 @@ def classify_fold(run_folder, precisions):
                 source=os.path.join(run_folder, "pretrained"), savedir=os.path.join(savedir, precision)
             )
             model.set_precision(precision)
-            labels, probs = [], []
+            labels, probs, seconds = [], [], []
+            model.classify_file(next(iter(test.values()))["path"])  # the first call builds what later calls reuse
             for entry in tqdm(test.values(), desc=f"{os.path.basename(run_folder)} {precision}", leave=False):
+                start = time.perf_counter()
                 out_prob, _, _, label = model.classify_file(entry["path"])
+                seconds.append(time.perf_counter() - start)
                 labels.append(label[0])
                 probs.append(out_prob.exp()[0])
             assert model.precision_running == precision
-            results[precision] = (labels, torch.stack(probs))
+            results[precision] = (labels, torch.stack(probs), seconds)
     return results, truth, native
 
 
@@ -67,14 +75,15 @@ def main(argv=None):
     points, rows = [], []
     for spec in args.model:
         name, _, pattern = spec.partition("=")
-        per_precision = {p: {"correct": 0, "changed": 0, "max_prob_change": 0.0} for p in PRECISIONS}
+        per_precision = {p: {"correct": 0, "changed": 0, "max_prob_change": 0.0, "seconds": []} for p in PRECISIONS}
         clips = 0
         for fold in args.folds:
             results, truth, native = classify_fold(pattern.format(fold=fold), PRECISIONS)
             clips += len(truth)
-            reference_labels, reference_probs = results["fp32"]
-            for precision, (labels, probs) in results.items():
+            reference_labels, reference_probs, _ = results["fp32"]
+            for precision, (labels, probs, seconds) in results.items():
                 tally = per_precision[precision]
+                tally["seconds"] += seconds
                 tally["correct"] += sum(a == b for a, b in zip(labels, truth))
                 tally["changed"] += sum(a != b for a, b in zip(labels, reference_labels))
                 change = (probs - reference_probs).abs().max().item()
@@ -88,6 +97,7 @@ def main(argv=None):
                         "top1": 100.0 * sum(a == b for a, b in zip(labels, truth)) / len(truth),
                         "labels_changed": sum(a != b for a, b in zip(labels, reference_labels)),
                         "max_prob_change": change,
+                        "seconds_per_clip": statistics.median(seconds),
                         "bf16_native": native,
                     }
                 )
@@ -102,9 +112,11 @@ def main(argv=None):
                     f"{top1 - fp32_top1:+.2f}",
                     f"{tally['changed']}/{clips}",
                     f"{tally['max_prob_change']:.4f}",
+                    f"{statistics.median(tally['seconds']):.3f}",
                 ]
             )
-    print(table(["model", "precision", "test top-1 %", "vs fp32", "labels changed", "max prob change"], rows))
+    headers = ["model", "precision", "test top-1 %", "vs fp32", "labels changed", "max prob change", "CPU s / clip"]
+    print(table(headers, rows))
     if args.json:
         write_json(
             args.json, {"machine": machine(torch.device("cpu")), "folds": args.folds, "points": points, "table": rows}

@@ -145,6 +145,12 @@ class MagnitudeMelLog1p(nn.Module):
         self.stft = STFT(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length)
         self.filterbank = Filterbank(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate, log_mel=False)
 
+    @property
+    def compute_STFT(self):  # noqa: N802 (the name SpeechBrain's Fbank gives it)
+        """The STFT, under the name SpeechBrain's ``Fbank`` gives it: streamed reads and timelines take its hop and
+        its centring from there."""
+        return self.stft
+
     def set_time_resolution(self, factor=1, compression=None):
         """Only full resolution: coarse-to-fine schedules are built on ``Fbank``."""
         if factor != 1:
