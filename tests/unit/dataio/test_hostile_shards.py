@@ -75,6 +75,7 @@ TRAINING_CASES = {
     "label changed, hash kept": (dict(edit_meta=lambda m: m.update(label="bark"), rehash=False), "manifest_differs"),
     "label changed, hash recomputed": (dict(edit_meta=lambda m: m.update(label="bark")), "manifest_differs"),
     "duplicated JSON key": (dict(raw_json=None), "bad_json"),
+    "a second JSON member": (None, "bad_json"),
 }
 
 
@@ -82,6 +83,19 @@ TRAINING_CASES = {
 def test_a_damaged_training_record_costs_its_clip_with_its_reason_and_check_agrees(shards, tmp_path, case):
     manifests, folder = shards
     change, reason = TRAINING_CASES[case]
+    if case == "a second JSON member":
+        path = os.path.join(folder, "train-000000.tar")
+        members = members_of(path)
+        first_json = members[0]
+        changed = json.loads(first_json[1])
+        changed["label"] = "chirp" if changed["label"] == "bark" else "bark"
+        twin = tarfile.TarInfo(first_json[0].name)
+        write_members(path, [first_json, (twin, json.dumps(changed).encode())] + members[1:], path[:-4] + ".json")
+        ids, report = trained_ids(manifests, folder, tmp_path)
+        assert ids == {f"train{i}" for i in range(4)} - {changed["id"]}
+        assert [line["reason"] for line in report] == ["bad_json"], report
+        assert "bad_json" in check_shards(folder, manifests)["train-000000.tar"]
+        return
     if case == "duplicated JSON key":
         record = json.loads(members_of(os.path.join(folder, "train-000000.tar"))[0][1])
         change = dict(raw_json=json.dumps(record)[:-1].encode() + b', "label": "chirp"}')
@@ -198,29 +212,34 @@ def test_the_writer_never_writes_through_a_link(tmp_path):
     assert check_shards(str(folder)) == {}
 
 
-MEMORY_CASES = ["sparse member declared at 6 GiB", "record claiming 10^12 clips", "100,000 tiny members"]
+MEMORY_CASES = {
+    "sparse member declared at 6 GiB, training": "train",
+    "sparse member declared at 6 GiB, evaluation": "evaluate",
+    "record claiming 10^12 clips": "train",
+    "100,000 tiny members": "train",
+    "100,000 tiny members, check": "check",
+}
 
 
-@pytest.mark.parametrize("case", MEMORY_CASES)
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
 def test_memory_bombs_in_shards_stay_far_below_1_gb(shards, tmp_path, case):
     manifests, folder = shards
-    path = os.path.join(folder, "train-000000.tar")
+    operation = MEMORY_CASES[case]
+    split = "test" if operation == "evaluate" else "train"
+    path = os.path.join(folder, f"{split}-000000.tar")
     record = path[:-4] + ".json"
     members = members_of(path)
-    if case == "sparse member declared at 6 GiB":
+    if case.startswith("sparse member"):
         declare_huge_member(path)
     elif case == "record claiming 10^12 clips":
         fix_record(path, record, clips=10**12)
     else:
-        tiny = []
-        for i in range(100_000):
-            info = tarfile.TarInfo(f"x{i:08d}")
-            tiny.append((info, b""))
+        tiny = [(tarfile.TarInfo(f"x{i:08d}"), b"") for i in range(100_000)]
         write_members(path, members + tiny, record)
-    command = [sys.executable, os.path.join(HELPERS, "hostile_shards.py"), "train", folder, manifests["train"]]
+    command = [sys.executable, os.path.join(HELPERS, "hostile_shards.py"), operation, folder, manifests[split]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["peak_mib"] < 1024, outcome
     assert outcome["warning_lines"] <= 25, outcome
-    assert "train-000000" in outcome["outcome"], outcome
+    assert f"{split}-000000" in outcome["outcome"], outcome
