@@ -95,9 +95,10 @@ def npy_header_only(shape, descr="<f4"):
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64
 
 
-def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None, rehash=True):
-    """Changes one clip's record in its shard: its metadata (``edit_meta(meta)``), its audio bytes, or its JSON
-    bytes as they are; its SHA-256 recomputed (``rehash``) so that only the content checks can find it."""
+def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None, rehash=True, replace=None):
+    """Changes one clip's record in its shard: its metadata (``edit_meta(meta)``), its audio bytes, other members
+    (``replace``: ``{suffix: function of the old bytes}``), or its JSON bytes as they are; its SHA-256 recomputed
+    (``rehash``) so that only the content checks can find it."""
     path = os.path.join(shards_folder, f"{split}-000000.tar")
     members = members_of(path)
     from speechbrain_datar.dataio.shard_records import record_digest
@@ -110,6 +111,8 @@ def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None
     content = {k: v for k, v in stems[key].items() if k != "json"}
     if audio is not None:
         content["audio.npy"] = audio
+    for suffix, change in (replace or {}).items():
+        content[suffix] = change(content[suffix])
     if edit_meta:
         edit_meta(meta)
     if rehash:

@@ -48,12 +48,13 @@ _MISSING = object()
 
 class StoredClip(NamedTuple):
     """A record that passed every check: its metadata, members (``{suffix: bytes}``), their ``(offset, size)`` in
-    the shard, and its decoded audio."""
+    the shard, its decoded audio, and the shard it was read from."""
 
     meta: dict
     members: dict
     offsets: dict
     audio: torch.Tensor
+    shard: str = ""
 
 
 class DamagedRecord(ValueError):
@@ -281,7 +282,7 @@ def read_records(path, limits, max_members=None):
                 yield DamagedRecord("stray_member", f"member {member.name[:60]!r}: {reason}")
                 continue
             if record is None:
-                record = _Record(stem)
+                record = _Record(stem, path)
             record.add(tar, member, match.group(2), limits)
         if record is not None:
             yield record.finish(limits)
@@ -290,8 +291,9 @@ def read_records(path, limits, max_members=None):
 class _Record:
     """A record being read: its metadata first, then members within their limits."""
 
-    def __init__(self, key):
+    def __init__(self, key, shard=""):
         self.key, self.meta, self.members, self.offsets, self.damage = key, None, {}, {}, None
+        self.shard = shard
 
     def add(self, tar, member, suffix, limits):
         """Reads one member of the record (within its limit), or notes why the record is damaged."""
@@ -349,4 +351,4 @@ class _Record:
             audio = decode_audio(self.members["audio.npy"], self.meta["samples"])
         except DamagedRecord as damage:
             return DamagedRecord(damage.reason, f"{clip}: {damage}")
-        return StoredClip(self.meta, self.members, self.offsets, audio)
+        return StoredClip(self.meta, self.members, self.offsets, audio, self.shard)

@@ -865,7 +865,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                     clip, self.settings["sample_rate"], self.crop_seconds, self.label_encoders, frames, transform
                 )
             except (OSError, ValueError) as error:  # a frame that passed its header check but does not decode
-                self.damage.add(clip.meta.get("shard", "?"), "bad_frame", f"clip {clip.meta['id']}: {error}")
+                self.damage.add(clip.shard, "bad_frame", f"clip {clip.meta['id']}: {error}")
                 return None
 
         def batch(records):

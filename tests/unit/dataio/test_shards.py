@@ -334,3 +334,25 @@ def test_training_frames_of_a_clip_within_the_span_are_the_frames_training_reads
     members, meta = encode_clip(key, entry, "train", shard_settings(16000, 3.0, frames, frame_rate=4.0))
     assert meta["frame_times"] == frame_times(0.0, entry["duration"], 3)  # no grid: the very frames
     assert sorted(name for name in members if name.startswith("frame.")) == [f"frame.{k:05d}.jpg" for k in range(3)]
+
+
+def test_a_training_frame_that_does_not_decode_costs_its_clip(audio_visual, tmp_path):
+    import shutil
+
+    from hostile_shards import tamper
+
+    manifests, folder, frames, settings = audio_visual
+    folder = shutil.copytree(folder, tmp_path / "shards")
+    clip = sorted(json.load(open(manifests["train"])))[0]
+    # a JPEG whose header is whole and whose image data is cut short, the record's SHA-256 made to match
+    tamper(str(folder), "train", clip, replace={"frame.00000.jpg": lambda data: data[: len(data) // 3]})
+    shards = open_shard_folder(str(folder), manifests, settings)["train"]
+    report = str(tmp_path / "damage.jsonl")
+    encoders = {"label": encoder_of(LABELS)}
+    stream = ShardStream(
+        shards, encoders, settings, 1.0, 2, entries=json.load(open(manifests["train"])), damage_report=report
+    )
+    ids = [i for batch in stream for i in batch.id]
+    assert clip not in ids and set(ids) == all_ids(manifests["train"]) - {clip}
+    damage = shards_module.DamageReport.read(report)
+    assert [d["reason"] for d in damage] == ["bad_frame"] and damage[0]["shard"].endswith("train-000000.tar")
