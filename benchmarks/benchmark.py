@@ -221,7 +221,27 @@ def machine(device):
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info.update(cpu_description())
     return info
+
+
+#: The instruction sets a CPU figure depends on (AVX-512 BF16 and AMX: native bf16; VNNI: int8 dot products).
+INSTRUCTION_SETS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_description():
+    """The CPU's model name and which of ``INSTRUCTION_SETS`` it lists (``/proc/cpuinfo``): every speed figure is
+    recorded with them, since a figure from one kind of CPU is no figure for another."""
+    from speechbrain_datar.inference.precision import cpu_flags
+
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {"cpu_model": model, "instruction_sets": [name for name in INSTRUCTION_SETS if name in flags]}
 
 
 def write_json(path, results):

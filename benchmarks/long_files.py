@@ -24,6 +24,12 @@ above the loaded model, waveform included.
 
 ``--precisions`` runs the encoder in each precision (``speechbrain_datar.inference.precision``; a precision the
 CPU cannot run falls back to fp32, which the output says).
+
+Every point also times, in its own process after warming each shape, the exported encoder alone (its runner, in
+the point's precision) on one window of the exported length and on one of the next length the encoder's grid
+divides (its total stride), and gives the streamed (or chunked) cost per window beside them, with their ratios:
+what the streaming glue costs, and what a window aligned to the grid would save. The JSON records the CPU's
+model and instruction sets.
 """
 
 import argparse
@@ -86,6 +92,27 @@ def write_recording(path, minutes):
     return path
 
 
+def encoder_alone_ms(windows, frames, repeats=7):
+    """Median milliseconds of the exported encoder alone (through its precision runner) on one window of ``frames``
+    frames of features, after two warming calls of that shape."""
+    feats = torch.randn(1, frames, windows.encoder.n_mels)
+    with torch.no_grad():
+        for _ in range(2):
+            windows.runner(feats, None)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            windows.runner(feats, None)
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def aligned_frames(encoder, frames):
+    """The next number of frames at or above ``frames`` that the encoder's grid (its total stride) divides."""
+    stride = getattr(encoder, "total_stride", (1, 1))[1]
+    return -(-frames // stride) * stride
+
+
 def measure(folder, minutes, way, path=None, precision="fp32"):
     """Peak memory (MiB) above the loaded model (and, for ``chunked`` and ``whole``, the waveform) and the
     real-time factor, in this (fresh) process. ``way``: ``chunked`` / ``whole`` (a waveform in memory),
@@ -125,7 +152,20 @@ def measure(folder, minutes, way, path=None, precision="fp32"):
         else:
             classifier.classify_file(path)
     seconds = time.perf_counter() - start
+    from speechbrain_datar.inference.sliding_window import windows_per_clip
+
+    total_frames = int(minutes * 60 * 100) + 1  # 10 ms frames of a centred STFT
+    n_windows = int(windows_per_clip(torch.tensor(total_frames), windows.window_frames, windows.hop_frames))
+    exported, aligned = windows.window_frames, aligned_frames(windows.encoder, windows.window_frames)
+    per_window = 1000 * seconds / n_windows
+    alone = {frames: encoder_alone_ms(windows, frames) for frames in {exported, aligned}}
     return {
+        "windows": n_windows,
+        "ms_per_window": per_window,
+        "encoder_alone_ms": {"exported": alone[exported], "aligned": alone[aligned]},
+        "window_frames": {"exported": exported, "aligned": aligned},
+        "per_window_over_encoder_exported": per_window / alone[exported],
+        "per_window_over_encoder_aligned": per_window / alone[aligned],
         "peak_mib": (_rss_kib("VmHWM:") - base) / 1024,
         "model_mib": model_mib,
         "seconds": seconds,
@@ -244,6 +284,10 @@ def measure_files(args):
             f"{p['model_mib']:.0f}",
             f"{p['peak_mib']:.0f}",
             f"{p['realtime']:.1f}x",
+            f"{p['ms_per_window']:.0f}",
+            f"{p['encoder_alone_ms']['exported']:.0f} ({p['window_frames']['exported']})",
+            f"{p['encoder_alone_ms']['aligned']:.0f} ({p['window_frames']['aligned']})",
+            f"{p['per_window_over_encoder_exported']:.2f} / {p['per_window_over_encoder_aligned']:.2f}",
         ]
         for p in results["files"]
     ]
@@ -260,6 +304,10 @@ def measure_files(args):
                 "model MiB (after its first call)",
                 "peak MiB above model",
                 "real time",
+                "ms / window",
+                "encoder alone, exported window (frames)",
+                "encoder alone, aligned window (frames)",
+                "per window / encoder alone (exported / aligned)",
             ],
             rows,
         )
