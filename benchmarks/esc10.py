@@ -286,6 +286,8 @@ class Benchmark:
             f"--teacher={self.teacher(fold)}",
             f"--distill_weight={weight}",
             f"--distill_temperature={temperature}",
+            # every student of a fold's teacher reads the scores the first of them computed
+            f"--teacher_cache={os.path.join(self.args.results, 'teacher_scores_cache')}",
         ]
         lr = self.lr_of(model)
         return (model, lr, fold, None, options, f"{slug(model)}/distilled_w{weight:g}_t{temperature:g}/lr{lr:g}")

@@ -63,6 +63,9 @@ class Distillation:
     teacher_precision : str
         What the teacher runs in while it scores the clips (``fp32``, ``bf16``, ``int8``; exports of this
         package only).
+    teacher_cache : str or None
+        A folder where scores are also kept by fingerprint (``<fingerprint>.npz``), so that several students of
+        one teacher on the same training clips (a search, other models) score them once between them.
 
     Example
     -------
@@ -76,7 +79,15 @@ class Distillation:
     speechbrain_datar.errors.DataError: distill_weight must be in [0, 1], got 1.5
     """
 
-    def __init__(self, weight=0.0, temperature=1.0, teacher=None, teacher_scores=None, teacher_precision="fp32"):
+    def __init__(
+        self,
+        weight=0.0,
+        temperature=1.0,
+        teacher=None,
+        teacher_scores=None,
+        teacher_precision="fp32",
+        teacher_cache=None,
+    ):
         self.weight, self.temperature = _number("distill_weight", weight), _number("distill_temperature", temperature)
         if not 0.0 <= self.weight <= 1.0:
             raise DataError(f"distill_weight must be in [0, 1], got {weight}")
@@ -88,6 +99,7 @@ class Distillation:
             raise DataError(f"teacher_precision must be one of {TEACHER_PRECISIONS}, got {teacher_precision!r}")
         self.teacher, self.teacher_scores = teacher or None, teacher_scores or None
         self.teacher_precision = teacher_precision
+        self.teacher_cache = teacher_cache or None
         for name, path in (("teacher", self.teacher), ("teacher_scores", self.teacher_scores)):
             if path is not None and not isinstance(path, str):
                 raise DataError(f"{name} must be a path, got {path!r}")
@@ -398,15 +410,20 @@ def prepare_teacher_scores(distillation, save_folder, label_encoders):
     recipe_classes = {key: [encoder.ind2lab[i] for i in range(len(encoder))] for key, encoder in label_encoders.items()}
     fingerprint = teacher_fingerprint(distillation, manifest_path, recipe_classes)
     path = os.path.join(save_folder, SCORES_FILE)
-    if os.path.isfile(path):
+    cached = os.path.join(distillation.teacher_cache, f"{fingerprint}.npz") if distillation.teacher_cache else None
+    for candidate in (path, cached):
+        if candidate is None or not os.path.isfile(candidate):
+            continue
         try:
-            existing = TeacherScores.load(path)
+            existing = TeacherScores.load(candidate)
         except DataError as error:
             logger.warning("%s; computing the teacher's scores again", error)
-        else:
-            if existing.fingerprint == fingerprint:
-                logger.info("teacher scores: reusing %s", path)
-                return existing
+            continue
+        if existing.fingerprint == fingerprint:
+            logger.info("teacher scores: reusing %s", candidate)
+            if candidate != path:
+                existing.save(path)
+            return existing
     entries = read_manifest(manifest_path)
     if distillation.teacher is not None:
         teacher = Teacher(distillation.teacher, distillation.teacher_precision, os.path.join(save_folder, "teacher"))
@@ -417,5 +434,8 @@ def prepare_teacher_scores(distillation, save_folder, label_encoders):
         probabilities = read_scores_file(distillation.teacher_scores, entries, recipe_classes)
     scores = TeacherScores(list(entries), probabilities, fingerprint)
     scores.save(path)
+    if cached is not None:
+        os.makedirs(distillation.teacher_cache, exist_ok=True)
+        scores.save(cached)
     logger.info("teacher scores: wrote %s", path)
     return scores

@@ -282,3 +282,26 @@ def test_a_speechbrain_encoder_classifier_folder_is_a_teacher(tmp_path):
         prepare_teacher_scores(
             Distillation(0.5, 2.0, teacher=teacher, teacher_precision="int8"), save, encoders(sorted(names))
         )
+
+
+def test_students_of_one_teacher_share_its_scores_through_the_cache(tmp_path, caplog):
+    save, ids = prepared_folder(tmp_path)
+    scores_file = tmp_path / "scores.json"
+    write_scores(scores_file, ["a", "b"], {i: {"label": [0.25, 0.75]} for i in ids})
+    cache = str(tmp_path / "cache")
+    first = prepare_teacher_scores(
+        Distillation(0.5, 2.0, teacher_scores=str(scores_file), teacher_cache=cache), save, encoders(["a", "b"])
+    )
+    assert os.listdir(cache) == [f"{first.fingerprint}.npz"]
+    other = tmp_path / "other_student"
+    other.mkdir()
+    shutil.copy(os.path.join(save, "train.json"), other / "train.json")  # the same clips, another run's folder
+    write_scores(scores_file, ["a", "b"], {i: {"label": [0.25, 0.75]} for i in ids})  # rewritten, the same bytes
+    with caplog.at_level("INFO"):
+        again = prepare_teacher_scores(
+            Distillation(0.9, 4.0, teacher_scores=str(scores_file), teacher_cache=cache),
+            str(other),
+            encoders(["a", "b"]),
+        )
+    assert "reusing" in caplog.text and cache in caplog.text
+    assert again.fingerprint == first.fingerprint and os.path.isfile(other / SCORES_FILE)
