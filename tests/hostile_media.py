@@ -124,31 +124,22 @@ def make_esc50_csv(path, line):
     return path
 
 
-def make_onnx_meta(folder, **changes):
-    """An ``onnx.json`` as the export writes it, with ``changes``."""
+def onnx_meta(**changes):
+    """The ``onnx.json`` the export writes for a one-head DATAR (``python -m speechbrain_datar.export_onnx``), with
+    ``changes``."""
     meta = dict(
-        sample_rate=16000,
-        n_fft=512,
-        hop_samples=160,
-        n_mels=128,
-        window_frames=1001,
-        hop_frames=501,
-        block_frames=1001,
-        graph_frames=1024,
-        min_samples=400,
-        outputs=["log_probs"],
-        labels={"label": ["a", "b"]},
-        encoder="DATAR",
-        precision="fp32",
-        opset=18,
-        torch="2.11.0",
-        multi_label=False,
-        threshold=0.5,
-    )
-    meta.update(changes)
+        sample_rate=16000, n_fft=512, hop_samples=160, n_mels=128, window_frames=1001, hop_frames=501,
+        block_frames=1001, graph_frames=1024, min_samples=400, outputs=["log_probs"], labels={"label": ["a", "b"]},
+        encoder="DATAR", precision="fp32", opset=18, torch="2.11.0", multi_label=False, threshold=0.5,
+    )  # fmt: skip
+    return dict(meta, **changes)
+
+
+def make_onnx_meta(folder, **changes):
+    """``onnx_meta(**changes)`` written as ``folder/onnx.json``."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "onnx.json"), "w") as f:
-        json.dump(meta, f)
+        json.dump(onnx_meta(**changes), f)
     return os.path.join(folder, "onnx.json")
 
 

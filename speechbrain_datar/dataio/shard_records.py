@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from speechbrain_datar.dataio.strict_json import parse_json
+from speechbrain_datar.dataio.strict_json import MAX_JSON_BYTES, parse_json
 
 SHARDS_FORMAT = 2
-MAX_JSON_BYTES = 1 << 16
 MAX_IMAGE_BYTES = 16 << 20
 #: No member is read beyond this (an hour of 16 kHz float32 audio is 230 MB).
 MAX_MEMBER_BYTES = 512 << 20

@@ -156,7 +156,14 @@ class TeacherScores:
 
     def __init__(self, ids, probabilities, fingerprint=""):
         self.ids = [str(i) for i in ids]
-        self.probabilities = {k: np.asarray(v, dtype=np.float32) for k, v in probabilities.items()}
+        # one row of NaN after the clips' rows, made once: a batch's rows are then one gather, unknown ids the NaN row
+        self._rows_and_nan = {
+            head: np.concatenate(
+                [np.asarray(array, dtype=np.float32), np.full((1, np.shape(array)[1]), np.nan, np.float32)]
+            )
+            for head, array in probabilities.items()
+        }
+        self.probabilities = {head: padded[:-1] for head, padded in self._rows_and_nan.items()}
         self.fingerprint = str(fingerprint)
         self.row_of = {clip_id: row for row, clip_id in enumerate(self.ids)}
 
@@ -193,11 +200,7 @@ class TeacherScores:
     def batch(self, ids, device="cpu"):
         """``{head: [batch, n_classes]}`` of the clips ``ids`` (rows of NaN for clips without scores)."""
         rows = [self.row_of.get(str(clip_id), -1) for clip_id in ids]
-        out = {}
-        for head, array in self.probabilities.items():
-            padded = np.concatenate([array, np.full((1, array.shape[1]), np.nan, dtype=np.float32)])
-            out[head] = torch.from_numpy(padded[rows]).to(device)
-        return out
+        return {head: torch.from_numpy(padded[rows]).to(device) for head, padded in self._rows_and_nan.items()}
 
 
 def fill_missing(teacher, predictions):

@@ -81,6 +81,12 @@ def prepared_label_keys(save_folder, default=None):
         return tuple(json.load(f))
 
 
+def prepared_label_encoders(save_folder, label_keys=None):
+    """``{key: CategoricalEncoder}`` of a prepared folder, in its label keys' order (``prepared_label_keys``)."""
+    keys = prepared_label_keys(save_folder, label_keys)
+    return {key: load_label_encoder(os.path.join(save_folder, label_encoder_file(key))) for key in keys}
+
+
 def exported_extras(save_folder):
     """Preparation outputs that travel with the exported model (``class_names.json``, if any)."""
     path = os.path.join(save_folder, "class_names.json")
@@ -133,7 +139,7 @@ def run_classification_recipe(hparams, run_opts, label_keys=None, main_metric=No
     """
     save = hparams["save_folder"]
     label_keys = prepared_label_keys(save, label_keys)
-    label_encoders = {key: load_label_encoder(os.path.join(save, label_encoder_file(key))) for key in label_keys}
+    label_encoders = prepared_label_encoders(save, label_keys)
     fit_heads_to_labels(hparams["classifier"], label_encoders)
     if hparams["init_from"]:
         # Checkpoints of this run, if any, are recovered later and take precedence.
@@ -220,9 +226,7 @@ def recipe_teacher_scores(hparams, label_keys=None):
     if not hparams["distillation"].active:
         return None
     save = hparams["save_folder"]
-    keys = prepared_label_keys(save, label_keys)
-    encoders = {key: load_label_encoder(os.path.join(save, label_encoder_file(key))) for key in keys}
-    return prepare_teacher_scores(hparams["distillation"], save, encoders)
+    return prepare_teacher_scores(hparams["distillation"], save, prepared_label_encoders(save, label_keys))
 
 
 def write_recipe_shards(hparams):

@@ -4,30 +4,13 @@ sizes a buffer or a precision is silently ignored."""
 import json
 
 import pytest
+from hostile_media import onnx_meta
 
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.onnx_runtime import ONNX_META, read_onnx_meta
 
-#: What the export writes for a one-head DATAR (python -m speechbrain_datar.export_onnx).
-VALID = {
-    "sample_rate": 16000,
-    "n_fft": 512,
-    "hop_samples": 160,
-    "n_mels": 128,
-    "window_frames": 1001,
-    "hop_frames": 501,
-    "block_frames": 1001,
-    "graph_frames": 1024,
-    "min_samples": 400,
-    "outputs": ["log_probs"],
-    "labels": {"label": ["dog", "rain"]},
-    "encoder": "DATAR",
-    "precision": "fp32",
-    "opset": 18,
-    "torch": "2.11.0",
-    "multi_label": False,
-    "threshold": 0.5,
-}
+#: What the export writes for a one-head DATAR.
+VALID = onnx_meta()
 
 
 def tampered():
