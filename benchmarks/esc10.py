@@ -311,9 +311,12 @@ class Benchmark:
         if chosen is None:
             raise SystemExit("error: no distillation setting chosen yet: run the distill_search stage first")
         folds = [1, *self.args.folds]
-        # in the order the results matter: each student's five folds in turn
-        jobs = [self.distilled(m, f, chosen["weight"], chosen["temperature"]) for m in STUDENTS for f in folds]
-        jobs += [("DATAR-mini (AST's MACs)", self.lr_of("DATAR-mini (AST's MACs)"), f) for f in folds]
+        # in the order the results matter: DATAR-micro and AST-micro distilled (their undistilled runs exist),
+        # then DATAR-mini without and with a teacher fold by fold, then DATAR-tiny
+        jobs = [self.distilled(m, f, chosen["weight"], chosen["temperature"]) for m in STUDENTS[::2] for f in folds]
+        for f in folds:
+            jobs += [self.distilled("DATAR-mini (AST's MACs)", f, chosen["weight"], chosen["temperature"])]
+            jobs += [("DATAR-mini (AST's MACs)", self.lr_of("DATAR-mini (AST's MACs)"), f)]
         jobs += [self.distilled("DATAR-tiny", 1, chosen["weight"], chosen["temperature"])]
         jobs += [("DATAR-tiny", self.lr_of("DATAR-tiny"), 1)]
         self.runs(jobs)
