@@ -13,6 +13,14 @@ which, and its seconds then say nothing of native bf16).
         --model "DATAR-micro=<runs>/datar_micro/none/lr0.001/fold{fold}" \\
         --model "AST (DATAR-micro's size)=<runs>/ast__datar_micro_s_size/none/lr0.0003/fold{fold}" \\
         --folds 1,2,3,4,5 --json docs/precision_accuracy_cpu.json
+
+Every point keeps each clip's label and class probabilities, so that two versions of the code can be compared
+label for label: ``--reference OLD.json`` reports, per model, fold and precision, the clips whose label differs
+from the reference's and the largest change of a probability (run the reference with ``PYTHONPATH`` set to the
+other version's checkout).
+
+    PYTHONPATH=<old checkout> python benchmarks/precision_accuracy.py --model ... --precisions fp32 --json old.json
+    python benchmarks/precision_accuracy.py --model ... --precisions fp32 --reference old.json --json new.json
 """
 
 import argparse
@@ -63,22 +71,49 @@ def classify_fold(run_folder, precisions):
     return results, truth, native
 
 
+def against(reference, point):
+    """Clips whose label differs between two points of the same model, fold and precision, and the largest
+    change of a class probability."""
+    return {
+        "labels_changed": sum(a != b for a, b in zip(reference["labels"], point["labels"])),
+        "max_prob_change": (torch.tensor(reference["probabilities"]) - torch.tensor(point["probabilities"]))
+        .abs()
+        .max()
+        .item(),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", action="append", required=True, help="NAME=RUN_FOLDER with {fold} where the fold number goes"
     )
     parser.add_argument("--folds", default="1", type=lambda s: [int(f) for f in s.split(",")])
+    parser.add_argument(
+        "--precisions",
+        default=",".join(PRECISIONS),
+        type=lambda s: s.split(","),
+        help="fp32 first (the others are compared with it)",
+    )
+    parser.add_argument("--reference", help="a JSON of this script (another version's) to compare labels with")
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args(argv)
+    if not args.precisions or args.precisions[0] != "fp32" or not set(args.precisions) <= set(PRECISIONS):
+        parser.error(f"--precisions: fp32 first, then any of {PRECISIONS}")
+    reference = {}
+    if args.reference:
+        with open(args.reference) as f:
+            reference = {(p["model"], p["fold"], p["precision"]): p for p in json.load(f)["points"]}
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     points, rows = [], []
     for spec in args.model:
         name, _, pattern = spec.partition("=")
-        per_precision = {p: {"correct": 0, "changed": 0, "max_prob_change": 0.0, "seconds": []} for p in PRECISIONS}
+        per_precision = {
+            p: {"correct": 0, "changed": 0, "max_prob_change": 0.0, "seconds": []} for p in args.precisions
+        }
         clips = 0
         for fold in args.folds:
-            results, truth, native = classify_fold(pattern.format(fold=fold), PRECISIONS)
+            results, truth, native = classify_fold(pattern.format(fold=fold), args.precisions)
             clips += len(truth)
             reference_labels, reference_probs, _ = results["fp32"]
             for precision, (labels, probs, seconds) in results.items():
@@ -88,19 +123,23 @@ def main(argv=None):
                 tally["changed"] += sum(a != b for a, b in zip(labels, reference_labels))
                 change = (probs - reference_probs).abs().max().item()
                 tally["max_prob_change"] = max(tally["max_prob_change"], change)
-                points.append(
-                    {
-                        "model": name,
-                        "fold": fold,
-                        "precision": precision,
-                        "clips": len(truth),
-                        "top1": 100.0 * sum(a == b for a, b in zip(labels, truth)) / len(truth),
-                        "labels_changed": sum(a != b for a, b in zip(labels, reference_labels)),
-                        "max_prob_change": change,
-                        "seconds_per_clip": statistics.median(seconds),
-                        "bf16_native": native,
-                    }
-                )
+                point = {
+                    "model": name,
+                    "fold": fold,
+                    "precision": precision,
+                    "clips": len(truth),
+                    "top1": 100.0 * sum(a == b for a, b in zip(labels, truth)) / len(truth),
+                    "labels_changed": sum(a != b for a, b in zip(labels, reference_labels)),
+                    "max_prob_change": change,
+                    "seconds_per_clip": statistics.median(seconds),
+                    "bf16_native": native,
+                    "labels": labels,
+                    "probabilities": [[round(v, 7) for v in row] for row in probs.tolist()],
+                }
+                if (name, fold, precision) in reference:
+                    point["against_reference"] = against(reference[(name, fold, precision)], point)
+                    print(f"{name} fold {fold} {precision} against the reference: {point['against_reference']}")
+                points.append(point)
         fp32_top1 = 100.0 * per_precision["fp32"]["correct"] / clips
         for precision, tally in per_precision.items():
             top1 = 100.0 * tally["correct"] / clips

@@ -52,6 +52,18 @@ def tiny_vggsound_folder(tmp_path_factory, seconds=1.0):
     return str(folder)
 
 
+@pytest.fixture(autouse=True)
+def no_native_bf16(monkeypatch):
+    """``precision: auto``, the exports' default, runs fp32 in every test whatever this machine multiplies
+    natively: the tests compare numbers within fp32's rounding, and a test of bf16 asks for it (it fakes the
+    CPU's flags or ``bf16_supported`` itself)."""
+    from speechbrain_datar.inference import precision
+
+    flags = precision.cpu_flags() - set(precision.NATIVE_BF16_FLAGS)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+
+
 def available_devices():
     """CPU always; CUDA as well when this machine has it."""
     devices = ["cpu"]

@@ -212,7 +212,7 @@ class PrecisionRunner:
     True
     """
 
-    def __init__(self, encoder, precision="fp32"):
+    def __init__(self, encoder, precision="auto"):
         self.encoder = encoder
         self.precision = check_precision(precision)
         self.running = None  # the precision the last call ran in

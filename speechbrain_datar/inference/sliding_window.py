@@ -355,7 +355,7 @@ class SlidingWindowEmbedding(nn.Module):
         normalizer=None,
         max_windows=None,
         min_samples=1,
-        precision="fp32",
+        precision="auto",
     ):
         super().__init__()
         if window_frames < 1 or hop_frames < 1:
@@ -481,7 +481,7 @@ class SlidingWindows:
             else "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier"
         )
 
-    def exported_pipeline(self, encoder, min_samples, precision="fp32"):
+    def exported_pipeline(self, encoder, min_samples, precision="auto"):
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier``."""
         return AUDIO_PIPELINE.format(
             window_frames=self.window_frames,

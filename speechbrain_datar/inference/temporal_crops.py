@@ -138,7 +138,7 @@ class TemporalCrops:
         """The interface that serves the exported model."""
         return "speechbrain_datar.inference.interfaces.AudioVisualClassifier"
 
-    def exported_pipeline(self, encoder, min_samples, precision="fp32"):
+    def exported_pipeline(self, encoder, min_samples, precision="auto"):
         """The inference hparams of the exported model's ``embedding_model`` and ``classifier`` (audio-visual
         models are exported in fp32 only)."""
         if precision not in ("fp32", "auto"):  # auto: the best of fp32 and bf16, which is fp32 here

@@ -104,6 +104,19 @@ class SamplingPoints(nn.Module):
         return positions, references
 
 
+def query_rows_cols(height, width, device):
+    """Row and column of every query of a ``height x width`` map, in row-major order.
+
+    Example
+    -------
+    >>> query_rows_cols(2, 3, "cpu")
+    (tensor([0, 0, 0, 1, 1, 1]), tensor([0, 1, 2, 0, 1, 2]))
+    """
+    rows = torch.arange(height, device=device)[:, None].expand(height, width).reshape(-1)
+    cols = torch.arange(width, device=device)[None, :].expand(height, width).reshape(-1)
+    return rows, cols
+
+
 class OffsetGenerator(nn.Sequential):
     """DAT's offset network: depthwise kxk conv (stride r) -> LayerNorm -> GELU -> 1x1 conv without bias.
 
@@ -221,10 +234,28 @@ class DeformableAttention(nn.Module):
         else:
             self.register_parameter("rpe_table", None)
         self.sampling_points = SamplingPoints()
+        self._shape_cache = {}
 
     # ------------------------------------------------------------------ grids
+    def _shape_constant(self, name, size, device, make):
+        """``make()``, kept per ``(name, size, device)``: work that depends only on a map's shape is done once
+        per shape (every window of a stream has the same). An exported graph computes it in the graph."""
+        if torch.compiler.is_exporting():
+            return make()
+        # the settings the value depends on are part of the key, so changing one never reads a stale value
+        key = (name, size, torch.device(device), self.grid_convention, self.offset_stride, self.offset_range_factor)
+        value = self._shape_cache.get(key)
+        if value is None:
+            value = self._shape_cache[key] = make()
+        return value
+
     def _reference_points(self, key_h, key_w, device):
         """Reference points ``[key_h, key_w, 2]`` as (y, x): pixels (token) or normalised (dat_v1)."""
+        return self._shape_constant(
+            "references", (key_h, key_w), device, lambda: self._make_reference_points(key_h, key_w, device)
+        )
+
+    def _make_reference_points(self, key_h, key_w, device):
         ys = torch.arange(key_h, device=device, dtype=torch.float32)
         xs = torch.arange(key_w, device=device, dtype=torch.float32)
         if self.grid_convention == "token":
@@ -262,7 +293,9 @@ class DeformableAttention(nn.Module):
         key_h, key_w = offsets.shape[-2:]
         references = self._reference_points(key_h, key_w, queries.device)
         if self.offset_range_factor > 0:
-            scale = self._offset_scale(key_h, key_w, queries.device).reshape(1, 2, 1, 1)
+            scale = self._shape_constant(
+                "offset_scale", (key_h, key_w), queries.device, lambda: self._offset_scale(key_h, key_w, queries.device)
+            ).reshape(1, 2, 1, 1)
             offsets = offsets.tanh() * scale
         positions = references.unsqueeze(0) + offsets.permute(0, 2, 3, 1)
         return positions, references
@@ -391,8 +424,9 @@ class DeformableAttention(nn.Module):
             key_valid = mask[:, ::stride, ::stride][:, :key_h, :key_w]
             key_invalid = ~key_valid.reshape(batch, 1, 1, n_keys)
 
-        rows = torch.arange(height, device=x.device)[:, None].expand(height, width).reshape(-1)
-        cols = torch.arange(width, device=x.device)[None, :].expand(height, width).reshape(-1)
+        rows, cols = self._shape_constant(
+            "queries", (height, width), x.device, lambda: query_rows_cols(height, width, x.device)
+        )
         n_queries = height * width
         outputs = []
         for start, stop in self._query_bounds(n_queries):

@@ -115,7 +115,7 @@ def resize_patch_kernel(conv, kernel_size, stride, method="pi"):
 
 
 class PatchEmbedding(nn.Conv2d):
-    """DATAR's stem: pads the spectrogram to the model's total stride, embeds non-overlapping patches, normalises.
+    """DATAR's stem: pads the spectrogram to whole patches, embeds non-overlapping patches, normalises.
 
     A ``Conv2d`` (kernel = stride = ``patch_size``) followed by a LayerNorm over
     channels (``norm``). It also makes the padding mask of the first map.
@@ -128,7 +128,7 @@ class PatchEmbedding(nn.Conv2d):
         ``(frequency, time)`` patch size.
     downsampling : int
         How much the stages after the stem reduce the map (2 per stage after the
-        first); the input is padded to a multiple of ``patch_size * downsampling``.
+        first); an exported graph's input is padded to a multiple of ``patch_size * downsampling``.
 
     Example
     -------
@@ -160,12 +160,16 @@ class PatchEmbedding(nn.Conv2d):
         """
         batch, time, n_mels = feats.shape
         x = feats.transpose(1, 2).unsqueeze(1)  # B, 1, n_mels, time
-        # Sizes as multiples (not remainders), which an exported graph's symbolic time axis divides exactly.
-        pad_h = ceil_div(n_mels, self.total_stride[0]) * self.total_stride[0] - n_mels
-        pad_w = ceil_div(time, self.total_stride[1]) * self.total_stride[1] - time
+        exporting = torch.compiler.is_exporting()
+        # An exported graph pads to the total stride, sizes as multiples (not remainders) that its symbolic time
+        # axis divides exactly, and masks what the padding adds. Eager mode pads only the last patch: every
+        # position of every map then holds data (PatchMerging pads odd maps by one zero row or column, which is
+        # what the masked padding held), so a batch of full clips of any length runs without masks.
+        multiple = self.total_stride if exporting else self.stride
+        pad_h = ceil_div(n_mels, multiple[0]) * multiple[0] - n_mels
+        pad_w = ceil_div(time, multiple[1]) * multiple[1] - time
         x = F.pad(x, (0, pad_w, 0, pad_h))
-        # An exported graph serves every length, so it always masks what the padding adds.
-        if frames is None and (torch.compiler.is_exporting() or pad_h or pad_w):
+        if frames is None and exporting:
             frames = torch.full((batch,), time, dtype=torch.long, device=feats.device)
         x = self.norm(self._conv_forward(x, self.weight, self.bias).permute(0, 2, 3, 1))
         if frames is None:
@@ -193,7 +197,9 @@ class PatchMerging(nn.Conv2d):
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x, mask=None):
-        """``[batch, H, W, in_dim]`` -> ``[batch, H/2, W/2, out_dim]``; the mask is down-sampled too."""
+        """``[batch, H, W, in_dim]`` -> ``[batch, ceil(H/2), ceil(W/2), out_dim]``; the mask is down-sampled too."""
+        if x.shape[1] % 2 or x.shape[2] % 2:  # a zero row or column: what masked padding holds
+            x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
         x = self.norm(self._conv_forward(x.permute(0, 3, 1, 2), self.weight, self.bias).permute(0, 2, 3, 1))
         if mask is None:
             return x, None

@@ -9,6 +9,8 @@ padding, and does not tie a clip's result to the padded width of its batch.
 Positions outside ``mask`` (batch padding) are masked out as keys and zeroed.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,6 +85,7 @@ class WindowAttention(nn.Module):
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)  # a function of three integers, asked for every block of every window
     def band_groups(length, window, offset):
         """Runs of equal-size window bands along one axis: ``[(start, size, count)]``.
 
@@ -91,7 +94,7 @@ class WindowAttention(nn.Module):
         Example
         -------
         >>> WindowAttention.band_groups(20, 7, 3)
-        [(0, 4, 1), (4, 7, 2), (18, 2, 1)]
+        ((0, 4, 1), (4, 7, 2), (18, 2, 1))
         """
         cuts = sorted(
             {0, length}
@@ -108,7 +111,7 @@ class WindowAttention(nn.Module):
                 groups[-1] = (groups[-1][0], size, groups[-1][2] + 1)
             else:
                 groups.append((start, size, 1))
-        return groups
+        return tuple(groups)  # shared by every caller: not to be changed in place
 
     def _attend_windows(self, x, key_valid, hs, ws, nr, nc):
         """Attention inside the ``nr x nc`` windows of ``hs x ws`` positions that tile ``x``

@@ -75,7 +75,7 @@ def export_classifier(
     threshold=0.5,
     feature_class="speechbrain.lobes.features.Fbank",
     evaluation=None,
-    precision="fp32",
+    precision="auto",
 ):
     """Writes the inference folder.
 
@@ -109,7 +109,8 @@ def export_classifier(
     evaluation : SlidingWindows or TemporalCrops or None
         The recipe's evaluation protocol (default: made from the arguments above).
     precision : str
-        ``"fp32"``, ``"bf16"`` or ``"int8"``: what the exported audio model's encoder runs in
+        ``"auto"`` (default: bf16 where the device multiplies it natively, else fp32), ``"fp32"``, ``"bf16"``
+        or ``"int8"``: what the exported audio model's encoder runs in
         (``speechbrain_datar.inference.precision``); loading may choose another
         (``from_hparams(..., precision=...)``). The weights are saved in float32 whatever it is.
 
@@ -196,5 +197,5 @@ def export_recipe_model(hparams, modules, label_encoders, extra_files=None):
         extra_files=extra_files,
         threshold=hparams["tagging_threshold"],
         evaluation=hparams["evaluation"],
-        precision=hparams.get("export_precision", "fp32"),
+        precision=hparams.get("export_precision", "auto"),
     )
