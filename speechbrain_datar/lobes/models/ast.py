@@ -21,6 +21,7 @@ from speechbrain_datar.lobes.checkpoint_mapping import (
     square_grid,
     start_import,
 )
+from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
 from speechbrain_datar.nnet.masking import patches_within, spectrogram_token_mask, valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
@@ -37,7 +38,7 @@ PRESETS = {
 }
 
 
-class AST(nn.Module):
+class AST(AudioEncoder):
     """AST encoder: ``embedding_model(feats, lengths) -> [batch, 1, embed_dim]``.
 
     Arguments
@@ -65,10 +66,6 @@ class AST(nn.Module):
     >>> model(torch.randn(2, 100, 128), torch.tensor([1.0, 0.5])).shape
     torch.Size([2, 1, 64])
     """
-
-    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
-    time_column_frames = None
-    draws_sampling_points = False
 
     def __init__(
         self,
@@ -122,9 +119,6 @@ class AST(nn.Module):
     def num_time_patches(self, frames):
         """Patches along time for ``frames`` frames (clips shorter than a patch are padded)."""
         return patches_within(frames, self.patch_size[1], self.tstride)
-
-    #: Frames by which the time axis of an exported graph grows (any length).
-    export_time_step = 1
 
     def export_frames(self, frames):
         """Frames an exported graph is given for a clip of ``frames``: at least the positional grid's length

@@ -12,11 +12,12 @@ import torch
 from speechbrain.lobes.models.Cnn14 import Cnn14
 
 from speechbrain_datar.lobes.checkpoint_mapping import CheckpointLayoutError, ImportReport, Mapper, read_state_dict
+from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.nnet.layers import record_init_kwargs
 from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
 
 
-class CNN14(torch.nn.Module):
+class CNN14(AudioEncoder):
     """CNN14 encoder: ``embedding_model(feats, lengths) -> [batch, 1, emb_dim]``.
 
     Arguments
@@ -35,25 +36,11 @@ class CNN14(torch.nn.Module):
     torch.Size([2, 1, 32])
     """
 
-    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
-    time_column_frames = None
-    draws_sampling_points = False
-
     def __init__(self, n_mels=80, emb_dim=2048, norm_type="bn"):
         super().__init__()
         self.init_kwargs = record_init_kwargs(locals())
         self.n_mels, self.embedding_dim = n_mels, emb_dim
         self.cnn = Cnn14(mel_bins=n_mels, emb_dim=emb_dim, norm_type=norm_type)
-
-    #: Frames by which the time axis of an exported graph grows (any length).
-    export_time_step = 1
-
-    def export_frames(self, frames):
-        """Frames an exported graph is given for a clip of ``frames``: the clip's own."""
-        return int(frames)
-
-    def set_time_resolution(self, factor=1, patch_resize=None):
-        """A convolutional network takes any number of frames: coarse-to-fine phases change nothing here."""
 
     def load_pretrained(self, checkpoint, streams=None, head=None, source_name="CNN14 checkpoint"):
         """Loads the weights of SpeechBrain's ``Cnn14`` (its ESC-50 recipe's ``embedding_model.ckpt``, or a
@@ -68,9 +55,32 @@ class CNN14(torch.nn.Module):
             mapper.take(key, key)
         return mapper.finish(self.cnn)
 
+    #: Frames the network needs (five 2x2 poolings before its last block); shorter clips are padded with zeros.
+    MIN_FRAMES = 32
+
     def forward(self, feats, lengths=None):
-        """Embeddings ``[batch, 1, emb_dim]`` of features ``[batch, time, n_mels]``."""
+        """Embeddings ``[batch, 1, emb_dim]`` of features ``[batch, time, n_mels]``.
+
+        In training the batch goes through as SpeechBrain's recipe sends it (padded frames are zeros). In
+        inference each clip is embedded on its own frames, since the network pools over every frame it is
+        given: a clip's embedding then does not depend on the other clips of its batch.
+        """
         frames = valid_frames(feats, lengths, self.n_mels, "CNN14")
         if frames is not None:
             feats = zero_padded_frames(feats, frames)
-        return self.cnn(feats)
+        if torch.compiler.is_exporting():  # a graph of any length: its callers give it whole windows
+            return self.cnn(feats)
+        if frames is None or self.training or bool((frames == feats.shape[1]).all()):
+            return self.cnn(self._at_least_min_frames(feats))
+        embeddings = None
+        for length in frames.unique().tolist():
+            rows = (frames == length).nonzero().squeeze(1)
+            embedded = self.cnn(self._at_least_min_frames(feats[rows, :length]))
+            if embeddings is None:
+                embeddings = embedded.new_empty(feats.shape[0], *embedded.shape[1:])
+            embeddings[rows] = embedded
+        return embeddings
+
+    def _at_least_min_frames(self, feats):
+        missing = self.MIN_FRAMES - feats.shape[1]
+        return torch.nn.functional.pad(feats, (0, 0, 0, missing)) if missing > 0 else feats

@@ -8,10 +8,12 @@ backbone, Xia et al. CVPR 2022). The data path, each step a named module::
 Every stage but the first starts with a 2x2 down-sampling (``PatchMerging``);
 its blocks are local (``L``), shifted window (``S``) or deformable (``D``)
 attention. The input map has frequency as height and time as width. The stem
-pads it to a multiple of the total stride and makes a padding mask that every
-stage halves with the map; padded positions are masked in attention, kept
-exactly at zero and excluded from pooling, so a clip's embedding does not depend
-on the other clips in its batch.
+pads it to whole patches (an exported graph: to a multiple of the total stride)
+and every down-sampling pads an odd map by one zero row or column, so full clips
+of any length need no mask. Batch padding gets a mask that every stage halves
+with the map; padded positions are masked in attention, kept exactly at zero and
+excluded from pooling, so a clip's embedding does not depend on the other clips
+in its batch.
 """
 
 import contextlib
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from speechbrain_datar.lobes.checkpoint_mapping import CheckpointLayoutError, examples, resize_table, start_import
+from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.nnet.deformable_attention import DeformableAttention
 from speechbrain_datar.nnet.input_adaptor import build_input_adaptor
 from speechbrain_datar.nnet.layers import (
@@ -205,7 +208,7 @@ def _legacy_key(key):
     return re.sub(r"^down_norms\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.norm.", key)
 
 
-class DATAR(nn.Module):
+class DATAR(AudioEncoder):
     """DATAR encoder: ``embedding_model(feats, lengths) -> [batch, 1, dim]``.
 
     Arguments

@@ -33,6 +33,7 @@ from speechbrain_datar.lobes.checkpoint_mapping import (
     start_import,
     vit_patch_kernel,
 )
+from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
@@ -80,7 +81,7 @@ class FrameTokens(nn.Module):
         return self.proj(frames.transpose(1, 2)).flatten(2).transpose(1, 2)
 
 
-class MBT(nn.Module):
+class MBT(AudioEncoder):
     """Audio-visual transformer with bottleneck (or cross-attention) fusion.
 
     The audio stream takes spectrograms of any length: its positional embedding
@@ -129,10 +130,6 @@ class MBT(nn.Module):
     >>> model(torch.randn(2, 100, 32), torch.tensor([1.0, 0.5])).shape  # audio alone, longer than 64 frames
     torch.Size([2, 1, 32])
     """
-
-    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
-    time_column_frames = None
-    draws_sampling_points = False
 
     def __init__(
         self,
@@ -418,7 +415,7 @@ class MBT(nn.Module):
         return ((tokens * weights).sum(dim=1) / weights.sum(dim=1)).unsqueeze(1)
 
 
-class LateFusion(nn.Module):
+class LateFusion(AudioEncoder):
     """An audio encoder of this package (DATAR, AST) beside MBT's visual stream, fused late.
 
     Returns one embedding per modality given, ``[batch, M, dim]``, for a
@@ -443,10 +440,6 @@ class LateFusion(nn.Module):
     >>> model(torch.randn(2, 64, 32), torch.ones(2), frames=torch.randn(2, 2, 3, 32, 32)).shape
     torch.Size([2, 2, 32])
     """
-
-    #: No time axis to follow (``timeline(method="columns")`` needs one) and nothing of its own to draw.
-    time_column_frames = None
-    draws_sampling_points = False
 
     def __init__(self, audio_encoder="datar", audio_options=None, video_options=None):
         super().__init__()
