@@ -23,162 +23,27 @@ import argparse
 import gc
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-FRAMES_PER_SECOND = 100  # 10 ms frame shift
-N_MELS = 128
-MODELS = ("datar-tiny", "datar-small", "datar-base", "ast")
-
-
-def build(name, seconds=10):
-    """The model called ``name`` in its paper configuration for 10 s clips.
-
-    transformers' ASTModel has a fixed positional embedding, so it is built for ``seconds``.
-    """
-    if name.startswith("datar-"):
-        from speechbrain_datar.lobes.models.datar import DATAR
-
-        preset, _, stride = name.split("-", 1)[1].partition("-r")  # datar-tiny-r2: offset_strides=2
-        return DATAR(preset, n_mels=N_MELS, reference_frames=1024, offset_strides=int(stride or 1))
-    if name == "ast":
-        from speechbrain_datar.lobes.models.ast import AST
-
-        return AST("base", n_mels=N_MELS, target_length=1024, fstride=10, tstride=10)
-    if name == "hf-ast":
-        from transformers import ASTConfig, ASTModel
-
-        config = ASTConfig(max_length=frames(seconds), num_mel_bins=N_MELS, frequency_stride=10, time_stride=10)
-        model = ASTModel(config)
-        return _HuggingFaceAST(model)
-    raise ValueError(f"unknown model {name!r}")
-
-
-class _HuggingFaceAST(torch.nn.Module):
-    """transformers' ASTModel behind our call signature (it takes [batch, time, n_mels] too)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, feats, lengths=None):
-        return self.model(feats).pooler_output.unsqueeze(1)
-
-
-def frames(seconds):
-    return int(round(seconds * FRAMES_PER_SECOND)) if seconds != 10 else 1024
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_gflops(device, size=2048, repeats=10):
-    """GFLOP/s of a plain fp32 ``size x size`` matmul."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    seconds = timed(lambda: a @ b, device, repeats, warmup=3)
-    return 2 * size**3 / seconds / 1e9
-
-
-def flop_counter():
-    """``FlopCounterMode`` that also counts scaled-dot-product attention on the CPU: torch's counter knows
-    only the CUDA kernels of ``F.scaled_dot_product_attention`` and counts the CPU one as zero."""
-    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
-
-    def forward(query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_flop_count(query, key, value)
-
-    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
-        return sdpa_backward_flop_count(grad_out, query, key, value)
-
-    aten = torch.ops.aten
-    return FlopCounterMode(
-        display=False,
-        custom_mapping={
-            aten._scaled_dot_product_flash_attention_for_cpu: forward,
-            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
-        },
-    )
-
-
-def count_macs(model, feats):
-    with torch.no_grad(), flop_counter() as counter:
-        model(feats)
-    return counter.get_total_flops() / 2
-
-
-def _no_grad(model, feats):
-    with torch.no_grad():
-        return model(feats)
-
-
-def inference_time(model, feats, device, repeats):
-    with torch.no_grad():
-        return timed(lambda: model(feats), device, repeats)
-
-
-def compiled_inference(model, feats, device, repeats):
-    """``torch.compile`` of the model: compile time, seconds per clip and largest deviation from eager."""
-    compiled = torch.compile(model)
-    with torch.no_grad():
-        start = time.perf_counter()
-        out = compiled(feats)
-        synchronize(device)
-        compile_s = time.perf_counter() - start
-        diff = (out - model(feats)).abs().max().item()
-    return {
-        "compile_s": compile_s,
-        "compiled_infer_s_per_clip": inference_time(compiled, feats, device, repeats) / feats.shape[0],
-        "compiled_max_abs_diff": diff,
-    }
-
-
-def train_step_time(model, feats, device, repeats):
-    """Seconds per clip of forward + backward + AdamW step."""
-    head = torch.nn.Linear(model.embedding_dim, 309).to(device)
-    params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
-    targets = torch.randint(0, 309, (feats.shape[0],), device=device)
-    model.train()
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        logits = head(model(feats)[:, 0])
-        torch.nn.functional.cross_entropy(logits, targets).backward()
-        optimizer.step()
-
-    seconds = timed(step, device, repeats)
-    model.eval()
-    return seconds / feats.shape[0]
-
-
-def _rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
+from speechbrain_datar.benchmarking import (
+    MODELS,
+    N_MELS,
+    build,
+    compiled_inference,
+    count_macs,
+    frames,
+    inference_time,
+    machine,
+    matmul_gflops,
+    rss_kib,
+    table,
+    timed,
+    train_step_time,
+    write_json,
+)
 
 
 def measure_peak_memory(name, seconds, device):
@@ -196,68 +61,18 @@ def measure_peak_memory(name, seconds, device):
             model(feats)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    base = _rss_kib("VmRSS:")
+    base = rss_kib("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:  # resets the peak (VmHWM) to the current size
         f.write("5")
     with torch.no_grad():
         model(feats)
-    return (_rss_kib("VmHWM:") - base) / 1024
+    return (rss_kib("VmHWM:") - base) / 1024
 
 
 def peak_memory_in_subprocess(name, seconds, device):
     command = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", name, str(seconds), "--device", device]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def machine(device):
-    info = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    info.update(cpu_description())
-    return info
-
-
-#: The instruction sets a CPU figure depends on (AVX-512 BF16 and AMX: native bf16; VNNI: int8 dot products).
-INSTRUCTION_SETS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_description():
-    """The CPU's model name and which of ``INSTRUCTION_SETS`` it lists (``/proc/cpuinfo``): every speed figure is
-    recorded with them, since a figure from one kind of CPU is no figure for another."""
-    from speechbrain_datar.inference.precision import cpu_flags
-
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    flags = cpu_flags()
-    return {"cpu_model": model, "instruction_sets": [name for name in INSTRUCTION_SETS if name in flags]}
-
-
-def write_json(path, results):
-    """Writes the measurements to ``path`` (nothing when ``path`` is empty) and says so."""
-    if path:
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"\nwrote {path}")
-
-
-def table(headers, rows):
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    return "\n".join([line, rule] + body)
 
 
 def run(args):
@@ -368,7 +183,7 @@ def run(args):
                     "gmacs": count_macs(model, x) / 1e9,
                     "infer_s": inference_time(model, x, device, repeats)
                     if seconds <= 20
-                    else timed(lambda model=model, x=x: _no_grad(model, x), device, repeats, warmup=1),
+                    else timed(lambda model=model, x=x: inference_time(model, x, device, 1), device, repeats, warmup=1),
                     "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
                 }
                 print(f"measured {name} at {seconds} s", flush=True)

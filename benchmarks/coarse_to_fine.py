@@ -27,9 +27,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, flop_counter, machine, table, write_json  # noqa: E402
-
+from speechbrain_datar.benchmarking import build, flop_counter, machine, table, write_json
 from speechbrain_datar.lobes.features import Fbank  # noqa: E402
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule  # noqa: E402
 

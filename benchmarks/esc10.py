@@ -48,14 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from speechbrain_datar.benchmarking import count_macs, machine, table, write_json
+from speechbrain_datar.training.cross_validation import fold_options, run_fold, summary
+from speechbrain_datar.training.recipe import load_hparams
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
-from benchmark import count_macs, machine, table, write_json  # noqa: E402
-from cross_validate import fold_options, run_fold, summary  # noqa: E402
-
-from speechbrain_datar.training.recipe import load_hparams  # noqa: E402
-
+ESC50_TRAIN = os.path.join(ROOT, "recipes", "ESC50", "train.py")
 DATASET_HPARAMS = os.path.join(ROOT, "hparams", "ESC50", "esc50.yaml")
 #: model -> (hparams file, options)
 MODELS = {
@@ -160,9 +158,11 @@ class Benchmark:
             print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
             started = time.time()
             run = run_fold(
+                ESC50_TRAIN,
                 os.path.join(ROOT, hparams_file),
                 options,
                 fold,
+                DATASET_HPARAMS,
                 log_file=os.path.join(folder, f"fold{fold}.log"),
                 env=self.env,
             )

@@ -22,11 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import table, write_json  # noqa: E402
-from hostile_media import (  # noqa: E402
+from speechbrain_datar.benchmarking import table, write_json
+from speechbrain_datar.testing.hostile_media import (
     make_esc50_csv,
     make_huge_frame_video,
     make_onnx_meta,
@@ -36,7 +33,7 @@ from hostile_media import (  # noqa: E402
     make_wav,
     make_zip_bomb_checkpoint,
 )
-from hostile_shards import (  # noqa: E402
+from speechbrain_datar.testing.hostile_shards import (
     compress_padded,
     declare_huge_member,
     fix_record,
@@ -48,6 +45,7 @@ from hostile_shards import (  # noqa: E402
     write_members,
 )
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEN_HOURS, ONE_HOUR = 36000.0, 3600.0
 
 
@@ -91,7 +89,7 @@ def shard_cases(folder):
 
 
 def media_cases(folder):
-    """``(name, kind, path)`` of the timeline, CSV, metadata and link cases (run by ``tests/hostile_media.py``)."""
+    """``(name, kind, path)`` of the timeline, CSV, metadata and link cases (run by ``speechbrain_datar.testing.hostile_media``)."""
     cases = []
     for name, codec, shift in (
         ("m4a, timestamps jump 10 h", "aac", lambda i, p: int(TEN_HOURS / p.time_base) if i >= 20 else 0),
@@ -129,8 +127,8 @@ def media_cases(folder):
 
 
 def run_helper(script, arguments):
-    """The last JSON line a helper of ``tests/`` prints."""
-    command = [sys.executable, os.path.join(ROOT, "tests", script), *arguments]
+    """The last JSON line a helper module of ``speechbrain_datar.testing`` prints."""
+    command = [sys.executable, "-m", script, *arguments]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -162,10 +160,15 @@ def main(argv=None):
         ),
     ]
     results, rows = [], []
-    runs = [(name, kind, path, "hostile_media.py", [f"{kind}={path}"]) for name, kind, path in inputs]
-    runs += [(name, kind, path, "hostile_media.py", [f"{kind}={path}"]) for name, kind, path in media_cases(folder)]
+    runs = [
+        (name, kind, path, "speechbrain_datar.testing.hostile_media", [f"{kind}={path}"]) for name, kind, path in inputs
+    ]
     runs += [
-        (name, kind, shards, "hostile_shards.py", [kind, shards, manifest])
+        (name, kind, path, "speechbrain_datar.testing.hostile_media", [f"{kind}={path}"])
+        for name, kind, path in media_cases(folder)
+    ]
+    runs += [
+        (name, kind, shards, "speechbrain_datar.testing.hostile_shards", [kind, shards, manifest])
         for name, kind, shards, manifest in shard_cases(folder)
     ]
     for name, kind, path, script, arguments in runs:

@@ -22,41 +22,21 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
-import soundfile
 import speechbrain as sb
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import machine, table, write_json  # noqa: E402
-
+from speechbrain_datar.benchmarking import machine, make_clips, table, write_json
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.frames import FrameTransform, frame_times  # noqa: E402
 from speechbrain_datar.dataio.shards import ShardStream, open_shard_folder, shard_settings, write_shards  # noqa: E402
-from speechbrain_datar.dataio.synthetic import render_scene, synthesize_event, write_video  # noqa: E402
+from speechbrain_datar.dataio.synthetic import write_video  # noqa: E402
 from speechbrain_datar.dataio.video import read_video_frames  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def make_clips(folder, n, seconds=10.0):
-    """``n`` clips as ``.wav`` (16 kHz mono) and ``.mp4`` (640x360, 25 fps, 48 kHz stereo AAC)."""
-    rng = np.random.default_rng(0)
-    stems = []
-    for i in range(n):
-        stem = os.path.join(folder, f"clip{i}")
-        wav16 = synthesize_event("rising chirp", seconds, 16000, rng)
-        soundfile.write(stem + ".wav", wav16, 16000)
-        wav48 = synthesize_event("rising chirp", seconds, 48000, rng)
-        frames = render_scene(i % 3, seconds, rng, fps=25, size=360)
-        frames = np.concatenate([frames, frames[:, :, :280]], axis=2)  # 360 x 640
-        write_video(stem + ".mp4", wav48, 48000, frames, fps=25, audio_codec="aac")
-        stems.append(stem)
-    return stems
 
 
 def segment_read_times(folder, minutes=60.0, repeats=5):

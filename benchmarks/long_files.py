@@ -43,11 +43,15 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import _rss_kib, machine, table, write_json  # noqa: E402
-
-SAMPLE_RATE = 16000
-FEATURES = {"sample_rate": SAMPLE_RATE, "n_mels": 128, "n_fft": 512, "win_length": 25, "hop_length": 10}
+from speechbrain_datar.benchmarking import (
+    SAMPLE_RATE,
+    export_random_head,
+    machine,
+    rss_kib,
+    table,
+    write_json,
+    write_recording,
+)
 
 
 def export(preset, folder, hop_frames=501, max_windows=8):
@@ -56,40 +60,6 @@ def export(preset, folder, hop_frames=501, max_windows=8):
 
     torch.manual_seed(0)
     return export_random_head(DATAR(preset, reference_frames=1001).eval(), folder, hop_frames, max_windows=max_windows)
-
-
-def export_random_head(encoder, folder, hop_frames, **options):
-    """``encoder`` under a random 309-class head, exported as the recipes export (10 s windows); ``options`` go
-    to ``export_classifier``."""
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    from speechbrain_datar.dataio.normalization import DatasetNormalization
-    from speechbrain_datar.nnet.classifier import Classifier
-    from speechbrain_datar.pretrained.export import export_classifier
-
-    labels = CategoricalEncoder()
-    labels.update_from_iterable([f"class{i}" for i in range(309)])
-    return export_classifier(
-        folder,
-        encoder=encoder,
-        head=Classifier(encoder.embedding_dim, 309).eval(),
-        normalizer=DatasetNormalization(mean=-5.0, std=4.0),
-        label_encoders={"label": labels},
-        feature_options=FEATURES,
-        window_frames=1001,
-        hop_frames=hop_frames,
-        **options,
-    )
-
-
-def write_recording(path, minutes):
-    """``minutes`` of noise as a 16 kHz wav file, written a minute at a time."""
-    import soundfile
-
-    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
-        for _ in range(int(minutes)):
-            f.write((0.1 * torch.randn(60 * SAMPLE_RATE)).clamp(-1, 1).numpy())
-    return path
 
 
 def encoder_alone_ms(windows, frames, repeats=7):
@@ -124,7 +94,7 @@ def measure(folder, minutes, way, path=None, precision="fp32"):
     from speechbrain_datar.inference.interfaces import StreamingClassifier
 
     interface = StreamingClassifier if way == "streamed" else EncoderClassifier
-    before_model = _rss_kib("VmRSS:")
+    before_model = rss_kib("VmRSS:")
     classifier = interface.from_hparams(source=folder, savedir=os.path.join(folder, ".loaded"))
     classifier.mods.embedding_model.set_precision(precision)
     with torch.no_grad():  # one short call: the model in its precision (the int8 copy is made at the first call)
@@ -133,7 +103,7 @@ def measure(folder, minutes, way, path=None, precision="fp32"):
     wav = 0.1 * torch.randn(1, int(minutes * 60 * SAMPLE_RATE)) if way in ("chunked", "whole") else None
     windows = classifier.mods.embedding_model
     gc.collect()
-    base = _rss_kib("VmRSS:")
+    base = rss_kib("VmRSS:")
     model_mib = (base - before_model) / 1024 - (0 if wav is None else wav.numel() * 4 / 2**20)
     with open("/proc/self/clear_refs", "w") as f:  # resets the peak (VmHWM) to the current size
         f.write("5")
@@ -166,7 +136,7 @@ def measure(folder, minutes, way, path=None, precision="fp32"):
         "window_frames": {"exported": exported, "aligned": aligned},
         "per_window_over_encoder_exported": per_window / alone[exported],
         "per_window_over_encoder_aligned": per_window / alone[aligned],
-        "peak_mib": (_rss_kib("VmHWM:") - base) / 1024,
+        "peak_mib": (rss_kib("VmHWM:") - base) / 1024,
         "model_mib": model_mib,
         "seconds": seconds,
         "realtime": minutes * 60 / seconds,

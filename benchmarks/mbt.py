@@ -9,14 +9,10 @@ paper's "vanilla" cross-attention at L_f = 8 and 0. DATAR-tiny and AST are measu
 """
 
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, count_macs, machine, table, timed, write_json  # noqa: E402
-
+from speechbrain_datar.benchmarking import build, count_macs, machine, table, timed, write_json
 from speechbrain_datar.lobes.models.mbt import MBT  # noqa: E402
 
 VARIANTS = {

@@ -19,10 +19,8 @@ import av
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import machine, table, write_json  # noqa: E402
-
 import speechbrain_datar.dataio.decoding as decoding  # noqa: E402
+from speechbrain_datar.benchmarking import machine, table, write_json
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.streaming import StreamedAudio  # noqa: E402
 

@@ -20,15 +20,21 @@ precision and onnxruntime runs the graph exported in it (int8: the matrix produc
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import N_MELS, build, machine, table, timed, write_json  # noqa: E402
-from long_files import export_random_head, write_recording  # noqa: E402
+from speechbrain_datar.benchmarking import (
+    N_MELS,
+    build,
+    export_random_head,
+    machine,
+    table,
+    timed,
+    write_json,
+    write_recording,
+)
 
 
 def export(name, folder, hop_frames, precisions):

@@ -27,15 +27,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import machine, table, write_json  # noqa: E402
+from speechbrain_datar.benchmarking import machine, table, write_json
 
 PRECISIONS = ("fp32", "bf16", "int8")
 

@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,14 +24,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", default="", help="reuse clips made by an earlier run")
     args = parser.parse_args(argv)
-    from loader import make_clips
-
     import speechbrain_datar
+    from speechbrain_datar.benchmarking import make_clips, recipe_module
     from speechbrain_datar.dataio.prepare import prepare_dataset
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(speechbrain_datar.__file__)))  # the checkout tested
-    sys.path.insert(0, os.path.join(root, "recipes", "VGGSound"))
-    from vggsound_prepare import prepare_vggsound
+    prepare_vggsound = recipe_module("VGGSound", "vggsound_prepare").prepare_vggsound
 
     folder = args.folder or tempfile.mkdtemp()
     audio = os.path.join(folder, "audio")

@@ -15,14 +15,11 @@ GFLOP/s against a plain fp32 matmul's, measured in the same run, closes each col
 import argparse
 import collections
 import contextlib
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, count_macs, frames, machine, matmul_gflops, table, write_json  # noqa: E402
+from speechbrain_datar.benchmarking import build, count_macs, frames, machine, matmul_gflops, table, write_json
 
 PARTS = {  # class name -> part
     "LearnableInputAdaptor": "stem",

@@ -16,8 +16,7 @@ import statistics
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import table, write_json  # noqa: E402
+from speechbrain_datar.benchmarking import table, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED = os.path.join(ROOT, "recipes", "VGGSound", "run_embedded_default.py")

@@ -23,8 +23,7 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import build, frames, machine, table, train_step_time, write_json  # noqa: E402
+from speechbrain_datar.benchmarking import build, frames, machine, table, train_step_time, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED = os.path.join(ROOT, "recipes", "VGGSound", "run_embedded_default.py")

@@ -1,4 +1,5 @@
-"""Names that moved keep working for one release, with a ``DeprecationWarning`` that says where they went.
+"""Names that moved keep working for one release, with a ``DeprecationWarning`` that says where they went and
+the version that removes them (``REMOVED_IN``).
 
 Example
 -------
@@ -9,17 +10,20 @@ Example
 >>> with warnings.catch_warnings(record=True) as caught:
 ...     warnings.simplefilter("always")
 ...     old_name(1), str(caught[0].message)
-(2, 'old_name is deprecated and will be removed in the next release: use new_name')
+(2, 'old_name is deprecated and will be removed in version 0.4: use new_name')
 """
 
 import functools
 import warnings
 
+#: The release that removes the names deprecated in this one.
+REMOVED_IN = "0.4"
+
 
 def warn_moved(old, new):
     """Warns that ``old`` is deprecated in favour of ``new`` (both as a user would write them)."""
     warnings.warn(
-        f"{old} is deprecated and will be removed in the next release: use {new}", DeprecationWarning, stacklevel=3
+        f"{old} is deprecated and will be removed in version {REMOVED_IN}: use {new}", DeprecationWarning, stacklevel=3
     )
 
 

@@ -15,11 +15,11 @@ Authors
 import os
 import sys
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-from audioset_prepare import prepare_audioset  # noqa: E402
+from audioset_prepare import prepare_audioset
 
-from speechbrain_datar.training.recipe import recipe_main  # noqa: E402
+from speechbrain_datar.training.recipe import recipe_main
+
+HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 
 if __name__ == "__main__":
     recipe_main(sys.argv[1:], prepare_audioset, dataset_hparams=os.path.join(HPARAMS, "AudioSet", "audioset.yaml"))

@@ -18,13 +18,13 @@ Authors
 import os
 import sys
 
+from esc50_prepare import prepare_esc50
+
 from speechbrain_datar.training.recipe import recipe_main
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 #: ESC-50's own settings, applied under the model's hparams file.
 DATASET_HPARAMS = os.path.join(HPARAMS, "ESC50", "esc50.yaml")
-from esc50_prepare import prepare_esc50  # noqa: E402
 
 if __name__ == "__main__":
     recipe_main(sys.argv[1:], prepare_esc50, dataset_hparams=DATASET_HPARAMS)

@@ -15,12 +15,11 @@ import os
 import sys
 
 import torch
+from epic_kitchens_prepare import LABEL_KEYS, prepare_epic_kitchens
 
 from speechbrain_datar.training.recipe import recipe_main
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-from epic_kitchens_prepare import LABEL_KEYS, prepare_epic_kitchens  # noqa: E402
 
 
 def action_accuracy(metrics):

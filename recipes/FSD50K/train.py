@@ -10,11 +10,11 @@
 import os
 import sys
 
+from fsd50k_prepare import prepare_fsd50k
+
 from speechbrain_datar.training.recipe import recipe_main
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-from fsd50k_prepare import prepare_fsd50k  # noqa: E402
 
 if __name__ == "__main__":
     recipe_main(sys.argv[1:], prepare_fsd50k, dataset_hparams=os.path.join(HPARAMS, "FSD50K", "fsd50k.yaml"))

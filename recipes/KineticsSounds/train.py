@@ -13,11 +13,11 @@ Authors
 import os
 import sys
 
+from kinetics_sounds_prepare import prepare_kinetics_sounds
+
 from speechbrain_datar.training.recipe import recipe_main
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-from kinetics_sounds_prepare import prepare_kinetics_sounds  # noqa: E402
 
 if __name__ == "__main__":
     recipe_main(

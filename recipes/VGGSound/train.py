@@ -16,13 +16,11 @@ Authors
  * speechbrain-datar contributors
 """
 
-import os
 import sys
 
-from speechbrain_datar.training.recipe import recipe_main
+from vggsound_prepare import prepare_vggsound
 
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-from vggsound_prepare import prepare_vggsound  # noqa: E402
+from speechbrain_datar.training.recipe import recipe_main
 
 if __name__ == "__main__":
     recipe_main(sys.argv[1:], prepare_vggsound)

@@ -33,6 +33,16 @@ from speechbrain_datar.deprecation import deprecated_class
 from speechbrain_datar.inference.sliding_window import WaveformFrames
 from speechbrain_datar.inference.timeline import recording_timeline, segments, window_timeline
 
+__all__ = [
+    "AudioTagger",
+    "AudioVisualClassifier",
+    "MultiHeadAudioClassifier",
+    "StreamingClassifier",
+    "StreamingInterface",
+    "best_class",
+    "tags",
+]
+
 logger = logging.getLogger(__name__)
 
 

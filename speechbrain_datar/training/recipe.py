@@ -39,6 +39,8 @@ from speechbrain_datar.pretrained.export import export_recipe_model
 from speechbrain_datar.training.brain import AudioClassificationBrain
 from speechbrain_datar.training.distillation import SCORES_FILE, TeacherScores, prepare_teacher_scores
 
+__all__ = ["DATA_FORMATS", "load_hparams", "recipe_main", "run_classification_recipe", "validate_options"]
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")

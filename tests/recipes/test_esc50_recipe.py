@@ -177,11 +177,10 @@ def test_cross_validation_runs_each_fold_and_reports_mean_and_std(tmp_path):
 
 
 def test_a_100_mb_line_of_50_million_cells_is_a_bad_row_read_in_bounded_memory(tmp_path):
-    from conftest import HELPERS
-    from hostile_media import make_esc50_csv
+    from speechbrain_datar.testing.hostile_media import make_esc50_csv
 
     path = make_esc50_csv(str(tmp_path / "meta" / "esc50.csv"), "," * 50_000_000)
-    command = [sys.executable, os.path.join(HELPERS, "hostile_media.py"), f"esc50_csv={path}"]
+    command = [sys.executable, "-m", "speechbrain_datar.testing.hostile_media", f"esc50_csv={path}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])

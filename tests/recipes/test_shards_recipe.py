@@ -146,9 +146,8 @@ def prepared_ids(out):
 
 @pytest.mark.slow
 def test_a_damaged_training_clip_and_a_damaged_test_clip_cost_those_clips_and_the_run_exports(data_folder, tmp_path):
-    from hostile_shards import npy, tamper
-
     from speechbrain_datar.dataio.shards import DamageReport
+    from speechbrain_datar.testing.hostile_shards import npy, tamper
 
     out = str(tmp_path / "exp")
     cmd = [sys.executable, TRAIN, HPARAMS] + options(data_folder, out, 1, data_format="shards", shard_megabytes=1000)

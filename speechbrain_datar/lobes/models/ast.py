@@ -27,6 +27,8 @@ from speechbrain_datar.nnet.masking import patches_within, spectrogram_token_mas
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
 from speechbrain_datar.nnet.vit import MultiHeadSelfAttention, ViTBlock  # noqa: F401  (deprecated location, kept one release)
 
+__all__ = ["AST", "PRESETS"]
+
 logger = logging.getLogger(__name__)
 
 #: ViT sizes. ``base`` is ViT-B/16 as in AST.

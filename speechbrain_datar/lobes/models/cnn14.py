@@ -16,6 +16,8 @@ from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.nnet.layers import record_init_kwargs
 from speechbrain_datar.nnet.masking import valid_frames, zero_padded_frames
 
+__all__ = ["CNN14"]
+
 
 class CNN14(AudioEncoder):
     """CNN14 encoder: ``embedding_model(feats, lengths) -> [batch, 1, emb_dim]``.

@@ -40,6 +40,8 @@ from speechbrain_datar.nnet.masking import ceil_div, masked_mean, valid_frames, 
 from speechbrain_datar.nnet.patch_embedding import PatchEmbedding, PatchMerging
 from speechbrain_datar.nnet.window_attention import WindowAttention
 
+__all__ = ["DATAR", "PRESETS"]
+
 logger = logging.getLogger(__name__)
 
 _STAGE_SPEC_TINY = [["L", "S"], ["L", "S"], ["L", "D", "L", "D", "L", "D"], ["L", "D"]]

@@ -41,6 +41,8 @@ from speechbrain_datar.nnet.masking import spectrogram_token_mask, valid_frames,
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
 from speechbrain_datar.nnet.vit import ViTBlock
 
+__all__ = ["FUSIONS", "LateFusion", "MBT", "MODALITIES", "PRESETS", "audio_visual_encoder"]
+
 logger = logging.getLogger(__name__)
 
 PRESETS = {

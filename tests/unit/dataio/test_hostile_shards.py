@@ -11,19 +11,6 @@ import tarfile
 import numpy as np
 import pytest
 import speechbrain as sb
-from conftest import HELPERS
-from hostile_shards import (
-    LABELS,
-    compress_padded,
-    declare_huge_member,
-    fix_record,
-    make_shards,
-    members_of,
-    npy,
-    npy_header_only,
-    tamper,
-    write_members,
-)
 
 from speechbrain_datar.dataio.shards import (
     DamageReport,
@@ -35,6 +22,18 @@ from speechbrain_datar.dataio.shards import (
     write_shards,
 )
 from speechbrain_datar.errors import DataError
+from speechbrain_datar.testing.hostile_shards import (
+    LABELS,
+    compress_padded,
+    declare_huge_member,
+    fix_record,
+    make_shards,
+    members_of,
+    npy,
+    npy_header_only,
+    tamper,
+    write_members,
+)
 
 SETTINGS = shard_settings(16000)
 
@@ -236,7 +235,7 @@ def test_memory_bombs_in_shards_stay_far_below_1_gb(shards, tmp_path, case):
     else:
         tiny = [(tarfile.TarInfo(f"x{i:08d}"), b"") for i in range(100_000)]
         write_members(path, members + tiny, record)
-    command = [sys.executable, os.path.join(HELPERS, "hostile_shards.py"), operation, folder, manifests[split]]
+    command = [sys.executable, "-m", "speechbrain_datar.testing.hostile_shards", operation, folder, manifests[split]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])

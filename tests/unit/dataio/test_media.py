@@ -12,7 +12,6 @@ encode AAC without PNS.
 """
 
 import json
-import os
 import subprocess
 import sys
 
@@ -21,14 +20,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import HELPERS as HERE
-from hostile_media import (
-    make_huge_frame_video,
-    make_stride_zero_checkpoint,
-    make_truncated_download,
-    make_wav,
-    make_zip_bomb_checkpoint,
-)
 
 import speechbrain_datar.dataio.decoding as decoding
 from speechbrain_datar.dataio.audio import inspect_clip, load_clip
@@ -37,6 +28,13 @@ from speechbrain_datar.dataio.problems import ClipProblem
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.synthetic import write_video
 from speechbrain_datar.dataio.video import read_video_frames
+from speechbrain_datar.testing.hostile_media import (
+    make_huge_frame_video,
+    make_stride_zero_checkpoint,
+    make_truncated_download,
+    make_wav,
+    make_zip_bomb_checkpoint,
+)
 
 #: name -> (encoder, container, rate, channels, encoder options)
 CONTAINERS = {
@@ -275,7 +273,7 @@ def test_hostile_inputs_stay_under_a_gigabyte_and_end_in_one_line(tmp_path):
         ("init_from", make_stride_zero_checkpoint(str(tmp_path / "stride0.pth"))),
         ("init_from", make_zip_bomb_checkpoint(str(tmp_path / "zipbomb.pth"), megabytes=64)),
     ]
-    command = [sys.executable, os.path.join(HERE, "hostile_media.py")] + [f"{k}={p}" for k, p in inputs]
+    command = [sys.executable, "-m", "speechbrain_datar.testing.hostile_media"] + [f"{k}={p}" for k, p in inputs]
     lines = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()
     results = [json.loads(line) for line in lines]
     assert len(results) == len(inputs)

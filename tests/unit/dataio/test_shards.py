@@ -339,7 +339,7 @@ def test_training_frames_of_a_clip_within_the_span_are_the_frames_training_reads
 def test_a_training_frame_that_does_not_decode_costs_its_clip(audio_visual, tmp_path):
     import shutil
 
-    from hostile_shards import tamper
+    from speechbrain_datar.testing.hostile_shards import tamper
 
     manifests, folder, frames, settings = audio_visual
     folder = shutil.copytree(folder, tmp_path / "shards")

@@ -9,7 +9,6 @@ import sys
 import av
 import numpy as np
 import pytest
-from conftest import HELPERS
 
 from speechbrain_datar.dataio.decoding import open_audio
 from speechbrain_datar.dataio.synthetic import write_video
@@ -72,7 +71,7 @@ def test_jumps_and_huge_timestamps_cost_neither_memory_nor_recursion(tmp_path, c
     path = retimed(tmp_path, name, codec, shift)
     assert os.path.getsize(path) < 40_000
     kinds = ("inspect_clip", "load_clip", "classify_stream")
-    command = [sys.executable, os.path.join(HELPERS, "hostile_media.py")] + [f"{kind}={path}" for kind in kinds]
+    command = [sys.executable, "-m", "speechbrain_datar.testing.hostile_media"] + [f"{kind}={path}" for kind in kinds]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     outcomes = [json.loads(line) for line in result.stdout.strip().splitlines()[-3:]]

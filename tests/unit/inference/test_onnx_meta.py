@@ -4,10 +4,10 @@ sizes a buffer or a precision is silently ignored."""
 import json
 
 import pytest
-from hostile_media import onnx_meta
 
 from speechbrain_datar.errors import DataError
 from speechbrain_datar.inference.onnx_runtime import ONNX_META, read_onnx_meta
+from speechbrain_datar.testing.hostile_media import onnx_meta
 
 #: What the export writes for a one-head DATAR.
 VALID = onnx_meta()

@@ -1,6 +1,6 @@
 """Hostile inputs of the kinds real downloads and shared files bring, and a runner that measures them.
 
-Each ``make_*`` writes one input; ``python tests/hostile_media.py <kind>=<path> ...`` runs, in a fresh process,
+Each ``make_*`` writes one input; ``python -m speechbrain_datar.testing.hostile_media <kind>=<path> ...`` runs, in a fresh process,
 the operations that the inputs used to blow up or crash, and prints one JSON line each: the outcome (what was
 returned, or the one-line error) and the process's peak resident memory so far in MiB (torch included).
 ``benchmarks/hostile_inputs.py`` runs them at the sizes of the reports; ``tests/unit/dataio/test_media.py`` checks the
@@ -16,7 +16,8 @@ import zipfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The checkout (the ESC-50 recipe's CSV reader is read from its recipes/ folder).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_wav(path, rate, samples, channels=1):
@@ -197,8 +198,14 @@ def run(kind, path):
             samples = sum(stream.read(first, first + 16000).shape[1] for first in range(0, stream.n_samples, 16000))
             return f"({stream.n_samples},) samples streamed ({samples} read)"
         if kind == "esc50_csv":
-            sys.path.insert(0, os.path.join(ROOT, "recipes", "ESC50"))
-            from esc50_prepare import read_esc50_csv
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location(
+                "esc50_prepare", os.path.join(ROOT, "recipes", "ESC50", "esc50_prepare.py")
+            )
+            esc50_prepare = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(esc50_prepare)
+            read_esc50_csv = esc50_prepare.read_esc50_csv
 
             from speechbrain_datar.dataio.report import SkipReport
 
@@ -245,5 +252,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
     main(sys.argv[1:])

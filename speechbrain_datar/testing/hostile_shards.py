@@ -2,7 +2,7 @@
 the damage reported, or the one-line error), the process's peak resident memory in MiB (torch included) and how
 many warning lines it logged.
 
-    python tests/hostile_shards.py train|evaluate|check <shards folder> <manifest>
+    python -m speechbrain_datar.testing.hostile_shards train|evaluate|check <shards folder> <manifest>
 
 (the other splits' manifests are read from beside ``<manifest>``.)
 
@@ -18,9 +18,6 @@ import sys
 import tarfile
 
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 # ------------------------------------------------------------------------------- making damaged shards
 LABELS = ["bark", "chirp"]
@@ -234,5 +231,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
     main(sys.argv[1:])

@@ -1,0 +1,27 @@
+"""The house rules a reader can check with grep: scripts import the package, not each other's folders."""
+
+import glob
+import os
+import re
+
+from conftest import ROOT
+
+
+def sources(*patterns):
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
+            with open(path) as f:
+                yield os.path.relpath(path, ROOT), f.read()
+
+
+def test_benchmarks_and_recipes_do_not_edit_the_import_path():
+    offenders = [path for path, text in sources("benchmarks/*.py", "recipes/**/*.py") if "sys.path" in text]
+    assert offenders == []
+
+
+def test_benchmarks_import_their_helpers_from_the_package_and_nothing_from_tests():
+    pattern = re.compile(r"^\s*(from|import) (benchmark|long_files|loader|cross_validate|hostile_\w+|conftest)\b", re.M)
+    offenders = [path for path, text in sources("benchmarks/*.py") if pattern.search(text)]
+    assert offenders == []
+    private = re.compile(r"from speechbrain_datar\.[\w.]+ import [^\n]*\b_\w+")
+    assert [path for path, text in sources("benchmarks/*.py") if private.search(text)] == []
