@@ -25,6 +25,7 @@ from speechbrain_datar.dataio.shards import (
     shard_settings,
     write_shards,
 )
+from speechbrain_datar.dataio.shards import writing as shard_writing
 from speechbrain_datar.dataio.synthetic import render_scene, write_video
 from speechbrain_datar.errors import DataError
 
@@ -214,7 +215,7 @@ def test_a_killed_write_resumes_to_the_same_shards(tmp_path, monkeypatch):
     whole = str(tmp_path / "whole")  # written by two decoding processes: the same bytes as by one
     write_shards(manifests, whole, shard_settings(16000), shard_megabytes=0.2, progress=False, workers=2)
     killed = str(tmp_path / "killed")
-    real, calls = shards_module.encode_clip, []
+    real, calls = shard_writing.encode_clip, []
 
     def dies_at_the_ninth_clip(*args):
         calls.append(args[0])
@@ -222,10 +223,10 @@ def test_a_killed_write_resumes_to_the_same_shards(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(shards_module, "encode_clip", dies_at_the_ninth_clip)
+    monkeypatch.setattr(shard_writing, "encode_clip", dies_at_the_ninth_clip)
     with pytest.raises(KeyboardInterrupt):
         write_shards(manifests, killed, shard_settings(16000), shard_megabytes=0.2, progress=False)
-    monkeypatch.setattr(shards_module, "encode_clip", real)
+    monkeypatch.setattr(shard_writing, "encode_clip", real)
     assert any(name.endswith(".part") for name in os.listdir(killed))
     finished_before = {n for n in os.listdir(killed) if n.endswith(".tar")}
     write_shards(manifests, killed, shard_settings(16000), shard_megabytes=0.2, progress=False)
