@@ -464,6 +464,114 @@ def _timestamp(seconds):
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
+#: The columns of EPIC-KITCHENS-100's annotation files.
+EPIC_COLUMNS = [
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+]
+
+
+def epic_row(narration_id, video, start, stop, verb, noun, frames=None, verb_key=None):
+    """One annotation row of EPIC_COLUMNS. ``start``/``stop``: seconds or timestamps as written
+    (``"00:00:0x.50"`` for a malformed one); ``frames``: (start_frame, stop_frame), else 0 and 0."""
+    start_text = start if isinstance(start, str) else _timestamp(start)
+    stop_text = stop if isinstance(stop, str) else _timestamp(stop)
+    verb_key = verb_key or EPIC_VERBS[verb][0]
+    noun_key = EPIC_NOUNS[noun][0]
+    return [
+        narration_id,
+        video.split("_")[0],
+        video,
+        start_text,
+        start_text,
+        stop_text,
+        *(frames or (0, 0)),
+        f"{verb_key} {noun_key}",
+        verb_key,
+        verb,
+        noun_key,
+        noun,
+        f"['{noun_key}']",
+        f"[{noun}]",
+    ]
+
+
+def _epic_problem_rows(video):
+    """One validation segment of each problem preparation must report: a malformed timestamp, a stop before
+    its start, a segment beyond the end of its file, a missing video, and a verb no training segment has."""
+    rows = [
+        epic_row(f"{video}_bad_ts", video, 1.0, 2.0, 0, 1),
+        epic_row(f"{video}_bad_order", video, 3.0, 2.5, 0, 1),
+        epic_row(f"{video}_beyond", video, 3540.0, 3541.0, 0, 1),
+        epic_row("P09_99_0", "P09_99", 1.0, 2.0, 0, 1),
+        epic_row(f"{video}_unseen_verb", video, 1.0, 1.5, 11, 1, verb_key="stir"),
+    ]
+    rows[0][4] = "00:00:0x.50"  # the start timestamp only: the narration's stays well formed
+    return rows
+
+
+def _write_epic_media(folder, video, wav, sample_rate, media, frame_dumps):
+    """A video's sound as ``audio/<video>.wav`` and/or its ``.MP4`` (FLAC sound, frames that encode their
+    index), and EPIC's frame dumps if asked."""
+    samples = np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)  # one quantisation for both files
+    wav = samples / 32767.0
+    if media in ("audio", "both"):
+        os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+        soundfile.write(os.path.join(folder, "audio", f"{video}.wav"), samples, sample_rate)
+    participant = video.split("_")[0]
+    # up to the frame shown at the very end, which the last segment's stop_frame names
+    frames = index_frames(int(len(wav) / sample_rate * VIDEO_FPS) + 1)
+    if media in ("video", "both"):
+        write_video(
+            os.path.join(folder, participant, "videos", f"{video}.MP4"),
+            wav,
+            sample_rate,
+            frames,
+            fps=VIDEO_FPS,
+            audio_codec="flac",
+        )
+    if frame_dumps:
+        from PIL import Image
+
+        dumps = os.path.join(folder, participant, "rgb_frames", video)
+        os.makedirs(dumps, exist_ok=True)
+        for index, image in enumerate(frames, start=1):
+            Image.fromarray(image).save(os.path.join(dumps, f"frame_{index:010d}.jpg"), quality=95)
+
+
+def _write_epic_annotations(folder, train_rows, validation_rows):
+    """The two annotation files and the verb and noun class lists (``id,key,instances,category``)."""
+    ann = os.path.join(folder, "annotations")
+    os.makedirs(ann, exist_ok=True)
+    for name, content in (("EPIC_100_train.csv", train_rows), ("EPIC_100_validation.csv", validation_rows)):
+        with open(os.path.join(ann, name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(EPIC_COLUMNS)
+            writer.writerows(content)
+    for name, table in (
+        ("EPIC_100_verb_classes.csv", {**{k: v[0] for k, v in EPIC_VERBS.items()}, 11: "stir"}),
+        ("EPIC_100_noun_classes.csv", {k: v[0] for k, v in EPIC_NOUNS.items()}),
+    ):
+        with open(os.path.join(ann, name), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "key", "instances", "category"])
+            for class_id, key in sorted(table.items()):
+                writer.writerow([class_id, key, "[]", "synthetic"])
+
+
 def make_epic_kitchens_like(
     folder,
     videos=("P01_01", "P02_03"),
@@ -481,9 +589,7 @@ def make_epic_kitchens_like(
     frames, ``<participant>/rgb_frames/<video_id>/frame_0000000001.jpg`` onwards.
 
     ``annotations/EPIC_100_train.csv`` and ``EPIC_100_validation.csv`` have the
-    official columns (narration_id, participant_id, video_id, narration_timestamp,
-    start_timestamp, stop_timestamp, start_frame, stop_frame, narration, verb,
-    verb_class, noun, noun_class, all_nouns, all_noun_classes) with ``HH:MM:SS.ff``
+    official columns (``EPIC_COLUMNS``) with ``HH:MM:SS.ff``
     timestamps; ``EPIC_100_verb_classes.csv``/``EPIC_100_noun_classes.csv`` list
     ``id,key,instances,category``. Audio goes to ``audio/<video_id>.wav``. The
     validation file also holds one segment of each problem preparation must report
@@ -491,13 +597,10 @@ def make_epic_kitchens_like(
     video) and one of a verb with no training segment.
     """
     rng = np.random.default_rng(seed)
-    ann = os.path.join(folder, "annotations")
-    os.makedirs(ann, exist_ok=True)
     gap, seg_seconds = 0.3, 1.0
     verbs, nouns = sorted(EPIC_VERBS), sorted(EPIC_NOUNS)
     plan = {video: [] for video in videos}
-    total = train_segments + validation_segments
-    for i in range(total):
+    for i in range(train_segments + validation_segments):
         video = videos[i % len(videos)]
         verb, noun = verbs[i % len(verbs)], nouns[(i // len(verbs)) % len(nouns)]
         plan[video].append((i < train_segments, verb, noun))
@@ -506,175 +609,18 @@ def make_epic_kitchens_like(
         cursor, audio = 0.5, []
         for is_train, verb, noun in segments:
             audio.append(np.zeros(int(round(gap * sample_rate)), dtype=np.float32))
-            clip = synthesize_event(EPIC_VERBS[verb][1], seg_seconds, sample_rate, rng, pitch=EPIC_NOUNS[noun][1])
-            start = cursor + gap
-            audio.append(clip)
-            cursor = start + seg_seconds
-            n = len(rows[True]) + len(rows[False])
-            rows[is_train].append(
-                [
-                    f"{video}_{n}",
-                    video.split("_")[0],
-                    video,
-                    _timestamp(start),
-                    _timestamp(start),
-                    _timestamp(start + seg_seconds),
-                    int(start * VIDEO_FPS) + 1,
-                    int((start + seg_seconds) * VIDEO_FPS) + 1,
-                    f"{EPIC_VERBS[verb][0]} {EPIC_NOUNS[noun][0]}",
-                    EPIC_VERBS[verb][0],
-                    verb,
-                    EPIC_NOUNS[noun][0],
-                    noun,
-                    f"['{EPIC_NOUNS[noun][0]}']",
-                    f"[{noun}]",
-                ]
+            audio.append(
+                synthesize_event(EPIC_VERBS[verb][1], seg_seconds, sample_rate, rng, pitch=EPIC_NOUNS[noun][1])
             )
+            start = cursor + gap
+            cursor = start + seg_seconds
+            frames = (int(start * VIDEO_FPS) + 1, int(cursor * VIDEO_FPS) + 1)
+            n = len(rows[True]) + len(rows[False])
+            rows[is_train].append(epic_row(f"{video}_{n}", video, start, cursor, verb, noun, frames))
         wav = np.concatenate([np.zeros(int(0.5 * sample_rate), dtype=np.float32)] + audio)
         wav = wav + (0.003 * rng.standard_normal(len(wav))).astype(np.float32)
-        samples = np.round(np.clip(wav, -1, 1) * 32767).astype(np.int16)  # one quantisation for both files
-        wav = samples / 32767.0
-        if media in ("audio", "both"):
-            os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
-            soundfile.write(os.path.join(folder, "audio", f"{video}.wav"), samples, sample_rate)
-        participant = video.split("_")[0]
-        # up to the frame shown at the very end, which the last segment's stop_frame names
-        frames = index_frames(int(len(wav) / sample_rate * VIDEO_FPS) + 1)
-        if media in ("video", "both"):
-            write_video(
-                os.path.join(folder, participant, "videos", f"{video}.MP4"),
-                wav,
-                sample_rate,
-                frames,
-                fps=VIDEO_FPS,
-                audio_codec="flac",
-            )
-        if frame_dumps:
-            from PIL import Image
-
-            dumps = os.path.join(folder, participant, "rgb_frames", video)
-            os.makedirs(dumps, exist_ok=True)
-            for index, image in enumerate(frames, start=1):
-                Image.fromarray(image).save(os.path.join(dumps, f"frame_{index:010d}.jpg"), quality=95)
-    v0 = videos[0]
-    bad = [
-        [
-            f"{v0}_bad_ts",
-            "P01",
-            v0,
-            "00:00:01.00",
-            "00:00:0x.50",
-            "00:00:02.00",
-            0,
-            0,
-            "take tap",
-            "take",
-            0,
-            "tap",
-            1,
-            "['tap']",
-            "[1]",
-        ],
-        [
-            f"{v0}_bad_order",
-            "P01",
-            v0,
-            "00:00:03.00",
-            "00:00:03.00",
-            "00:00:02.50",
-            0,
-            0,
-            "take tap",
-            "take",
-            0,
-            "tap",
-            1,
-            "['tap']",
-            "[1]",
-        ],
-        [
-            f"{v0}_beyond",
-            "P01",
-            v0,
-            "00:59:00.00",
-            "00:59:00.00",
-            "00:59:01.00",
-            0,
-            0,
-            "take tap",
-            "take",
-            0,
-            "tap",
-            1,
-            "['tap']",
-            "[1]",
-        ],
-        [
-            "P09_99_0",
-            "P09",
-            "P09_99",
-            "00:00:01.00",
-            "00:00:01.00",
-            "00:00:02.00",
-            0,
-            0,
-            "take tap",
-            "take",
-            0,
-            "tap",
-            1,
-            "['tap']",
-            "[1]",
-        ],
-        [
-            f"{v0}_unseen_verb",
-            "P01",
-            v0,
-            "00:00:01.00",
-            "00:00:01.00",
-            "00:00:01.50",
-            0,
-            0,
-            "stir tap",
-            "stir",
-            11,
-            "tap",
-            1,
-            "['tap']",
-            "[1]",
-        ],
-    ]
-    header = [
-        "narration_id",
-        "participant_id",
-        "video_id",
-        "narration_timestamp",
-        "start_timestamp",
-        "stop_timestamp",
-        "start_frame",
-        "stop_frame",
-        "narration",
-        "verb",
-        "verb_class",
-        "noun",
-        "noun_class",
-        "all_nouns",
-        "all_noun_classes",
-    ]
-    for name, content in (("EPIC_100_train.csv", rows[True]), ("EPIC_100_validation.csv", rows[False] + bad)):
-        with open(os.path.join(ann, name), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(content)
-    for name, table in (
-        ("EPIC_100_verb_classes.csv", {**{k: v[0] for k, v in EPIC_VERBS.items()}, 11: "stir"}),
-        ("EPIC_100_noun_classes.csv", {k: v[0] for k, v in EPIC_NOUNS.items()}),
-    ):
-        with open(os.path.join(ann, name), "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["id", "key", "instances", "category"])
-            for class_id, key in sorted(table.items()):
-                writer.writerow([class_id, key, "[]", "synthetic"])
+        _write_epic_media(folder, video, wav, sample_rate, media, frame_dumps)
+    _write_epic_annotations(folder, rows[True], rows[False] + _epic_problem_rows(videos[0]))
     return folder
 
 
