@@ -75,18 +75,11 @@ def peak_memory_in_subprocess(name, seconds, device):
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def run(args):
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    results = {"machine": machine(device), "models": {}, "lengths": {}}
-    print("machine:", json.dumps(results["machine"]))
-    peak = matmul_gflops(device)
-    results["matmul_gflops"] = peak
-    print(f"plain fp32 matmul (2048^3): {peak:.1f} GFLOP/s\n")
-
-    names = list(args.models) + (["hf-ast"] if args.hf_ast else [])
+def measure_at_10_seconds(args, device):
+    """Parameters, MACs, inference and training time (and, with ``--compile``, torch.compile's) per model."""
+    models = {}
     feats = torch.randn(args.batch, frames(10), N_MELS, device=device)
-    for name in names:
+    for name in list(args.models) + (["hf-ast"] if args.hf_ast else []):
         model = build(name).to(device).eval()
         entry = {
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -103,14 +96,18 @@ def run(args):
             )
         if args.compile and name != "hf-ast":
             entry.update(compiled_inference(model, feats, device, args.repeats))
-        results["models"][name] = entry
+        models[name] = entry
         del model
         gc.collect()
         print(f"measured {name} at 10 s", flush=True)
+    return models
 
-    ast = results["models"].get("ast")
+
+def report_10_seconds(models, peak, batch, device):
+    """The table of models at 10 s, with ratios to AST (added to each entry), and torch.compile's if measured."""
+    ast = models.get("ast")
     rows = []
-    for name, e in results["models"].items():
+    for name, e in models.items():
         macs_ratio = e["gmacs"] / ast["gmacs"] if ast else float("nan")
         time_ratio = e["infer_s_per_clip"] / ast["infer_s_per_clip"] if ast else float("nan")
         e.update(macs_ratio_vs_ast=macs_ratio, time_ratio_vs_ast=time_ratio)
@@ -129,7 +126,7 @@ def run(args):
             ]
         )
     print()
-    print(f"10 s clips (1024 frames x {N_MELS} mel), batch {args.batch}, {device}:")
+    print(f"10 s clips (1024 frames x {N_MELS} mel), batch {batch}, {device}:")
     print(
         table(
             [
@@ -147,11 +144,10 @@ def run(args):
             rows,
         )
     )
-
-    compiled = {name: e for name, e in results["models"].items() if "compiled_infer_s_per_clip" in e}
+    compiled = {name: e for name, e in models.items() if "compiled_infer_s_per_clip" in e}
     if compiled:
         print()
-        print(f"torch.compile at 10 s, batch {args.batch}, {device}:")
+        print(f"torch.compile at 10 s, batch {batch}, {device}:")
         print(
             table(
                 ["model", "eager s/clip", "compiled s/clip", "speed-up", "compile time (s)", "max abs diff vs eager"],
@@ -169,47 +165,68 @@ def run(args):
             )
         )
 
+
+def measure_lengths(args, device):
+    """MACs, inference time and peak memory (each in a fresh process) per model and clip length."""
+    lengths = {}
+    for name in list(args.models) + (["hf-ast"] if args.hf_ast else []):
+        model = build(name).to(device).eval()
+        per_length = {}
+        for seconds in args.seconds:
+            if name == "hf-ast":
+                model = build(name, seconds).to(device).eval()
+            x = torch.randn(1, frames(seconds), N_MELS, device=device)
+            repeats = args.repeats if seconds <= 10 else max(1, args.repeats // 3)
+            per_length[seconds] = {
+                "gmacs": count_macs(model, x) / 1e9,
+                "infer_s": inference_time(model, x, device, repeats)
+                if seconds <= 20
+                else timed(lambda model=model, x=x: inference_time(model, x, device, 1), device, repeats, warmup=1),
+                "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
+            }
+            print(f"measured {name} at {seconds} s", flush=True)
+        lengths[name] = per_length
+        del model
+        gc.collect()
+    return lengths
+
+
+def report_lengths(lengths, seconds):
+    """The table of MACs, time and memory against clip length, with their growth."""
+    rows = []
+    for name, per_length in lengths.items():
+        first, last = per_length[seconds[0]], per_length[seconds[-1]]
+        rows.append(
+            [name]
+            + [
+                f"{per_length[s]['gmacs']:.1f} / {per_length[s]['infer_s']:.2f} s / {per_length[s]['peak_mib']:.0f} MiB"
+                for s in seconds
+            ]
+            + [
+                f"{last['gmacs'] / first['gmacs']:.1f}x / {last['infer_s'] / first['infer_s']:.1f}x / "
+                f"{last['peak_mib'] / first['peak_mib']:.1f}x"
+            ]
+        )
+    print()
+    print("GMACs / inference time / peak memory against clip length (batch 1):")
+    growth = f"growth {seconds[0]}->{seconds[-1]} s (MACs / time / memory)"
+    print(table(["model"] + [f"{s} s" for s in seconds] + [growth], rows))
+
+
+def run(args):
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    results = {"machine": machine(device), "models": {}, "lengths": {}}
+    print("machine:", json.dumps(results["machine"]))
+    peak = matmul_gflops(device)
+    results["matmul_gflops"] = peak
+    print(f"plain fp32 matmul (2048^3): {peak:.1f} GFLOP/s\n")
+    results["models"] = measure_at_10_seconds(args, device)
+    report_10_seconds(results["models"], peak, args.batch, device)
     if args.seconds:
         print()
-        for name in list(args.models) + (["hf-ast"] if args.hf_ast else []):
-            model = build(name).to(device).eval()
-            per_length = {}
-            for seconds in args.seconds:
-                if name == "hf-ast":
-                    model = build(name, seconds).to(device).eval()
-                x = torch.randn(1, frames(seconds), N_MELS, device=device)
-                repeats = args.repeats if seconds <= 10 else max(1, args.repeats // 3)
-                per_length[seconds] = {
-                    "gmacs": count_macs(model, x) / 1e9,
-                    "infer_s": inference_time(model, x, device, repeats)
-                    if seconds <= 20
-                    else timed(lambda model=model, x=x: inference_time(model, x, device, 1), device, repeats, warmup=1),
-                    "peak_mib": peak_memory_in_subprocess(name, seconds, args.device),
-                }
-                print(f"measured {name} at {seconds} s", flush=True)
-            results["lengths"][name] = per_length
-            del model
-            gc.collect()
-        rows = []
-        for name, per_length in results["lengths"].items():
-            first, last = per_length[args.seconds[0]], per_length[args.seconds[-1]]
-            rows.append(
-                [name]
-                + [
-                    f"{per_length[s]['gmacs']:.1f} / {per_length[s]['infer_s']:.2f} s / "
-                    f"{per_length[s]['peak_mib']:.0f} MiB"
-                    for s in args.seconds
-                ]
-                + [
-                    f"{last['gmacs'] / first['gmacs']:.1f}x / {last['infer_s'] / first['infer_s']:.1f}x / "
-                    f"{last['peak_mib'] / first['peak_mib']:.1f}x"
-                ]
-            )
-        print()
-        print("GMACs / inference time / peak memory against clip length (batch 1):")
-        growth = f"growth {args.seconds[0]}->{args.seconds[-1]} s (MACs / time / memory)"
-        print(table(["model"] + [f"{s} s" for s in args.seconds] + [growth], rows))
-
+        results["lengths"] = measure_lengths(args, device)
+        report_lengths(results["lengths"], args.seconds)
     write_json(args.json, results)
     if args.plot and results["lengths"]:
         plot(results, args.plot)

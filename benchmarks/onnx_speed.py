@@ -137,75 +137,55 @@ def file_speed(folder, precision, path):
     return eager.last_realtime_factor, runtime.last_realtime_factor
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
-    parser.add_argument("--minutes", default=10.0, type=float, help="length of the recording (0: no file)")
-    parser.add_argument(
-        "--file-models",
-        default="datar-tiny",
-        type=lambda s: s.split(","),
-        help="models that classify the recording too",
-    )
-    parser.add_argument("--hops", default="1001,501", type=lambda s: [int(h) for h in s.split(",")])
-    parser.add_argument("--precisions", default="fp32,int8", type=lambda s: s.split(","))
-    parser.add_argument("--rounds", default=3, type=int)
-    parser.add_argument("--repeats", default=5, type=int)
-    parser.add_argument("--op-profile", action="store_true", help="also onnxruntime's time by operator type")
-    parser.add_argument("--json", help="write the measurements here")
-    args = parser.parse_args(argv)
-    results = {"machine": machine(torch.device("cpu")), "windows": [], "files": [], "op_profiles": []}
-    import onnxruntime
+def measure_model(args, name, hop, folder, path, results):
+    """One exported model at one hop: a window in each precision (and its operator profile), and the
+    recording classified from its file, appended to ``results``."""
+    export_seconds = export(name, folder, hop, args.precisions)
+    for precision in args.precisions:
+        if hop == args.hops[0]:
+            eager, ort, frames = window_latency(folder, precision, args.rounds, args.repeats)
+            results["windows"].append(
+                dict(
+                    model=name,
+                    precision=precision,
+                    eager_s=eager,
+                    onnxruntime_s=ort,
+                    onnx_frames=frames,
+                    speedup=eager / ort,
+                    export_s=export_seconds[precision],
+                )
+            )
+            if args.op_profile:
+                ops = op_profile(folder, precision)
+                results["op_profiles"].append(dict(model=name, precision=precision, ms_per_window=ops))
+            print(
+                f"{name} {precision}: one window eager {eager * 1000:.0f} ms, onnxruntime "
+                f"{ort * 1000:.0f} ms ({frames} frames), {eager / ort:.2f}x; "
+                f"export {export_seconds[precision]:.0f} s",
+                flush=True,
+            )
+        if path and name in args.file_models:
+            eager_rt, ort_rt = file_speed(folder, precision, path)
+            results["files"].append(
+                dict(
+                    model=name,
+                    precision=precision,
+                    hop=hop,
+                    minutes=args.minutes,
+                    eager_realtime=eager_rt,
+                    onnxruntime_realtime=ort_rt,
+                    speedup=ort_rt / eager_rt,
+                )
+            )
+            print(
+                f"{name} {precision} hop {hop}: {args.minutes:g} min file, eager {eager_rt:.1f}x real "
+                f"time, onnxruntime {ort_rt:.1f}x",
+                flush=True,
+            )
 
-    results["machine"]["onnxruntime"] = onnxruntime.__version__
-    print("machine:", results["machine"], flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_recording(os.path.join(tmp, "recording.wav"), args.minutes) if args.minutes else None
-        for name in args.models:
-            for hop in args.hops if name in args.file_models else args.hops[:1]:
-                folder = os.path.join(tmp, f"{name}_{hop}")
-                export_seconds = export(name, folder, hop, args.precisions)
-                for precision in args.precisions:
-                    if hop == args.hops[0]:
-                        eager, ort, frames = window_latency(folder, precision, args.rounds, args.repeats)
-                        results["windows"].append(
-                            dict(
-                                model=name,
-                                precision=precision,
-                                eager_s=eager,
-                                onnxruntime_s=ort,
-                                onnx_frames=frames,
-                                speedup=eager / ort,
-                                export_s=export_seconds[precision],
-                            )
-                        )
-                        if args.op_profile:
-                            ops = op_profile(folder, precision)
-                            results["op_profiles"].append(dict(model=name, precision=precision, ms_per_window=ops))
-                        print(
-                            f"{name} {precision}: one window eager {eager * 1000:.0f} ms, onnxruntime "
-                            f"{ort * 1000:.0f} ms ({frames} frames), {eager / ort:.2f}x; "
-                            f"export {export_seconds[precision]:.0f} s",
-                            flush=True,
-                        )
-                    if path and name in args.file_models:
-                        eager_rt, ort_rt = file_speed(folder, precision, path)
-                        results["files"].append(
-                            dict(
-                                model=name,
-                                precision=precision,
-                                hop=hop,
-                                minutes=args.minutes,
-                                eager_realtime=eager_rt,
-                                onnxruntime_realtime=ort_rt,
-                                speedup=ort_rt / eager_rt,
-                            )
-                        )
-                        print(
-                            f"{name} {precision} hop {hop}: {args.minutes:g} min file, eager {eager_rt:.1f}x real "
-                            f"time, onnxruntime {ort_rt:.1f}x",
-                            flush=True,
-                        )
+
+def report(results):
+    """The tables: a window per runtime, the files' real-time factors, onnxruntime's time by operator."""
     print()
     print(
         table(
@@ -247,6 +227,36 @@ def main(argv=None):
         print()
         print(f"onnxruntime, {profile['model']} {profile['precision']}: time by operator ({total:.0f} ms of kernels)")
         print(table(["operator", "ms / window", "share"], [[k, f"{v:.1f}", f"{v / total:.0%}"] for k, v in top]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
+    parser.add_argument("--minutes", default=10.0, type=float, help="length of the recording (0: no file)")
+    parser.add_argument(
+        "--file-models",
+        default="datar-tiny",
+        type=lambda s: s.split(","),
+        help="models that classify the recording too",
+    )
+    parser.add_argument("--hops", default="1001,501", type=lambda s: [int(h) for h in s.split(",")])
+    parser.add_argument("--precisions", default="fp32,int8", type=lambda s: s.split(","))
+    parser.add_argument("--rounds", default=3, type=int)
+    parser.add_argument("--repeats", default=5, type=int)
+    parser.add_argument("--op-profile", action="store_true", help="also onnxruntime's time by operator type")
+    parser.add_argument("--json", help="write the measurements here")
+    args = parser.parse_args(argv)
+    results = {"machine": machine(torch.device("cpu")), "windows": [], "files": [], "op_profiles": []}
+    import onnxruntime
+
+    results["machine"]["onnxruntime"] = onnxruntime.__version__
+    print("machine:", results["machine"], flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_recording(os.path.join(tmp, "recording.wav"), args.minutes) if args.minutes else None
+        for name in args.models:
+            for hop in args.hops if name in args.file_models else args.hops[:1]:
+                measure_model(args, name, hop, os.path.join(tmp, f"{name}_{hop}"), path, results)
+    report(results)
     write_json(args.json, results)
     return results
 

@@ -120,25 +120,10 @@ def export_classifier(
         The folder.
     """
     encoder, head = unwrap_module(encoder), unwrap_module(head)
-    if evaluation is None and audio_visual is not None:
-        evaluation = TemporalCrops(
-            audio_visual["clip_seconds"],
-            audio_visual["eval_crops"],
-            sample_rate,
-            audio_visual["frames"],
-            audio_visual["frame_norm"],
-        )
-    elif evaluation is None:
-        evaluation = SlidingWindows(window_frames, hop_frames, max_windows)
+    if evaluation is None:
+        evaluation = _default_evaluation(window_frames, hop_frames, max_windows, audio_visual, sample_rate)
     os.makedirs(folder, exist_ok=True)
-    names, blocks = [], []
-    for key, label_encoder in label_encoders.items():
-        name = label_encoder_name(key)
-        names.append(name)
-        blocks.append(
-            f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
-        )
-        label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
+    names, blocks = _write_label_encoders(folder, label_encoders)
     if head.multi_label:
         blocks.append(f"threshold: {float(threshold)}  # probability a class needs to be a tag\n")
     min_samples = int(round(sample_rate * feature_options.get("win_length", 25) / 1000.0))
@@ -166,6 +151,34 @@ def export_classifier(
         with open(os.path.join(folder, name), "w") as f:
             json.dump(content, f, indent=2)
     return folder
+
+
+def _default_evaluation(window_frames, hop_frames, max_windows, audio_visual, sample_rate):
+    """The evaluation protocol an export without one gets: temporal crops for an audio-visual encoder
+    (``audio_visual``: ``clip_seconds``, ``eval_crops``, ``frames``, ``frame_norm``), else sliding windows."""
+    if audio_visual is None:
+        return SlidingWindows(window_frames, hop_frames, max_windows)
+    return TemporalCrops(
+        audio_visual["clip_seconds"],
+        audio_visual["eval_crops"],
+        sample_rate,
+        audio_visual["frames"],
+        audio_visual["frame_norm"],
+    )
+
+
+def _write_label_encoders(folder, label_encoders):
+    """Saves each head's label encoder beside the model; returns their names and their hparams entries (each
+    checks, when loaded, that the encoder has the classes the head was trained for)."""
+    names, blocks = [], []
+    for key, label_encoder in label_encoders.items():
+        name = label_encoder_name(key)
+        names.append(name)
+        blocks.append(
+            f"{name}: !apply:speechbrain_datar.dataio.labels.expecting\n    n_classes: {len(label_encoder)}\n"
+        )
+        label_encoder.save(os.path.join(folder, f"{name}.ckpt"))
+    return names, blocks
 
 
 def export_recipe_model(hparams, modules, label_encoders, extra_files=None):

@@ -164,52 +164,19 @@ def export_onnx(folder, destination=None, max_blocks=10000, precision=None):
     os.makedirs(destination, exist_ok=True)
 
     start = time.perf_counter()
-    graph = ClassifierGraph(encoder, head).eval()
-    blocks = torch.zeros(2, max(2, -(-graph_frames // step)), step, n_mels)
-    lengths = torch.tensor([1.0, 0.5])
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    n_blocks = torch.export.Dim("n_blocks", min=1 if step > 1 else graph_frames, max=max_blocks)
-    with torch.no_grad():
-        # Sizes in this graph follow from the number of blocks, but the symbolic engine cannot prove some of
-        # the identities (min() of products); they are checked at run time instead of refused.
-        program = torch.export.export(
-            graph,
-            (blocks, lengths),
-            dynamic_shapes=({0: batch, 1: n_blocks}, {0: batch}),
-            strict=False,
-            prefer_deferred_runtime_asserts_over_guards=True,
-        )
     head_names = [f"log_probs_{key}" for key in labels] if len(labels) > 1 else ["log_probs"]
-    # optimize=False: onnxscript's optimiser left a dangling input in this graph (torch 2.11); onnxruntime
-    # optimises the graph itself when it loads it.
-    torch.onnx.export(
-        program,
-        (blocks, lengths),
+    _export_classifier_graph(
+        ClassifierGraph(encoder, head).eval(),
         os.path.join(destination, "classifier.onnx"),
-        dynamo=True,
-        opset_version=OPSET,
-        input_names=["blocks", "lengths"],
-        output_names=["embedding", *head_names],
-        optimize=False,
-        external_data=False,
+        graph_frames,
+        step,
+        n_mels,
+        max_blocks,
+        head_names,
     )
     if precision == "int8":
         quantize_classifier_graph(os.path.join(destination, "classifier.onnx"))
-    samples = torch.zeros(1, stft.n_fft + 99 * stft.hop_length)
-    torch.onnx.export(
-        FeatureGraph(windows.features, windows.normalizer).eval(),
-        (samples,),
-        os.path.join(destination, "features.onnx"),
-        dynamo=True,
-        opset_version=OPSET,
-        input_names=["samples"],
-        output_names=["feats"],
-        optimize=False,
-        external_data=False,
-        dynamic_shapes=(
-            {0: torch.export.Dim("batch", max=4096), 1: torch.export.Dim("samples", min=stft.n_fft + 1, max=2**31 - 1)},
-        ),
-    )
+    _export_feature_graph(windows, stft, os.path.join(destination, "features.onnx"))
     meta = dict(
         sample_rate=int(model.hparams.sample_rate),
         n_fft=int(stft.n_fft),
@@ -233,6 +200,57 @@ def export_onnx(folder, destination=None, max_blocks=10000, precision=None):
         json.dump(meta, f, indent=1)
     logger.info("ONNX graphs written to %s in %.0f s", destination, time.perf_counter() - start)
     return meta
+
+
+def _export_classifier_graph(graph, path, graph_frames, step, n_mels, max_blocks, head_names):
+    """The encoder and head as one graph over ``[batch, n_blocks, step, n_mels]`` blocks and relative lengths,
+    both axes dynamic."""
+    blocks = torch.zeros(2, max(2, -(-graph_frames // step)), step, n_mels)
+    lengths = torch.tensor([1.0, 0.5])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    n_blocks = torch.export.Dim("n_blocks", min=1 if step > 1 else graph_frames, max=max_blocks)
+    with torch.no_grad():
+        # Sizes in this graph follow from the number of blocks, but the symbolic engine cannot prove some of
+        # the identities (min() of products); they are checked at run time instead of refused.
+        program = torch.export.export(
+            graph,
+            (blocks, lengths),
+            dynamic_shapes=({0: batch, 1: n_blocks}, {0: batch}),
+            strict=False,
+            prefer_deferred_runtime_asserts_over_guards=True,
+        )
+    # optimize=False: onnxscript's optimiser left a dangling input in this graph (torch 2.11); onnxruntime
+    # optimises the graph itself when it loads it.
+    torch.onnx.export(
+        program,
+        (blocks, lengths),
+        path,
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["blocks", "lengths"],
+        output_names=["embedding", *head_names],
+        optimize=False,
+        external_data=False,
+    )
+
+
+def _export_feature_graph(windows, stft, path):
+    """The features and their normalisation as a graph over waveforms of any length."""
+    samples = torch.zeros(1, stft.n_fft + 99 * stft.hop_length)
+    torch.onnx.export(
+        FeatureGraph(windows.features, windows.normalizer).eval(),
+        (samples,),
+        path,
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["samples"],
+        output_names=["feats"],
+        optimize=False,
+        external_data=False,
+        dynamic_shapes=(
+            {0: torch.export.Dim("batch", max=4096), 1: torch.export.Dim("samples", min=stft.n_fft + 1, max=2**31 - 1)},
+        ),
+    )
 
 
 def main(argv=None):
