@@ -14,6 +14,7 @@ Example
 """
 
 import functools
+import importlib
 import warnings
 
 #: The release that removes the names deprecated in this one.
@@ -52,3 +53,26 @@ def deprecated_class(cls, old, new):
         old, (cls,), {"__init__": __init__, "__doc__": f"Deprecated name of ``{new}``.", "__module__": cls.__module__}
     )
     return alias
+
+
+def moved_names(module, moved):
+    """A module-level ``__getattr__`` (PEP 562) under which each name of ``moved`` (``{name: new module}``) can
+    still be imported from ``module``, with a ``DeprecationWarning`` that says where it went.
+
+    Example
+    -------
+    >>> import warnings
+    >>> __getattr__ = moved_names("old.place", {"sqrt": "math"})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     __getattr__("sqrt")(4.0), str(caught[0].message)
+    (2.0, 'old.place.sqrt is deprecated and will be removed in version 0.4: use math.sqrt')
+    """
+
+    def __getattr__(name):
+        if name not in moved:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warn_moved(f"{module}.{name}", f"{moved[name]}.{name}")
+        return getattr(importlib.import_module(moved[name]), name)
+
+    return __getattr__

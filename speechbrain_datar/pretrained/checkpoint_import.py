@@ -18,19 +18,9 @@ with missing or extra keys or wrong shapes, or that is not a sound checkpoint fi
 ``CheckpointLayoutError`` in one line naming the problem.
 """
 
-from speechbrain_datar.deprecation import warn_moved
+from speechbrain_datar.deprecation import moved_names, warn_moved
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.lobes.checkpoint_mapping import (  # noqa: F401 (version 0.2's names, kept)
-    CheckpointLayoutError,
-    ImportReport,
-    adapt_position_embedding,
-    check_checkpoint_file,
-    detect_family,
-    first_line,
-    load_weights_only,
-    read_state_dict,
-    resize_table,
-)
+from speechbrain_datar.lobes.checkpoint_mapping import CheckpointLayoutError, ImportReport, first_line
 from speechbrain_datar.lobes.models.mbt import MODALITIES
 
 
@@ -94,3 +84,20 @@ def init_from(model, checkpoint, head=None, report_path=None):
     if report_path:
         report.save(report_path)
     return report
+
+
+#: Names version 0.2 imported from here; they live in ``lobes.checkpoint_mapping``.
+__getattr__ = moved_names(
+    __name__,
+    {
+        name: "speechbrain_datar.lobes.checkpoint_mapping"
+        for name in [
+            "adapt_position_embedding",
+            "check_checkpoint_file",
+            "detect_family",
+            "load_weights_only",
+            "read_state_dict",
+            "resize_table",
+        ]
+    },
+)

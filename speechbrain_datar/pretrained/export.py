@@ -17,8 +17,9 @@ import torch
 import yaml
 
 from speechbrain_datar.dataio.labels import label_encoder_name
-from speechbrain_datar.inference.sliding_window import AUDIO_PIPELINE, SlidingWindows  # noqa: F401 (0.2 location)
-from speechbrain_datar.inference.temporal_crops import AUDIO_VISUAL_PIPELINE, TemporalCrops  # noqa: F401
+from speechbrain_datar.deprecation import moved_names
+from speechbrain_datar.inference.sliding_window import SlidingWindows
+from speechbrain_datar.inference.temporal_crops import TemporalCrops
 from speechbrain_datar.nnet.layers import unwrap_module
 
 INFERENCE_TEMPLATE = """# Inference hyperparameters written by speechbrain_datar.pretrained.export.
@@ -212,3 +213,13 @@ def export_recipe_model(hparams, modules, label_encoders, extra_files=None):
         evaluation=hparams["evaluation"],
         precision=hparams.get("export_precision", "auto"),
     )
+
+
+#: Version 0.2 imported the exported pipelines' templates from here.
+__getattr__ = moved_names(
+    __name__,
+    {
+        "AUDIO_PIPELINE": "speechbrain_datar.inference.sliding_window",
+        "AUDIO_VISUAL_PIPELINE": "speechbrain_datar.inference.temporal_crops",
+    },
+)

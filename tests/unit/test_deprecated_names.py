@@ -52,3 +52,36 @@ def test_the_brain_methods_of_version_0_2_call_the_new_ones():
         assert AudioClassificationBrain.compute_features(brain, "batch", "stage") == ("features", "batch", "stage")
     with pytest.warns(DeprecationWarning, match="batch_frames"):
         assert AudioClassificationBrain.compute_frames(brain, "batch") == "batch"
+
+
+@pytest.mark.parametrize(
+    "module, name, new_module",
+    [
+        (
+            "speechbrain_datar.pretrained.checkpoint_import",
+            "read_state_dict",
+            "speechbrain_datar.lobes.checkpoint_mapping",
+        ),
+        (
+            "speechbrain_datar.pretrained.checkpoint_import",
+            "resize_table",
+            "speechbrain_datar.lobes.checkpoint_mapping",
+        ),
+        ("speechbrain_datar.lobes.models.ast", "MultiHeadSelfAttention", "speechbrain_datar.nnet.vit"),
+        ("speechbrain_datar.pretrained.export", "AUDIO_PIPELINE", "speechbrain_datar.inference.sliding_window"),
+        ("speechbrain_datar.pretrained.export", "AUDIO_VISUAL_PIPELINE", "speechbrain_datar.inference.temporal_crops"),
+    ],
+)
+def test_names_imported_from_their_old_module_warn_and_are_the_new_ones(module, name, new_module):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=f"version 0.4: use {new_module}.{name}"):
+        old = getattr(importlib.import_module(module), name)
+    assert old is getattr(importlib.import_module(new_module), name)
+
+
+def test_a_name_that_never_was_is_an_attribute_error():
+    import speechbrain_datar.pretrained.export as export
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = export.nothing

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechbrain_datar.deprecation import moved_names
 from speechbrain_datar.lobes.checkpoint_mapping import (
     CheckpointLayoutError,
     adapt_position_embedding,
@@ -25,7 +26,7 @@ from speechbrain_datar.lobes.encoder import AudioEncoder
 from speechbrain_datar.nnet.layers import init_linear_weights, preset_config, record_init_kwargs
 from speechbrain_datar.nnet.masking import patches_within, spectrogram_token_mask, valid_frames, zero_padded_frames
 from speechbrain_datar.nnet.patch_embedding import interpolate_time_positions, positions_for_time, resize_patch_kernel
-from speechbrain_datar.nnet.vit import MultiHeadSelfAttention, ViTBlock  # noqa: F401  (deprecated location, kept one release)
+from speechbrain_datar.nnet.vit import ViTBlock
 
 __all__ = ["AST", "PRESETS"]
 
@@ -273,3 +274,7 @@ class AST(AudioEncoder):
         """Embeds ``[batch, time, n_mels]`` features: mean of the CLS and distillation outputs."""
         tokens, _ = self.forward_features(feats, lengths)
         return ((tokens[:, 0] + tokens[:, 1]) / 2).unsqueeze(1)
+
+
+#: Version 0.2 defined it here; it lives in ``nnet.vit`` (``ViTBlock`` is imported above, for AST itself).
+__getattr__ = moved_names(__name__, {"MultiHeadSelfAttention": "speechbrain_datar.nnet.vit"})
