@@ -70,6 +70,7 @@ def measure_peak_memory(name, seconds, device):
 
 
 def peak_memory_in_subprocess(name, seconds, device):
+    """Peak inference memory (MiB) of ``name`` at ``seconds``, measured in a fresh process."""
     command = [sys.executable, os.path.abspath(__file__), "--peak-memory-of", name, str(seconds), "--device", device]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
@@ -214,6 +215,7 @@ def report_lengths(lengths, seconds):
 
 
 def run(args):
+    """The whole benchmark: the machine, each model at 10 s, then at each length; returns the results."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     results = {"machine": machine(device), "models": {}, "lengths": {}}
@@ -235,6 +237,7 @@ def run(args):
 
 
 def plot(results, path):
+    """MACs, time and memory against clip length, one line per model, to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,6 +262,7 @@ def plot(results, path):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--models", default=",".join(MODELS), type=lambda s: [m for m in s.split(",") if m])

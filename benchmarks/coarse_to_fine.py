@@ -36,6 +36,7 @@ OPTIONS = {"sample_rate": 16000, "n_mels": 128, "n_fft": 512, "win_length": 25, 
 
 
 def parse_schedule(text):
+    """``"4:5,1:15"`` -> phases ``[{factor: 4, epochs: 5}, {factor: 1, epochs: 15}]``."""
     phases = [dict(factor=int(f), epochs=int(e)) for f, e in (part.split(":") for part in text.split(","))]
     return phases
 
@@ -100,6 +101,7 @@ def recipe_epoch_ratio(preset, clips_per_class):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
     parser.add_argument("--compressions", default="fshift,avgpool,maxpool,patch", type=lambda s: s.split(","))

@@ -104,6 +104,7 @@ STAGES = (
 
 
 def slug(text):
+    """A folder name for ``text``: letters and digits, the rest as underscores."""
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
@@ -189,6 +190,7 @@ class Benchmark:
         return self.results["runs"][key]
 
     def chosen(self, what, model=None):
+        """What a search chose (``what``, for ``model`` when given), or ``None``."""
         return self.results.get("chosen", {}).get(what if model is None else f"{what}:{model}")
 
     def choose(self, what, runs, value, model=None):
@@ -199,19 +201,23 @@ class Benchmark:
         return value(best)
 
     def search_lr(self, model):
+        """``model``'s learning rate searched on fold 1's validation part."""
         runs = self.runs([(model, lr, 1) for lr in self.args.lrs])
         self.results.setdefault("lr_search", {})[model] = {f"{r['lr']:g}": r["best_valid_top1"] for r in runs}
         return self.choose("lr", runs, lambda run: run["lr"], model)
 
     def save(self):
+        """Writes the JSON, with the sizes of every model."""
         sizes = self.results.setdefault("models", {})
         sizes.update(model_sizes([m for m in MODELS if m not in sizes]))
         write_json(self.args.json, self.results)
 
     def stage(self, name):
+        """Whether stage ``name`` runs."""
         return name in self.args.stages
 
     def main(self):
+        """Runs the stages asked for, in order, then writes the report."""
         args = self.args
         datar = "DATAR-micro"
         if self.stage("lr"):
@@ -267,6 +273,7 @@ class Benchmark:
 
     # ------------------------------------------------------------------------------------ distillation
     def cnn14_tag(self):
+        """The runs folder of CNN14's folds."""
         return f"{slug('CNN14 (SpeechBrain)')}/none/lr{self.args.cnn14_lr:g}"
 
     def teacher(self, fold):
@@ -376,6 +383,7 @@ class Benchmark:
         self.save()
 
     def coarse_to_fine_tag(self):
+        """The runs folder of the coarse-to-fine runs."""
         return f"{slug('DATAR-micro')}/coarse_to_fine/lr{self.chosen('lr', 'DATAR-micro'):g}"
 
     def summarise_coarse_to_fine(self):
@@ -595,6 +603,7 @@ def plot_curves(results, path):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_folder", required=True, help="ESC-50 layout holding ESC-10 (meta/esc50.csv, audio/)")
     parser.add_argument("--results", required=True, help="folder of the runs")

@@ -134,12 +134,14 @@ def run_helper(script, arguments):
 
 
 def size_kib(path):
+    """The size of a file, or the space the files of a folder take on disk, in KiB."""
     if os.path.isdir(path):
         return round(sum(os.stat(os.path.join(path, n)).st_blocks * 512 for n in os.listdir(path)) / 1024, 1)
     return round(os.path.getsize(path) / 1024, 1)
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)

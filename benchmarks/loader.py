@@ -97,6 +97,7 @@ def shard_ways(folder, stems):
 
 
 def clips_per_second(load, stems, repeats=2):
+    """Clips per second ``load`` reads ``stems`` at (median of ``repeats`` passes)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -107,6 +108,7 @@ def clips_per_second(load, stems, repeats=2):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument(

@@ -146,6 +146,7 @@ def measure(folder, minutes, way, path=None, precision="fp32"):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="micro,tiny", type=lambda s: s.split(","))
     parser.add_argument("--minutes", default="10,60", type=lambda s: [float(m) for m in s.split(",")])

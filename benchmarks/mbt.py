@@ -32,10 +32,12 @@ class _WithFrames(torch.nn.Module):
         self.model, self.frames = model, frames
 
     def forward(self, feats):
+        """The audio-visual model on the features and its fixed frames."""
         return self.model(feats, frames=self.frames)
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)

@@ -71,6 +71,7 @@ def compare(path, offsets=(0.0, 0.013, 0.5, 1.37, 2.5, 4.0, 7.1)):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+")
     parser.add_argument(

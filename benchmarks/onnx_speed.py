@@ -230,6 +230,7 @@ def report(results):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="datar-tiny,ast", type=lambda s: s.split(","))
     parser.add_argument("--minutes", default=10.0, type=float, help="length of the recording (0: no file)")

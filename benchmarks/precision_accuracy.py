@@ -82,6 +82,7 @@ def against(reference, point):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", action="append", required=True, help="NAME=RUN_FOLDER with {fold} where the fold number goes"

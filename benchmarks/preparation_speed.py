@@ -19,6 +19,7 @@ import time
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)

@@ -44,6 +44,7 @@ class PartTimer:
 
     @contextlib.contextmanager
     def part(self, name):
+        """A context that adds its time to part ``name``."""
         start = time.perf_counter()
         self.stack.append(0.0)
         try:
@@ -56,6 +57,7 @@ class PartTimer:
                 self.stack[-1] += elapsed
 
     def wrap(self, owner, attribute, name):
+        """Times every call of ``owner.attribute`` as part ``name``."""
         original = getattr(owner, attribute)
 
         def timed(*args, **kwargs):
@@ -131,6 +133,7 @@ def feature_seconds(repeats):
 
 
 def main(argv=None):
+    """Command line."""
     from speechbrain_datar.inference.precision import bf16_supported
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

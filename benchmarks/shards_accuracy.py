@@ -47,6 +47,7 @@ def run(output_folder, seed, data_format, data_folder=None):
 
 
 def main(argv=None):
+    """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234, 1235])
     parser.add_argument("--output_folder", default=os.path.join("results", "shards_accuracy"))

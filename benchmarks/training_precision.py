@@ -62,6 +62,7 @@ def loss_curve(output_folder, precision, epochs, data_folder=None):
 
 
 def main(argv=None):
+    """Command line."""
     from speechbrain_datar.inference.precision import bf16_supported
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

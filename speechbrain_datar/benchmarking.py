@@ -80,6 +80,7 @@ class _HuggingFaceAST(torch.nn.Module):
         self.model = model
 
     def forward(self, feats, lengths=None):
+        """Embedding ``[batch, 1, dim]``: transformers' pooled output."""
         return self.model(feats).pooler_output.unsqueeze(1)
 
 

@@ -106,6 +106,7 @@ def draw_timelines(model_folder, audio_path, output_path, threshold=0.5, savedir
 
 
 def main(argv=None):
+    """Command line: pictures of where the deformable blocks read, or a recording's timeline."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="exported model folder (hyperparams.yaml + ckpts)")
     parser.add_argument("--audio", required=True, help="audio file to draw")

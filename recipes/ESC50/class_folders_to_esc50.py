@@ -97,6 +97,7 @@ def convert(source, output):
 
 
 def main(argv=None):
+    """Command line: converts a class-folder copy of ESC-50 or ESC-10 to the official layout."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="folder of class folders (e.g. '001 - Dog bark/1-100032-A.ogg')")
     parser.add_argument("output", help="where meta/esc50.csv and audio/ are written")

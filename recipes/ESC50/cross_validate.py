@@ -27,6 +27,7 @@ DATASET_HPARAMS = os.path.join(
 
 
 def main(argv=None):
+    """Command line: every fold of the cross-validation, then their mean and standard deviation."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("hparams_file")
     parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated folds to test (default: all five)")

@@ -42,6 +42,7 @@ OVERRIDES = {
 
 
 def main(argv=None):
+    """Command line: the main job on the embedded default (generated data; no download)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_folder", default=os.path.join("results", "embedded_default"))
     parser.add_argument("--hparams", default=os.path.join(ROOT, "hparams", "datar.yaml"))

@@ -159,6 +159,7 @@ class SoundfileSource(AudioSource):
         self.header_samples = self.file.frames if self.file.frames >= 0 else None
 
     def close(self):
+        """Closes the file."""
         self.file.close()
 
     def _reopen(self):
@@ -167,6 +168,7 @@ class SoundfileSource(AudioSource):
         self.file = soundfile.SoundFile(self.path)
 
     def chunks(self, first=0):
+        """``(position, samples [channels, n] float32)`` from sample ``first`` on, contiguous, to the end."""
         self._reopen()
         if self.header_samples is not None and first > self.header_samples:
             return
@@ -189,6 +191,7 @@ class SoundfileSource(AudioSource):
                 continue
 
     def decoded_samples(self):
+        """How many samples really decode (a truncated download decodes fewer than its header says)."""
         claimed = self.header_samples or 0
         tail = max(0, claimed - self.sample_rate)
         end = tail
@@ -236,6 +239,7 @@ class ContainerSource(AudioSource):
         self.discontinuities = 0
 
     def close(self):
+        """Closes the container."""
         if self.container is not None:
             self.container.close()
             self.container = None
@@ -352,6 +356,8 @@ class ContainerSource(AudioSource):
         return "done"
 
     def chunks(self, first=0):
+        """``(position, samples [channels, n] float32)`` from sample ``first`` on, contiguous, on the decoding
+        timeline (gaps as silence, overlaps dropped)."""
         cursor, pending = first, None
         for position, samples in self._positioned(first):
             if pending is not None:
@@ -373,6 +379,7 @@ class ContainerSource(AudioSource):
         yield cursor, samples[:, cursor - position :]
 
     def decoded_samples(self):
+        """How many samples really decode (a truncated download decodes fewer than its header says)."""
         tail = max(0, (self.header_samples or 0) - 3 * self.sample_rate)
         end = None
         if tail >= self.anchor and self.believable_header():  # a long file: decode its last seconds only

@@ -54,6 +54,7 @@ class DatasetNormalization(nn.Module):
         return self
 
     def extra_repr(self):
+        """The statistics, in the module's printed form."""
         return f"mean={self.mean.item():.4f}, std={self.std.item():.4f}, scale={self.scale}"
 
 

@@ -192,9 +192,11 @@ class _Unseekable:
         self.file = open(path, "wb")
 
     def write(self, data):
+        """Writes through to the file."""
         return self.file.write(data)
 
     def seekable(self):
+        """``False``: the stream a container is written to cannot seek (as a pipe)."""
         return False
 
     def __enter__(self):

@@ -285,6 +285,7 @@ class SeveralHeads(dict):
     serves several heads."""
 
     def squeeze(self, *args, **kwargs):
+        """Refuses: a model of several heads is served by ``MultiHeadAudioClassifier``, not ``EncoderClassifier``."""
         raise TypeError(
             f"this model has several heads ({', '.join(self)}): load it with "
             "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier.from_hparams, not EncoderClassifier"

@@ -122,6 +122,7 @@ def load_weights_only(path):
 
 
 def first_line(error):
+    """The first line of an error's message (for one-line reports)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
@@ -174,6 +175,7 @@ def detect_family(state):
 
 
 def examples(keys, n=8):
+    """A few of ``names`` and how many more there are, for one-line messages."""
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
@@ -209,6 +211,7 @@ class Mapper:
         self.bad_shapes = []
 
     def take(self, target_key, source_key, transform=None, resized=False):
+        """Takes ``source_key`` (through ``transform``) as ``target_key``; ``False`` when the source lacks it."""
         if source_key not in self.source:
             return False
         value = self.source[source_key]
@@ -231,6 +234,7 @@ class Mapper:
         return True
 
     def finish(self, model, allowed_at_init=(), ignored_sources=()):
+        """Loads what was taken and returns the report; refuses, in one line, wrong shapes, missing and extra keys."""
         missing = [
             k
             for k in self.target

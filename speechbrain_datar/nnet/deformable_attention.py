@@ -462,6 +462,7 @@ class DeformableAttention(nn.Module):
         return zero_masked(out, mask)
 
     def extra_repr(self):
+        """The settings, in the module's printed form."""
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, num_groups={self.num_groups}, "
             f"offset_range_factor={self.offset_range_factor}, offset_stride={self.offset_stride}, "

@@ -49,6 +49,7 @@ class LearnableInputAdaptor(nn.Module):
         self.conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)
 
     def extra_repr(self):
+        """The settings, in the module's printed form."""
         return f"strength={self.strength}"
 
     def forward(self, x):
@@ -98,6 +99,7 @@ class RandomPerturbation(nn.Module):
         return x + noise
 
     def extra_repr(self):
+        """The settings, in the module's printed form."""
         return f"distribution={self.distribution!r}, scale={self.scale}"
 
 

@@ -55,6 +55,7 @@ class DropPath(nn.Module):
         return x * noise / keep
 
     def extra_repr(self):
+        """The drop probability, in the module's printed form."""
         return f"drop_prob={self.drop_prob}"
 
 

@@ -180,6 +180,7 @@ class WindowAttention(nn.Module):
         return zero_masked(self.proj_drop(self.proj(out)), mask)
 
     def extra_repr(self):
+        """The settings, in the module's printed form."""
         return (
             f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, shift_size={self.shift_size}"
         )

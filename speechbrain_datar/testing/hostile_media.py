@@ -241,6 +241,7 @@ def peak_resident_mib():
 
 
 def main(argv):
+    """Runs each ``<kind>=<path>`` and prints its outcome and peak memory as one JSON line."""
     for argument in argv:
         kind, path = argument.split("=", 1)
         outcome = run(kind, path)

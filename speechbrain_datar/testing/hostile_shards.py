@@ -53,6 +53,7 @@ def make_shards(folder, n=4):
 
 
 def members_of(path):
+    """``{name: bytes}`` of every member of the tar file at ``path``."""
     with tarfile.open(path) as tar:
         return [(info, tar.extractfile(info).read() if info.isreg() else b"") for info in tar.getmembers()]
 
@@ -69,6 +70,7 @@ def write_members(path, members, record_path=None):
 
 
 def fix_record(path, record_path, digest=True, **changes):
+    """Rewrites a shard's record after its tar changed (size and, with ``digest``, SHA-256), with ``changes``."""
     from speechbrain_datar.dataio.shards import file_sha256
 
     with open(record_path) as f:
@@ -81,12 +83,14 @@ def fix_record(path, record_path, digest=True, **changes):
 
 
 def npy(array):
+    """The bytes of ``array`` as ``numpy.save`` writes them."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=True)
     return buffer.getvalue()
 
 
 def npy_header_only(shape, descr="<f4"):
+    """A ``.npy`` header that declares ``shape`` and no data after it."""
     header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
     header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64
@@ -160,6 +164,7 @@ class _Counter(logging.Handler):
         self.lines = []
 
     def emit(self, record):
+        """Counts a logged line."""
         self.lines.append(record.getMessage())
 
 
@@ -212,6 +217,7 @@ def peak_resident_mib():
 
 
 def main(argv):
+    """Runs one reader on a shard folder and prints its outcome, peak memory and warnings as one JSON line."""
     kind, folder, manifest = argv
     counter = _Counter()
     logging.getLogger().addHandler(counter)

@@ -25,3 +25,23 @@ def test_benchmarks_import_their_helpers_from_the_package_and_nothing_from_tests
     assert offenders == []
     private = re.compile(r"from speechbrain_datar\.[\w.]+ import [^\n]*\b_\w+")
     assert [path for path, text in sources("benchmarks/*.py") if private.search(text)] == []
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    """What SpeechBrain's own docstring check asks of a recipe's code, over the package, the recipes and the
+    benchmarks: every function, class and method whose name does not start with an underscore."""
+    import ast
+
+    missing = []
+    for path, text in sources("speechbrain_datar/**/*.py", "recipes/**/*.py", "benchmarks/*.py"):
+
+        def visit(node, prefix="", path=path):
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    if not child.name.startswith("_") and ast.get_docstring(child) is None:
+                        missing.append(f"{path}:{child.lineno} {prefix}{child.name}")
+                    if isinstance(child, ast.ClassDef):
+                        visit(child, f"{prefix}{child.name}.")
+
+        visit(ast.parse(text))
+    assert missing == []

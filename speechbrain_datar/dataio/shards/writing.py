@@ -145,6 +145,7 @@ class _ShardSink:
         self.record = {"name": self.name, "split": split, "first_position": first_position, "ids": []}
 
     def add(self, position, members, meta):
+        """Appends one encoded clip's members to the shard being written."""
         key = f"{position:09d}"
         meta = dict(meta, position=position)
         meta["sha256"] = record_digest(members, meta)
@@ -156,9 +157,11 @@ class _ShardSink:
         self.record["ids"].append(meta["id"])
 
     def size(self):
+        """Bytes written to the current shard."""
         return self.tar.fileobj.tell()
 
     def finish(self, next_position, last):
+        """Closes the current shard and writes its record (clips, size, SHA-256) beside it."""
         self.tar.close()
         self.file.close()
         self.record.update(
