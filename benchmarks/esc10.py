@@ -50,11 +50,10 @@ import torch
 
 from speechbrain_datar.benchmarking import count_macs, machine, table, write_json
 from speechbrain_datar.training.cross_validation import fold_options, run_fold, summary
-from speechbrain_datar.training.recipe import load_hparams
+from speechbrain_datar.training.hparams import load_hparams
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ESC50_TRAIN = os.path.join(ROOT, "recipes", "ESC50", "train.py")
-DATASET_HPARAMS = os.path.join(ROOT, "hparams", "ESC50", "esc50.yaml")
 #: model -> (hparams file, options)
 MODELS = {
     "DATAR-micro": ("hparams/ESC50/datar.yaml", []),
@@ -163,7 +162,6 @@ class Benchmark:
                 os.path.join(ROOT, hparams_file),
                 options,
                 fold,
-                DATASET_HPARAMS,
                 log_file=os.path.join(folder, f"fold{fold}.log"),
                 env=self.env,
             )
@@ -528,7 +526,7 @@ def model_hparams(model):
     for option in options:
         key, value = option[2:].split("=", 1)
         overrides[key] = {"False": False, "none": "none"}.get(value, value)
-    return load_hparams(os.path.join(ROOT, hparams_file), overrides, dataset_hparams=DATASET_HPARAMS)
+    return load_hparams(os.path.join(ROOT, hparams_file), overrides)
 
 
 def training_step_seconds(models, batch=16, repeats=5):

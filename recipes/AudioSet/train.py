@@ -12,14 +12,11 @@ Authors
  * speechbrain-datar contributors
 """
 
-import os
 import sys
 
 from audioset_prepare import prepare_audioset
 
 from speechbrain_datar.training.recipe import recipe_main
 
-HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_audioset, dataset_hparams=os.path.join(HPARAMS, "AudioSet", "audioset.yaml"))
+    recipe_main(sys.argv[1:], prepare_audioset, dataset="AudioSet")

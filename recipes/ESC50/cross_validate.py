@@ -21,9 +21,6 @@ import sys
 from speechbrain_datar.training.cross_validation import run_fold, summary
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-DATASET_HPARAMS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams", "ESC50", "esc50.yaml"
-)
 
 
 def main(argv=None):
@@ -33,7 +30,7 @@ def main(argv=None):
     parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated folds to test (default: all five)")
     args, options = parser.parse_known_args(argv)
     folds = [int(fold) for fold in args.folds.split(",")]
-    runs = [run_fold(TRAIN, args.hparams_file, options, fold, DATASET_HPARAMS) for fold in folds]
+    runs = [run_fold(TRAIN, args.hparams_file, options, fold) for fold in folds]
     result = {"hparams_file": args.hparams_file, "options": options, "top1": summary(runs), "runs": runs}
     path = os.path.join(os.path.dirname(runs[0]["output_folder"]), "cross_validation.json")
     with open(path, "w") as f:

@@ -15,16 +15,11 @@ Authors
  * speechbrain-datar contributors
 """
 
-import os
 import sys
 
 from esc50_prepare import prepare_esc50
 
 from speechbrain_datar.training.recipe import recipe_main
 
-HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-#: ESC-50's own settings, applied under the model's hparams file.
-DATASET_HPARAMS = os.path.join(HPARAMS, "ESC50", "esc50.yaml")
-
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_esc50, dataset_hparams=DATASET_HPARAMS)
+    recipe_main(sys.argv[1:], prepare_esc50, dataset="ESC50")

@@ -11,15 +11,12 @@ Authors
  * speechbrain-datar contributors
 """
 
-import os
 import sys
 
 import torch
 from epic_kitchens_prepare import LABEL_KEYS, prepare_epic_kitchens
 
 from speechbrain_datar.training.recipe import recipe_main
-
-HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
 
 
 def action_accuracy(metrics):
@@ -38,5 +35,5 @@ if __name__ == "__main__":
         prepare_epic_kitchens,
         main_metric="action_top1",
         extra_statistics=[action_accuracy],
-        dataset_hparams=os.path.join(HPARAMS, "EpicKitchens100", "epic_kitchens.yaml"),
+        dataset="EpicKitchens100",
     )

@@ -7,14 +7,11 @@
 ``FSD50K.eval_audio/``; the official ``val`` split validates, ``eval`` tests. See README.md beside this file.
 """
 
-import os
 import sys
 
 from fsd50k_prepare import prepare_fsd50k
 
 from speechbrain_datar.training.recipe import recipe_main
 
-HPARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hparams")
-
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_fsd50k, dataset_hparams=os.path.join(HPARAMS, "FSD50K", "fsd50k.yaml"))
+    recipe_main(sys.argv[1:], prepare_fsd50k, dataset="FSD50K")

@@ -23,4 +23,4 @@ from vggsound_prepare import prepare_vggsound
 from speechbrain_datar.training.recipe import recipe_main
 
 if __name__ == "__main__":
-    recipe_main(sys.argv[1:], prepare_vggsound)
+    recipe_main(sys.argv[1:], prepare_vggsound, dataset="VGGSound")

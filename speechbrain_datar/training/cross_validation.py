@@ -15,7 +15,7 @@ import sys
 
 import speechbrain as sb
 
-from speechbrain_datar.training.recipe import load_hparams
+from speechbrain_datar.training.hparams import load_hparams
 
 __all__ = ["fold_options", "output_folder", "read_run", "run_fold", "summary"]
 
@@ -35,11 +35,10 @@ def fold_options(options, fold):
     ] + [f"--test_fold={fold}"]
 
 
-def output_folder(hparams_file, options, fold, dataset_hparams=None):
-    """Where the run of ``fold`` writes (``output_folder`` of the hparams with these options, over the data
-    set's file ``dataset_hparams``)."""
+def output_folder(hparams_file, options, fold):
+    """Where the run of ``fold`` writes (``output_folder`` of the hparams with these options)."""
     _, _, overrides = sb.parse_arguments([hparams_file] + fold_options(options, fold))
-    return load_hparams(hparams_file, overrides, dataset_hparams)["output_folder"]
+    return load_hparams(hparams_file, overrides)["output_folder"]
 
 
 def read_run(folder):
@@ -64,13 +63,13 @@ def read_run(folder):
     return {"test": test, "epochs": epochs}
 
 
-def run_fold(train_script, hparams_file, options, fold, dataset_hparams=None, log_file=None, env=None):
+def run_fold(train_script, hparams_file, options, fold, log_file=None, env=None):
     """Trains and tests one fold with the recipe's ``train_script`` (unless its run has finished already);
     returns ``read_run`` of it.
 
-    ``dataset_hparams``: the data set's file the recipe applies; ``log_file``: where the run's output goes
+    ``log_file``: where the run's output goes
     (default: this process's output); ``env``: the run's environment (default: this process's)."""
-    folder = output_folder(hparams_file, options, fold, dataset_hparams)
+    folder = output_folder(hparams_file, options, fold)
     if not os.path.isfile(os.path.join(folder, "test_metrics.json")):
         command = [sys.executable, train_script, hparams_file] + fold_options(options, fold)
         if log_file:

@@ -8,15 +8,11 @@ set with several heads, its label keys and joint metrics) and calls ``recipe_mai
 import json
 import logging
 import os
-import re
 import shutil
 import sys
-import tempfile
 
-import ruamel.yaml
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain_datar.dataio.frames import SAMPLINGS
 from speechbrain_datar.dataio.labels import class_balanced_weights, label_encoder_file, load_label_encoder
@@ -38,6 +34,7 @@ from speechbrain_datar.pretrained.checkpoint_import import init_from
 from speechbrain_datar.pretrained.export import export_recipe_model
 from speechbrain_datar.training.brain import AudioClassificationBrain
 from speechbrain_datar.training.distillation import SCORES_FILE, TeacherScores, prepare_teacher_scores
+from speechbrain_datar.training.hparams import check_dataset, load_hparams
 
 __all__ = ["DATA_FORMATS", "load_hparams", "recipe_main", "run_classification_recipe", "validate_options"]
 
@@ -315,117 +312,6 @@ def audio_visual_export(hparams):
     )
 
 
-def resolve_hparams_file(path, defaults=None):
-    r"""The hparams document an hparams file stands for, as YAML text.
-
-    A file that starts with ``!include:<other file>`` is the other file with its own settings over it:
-    each top-level setting replaces the other file's in place (objects such as ``!new:`` augmenters
-    included, so that references keep their order), and settings the other file lacks are added at the
-    end. HyperPyYAML does not resolve an include at the root of a document; this does, through any
-    chain (``hparams/KineticsSounds/datar.yaml`` -> ``hparams/datar.yaml`` -> ``hparams/training.yaml``).
-    ``defaults`` (a data set's file, ``hparams/<Dataset>/<dataset>.yaml``) go over the root of the chain,
-    so that the files of the chain (the model's) go over them.
-
-    Returns
-    -------
-    text : str
-        The document.
-    keys : set
-        Its top-level settings.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> with open(os.path.join(folder, "model.yaml"), "w") as f:
-    ...     _ = f.write("a: 1\nb: !new:collections.Counter\n    x: 1\n# c's comment\nc: !ref <a>\n")
-    >>> with open(os.path.join(folder, "data.yaml"), "w") as f:
-    ...     _ = f.write("!include:model.yaml\nb: null\nd: 4\n")
-    >>> text, keys = resolve_hparams_file(os.path.join(folder, "data.yaml"))
-    >>> print(text, end=""), sorted(keys)
-    a: 1
-    b: null
-    # c's comment
-    c: !ref <a>
-    d: 4
-    (None, ['a', 'b', 'c', 'd'])
-    """
-    with open(path) as f:
-        text = f.read()
-    first, _, rest = text.partition("\n")
-    if first.startswith("!include:"):
-        base, _ = resolve_hparams_file(
-            os.path.join(os.path.dirname(os.path.abspath(path)), first[len("!include:") :].strip()), defaults
-        )
-        merged = _merged(base, rest)
-    else:
-        merged = text
-        if defaults:
-            with open(defaults) as f:
-                merged = _merged(text, f.read())
-    return merged, set(_top_level_blocks(merged))
-
-
-def _merged(base, settings_text):
-    """The document ``base`` with the top-level settings of ``settings_text`` over it."""
-    settings = _top_level_blocks(settings_text)
-    lines, replaced = [], set()
-    for key, block in _top_level_blocks(base, keep_other_lines=True).items():
-        if key in settings:
-            lines.append(settings[key])
-            replaced.add(key)
-        else:
-            lines.append(block)
-    lines += [block for key, block in settings.items() if key not in replaced and key is not None]
-    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-
-
-def _top_level_blocks(text, keep_other_lines=False):
-    """``{key: its block}`` of a YAML document: a top-level key's line and the indented (or blank) lines
-    under it. With ``keep_other_lines``, the lines between blocks (comments) are kept as blocks of their own,
-    under keys of the form ``(None, number)``, so that the document can be put together again."""
-    blocks, key, current = {}, None, []
-    for number, line in enumerate(text.splitlines(keepends=True)):
-        match = re.match(r"([A-Za-z_][\w.]*)\s*:", line)
-        if match or (line[:1] not in ("", " ", "\t", "\n", "\r")):
-            if current and (key is not None or keep_other_lines):
-                blocks[key if key is not None else (None, number)] = "".join(current)
-            key, current = (match.group(1) if match else None), [line]
-        else:
-            current.append(line)
-    if current and (key is not None or keep_other_lines):
-        blocks[key if key is not None else (None, len(blocks))] = "".join(current)
-    return blocks
-
-
-def _load_resolved(path, overrides=None, defaults=None):
-    """Loads an hparams file (a model's file, or a file over it) with a data set's ``defaults`` file and
-    command-line ``overrides``.
-
-    An override must name a setting of the document, else ``KeyError`` names it (a misspelt option never
-    passes silently).
-
-    Returns
-    -------
-    text, hparams
-        The resolved document and the loaded hparams.
-    """
-    text, keys = resolve_hparams_file(path, defaults)
-    if isinstance(overrides, str):
-        overrides = ruamel.yaml.YAML().load(overrides) if overrides.strip() else {}
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - keys)
-    if unknown:
-        raise KeyError(f"Override '{unknown[0]}' not found in: {sorted(keys)}")
-    return text, load_hyperpyyaml(text, overrides)
-
-
-def load_hparams(path, overrides=None, dataset_hparams=None):
-    """Loads a recipe's hparams file (a model's file, or a file over it) with a data set's file (the defaults
-    its recipe applies) and command-line overrides."""
-    return _load_resolved(path, overrides, dataset_hparams)[1]
-
-
 #: Options with a fixed set of choices that objects built from the YAML do not check themselves (the export's
 #: precision is read at the very end of a run): all checked before anything runs.
 OPTION_CHOICES = {"export_precision": PRECISION_CHOICES, "data_format": DATA_FORMATS, "frame_sampling": SAMPLINGS}
@@ -464,13 +350,12 @@ def dataset_options(hparams):
     return options
 
 
-def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statistics=(), dataset_hparams=None):
+def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statistics=(), dataset=None):
     """The whole ``train.py`` of a recipe: parse, prepare once, (write shards once,) train, test, export.
 
     ``prepare`` is the data set's preparation function (it takes ``data_folder`` and
-    the entries of the hparams' ``prepare_options``); ``dataset_hparams`` is the data set's
-    hparams file (``hparams/<Dataset>/<dataset>.yaml``), applied over ``hparams/training.yaml``
-    under the model's file; ``main_metric`` and ``extra_statistics`` go to the
+    the entries of the hparams' ``prepare_options``); ``dataset`` is the recipe's data set (an hparams
+    file written for another is refused, naming the file to use); ``main_metric`` and ``extra_statistics`` go to the
     ``AudioClassificationBrain``. The label keys are those preparation wrote (``label_keys``: for
     folders prepared by version 0.2). A ``DataError`` (bad data or configuration) ends the run with
     a one-line message; anything else propagates with its traceback. With ``data_format: shards`` the
@@ -480,17 +365,14 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        text, hparams = _load_resolved(hparams_file, overrides, dataset_hparams)
+        hparams = load_hparams(hparams_file, overrides)
+        check_dataset(hparams, hparams_file, dataset)
         validate_options(hparams)
-        with tempfile.TemporaryDirectory() as folder:  # SpeechBrain saves the hparams from a file
-            resolved = os.path.join(folder, os.path.basename(hparams_file))
-            with open(resolved, "w") as f:
-                f.write(text)
-            sb.create_experiment_directory(
-                experiment_directory=hparams["output_folder"],
-                hyperparams_to_save=resolved,
-                overrides=overrides,
-            )
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
         if sb.utils.distributed.if_main_process() and os.path.isfile(sys.argv[0]):
             shutil.copy(sys.argv[0], hparams["output_folder"])  # the recipe's own train.py
         sb.utils.distributed.run_on_main(

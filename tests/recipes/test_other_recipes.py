@@ -140,7 +140,7 @@ def test_epic_wrong_heads_message(tmp_path):
     cmd = [
         sys.executable,
         os.path.join(ROOT, "recipes", "EpicKitchens100", "train.py"),
-        os.path.join(ROOT, "hparams", "datar.yaml"),
+        os.path.join(ROOT, "hparams", "EpicKitchens100", "datar.yaml"),
         f"--data_folder={data}",
         f"--output_folder={tmp_path / 'exp'}",
         "--classifier_heads=null",

@@ -46,33 +46,6 @@ def test_heads_follow_the_prepared_labels_unless_set():
         fit_heads_to_labels(build_classifier(16, None), {"verb": labels("x", "y"), "noun": labels("p")})
 
 
-def test_data_set_files_go_under_the_model_file_and_the_command_line_over_both():
-    hparams = os.path.join(ROOT, "hparams")
-    vggsound = load_hparams(os.path.join(hparams, "datar.yaml"), {"data_folder": "/data", "preset": "micro"})
-    kinetics = load_hparams(
-        os.path.join(hparams, "datar.yaml"),
-        {"data_folder": "/data", "preset": "micro", "valid_ratio": 0.3},
-        os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"),
-    )
-    epic = load_hparams(
-        os.path.join(hparams, "EpicKitchens100", "ast.yaml"),
-        {"data_folder": "/data", "preset": "micro"},
-        os.path.join(hparams, "EpicKitchens100", "epic_kitchens.yaml"),
-    )
-    mbt = load_hparams(
-        os.path.join(hparams, "mbt.yaml"),
-        {"data_folder": "/data", "preset": "micro"},
-        os.path.join(hparams, "KineticsSounds", "kinetics_sounds.yaml"),
-    )
-    assert mbt["number_of_epochs"] == 50 and mbt["valid_ratio"] == 0.1  # the model's file over the data set's
-    assert (vggsound["number_of_epochs"], kinetics["number_of_epochs"], epic["number_of_epochs"]) == (50, 300, 100)
-    assert kinetics["valid_ratio"] == 0.3  # the command line wins over the data set's file
-    assert vggsound["n_classes"] is None and type(epic["classifier"]).__name__ == "MultiHeadClassifier"
-    assert type(epic["embedding_model"]).__name__ == "AST"
-    with pytest.raises(KeyError, match="data_fodler"):
-        load_hparams(os.path.join(ROOT, "hparams", "KineticsSounds", "datar.yaml"), {"data_fodler": "/data"})
-
-
 @pytest.mark.parametrize("seconds,frames,mask", [(10.0, 1001, 96), (2.0, 201, 20), (1.0, 101, 10)])
 def test_fbank_settings_are_set_once_and_time_masks_follow_the_clip(seconds, frames, mask):
     hparams = load_hparams(
