@@ -229,6 +229,7 @@ def write_shards(manifests, folder, settings, shard_megabytes=256, seed=1234, pr
     >>> soundfile.write(os.path.join(data, "a.wav"), np.zeros(8000, dtype="float32"), 16000)
     >>> with open(os.path.join(data, "train.json"), "w") as f:
     ...     json.dump({"a": {"path": os.path.join(data, "a.wav"), "duration": 0.5, "label": "x"}}, f)
+    >>> from speechbrain_datar.dataio.shards import shard_settings
     >>> report = write_shards({"train": os.path.join(data, "train.json")}, os.path.join(data, "shards"),
     ...                       shard_settings(16000), progress=False)
     >>> report["train"]["clips"], report["train"]["shards"]
