@@ -517,6 +517,8 @@ class Benchmark:
             print(table(["DATAR-micro distilled from fold 1's CNN14", "valid top-1"], rows), end="\n\n")
         if self.args.plot:
             plot_curves(self.results, self.args.plot)
+        if self.args.distillation_plot and self.results.get("distillation"):
+            plot_distillation_curves(self.results, self.args.distillation_plot)
 
 
 def model_hparams(model):
@@ -600,6 +602,52 @@ def plot_curves(results, path):
     print(f"wrote {path}")
 
 
+def plot_distillation_curves(results, path):
+    """Validation top-1 over the epochs on fold 1's split: each student with (solid) and without (dashed) its
+    CNN14 teacher, and the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setting = results["distillation"]["setting"]
+    distilled_tag = f"distilled_w{setting['weight']:g}_t{setting['temperature']:g}"
+    plain = results.get("chosen", {}).get("augmentation", DEFAULT_AUGMENTATION)
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for model, colour in zip((*STUDENTS, "DATAR-tiny", "CNN14 (SpeechBrain)"), ("C0", "C1", "C2", "C3", "k")):
+        for key, run in results["runs"].items():
+            if run["fold"] != 1 or run["model"] != model:
+                continue
+            distilled = f"/{distilled_tag}/" in key
+            if not distilled and (
+                run["augmentation"] != plain or run["lr"] != results["chosen"].get(f"lr:{model}", run["lr"])
+            ):
+                continue
+            if not distilled and run["extra"] and not model.startswith("CNN14"):  # the search's other settings
+                continue
+            label = model + (", distilled" if distilled else "") + f" (test {run['test_top1']:.1f})"
+            epochs = range(1, len(run["valid_top1"]) + 1)
+            axis.plot(
+                epochs,
+                run["valid_top1"],
+                colour,
+                linestyle="-" if distilled or model.startswith("CNN14") else "--",
+                label=label,
+            )
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation top-1 (%)")
+    axis.set_title(
+        f"ESC-10, fold 1's split: with (solid, weight {setting['weight']:g}, T {setting['temperature']:g}) "
+        "and without (dashed) the CNN14 teacher",
+        fontsize=10,
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main(argv=None):
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -607,6 +655,7 @@ def main(argv=None):
     parser.add_argument("--results", required=True, help="folder of the runs")
     parser.add_argument("--json", default="docs/esc10_cpu.json")
     parser.add_argument("--plot", default="docs/esc10_valid_curves.png")
+    parser.add_argument("--distillation-plot", default="docs/esc10_distillation_curves.png")
     parser.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[3e-4, 1e-3, 3e-3])
     parser.add_argument(
         "--folds",
