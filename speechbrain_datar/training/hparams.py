@@ -21,6 +21,7 @@ Traceback (most recent call last):
 KeyError: "Override 'lrr' not found in model.yaml; its settings: ['dataset', 'lr', 'warmup']"
 """
 
+import io
 import os
 
 import ruamel.yaml
@@ -43,6 +44,31 @@ def top_level_keys(text):
     return set(document or {})
 
 
+def room_for_mappings(text, overrides):
+    """``text`` where each setting that an override gives a mapping (``--init_from="{audio: a.pth, video:
+    v.pth}"`` over ``init_from: null``) holds an empty mapping: HyperPyYAML merges a mapping override into a
+    mapping only. The document is edited as YAML (ruamel, tags kept), and only when that is needed.
+
+    Example
+    -------
+    >>> print(room_for_mappings("a: null  # none yet\\nb: 1\\n", {"a": {"x": 1}}), end="")
+    a: {}    # none yet
+    b: 1
+    """
+    yaml = ruamel.yaml.YAML(typ="rt")
+    document = yaml.load(text)
+    keys = [
+        k for k, v in overrides.items() if isinstance(v, dict) and k in document and not isinstance(document[k], dict)
+    ]
+    if not keys:
+        return text
+    for key in keys:
+        document[key] = ruamel.yaml.comments.CommentedMap()
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
 def parse_overrides(overrides):
     """Command-line overrides as SpeechBrain's ``parse_arguments`` gives them (YAML text) or a dict -> a dict."""
     if isinstance(overrides, str):
@@ -63,7 +89,7 @@ def load_hparams(path, overrides=None):
     unknown = sorted(set(overrides) - keys)
     if unknown:
         raise KeyError(f"Override '{unknown[0]}' not found in {os.path.basename(path)}; its settings: {sorted(keys)}")
-    return load_hyperpyyaml(text, overrides)
+    return load_hyperpyyaml(room_for_mappings(text, overrides), overrides)
 
 
 def check_dataset(hparams, path, dataset):

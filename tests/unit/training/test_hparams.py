@@ -95,3 +95,16 @@ def test_no_file_includes_another():
     for path in FILES:
         with open(os.path.join(ROOT, path)) as f:
             assert "!include" not in f.read(), path
+
+
+def test_a_mapping_from_the_command_line_goes_over_a_setting_that_was_none():
+    """The late-fusion command the pages show: one checkpoint per stream over ``init_from: null``."""
+    import speechbrain as sb
+
+    path = os.path.join(ROOT, "hparams", "late_fusion.yaml")
+    _, _, overrides = sb.parse_arguments(
+        [path, "--data_folder=/data", "--init_from={audio: /m/dat.pth, video: /m/vit.pth}", "--preset=micro"]
+    )
+    hparams = load_hparams(path, overrides)
+    assert hparams["init_from"] == {"audio": "/m/dat.pth", "video": "/m/vit.pth"}
+    assert type(hparams["embedding_model"]).__name__ == "LateFusion"
