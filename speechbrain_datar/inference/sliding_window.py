@@ -256,6 +256,15 @@ def average_window_scores(head, embeddings, valid=None):
     return {name: average(value) for name, value in head(embeddings).items()}
 
 
+def _plain(value):
+    """``value`` with every ``WindowEmbeddings`` in it (tuples and lists too) as a plain tensor."""
+    if isinstance(value, WindowEmbeddings):
+        return value.as_subclass(torch.Tensor)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 class WindowEmbeddings(torch.Tensor):
     """Embeddings of sliding windows ``[batch, n_windows, dim]`` that carry which windows each clip has
     (``valid``, boolean ``[batch, n_windows]``), from ``SlidingWindowEmbedding`` to ``WindowScoreAverage``
@@ -269,7 +278,14 @@ class WindowEmbeddings(torch.Tensor):
     ([[True, False]], 'Tensor')
     """
 
-    __torch_function__ = torch._C._disabled_torch_function_impl
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """Any operation gives plain tensors: only the embeddings themselves carry ``valid`` (an operation that
+        gives them back unchanged, as ``.to()`` their own device does, gives them with it)."""
+        result = super().__torch_function__(func, types, args, kwargs or {})
+        if args and result is args[0]:
+            return result
+        return _plain(result)
 
     @staticmethod
     def of(embeddings, valid):
