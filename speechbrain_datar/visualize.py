@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from speechbrain_datar.inference.adapters import one_or_by_head
 from speechbrain_datar.plots import plot_confusion_matrix, plot_datar_views, plot_timeline, save_figure
 
 __all__ = [
@@ -71,7 +72,7 @@ def visualize_timeline(model_folder, audio_path, output_path, threshold=0.5, sav
     """Draws when each class sounds in ``audio_path`` (a model of several heads: one figure per head, named
     ``<output>_<head>.png``); returns the segments (by head for several)."""
     found = draw_timelines(model_folder, audio_path, output_path, threshold, savedir)
-    return next(iter(found.values())) if len(found) == 1 else found
+    return one_or_by_head(found)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from speechbrain_datar.dataio.labels import class_names, label_encoders_of
 from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.video import is_video, probe_video
 from speechbrain_datar.deprecation import deprecated_class
+from speechbrain_datar.inference.adapters import one_or_by_head
 from speechbrain_datar.inference.sliding_window import WaveformFrames
 from speechbrain_datar.inference.timeline import recording_timeline, segments, window_timeline
 
@@ -161,7 +162,7 @@ class StreamingInterface(VideoFiles):
 
     def pack(self, results):
         """One head's result as it is (``StreamingClassifier``, ``AudioTagger``), several by name."""
-        return next(iter(results.values())) if len(results) == 1 else results
+        return one_or_by_head(results)
 
     def decode(self, scores, **options):
         """``{name: result}`` of the averaged log-probabilities ``{name: [batch, C]}``."""
@@ -481,7 +482,7 @@ class AudioVisualClassifier(Pretrained):
             torch.tensor([starts]),
         )
         clips = {key: ClassifiedClip(result, used) for key, result in results.items()}
-        return next(iter(clips.values())) if len(clips) == 1 else clips
+        return one_or_by_head(clips)
 
     def forward(self, wavs=None, wav_lens=None, frames=None, starts=None):
         """Runs the classification."""

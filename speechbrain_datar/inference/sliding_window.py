@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from speechbrain_datar.inference.adapters import SeveralHeads, classifier_module_output
 from speechbrain_datar.inference.precision import PrecisionRunner, check_precision
 from speechbrain_datar.nnet.masking import relative_to_absolute_lengths
 
@@ -295,19 +296,6 @@ class WindowEmbeddings(torch.Tensor):
         return out
 
 
-class SeveralHeads(dict):
-    """What ``WindowScoreAverage`` gives SpeechBrain's ``EncoderClassifier`` for a model of several heads: their
-    scores by name. ``EncoderClassifier`` expects one tensor and squeezes it; that call says which interface
-    serves several heads."""
-
-    def squeeze(self, *args, **kwargs):
-        """Refuses: a model of several heads is served by ``MultiHeadAudioClassifier``, not ``EncoderClassifier``."""
-        raise TypeError(
-            f"this model has several heads ({', '.join(self)}): load it with "
-            "speechbrain_datar.inference.interfaces.MultiHeadAudioClassifier.from_hparams, not EncoderClassifier"
-        )
-
-
 #: Version 0.2's name of ``SeveralHeads``.
 HeadScores = SeveralHeads
 
@@ -454,7 +442,7 @@ class WindowScoreAverage(nn.Module):
     def forward(self, embeddings):
         """The averaged log-probabilities: a tensor for a model of one head (``EncoderClassifier``'s contract)."""
         scores = self.scores(embeddings)
-        return next(iter(scores.values())) if len(scores) == 1 else SeveralHeads(scores)
+        return classifier_module_output(scores)
 
 
 class SlidingWindows:

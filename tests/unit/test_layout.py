@@ -45,3 +45,17 @@ def test_every_public_function_and_class_has_a_docstring():
 
         visit(ast.parse(text))
     assert missing == []
+
+
+def test_one_place_chooses_between_one_result_and_results_by_head():
+    pattern = re.compile(r"next\(iter\(.*\)\) if len\(.*\) == 1 else")  # one head's result, or all by name
+    offenders = [
+        path
+        for path, text in sources("speechbrain_datar/**/*.py")
+        if pattern.search(text) and not path.endswith("inference/adapters.py")
+    ]
+    assert offenders == []
+
+
+def test_no_private_torch_hooks_in_the_package():
+    assert [path for path, text in sources("speechbrain_datar/**/*.py") if "torch._C" in text] == []
