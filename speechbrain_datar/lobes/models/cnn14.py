@@ -4,8 +4,9 @@
 2048-dimensional embedding, batch norm), with the encoder contract of this package: it takes
 ``(feats, lengths)``, checks its input, records its constructor arguments for the export and has
 ``set_time_resolution``. Its features are ``lobes.features.MagnitudeMelLog1p`` (the recipe's STFT, mel
-filterbank of magnitudes and ``log1p``). As in SpeechBrain's recipe, the network pools over every frame it is
-given: padded frames are zeros in its input, not masked.
+filterbank of magnitudes and ``log1p``). The network pools over every frame it is given: in training, as in
+SpeechBrain's recipe, padded frames are zeros in its input; in inference each clip is embedded on its own
+frames, so that a clip's embedding does not depend on its batch.
 """
 
 import torch
