@@ -56,6 +56,7 @@ def step_cost(name, compression, factor, batch, repeats):
     targets = torch.randint(0, 309, (batch,))
 
     def step():
+        """One training step on the fixed batch."""
         feats = (fbank(wavs) + 4.0) / 9.0
         optimizer.zero_grad(set_to_none=True)
         loss = torch.nn.functional.cross_entropy(head(model(feats)[:, 0]), targets)

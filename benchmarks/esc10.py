@@ -338,6 +338,7 @@ class Benchmark:
         plain = self.chosen("augmentation") or DEFAULT_AUGMENTATION
 
         def per_fold(tag):
+            """``{fold: test top-1}`` of the runs tagged ``tag``."""
             return {f: runs[f"{tag}/fold{f}"]["test_top1"] for f in range(1, 6) if f"{tag}/fold{f}" in runs}
 
         rows = {"CNN14 (SpeechBrain)": per_fold(self.cnn14_tag())}
@@ -354,6 +355,7 @@ class Benchmark:
             return
 
         def paired(a, b):
+            """Per-fold differences of two rows over the folds both have, with their mean and std."""
             folds = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
             if not folds:
                 return None
@@ -547,6 +549,7 @@ def training_step_seconds(models, batch=16, repeats=5):
         targets = {"label": torch.randint(0, 10, (batch,))}
 
         def step(encoder=encoder, head=head, features=features, wavs=wavs, targets=targets):
+            """One forward and backward pass of the model on the fixed batch."""
             head.loss(head(encoder(features(wavs))), targets).backward()
 
         steps[model] = step

@@ -58,6 +58,7 @@ def shard_cases(folder):
     cases = []
 
     def fresh(name):
+        """New shards in their own folder: manifests, folder, the tar and its index."""
         manifests, shards = make_shards(os.path.join(folder, name))
         return manifests, shards, os.path.join(shards, "train-000000.tar"), os.path.join(shards, "train-000000.json")
 

@@ -61,6 +61,7 @@ class PartTimer:
         original = getattr(owner, attribute)
 
         def timed(*args, **kwargs):
+            """The original call, its time counted under the part's name."""
             with self.part(name):
                 return original(*args, **kwargs)
 

@@ -123,9 +123,11 @@ def flop_counter():
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
     def forward(query, key, value, *args, out_shape=None, **kwargs):
+        """FLOPs of the attention's forward, whatever kernel ran it."""
         return sdpa_flop_count(query, key, value)
 
     def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+        """FLOPs of the attention's backward, whatever kernel ran it."""
         return sdpa_backward_flop_count(grad_out, query, key, value)
 
     aten = torch.ops.aten
@@ -176,6 +178,7 @@ def train_step_time(model, feats, device, repeats):
     model.train()
 
     def step():
+        """One optimiser step on the fixed batch."""
         optimizer.zero_grad(set_to_none=True)
         logits = head(model(feats)[:, 0])
         torch.nn.functional.cross_entropy(logits, targets).backward()

@@ -33,6 +33,7 @@ def deprecated_alias(function, old, new):
 
     @functools.wraps(function)
     def alias(*args, **kwargs):
+        """The moved function, after the warning that names its new place."""
         warn_moved(old, new)
         return function(*args, **kwargs)
 

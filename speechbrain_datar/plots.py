@@ -68,6 +68,7 @@ def plot_datar_views(spectrogram, adapted, sampling, path, title=None, max_point
     extent = (0, spectrogram.shape[0], 0, spectrogram.shape[1])
 
     def show(ax, image, label, cmap="magma"):
+        """Draws one spectrogram-shaped image with its label."""
         ax.imshow(image.T, origin="lower", aspect="auto", extent=extent, cmap=cmap)
         ax.set_ylabel("mel bin")
         ax.set_title(label, fontsize=9, loc="left")

@@ -250,7 +250,7 @@ class ContainerSource(AudioSource):
 
     @contextlib.contextmanager
     def _ffmpeg_errors(self):
-        """FFmpeg's errors (``av.error.FFmpegError`` and its ``PermissionError``, ``EOFError``, ...) as ``ClipProblem``."""
+        """FFmpeg's errors (``av.error.FFmpegError`` and its subclasses, ``PermissionError``, ``EOFError``) as ``ClipProblem``."""
         try:
             yield
         except av.error.FFmpegError as error:

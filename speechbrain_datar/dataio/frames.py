@@ -108,7 +108,7 @@ class FrameTransform:
 
 
 class FrameNormalization(torch.nn.Module):
-    """uint8 frames ``[..., 3, H, W]`` -> float ``(x / 255 - mean) / std`` per colour channel.
+    """uint8 frames ``[*, 3, H, W]`` -> float ``(x / 255 - mean) / std`` per colour channel.
 
     The default (0.5, 0.5) maps pixels to [-1, 1], as ImageNet-21k ViT weights expect.
 

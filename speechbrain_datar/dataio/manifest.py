@@ -13,7 +13,7 @@ OPTIONS_FILE = "prepare_options.json"
 
 
 def write_manifest(entries, path):
-    """Writes ``{id: {...}}`` entries as a SpeechBrain JSON manifest."""
+    """Writes ``{id: entry}`` entries as a SpeechBrain JSON manifest."""
     with open(path, "w", encoding="utf-8") as f:
         json.dump(entries, f, indent=2)
     logger.info("wrote %d entries to %s", len(entries), path)

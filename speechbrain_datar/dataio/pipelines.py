@@ -30,6 +30,7 @@ def span_pipeline(crop_seconds=None):
     @sb.utils.data_pipeline.takes("start", "stop", "duration")
     @sb.utils.data_pipeline.provides("span")
     def pipeline(start, stop, duration):
+        """The clip's span ``(first, last)`` in seconds: a random crop in training, else all of it."""
         first = start or 0.0
         if crop_seconds is None or duration <= crop_seconds:
             return first, stop  # stop None: to the end of the file
@@ -45,6 +46,7 @@ def audio_pipeline(sample_rate):
     @sb.utils.data_pipeline.takes("path", "span")
     @sb.utils.data_pipeline.provides("sig")
     def pipeline(path, span):
+        """The span's mono waveform."""
         first, last = span
         return load_clip(path, sample_rate, first if first else None, last)
 
@@ -59,6 +61,7 @@ def frames_pipeline(n_frames, size, sampling="uniform", stride=1, train=False):
     @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps", "frame_offset")
     @sb.utils.data_pipeline.provides("frames")
     def pipeline(path, span, duration, frames_folder, fps, frame_offset):
+        """The span's frames, transformed."""
         first, last = span
         last = first + duration if last is None else last  # a whole clip's span ends with the clip
         rate = fps or DEFAULT_FPS
@@ -77,6 +80,7 @@ def crop_frames_pipeline(n_frames, size, span_seconds, n_crops, sampling="unifor
     @sb.utils.data_pipeline.takes("path", "span", "duration", "frames_folder", "fps", "frame_offset")
     @sb.utils.data_pipeline.provides("frames", "crop_starts")
     def pipeline(path, span, duration, frames_folder, fps, frame_offset):
+        """The clip's evaluation crops' frames and their start times."""
         starts = crop_starts(duration, span_seconds, n_crops)
         yield crop_frames(
             path,
@@ -110,6 +114,7 @@ def encode_label(label, encoder):
     """
 
     def index(one):
+        """The label's index; an unseen label is a ``DataError``."""
         if one not in encoder.lab2ind:
             raise DataError(f"label {one!r} was not seen in training; re-run data preparation")
         return encoder.lab2ind[one]
@@ -127,6 +132,7 @@ def label_pipeline(key, encoder):
     @sb.utils.data_pipeline.takes(key)
     @sb.utils.data_pipeline.provides(f"{key}_encoded")
     def pipeline(label):
+        """The encoded label (or labels)."""
         return encode_label(label, encoder)
 
     return pipeline

@@ -187,7 +187,7 @@ class OnnxAudioClassifier:
         self.labels = self.meta["labels"]
 
     def split(self, log_probs):
-        """The heads' log-probabilities side by side -> ``{name: [..., n_classes]}``."""
+        """The heads' log-probabilities side by side -> ``{name: [*, n_classes]}``."""
         sizes = [len(names) for names in self.labels.values()]
         return dict(zip(self.labels, torch.split(log_probs, sizes, dim=-1)))
 

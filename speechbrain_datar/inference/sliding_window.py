@@ -247,6 +247,7 @@ def average_window_scores(head, embeddings, valid=None):
         valid = embeddings.valid
 
     def average(log_probs):
+        """Log of the valid windows' mean probabilities, ``[batch, 1, C]``."""
         if log_probs.shape[1] == 1:
             return log_probs
         weights = torch.ones(log_probs.shape[:2], device=log_probs.device) if valid is None else valid.float()

@@ -126,7 +126,7 @@ class TemporalCrops:
         self.frames, self.frame_norm = dict(frames), frame_norm
 
     def scores(self, encoder, head, audio_features, wavs, lengths, frames=None, crop_starts=None, resolution=None):
-        """``{name: log_probs [batch, 1, C]}`` of whole clips (``frames``: normalised, ``[batch, n_crops, ...]``;
+        """``{name: log_probs [batch, 1, C]}`` of whole clips (``frames``: normalised, ``[batch, n_crops, n_frames, 3, H, W]``;
         ``crop_starts``: ``[batch, n_crops]`` seconds, as the data pipeline gives them)."""
         return head(
             embed_crops(

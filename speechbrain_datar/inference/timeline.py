@@ -77,6 +77,7 @@ def recording_timeline(encoder, head, source, window, hop):
         pieces.append((start // stride, scores))
 
     def assemble(name):
+        """One head's per-column probabilities, averaged where windows overlap."""
         total, count = None, torch.zeros(n_columns)
         for first, scores in pieces:
             probs = scores[name].exp()[0].cpu()

@@ -34,6 +34,7 @@ def _taking_own_layout(load_pretrained):
 
     @functools.wraps(load_pretrained)
     def load(self, checkpoint, *args, **kwargs):
+        """Loads the model's own layout as it is; other layouts through the family's importer."""
         state = read_state_dict(checkpoint)
         report = load_own_layout(self, state, kwargs.get("source_name") or f"{type(self).__name__} state")
         return report if report is not None else load_pretrained(self, state, *args, **kwargs)

@@ -143,6 +143,7 @@ def record_init_kwargs(arguments):
     """
 
     def plain(value):
+        """The value as plain lists, dicts and numbers, as JSON writes them."""
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, dict):

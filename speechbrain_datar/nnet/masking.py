@@ -79,7 +79,7 @@ def valid_frames(feats, lengths, n_mels, model_name):
 
 
 def zero_padded_frames(feats, frames):
-    """Sets the frames of ``[batch, time, ...]`` beyond each clip's ``frames`` to zero.
+    """Sets the frames of ``[batch, time, *]`` beyond each clip's ``frames`` to zero.
 
     Example
     -------
@@ -95,7 +95,7 @@ def zero_padded_frames(feats, frames):
 
 
 def zero_masked(x, mask):
-    """Sets the masked-out positions of a channels-last map ``[batch, ..., channels]`` to zero.
+    """Sets the masked-out positions of a channels-last map ``[batch, *, channels]`` to zero.
 
     Example
     -------

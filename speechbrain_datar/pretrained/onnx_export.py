@@ -49,7 +49,7 @@ OPSET = 18
 
 
 class ClassifierGraph(nn.Module):
-    """Encoder and head as one graph: ``(blocks, lengths) -> (embedding, log_probs...)``.
+    """Encoder and head as one graph: ``(blocks, lengths) -> (embedding, log_probs of each head)``.
 
     Example
     -------

@@ -35,9 +35,10 @@ def make_shards(folder, n=4):
     for split in ("train", "test"):
         entries = {}
         for i in range(n):
-            path = os.path.join(folder, f"{split}{i}.wav")
+            clip = f"{split}{i}"
+            path = os.path.join(folder, f"{clip}.wav")
             soundfile.write(path, (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
-            entries[f"{split}{i}"] = {
+            entries[clip] = {
                 "path": path,
                 "start": None,
                 "stop": None,
@@ -106,7 +107,8 @@ def tamper(shards_folder, split, clip, edit_meta=None, audio=None, raw_json=None
 
     stems = {}
     for info, data in members:
-        stems.setdefault(info.name.split(".")[0], {})[info.name.split(".", 1)[1]] = data
+        stem, suffix = info.name.split(".", 1)
+        stems.setdefault(stem, {})[suffix] = data
     key = next(stem for stem, m in stems.items() if json.loads(m["json"])["id"] == clip)
     meta = json.loads(stems[key]["json"])
     content = {k: v for k, v in stems[key].items() if k != "json"}
@@ -159,6 +161,8 @@ def declare_huge_member(path, size=6 << 30):
 
 # ------------------------------------------------------------------------------------- reading them
 class _Counter(logging.Handler):
+    """Keeps the warnings logged while it is attached."""
+
     def __init__(self):
         super().__init__(logging.WARNING)
         self.lines = []

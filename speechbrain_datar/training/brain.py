@@ -121,7 +121,7 @@ class AudioClassificationBrain(sb.Brain):
         return self.batch_frames(batch)
 
     def batch_frames(self, batch):
-        """The batch's normalised frames ``[batch, n_frames, 3, H, W]`` (evaluation: ``[batch, n_crops, ...]``), or
+        """The batch's normalised frames ``[batch, n_frames, 3, H, W]`` (evaluation: ``[batch, n_crops, n_frames, 3, H, W]``), or
         ``None`` (audio-only batches)."""
         if not hasattr(batch, "frames"):
             return None

@@ -57,7 +57,7 @@ class ClassificationMetrics:
         return (ranked[:, :k] == targets[:, None]).any(dim=1)
 
     def summarize(self):
-        """``{"top1": ..., "top5": ...}`` as fractions."""
+        """Top-k accuracies as fractions: ``{"top1": a, "top5": b}``."""
         if not self.ids:
             return {f"top{k}": 0.0 for k in self.topk}
         return {f"top{k}": self.correct(k).float().mean().item() for k in self.topk}
@@ -160,7 +160,7 @@ class TaggingMetrics:
         self.targets.append(targets.detach().reshape(len(ids), -1).cpu())
 
     def per_class(self):
-        """``{"AP": [...], "AUC": [...]}``, one value per class, ``nan`` where the set cannot score it."""
+        """``{"AP": list, "AUC": list}``, one value per class, ``nan`` where the set cannot score it."""
         scores, targets = torch.cat(self.scores).numpy(), torch.cat(self.targets).numpy() > 0.5
         ap, auc = np.full(self.n_classes, np.nan), np.full(self.n_classes, np.nan)
         for c in range(self.n_classes):
@@ -177,7 +177,7 @@ class TaggingMetrics:
         return int(np.isnan(self.per_class()["AP"]).sum()) if self.ids else self.n_classes
 
     def summarize(self):
-        """``{"mAP": ..., "AUC": ..., "d_prime": ...}``: macro averages (fractions; d' as it is)."""
+        """Macro averages ``{"mAP": m, "AUC": a, "d_prime": d}`` (fractions; d' as it is)."""
         if not self.ids:
             return {"mAP": 0.0, "AUC": 0.0, "d_prime": 0.0}
         per_class = self.per_class()

@@ -296,7 +296,12 @@ def shard_datasets(hparams, label_encoders, label_keys):
 
 def frame_options(hparams):
     """Which frames a clip gives: ``n_frames``, ``size``, ``sampling``, ``stride`` (``n_frames`` 0: none)."""
-    return dict({key: hparams[f"frame_{key}"] for key in ("size", "sampling", "stride")}, n_frames=hparams["n_frames"])
+    return {
+        "n_frames": hparams["n_frames"],
+        "size": hparams["frame_size"],
+        "sampling": hparams["frame_sampling"],
+        "stride": hparams["frame_stride"],
+    }
 
 
 def audio_visual_export(hparams):

@@ -57,6 +57,7 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings, damage_report
     @sb.utils.data_pipeline.takes("members")
     @sb.utils.data_pipeline.provides("sig")
     def audio(members):
+        """The clip's waveform from its shard record."""
         return decode_audio(_read_member(members, "audio.npy"), members["meta"]["samples"])
 
     items = [audio] + [label_pipeline(key, encoder) for key, encoder in label_encoders.items()]
@@ -66,6 +67,7 @@ def shard_eval_dataset(shards, manifest, label_encoders, settings, damage_report
         @sb.utils.data_pipeline.takes("members")
         @sb.utils.data_pipeline.provides("frames", "crop_starts")
         def crops(members):
+            """The record's crops' frames ``[n_crops, n_frames, 3, H, W]``."""
             names = sorted(name for name in members if name.startswith("crop."))
             pictures = _decode_images([_read_member(members, name) for name in names]).contiguous()
             starts = members["meta"]["crop_starts"]

@@ -281,6 +281,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 return None
 
         def batch(records):
+            """A padded batch of the records' examples, or ``None`` for a batch skipped on resume."""
             drawn[0] += 1
             if drawn[0] <= skip:
                 return None

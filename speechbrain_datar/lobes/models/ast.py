@@ -237,6 +237,7 @@ class AST(AudioEncoder):
         f_dim, t_dim = self.f_dim, self.t_dim
 
         def position(_):
+            """The checkpoint's position embeddings on this model's patch grid."""
             if family == "ast" and patches.shape[1] == f_dim * t_dim:
                 grid_part = patches
             elif family == "ast":

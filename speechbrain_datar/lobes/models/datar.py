@@ -563,6 +563,7 @@ class DATAR(AudioEncoder):
                 if block.is_deformable:
 
                     def record(module, args, output, i=i, j=j, stride=stride):
+                        """Keeps the block's sampling positions and references."""
                         records.append(dict(stage=i, block=j, stride=stride, positions=output[0], references=output[1]))
 
                     hooks.append(block.attn.sampling_points.register_forward_hook(record))
@@ -585,6 +586,7 @@ def _map_window(mapper, attn, ours, src):
         resized = (side, side) != (2 * wh - 1, 2 * ww - 1)
 
         def transform(table):
+            """A relative-position table resized to this model's window."""
             grid = table.t().reshape(heads, side, side)
             grid = resize_table(grid, (2 * wh - 1, 2 * ww - 1), "interpolate")
             return grid.reshape(heads, -1).t()

@@ -197,6 +197,7 @@ class MBT(AudioEncoder):
         rates = torch.linspace(0, drop_path_rate, self.depth).tolist()
 
         def layers():
+            """A fresh stack of ViT blocks with their drop-path rates."""
             return nn.ModuleList(
                 ViTBlock(dim, config["num_heads"], mlp_ratio, drop_rate, attn_drop_rate, r) for r in rates
             )
