@@ -27,7 +27,15 @@ import time
 
 import torch
 
-from speechbrain_datar.benchmarking import build, flop_counter, machine, table, write_json
+from speechbrain_datar.benchmarking import (
+    add_device_argument,
+    build,
+    flop_counter,
+    machine,
+    synchronize,
+    table,
+    write_json,
+)
 from speechbrain_datar.lobes.features import Fbank  # noqa: E402
 from speechbrain_datar.training.coarse_to_fine import CoarseToFineSchedule  # noqa: E402
 
@@ -41,19 +49,19 @@ def parse_schedule(text):
     return phases
 
 
-def step_cost(name, compression, factor, batch, repeats):
-    """FLOPs and seconds of one training step on ``batch`` 10 s clips at ``factor``."""
+def step_cost(name, compression, factor, batch, repeats, device):
+    """FLOPs and seconds of one training step on ``batch`` 10 s clips at ``factor``, on ``device``."""
     torch.manual_seed(0)
-    model = build(name)
-    fbank = Fbank(**OPTIONS)
+    model = build(name).to(device)
+    fbank = Fbank(**OPTIONS).to(device)
     schedule = CoarseToFineSchedule(
         [{"factor": factor, "epochs": 1}, {"factor": 1, "epochs": 1}], compression, features=fbank, encoder=model
     )
     schedule.enter(0)
-    head = torch.nn.Linear(model.embedding_dim, 309)
+    head = torch.nn.Linear(model.embedding_dim, 309).to(device)
     optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-5)
-    wavs = torch.randn(batch, 160000)
-    targets = torch.randint(0, 309, (batch,))
+    wavs = torch.randn(batch, 160000, device=device)
+    targets = torch.randint(0, 309, (batch,), device=device)
 
     def step():
         """One training step on the fixed batch."""
@@ -67,13 +75,15 @@ def step_cost(name, compression, factor, batch, repeats):
         step()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         step()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return counter.get_total_flops(), statistics.median(times)
 
 
-def recipe_epoch_ratio(preset, clips_per_class):
+def recipe_epoch_ratio(preset, clips_per_class, device):
     """Runs the VGGSound recipe (phases 4:1,1:1, fshift) on generated 10 s clips; returns epoch seconds."""
     from speechbrain_datar.dataio.synthetic import make_vggsound_like
 
@@ -94,6 +104,7 @@ def recipe_epoch_ratio(preset, clips_per_class):
             "--compression=fshift",
             "--phases=[{factor: 4, epochs: 1}, {factor: 1, epochs: 1}]",
             "--feature_augment=null",
+            f"--device={device}",
         ]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
         log = open(os.path.join(out, "train_log.txt")).read()
@@ -111,15 +122,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipe", action="store_true", help="also time real recipe epochs (DATAR-tiny, 10 s clips)")
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     schedules = {text: parse_schedule(text) for text in args.schedules}
     factors = sorted({p["factor"] for phases in schedules.values() for p in phases})
-    print("machine:", json.dumps(machine(torch.device("cpu"))))
+    print("machine:", json.dumps(machine(args.device)))
     results = {"costs": {}, "savings": {}}
     rows = []
     for name in args.models:
         for compression in args.compressions:
-            costs = {f: step_cost(name, compression, f, args.batch, args.repeats) for f in factors}
+            costs = {f: step_cost(name, compression, f, args.batch, args.repeats, args.device) for f in factors}
             results["costs"][f"{name}/{compression}"] = {
                 str(f): {"flops": c[0], "seconds": c[1]} for f, c in costs.items()
             }
@@ -148,7 +160,7 @@ def main(argv=None):
     print("one training step at a compression factor, relative to full resolution:")
     print(table(["model / compression", "factor", "FLOPs ratio", "time ratio"], cost_rows))
     if args.recipe:
-        seconds = recipe_epoch_ratio("tiny", clips_per_class=6)
+        seconds = recipe_epoch_ratio("tiny", clips_per_class=6, device=args.device)
         results["recipe_epoch_seconds"] = seconds
         print(
             f"\nrecipe (DATAR-tiny, fshift, 10 s clips): phase-1 epoch {seconds[0]:.1f} s, "

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from speechbrain_datar.benchmarking import count_macs, machine, table, write_json
+from speechbrain_datar.benchmarking import add_device_argument, count_macs, machine, synchronize, table, write_json
 from speechbrain_datar.training.cross_validation import fold_options, run_fold, summary
 from speechbrain_datar.training.hparams import load_hparams
 
@@ -113,7 +113,7 @@ class Benchmark:
     def __init__(self, args):
         self.args = args
         self.results = {
-            "machine": machine(torch.device("cpu")),
+            "machine": machine(args.device),
             "runs": {},
             "protocol": {
                 "data": "ESC-10 (400 real 5 s clips, 10 classes), official folds",
@@ -153,6 +153,8 @@ class Benchmark:
         ]
         if self.args.parallel > 1:
             options.append("--num_workers=1")
+        if self.args.device.type != "cpu":  # the recipe's own default is the CPU; runs on it keep their commands
+            options.append(f"--device={self.args.device}")
         key = f"{tag}/fold{fold}"
         if key not in self.results["runs"]:
             print(f"[{time.strftime('%H:%M:%S')}] {key}", flush=True)
@@ -261,7 +263,7 @@ class Benchmark:
             self.distil_folds()
         if self.stage("step_time"):
             self.results["training_step_seconds"] = dict(
-                batch=16, clip_seconds=5, seconds=training_step_seconds(list(MODELS))
+                batch=16, clip_seconds=5, seconds=training_step_seconds(list(MODELS), device=self.args.device)
             )
             self.save()
         self.summarise_folds([m for m in compared if self.chosen("lr", m) is not None])
@@ -533,20 +535,21 @@ def model_hparams(model):
     return load_hparams(os.path.join(ROOT, hparams_file), overrides)
 
 
-def training_step_seconds(models, batch=16, repeats=5):
-    """Seconds of one training step (features, forward, loss, backward) on ``batch`` 5 s clips, each model's
-    steps measured in turn, round after round, in this one process (the median of ``repeats`` rounds): the
+def training_step_seconds(models, batch=16, repeats=5, device="cpu"):
+    """Seconds of one training step (features, forward, loss, backward) on ``batch`` 5 s clips on ``device``, each
+    model's steps measured in turn, round after round, in this one process (the median of ``repeats`` rounds): the
     per-epoch cost without the other runs that shared the cores."""
     from speechbrain_datar.nnet.classifier import Classifier
 
+    device = torch.device(device)
     steps = {}
     for model in models:
         hparams = model_hparams(model)
-        encoder, features = hparams["embedding_model"].train(), hparams["compute_features"]
-        wavs = 0.1 * torch.randn(batch, 5 * hparams["sample_rate"])
+        encoder, features = hparams["embedding_model"].train().to(device), hparams["compute_features"].to(device)
+        wavs = 0.1 * torch.randn(batch, 5 * hparams["sample_rate"], device=device)
         with torch.no_grad():
-            head = Classifier(encoder(features(wavs[:1])).shape[-1], 10).train()
-        targets = {"label": torch.randint(0, 10, (batch,))}
+            head = Classifier(encoder(features(wavs[:1])).shape[-1], 10).train().to(device)
+        targets = {"label": torch.randint(0, 10, (batch,), device=device)}
 
         def step(encoder=encoder, head=head, features=features, wavs=wavs, targets=targets):
             """One forward and backward pass of the model on the fixed batch."""
@@ -556,8 +559,10 @@ def training_step_seconds(models, batch=16, repeats=5):
     times = {model: [] for model in models}
     for _ in range(repeats + 1):  # the first round warms up
         for model, step in steps.items():
+            synchronize(device)
             start = time.perf_counter()
             step()
+            synchronize(device)
             times[model].append(time.perf_counter() - start)
     return {model: round(statistics.median(t[1:]), 3) for model, t in times.items()}
 
@@ -687,6 +692,7 @@ def main(argv=None):
         default=1,
         help="runs at once, one thread each (training seconds are then not comparable to 1)",
     )
+    add_device_argument(parser, "where the recipes train and the step times are measured: cpu or cuda")
     Benchmark(parser.parse_args(argv)).main()
     return 0
 

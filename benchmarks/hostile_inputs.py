@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from speechbrain_datar.benchmarking import table, write_json
+from speechbrain_datar.benchmarking import add_device_argument, table, write_json
 from speechbrain_datar.testing.hostile_media import (
     make_esc50_csv,
     make_huge_frame_video,
@@ -145,6 +145,7 @@ def main(argv=None):
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="")
+    add_device_argument(parser, cpu_only="reading and checking damaged inputs runs on the CPU")
     args = parser.parse_args(argv)
     folder = tempfile.mkdtemp()
     inputs = [

@@ -29,7 +29,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 
-from speechbrain_datar.benchmarking import machine, make_clips, table, write_json
+from speechbrain_datar.benchmarking import add_device_argument, machine, make_clips, table, write_json
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.frames import FrameTransform, frame_times  # noqa: E402
 from speechbrain_datar.dataio.shards import ShardStream, open_shard_folder, shard_settings, write_shards  # noqa: E402
@@ -125,9 +125,10 @@ def main(argv=None):
         help="stated training clips/s of one GPU per model, for the workers it would need",
     )
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(parser, cpu_only="the data loader's workers decode and batch clips on the CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one loader worker
-    results = {"machine": machine(torch.device("cpu")), "loader_clips_per_s": {}}
+    results = {"machine": machine(args.device), "loader_clips_per_s": {}}
     print("machine:", json.dumps(results["machine"]))
     augment = FrameTransform(224, train=True)
     with tempfile.TemporaryDirectory() as tmp:

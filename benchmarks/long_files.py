@@ -45,6 +45,7 @@ import torch
 
 from speechbrain_datar.benchmarking import (
     SAMPLE_RATE,
+    add_device_argument,
     export_random_head,
     machine,
     rss_kib,
@@ -160,6 +161,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the measurements here")
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=4, metavar=("FOLDER", "MINUTES", "WAY", "PATH"), help=argparse.SUPPRESS)
+    add_device_argument(parser, cpu_only="its figure is the process's peak resident memory, and streaming's CPU time")
     args = parser.parse_args(argv)
     if args.measure:
         folder, minutes, way, path = args.measure
@@ -167,7 +169,7 @@ def main(argv=None):
         return None
     if args.files:
         return measure_files(args)
-    results = {"machine": machine(torch.device("cpu")), "points": []}
+    results = {"machine": machine(args.device), "points": []}
     print("machine:", json.dumps(results["machine"]))
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
@@ -206,7 +208,7 @@ def main(argv=None):
 
 def measure_files(args):
     """``classify_file`` on wav files: ``EncoderClassifier`` (whole file) against ``StreamingClassifier`` (streamed)."""
-    results = {"machine": machine(torch.device("cpu")), "files": []}
+    results = {"machine": machine(args.device), "files": []}
     print("machine:", json.dumps(results["machine"]))
     with tempfile.TemporaryDirectory() as tmp:
         paths = {m: write_recording(os.path.join(tmp, f"{m:g}min.wav"), m) for m in args.minutes}

@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from speechbrain_datar.benchmarking import build, count_macs, machine, table, timed, write_json
+from speechbrain_datar.benchmarking import add_device_argument, build, count_macs, machine, table, timed, write_json
 from speechbrain_datar.lobes.models.mbt import MBT  # noqa: E402
 
 VARIANTS = {
@@ -42,18 +42,24 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
-    device = torch.device("cpu")
+    device = args.device
     frames_per_clip = int(round(args.seconds * 100)) + 1
-    feats = torch.randn(1, frames_per_clip, 128)
-    frames = torch.randn(1, 8, 3, 224, 224)
+    feats = torch.randn(1, frames_per_clip, 128, device=device)
+    frames = torch.randn(1, 8, 3, 224, 224, device=device)
     results = {"machine": machine(device), "seconds": args.seconds, "models": {}}
     print("machine:", results["machine"])
     models = {
-        name: _WithFrames(MBT("base", audio_frames=frames_per_clip, **kwargs).eval(), frames)
+        name: _WithFrames(MBT("base", audio_frames=frames_per_clip, **kwargs).eval(), frames).to(device)
         for name, kwargs in VARIANTS.items()
     }
-    models.update({"DATAR-tiny (audio only)": build("datar-tiny").eval(), "AST (audio only)": build("ast").eval()})
+    models.update(
+        {
+            "DATAR-tiny (audio only)": build("datar-tiny").eval().to(device),
+            "AST (audio only)": build("ast").eval().to(device),
+        }
+    )
     for name, model in models.items():
         with torch.no_grad():
             seconds = timed(lambda model=model: model(feats), device, args.repeats, warmup=1)
@@ -71,7 +77,7 @@ def main(argv=None):
         for name, e in results["models"].items()
     ]
     print()
-    print(f"{args.seconds:g} s of audio (128 x {frames_per_clip}) + 8 frames of 224 x 224, batch 1, CPU:")
+    print(f"{args.seconds:g} s of audio (128 x {frames_per_clip}) + 8 frames of 224 x 224, batch 1, {device}:")
     print(table(["model", "GMACs", "MACs / late fusion", "inference s", "time / late fusion"], rows))
     write_json(args.json, results)
     return results

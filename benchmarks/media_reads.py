@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import speechbrain_datar.dataio.decoding as decoding  # noqa: E402
-from speechbrain_datar.benchmarking import machine, table, write_json
+from speechbrain_datar.benchmarking import add_device_argument, machine, table, write_json
 from speechbrain_datar.dataio.audio import load_clip  # noqa: E402
 from speechbrain_datar.dataio.streaming import StreamedAudio  # noqa: E402
 
@@ -81,9 +81,10 @@ def main(argv=None):
         help="reads that start after this many seconds seek (default: the package's)",
     )
     parser.add_argument("--json", default="")
+    add_device_argument(parser, cpu_only="media files are decoded on the CPU")
     args = parser.parse_args(argv)
     decoding.ANCHOR_SECONDS = args.seek_after
-    results, rows = {"machine": machine(torch.device("cpu")), "seek_after": args.seek_after, "files": {}}, []
+    results, rows = {"machine": machine(args.device), "seek_after": args.seek_after, "files": {}}, []
     for path in args.files:
         container, codec, rate, channels = describe(path)
         result = dict(compare(path), container=container, codec=codec, rate=rate, channels=channels)

@@ -27,6 +27,7 @@ import torch
 
 from speechbrain_datar.benchmarking import (
     N_MELS,
+    add_device_argument,
     build,
     export_random_head,
     machine,
@@ -246,8 +247,9 @@ def main(argv=None):
     parser.add_argument("--repeats", default=5, type=int)
     parser.add_argument("--op-profile", action="store_true", help="also onnxruntime's time by operator type")
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(parser, cpu_only="onnxruntime runs here on its CPU execution provider, eager beside it")
     args = parser.parse_args(argv)
-    results = {"machine": machine(torch.device("cpu")), "windows": [], "files": [], "op_profiles": []}
+    results = {"machine": machine(args.device), "windows": [], "files": [], "op_profiles": []}
     import onnxruntime
 
     results["machine"]["onnxruntime"] = onnxruntime.__version__

@@ -33,14 +33,14 @@ import time
 import torch
 from tqdm import tqdm
 
-from speechbrain_datar.benchmarking import machine, table, write_json
+from speechbrain_datar.benchmarking import add_device_argument, machine, table, write_json
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def classify_fold(run_folder, precisions):
-    """``{precision: (labels, probabilities [n, C], seconds per clip)}`` of the fold's test clips, and their true
-    labels."""
+def classify_fold(run_folder, precisions, device):
+    """``{precision: (labels, probabilities [n, C], seconds per clip)}`` of the fold's test clips on ``device``,
+    and their true labels."""
     from speechbrain_datar.inference import precision as precision_module
     from speechbrain_datar.inference.interfaces import StreamingClassifier
 
@@ -48,12 +48,14 @@ def classify_fold(run_folder, precisions):
         test = json.load(f)
     truth = [entry["label"] for entry in test.values()]
     results = {}
-    native = precision_module.bf16_supported("cpu")
+    native = precision_module.bf16_supported(device)
     precision_module.bf16_supported = lambda device: True  # measure bf16's accuracy even where it is emulated
     with tempfile.TemporaryDirectory() as savedir:
         for precision in precisions:
             model = StreamingClassifier.from_hparams(
-                source=os.path.join(run_folder, "pretrained"), savedir=os.path.join(savedir, precision)
+                source=os.path.join(run_folder, "pretrained"),
+                savedir=os.path.join(savedir, precision),
+                run_opts={"device": str(device)},
             )
             model.set_precision(precision)
             labels, probs, seconds = [], [], []
@@ -61,9 +63,11 @@ def classify_fold(run_folder, precisions):
             for entry in tqdm(test.values(), desc=f"{os.path.basename(run_folder)} {precision}", leave=False):
                 start = time.perf_counter()
                 out_prob, _, _, label = model.classify_file(entry["path"])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 seconds.append(time.perf_counter() - start)
                 labels.append(label[0])
-                probs.append(out_prob.exp()[0])
+                probs.append(out_prob.exp()[0].cpu())
             assert model.precision_running == precision
             results[precision] = (labels, torch.stack(probs), seconds)
     return results, truth, native
@@ -96,6 +100,7 @@ def main(argv=None):
     )
     parser.add_argument("--reference", help="a JSON of this script (another version's) to compare labels with")
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if not args.precisions or args.precisions[0] != "fp32" or not set(args.precisions) <= set(PRECISIONS):
         parser.error(f"--precisions: fp32 first, then any of {PRECISIONS}")
@@ -112,7 +117,7 @@ def main(argv=None):
         }
         clips = 0
         for fold in args.folds:
-            results, truth, native = classify_fold(pattern.format(fold=fold), args.precisions)
+            results, truth, native = classify_fold(pattern.format(fold=fold), args.precisions, args.device)
             clips += len(truth)
             reference_labels, reference_probs, _ = results["fp32"]
             for precision, (labels, probs, seconds) in results.items():
@@ -156,9 +161,7 @@ def main(argv=None):
     headers = ["model", "precision", "test top-1 %", "vs fp32", "labels changed", "max prob change", "CPU s / clip"]
     print(table(headers, rows))
     if args.json:
-        write_json(
-            args.json, {"machine": machine(torch.device("cpu")), "folds": args.folds, "points": points, "table": rows}
-        )
+        write_json(args.json, {"machine": machine(args.device), "folds": args.folds, "points": points, "table": rows})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ def main(argv=None):
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folder", default="", help="reuse clips made by an earlier run")
+    # Not the package's add_device_argument: the package is imported after the options, from PYTHONPATH's
+    # checkout, which may be a release without it.
+    parser.add_argument("--device", default="cpu", choices=["cpu"], help="cpu only: preparation decodes on the CPU")
     args = parser.parse_args(argv)
     import speechbrain_datar
     from speechbrain_datar.benchmarking import make_clips, recipe_module

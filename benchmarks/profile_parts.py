@@ -19,7 +19,16 @@ import time
 
 import torch
 
-from speechbrain_datar.benchmarking import build, count_macs, frames, machine, matmul_gflops, table, write_json
+from speechbrain_datar.benchmarking import (
+    add_device_argument,
+    build,
+    count_macs,
+    frames,
+    machine,
+    matmul_gflops,
+    table,
+    write_json,
+)
 
 PARTS = {  # class name -> part
     "LearnableInputAdaptor": "stem",
@@ -142,8 +151,11 @@ def main(argv=None):
     parser.add_argument("--precisions", default="fp32,bf16,int8", type=lambda s: s.split(","))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the measurements here")
+    add_device_argument(
+        parser, cpu_only="each part is timed by the CPU's clock around its call, and int8 is a CPU path"
+    )
     args = parser.parse_args(argv)
-    cpu = torch.device("cpu")
+    cpu = args.device
     info = dict(machine(cpu), bf16_native=bf16_supported(cpu))
     results = {"machine": info, "matmul_gflops": matmul_gflops(cpu), "models": {}}
     results["features_s"] = feature_seconds(args.repeats)

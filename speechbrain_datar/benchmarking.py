@@ -12,6 +12,7 @@ Example
 | DATAR-tiny | 175 |
 """
 
+import argparse
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ __all__ = [
     "machine",
     "recipe_module",
     "rss_kib",
+    "synchronize",
     "table",
     "timed",
     "write_json",
@@ -324,8 +326,10 @@ def recipe_module(recipe, name):
     return module
 
 
-def add_device_argument(parser, help_text="where the models run: cpu or cuda (default: cpu)"):
-    """Adds ``--device`` to a benchmark's ``parser``; ``args.device`` is then a ``torch.device``.
+def add_device_argument(parser, help_text="where the models run: cpu or cuda (default: cpu)", cpu_only=None):
+    """Adds ``--device`` to a benchmark's ``parser``; ``args.device`` is then a ``torch.device``. A device this
+    machine does not have is refused when the options are read, as is any but the CPU where the benchmark
+    measures the CPU only (``cpu_only``: why).
 
     Example
     -------
@@ -333,5 +337,18 @@ def add_device_argument(parser, help_text="where the models run: cpu or cuda (de
     >>> add_device_argument(argparse.ArgumentParser()).parse_args(["--device", "cpu"]).device
     device(type='cpu')
     """
-    parser.add_argument("--device", default="cpu", type=torch.device, help=help_text)
+
+    def device(text):
+        """The ``torch.device`` that ``text`` names, if this benchmark can use it here."""
+        try:
+            chosen = torch.device(text)
+        except RuntimeError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if chosen.type != "cpu" and cpu_only:
+            raise argparse.ArgumentTypeError(f"{text}: this benchmark measures the CPU only ({cpu_only})")
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available")
+        return chosen
+
+    parser.add_argument("--device", default="cpu", type=device, help=f"cpu only: {cpu_only}" if cpu_only else help_text)
     return parser

@@ -15,7 +15,6 @@ import os
 
 import torch
 
-from speechbrain_datar.inference.adapters import one_or_by_head
 from speechbrain_datar.plots import plot_confusion_matrix, plot_datar_views, plot_timeline, save_figure
 
 __all__ = [
@@ -70,9 +69,8 @@ def visualize_clip(model_folder, audio_path, output_path, savedir=None):
 
 def visualize_timeline(model_folder, audio_path, output_path, threshold=0.5, savedir=None):
     """Draws when each class sounds in ``audio_path`` (a model of several heads: one figure per head, named
-    ``<output>_<head>.png``); returns the segments (by head for several)."""
-    found = draw_timelines(model_folder, audio_path, output_path, threshold, savedir)
-    return one_or_by_head(found)
+    ``<output>_<head>.png``); returns the segments by head."""
+    return draw_timelines(model_folder, audio_path, output_path, threshold, savedir)
 
 
 @torch.no_grad()

@@ -1,17 +1,18 @@
 """Where results, always keyed by head inside this package, take the shapes their callers expect.
 
-Inside the package every head's result travels under its name (``{"label": ...}``, ``{"verb": ..., "noun":
-...}``). SpeechBrain's ``EncoderClassifier`` and this package's one-head interfaces return one result (the
-``(out_prob, score, index, text_lab)`` tuple, a tensor from the ``classifier`` module); a model of several heads
-gives every head by name. This module is the one place that makes that choice.
+Every interface of this package returns its results by head (``{"label": ClassResult}``, ``{"verb": ...,
+"noun": ...}``: ``inference.results``). SpeechBrain's ``EncoderClassifier`` returns one result instead (the
+``(out_prob, score, index, text_lab)`` tuple from ``classify_file``, a tensor from the ``classifier`` module), so
+the two interfaces that are an ``EncoderClassifier`` (``StreamingClassifier``, ``AudioTagger``) and the exported
+``classifier`` module give that shape. This module is the one place that makes it.
 """
 
 __all__ = ["SeveralHeads", "classifier_module_output", "one_or_by_head"]
 
 
 def one_or_by_head(results):
-    """``results`` by head as a caller of this package's interfaces gets them: the one head's result itself,
-    or the dict for several heads.
+    """``results`` by head as ``EncoderClassifier.classify_file`` gives them: the one head's result itself (a
+    model of several heads, served by ``MultiHeadAudioClassifier``, keeps the dict).
 
     Example
     -------

@@ -1,18 +1,22 @@
 """Inference interfaces for exported models, on SpeechBrain's ``Pretrained``.
 
-One base, ``StreamingInterface``, classifies files of any length and kind (audio files, the sound of video
-files) as a stream, and tells when each class sounds (``timeline``); its subclasses differ only in how
-they decode the scores and what they return:
+One family: every interface derives from ``ClassifierInterface`` and returns its results keyed by head, as the
+named types of ``inference.results`` (``{"label": ClassResult}``, ``{"verb": ..., "noun": ...}``, ``{"labels":
+Tags}``, ``{head: Timeline}``). ``StreamingInterface`` adds what every audio interface does: classify files of
+any length and kind (audio files, the sound of video files) as a stream, and tell when each class sounds.
 
 - ``StreamingClassifier``: SpeechBrain's ``EncoderClassifier`` (the exported one-head model), whose
-  ``classify_file`` streams: ``(out_prob, score, index, text_lab)``, the best class;
+  ``classify_file`` streams and returns ``EncoderClassifier``'s ``(out_prob, score, index, text_lab)``;
 - ``AudioTagger``: multi-label models (AudioSet, FSD50K): every class's probability and the classes above
   a threshold;
-- ``MultiHeadAudioClassifier``: models with several heads (EPIC-KITCHENS: verb and noun), one
-  ``EncoderClassifier`` result per head.
+- ``MultiHeadAudioClassifier``: models with several heads (EPIC-KITCHENS: verb and noun);
+- ``AudioVisualClassifier``: audio-visual models (MBT, DATAR beside a visual stream) from sound and frames;
+- ``speechbrain_datar.inference.onnx_runtime.OnnxAudioClassifier``: an ONNX export, run by onnxruntime.
 
-``AudioVisualClassifier`` serves audio-visual models (MBT, DATAR beside a visual stream) from sound and
-frames, decoding its heads the same way. ``AudioClassifier`` is version 0.2's name of
+``classify_file_by_head`` and ``classify_batch_by_head`` return results by head on every interface. The two
+that are SpeechBrain's ``EncoderClassifier`` (``StreamingClassifier``, ``AudioTagger``) return one head's result
+itself from ``classify_file`` and ``classify_batch``, as ``EncoderClassifier`` does (``inference.adapters``);
+every other interface returns them by head there too. ``AudioClassifier`` is version 0.2's name of
 ``StreamingClassifier`` (SpeechBrain has an ``AudioClassifier`` of its own, on another base).
 """
 
@@ -31,12 +35,14 @@ from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.video import is_video, probe_video
 from speechbrain_datar.deprecation import deprecated_class
 from speechbrain_datar.inference.adapters import one_or_by_head
+from speechbrain_datar.inference.results import ClassifiedClip, Timeline, best_class, tags
 from speechbrain_datar.inference.sliding_window import WaveformFrames
 from speechbrain_datar.inference.timeline import recording_timeline, segments, window_timeline
 
 __all__ = [
     "AudioTagger",
     "AudioVisualClassifier",
+    "ClassifierInterface",
     "MultiHeadAudioClassifier",
     "StreamingClassifier",
     "StreamingInterface",
@@ -62,54 +68,43 @@ def keyed(scores, keys):
     return scores
 
 
-def best_class(log_probs, decode):
-    """One head's ``EncoderClassifier`` result ``(out_prob [batch, C], score, index, labels)``: the best class of
-    every clip, its labels from ``decode(index)``.
+class ClassifierInterface:
+    """The root of every interface: results keyed by head, decoded from the heads' log-probabilities.
 
-    Example
-    -------
-    >>> best_class(torch.log(torch.tensor([[0.2, 0.8]])), lambda index: [["cat", "dog"][i] for i in index])[3]
-    ['dog']
+    A subclass says what its heads' classes are (``class_names``) and how it classifies
+    (``classify_file_by_head``); ``multi_label`` interfaces decode tags above ``threshold``.
     """
-    out_prob = log_probs.reshape(log_probs.shape[0], -1)
-    score, index = torch.max(out_prob, dim=-1)
-    return out_prob, score, index, decode(index)
 
+    #: Multi-label heads: every class's probability and the classes above ``threshold`` (``Tags``).
+    multi_label = False
 
-def decode_heads(scores, label_encoders):
-    """Each head's ``EncoderClassifier`` result: ``{name: (out_prob [batch, C], score, index, labels)}``, the
-    best class of every clip.
+    def class_names(self):
+        """``{head: [class name by index]}``."""
+        return class_names(self.hparams)
 
-    Example
-    -------
-    >>> from speechbrain.dataio.encoder import CategoricalEncoder
-    >>> encoder = CategoricalEncoder(); encoder.update_from_iterable(["cat", "dog"])
-    >>> decode_heads({"label": torch.log(torch.tensor([[[0.2, 0.8]]]))}, {"label": encoder})["label"][3]
-    ['dog']
-    """
-    return {
-        name: best_class(log_probs, label_encoders[name].decode_torch)
-        for name, log_probs in keyed(scores, label_encoders).items()
-    }
+    @property
+    def threshold(self):
+        """The probability a class needs to be a tag (multi-label models), as exported."""
+        return self.hparams.threshold
 
+    def decode(self, scores, threshold=None):
+        """``{head: ClassResult}`` (``{head: Tags}`` for multi-label heads, above ``threshold``, default the
+        exported one) of the averaged log-probabilities ``{head: [batch, C]}``."""
+        names = self.class_names()
+        scores = keyed(scores, names)
+        if self.multi_label:
+            threshold = self.threshold if threshold is None else float(threshold)
+            return {name: tags(log_probs, names[name], threshold) for name, log_probs in scores.items()}
+        return {name: best_class(log_probs, names[name]) for name, log_probs in scores.items()}
 
-def tags(scores, names, threshold):
-    """Multi-label decoding of one head: ``(probs [batch, C], scores, indices, labels)``, the classes of every
-    clip whose probability reaches ``threshold``, highest first.
+    def classify_file_by_head(self, path, **options):
+        """A file's results by head."""
+        raise NotImplementedError
 
-    Example
-    -------
-    >>> tags(torch.log(torch.tensor([[0.9, 0.2, 0.6]])), ["dog", "cat", "rain"], 0.5)[3]
-    [['dog', 'rain']]
-    """
-    probs = scores.reshape(scores.shape[0], -1).exp()
-    found_scores, indices, labels = [], [], []
-    for row in probs:
-        chosen = [int(i) for i in torch.argsort(row, descending=True) if row[i] >= threshold]
-        found_scores.append([float(row[i]) for i in chosen])
-        indices.append(chosen)
-        labels.append([names[i] for i in chosen])
-    return probs, found_scores, indices, labels
+    def classify_file(self, path, *args, **options):
+        """A file's results by head (the interfaces that are SpeechBrain's ``EncoderClassifier`` return one
+        head's result itself, as it does)."""
+        return self.classify_file_by_head(path, *args, **options)
 
 
 class VideoFiles:
@@ -122,10 +117,9 @@ class VideoFiles:
         return super().load_audio(path, savedir=savedir)
 
 
-class StreamingInterface(VideoFiles):
-    """What every audio interface does: classify a file of any length as a stream (``stream_scores``), tell
-    when each class sounds (``timeline``), and know its heads' labels. Subclasses say how a result is
-    decoded (``decode``) and packed (``pack``: one head's result as it is, several by name).
+class StreamingInterface(ClassifierInterface, VideoFiles):
+    """What every audio interface does: classify a file of any length as a stream (``stream_scores``) and tell
+    when each class sounds (``timeline``), with results by head.
     """
 
     last_realtime_factor = None
@@ -156,18 +150,6 @@ class StreamingInterface(VideoFiles):
         """``{key: CategoricalEncoder}``, one per head."""
         return label_encoders_of(self.hparams)
 
-    def class_names(self):
-        """The class names by index, per head (packed as the interface packs results)."""
-        return self.pack(class_names(self.hparams))
-
-    def pack(self, results):
-        """One head's result as it is (``StreamingClassifier``, ``AudioTagger``), several by name."""
-        return one_or_by_head(results)
-
-    def decode(self, scores, **options):
-        """``{name: result}`` of the averaged log-probabilities ``{name: [batch, C]}``."""
-        raise NotImplementedError
-
     def stream_scores(self, path, block_seconds=30.0, windows_per_call=None):
         """Log of the window-averaged class probabilities of a file, decoded as a stream: ``{name: [1, C]}``.
 
@@ -196,12 +178,17 @@ class StreamingInterface(VideoFiles):
         )
         return {name: log_probs.squeeze(1) for name, log_probs in scores.items()}
 
-    def classify_file(self, path, block_seconds=30.0, windows_per_call=None, **options):
+    def classify_file_by_head(self, path, block_seconds=30.0, windows_per_call=None, **options):
         """Classifies an audio file, or a video file's sound, of any length, decoded as a stream (see
-        ``stream_scores``); ``options`` go to ``decode``."""
+        ``stream_scores``): ``{head: ClassResult}`` (``{head: Tags}`` for multi-label models); ``options`` go to
+        ``decode``."""
         if self.mods.embedding_model.features is None:  # a model exported before features moved into the windows
-            return self.pack(self.decode(self.batch_scores(self.load_audio(path).unsqueeze(0)), **options))
-        return self.pack(self.decode(self.stream_scores(path, block_seconds, windows_per_call), **options))
+            return self.decode(self.batch_scores(self.load_audio(path).unsqueeze(0)), **options)
+        return self.decode(self.stream_scores(path, block_seconds, windows_per_call), **options)
+
+    def classify_batch_by_head(self, wavs, wav_lens=None, **options):
+        """Classifies waveforms ``[batch, samples]``: ``{head: ClassResult}`` (``{head: Tags}``)."""
+        return self.decode(self.batch_scores(wavs, wav_lens), **options)
 
     def batch_scores(self, wavs, wav_lens=None):
         """Log of the window-averaged class probabilities of waveforms ``[batch, samples]``: ``{name: [batch, C]}``."""
@@ -234,14 +221,10 @@ class StreamingInterface(VideoFiles):
 
         Returns
         -------
-        probs : torch.Tensor
-            ``[rows, n_classes]``, one row per window or column.
-        resolution : float
-            Seconds per row.
-        found : list
-            ``(start, end, label, score)`` in seconds (see ``timeline.segments``).
-
-        A model of several heads returns these per head, by name.
+        dict
+            ``{head: Timeline}``: ``probs`` ``[rows, n_classes]``, one row per window or column;
+            ``resolution``, the seconds per row; ``segments``, the ``Segment`` s (start, end, label, score)
+            in seconds (see ``timeline.segments``).
         """
         windows = self.mods.embedding_model
         device = next(windows.encoder.parameters()).device
@@ -257,18 +240,14 @@ class StreamingInterface(VideoFiles):
             else:
                 window, hop = max(1, round(window_seconds / frame)), max(1, round(hop_seconds / frame))
                 probs = window_timeline(windows.runner, head, source, window, hop)
-        names = class_names(self.hparams)
+        names = self.class_names()
         probs = keyed(probs, names)
-        return self.pack(
-            {
-                name: (
-                    probs[name],
-                    resolution,
-                    segments(probs[name], resolution, names[name], threshold, min_seconds, offset),
-                )
-                for name in probs
-            }
-        )
+        return {
+            name: Timeline(
+                probs[name], resolution, segments(probs[name], resolution, names[name], threshold, min_seconds, offset)
+            )
+            for name in probs
+        }
 
     def timeline_rows(self, method="windows", window_seconds=1.0, hop_seconds=0.125):
         """Where ``timeline``'s rows lie: ``(resolution, offset)``, the seconds per row and where row 0 starts
@@ -297,11 +276,13 @@ class StreamingClassifier(StreamingInterface, EncoderClassifier):
 
         classifier = StreamingClassifier.from_hparams(source="results/datar_tiny/1234/pretrained")
         out_prob, score, index, label = classifier.classify_file("clip.mp4")
+        classifier.classify_file_by_head("clip.mp4")["label"].text_lab   # the same, by head
     """
 
-    def decode(self, scores):
-        """The best class of each clip: ``EncoderClassifier``'s ``(out_prob, score, index, text_lab)``."""
-        return decode_heads(scores, self.label_encoders)
+    def classify_file(self, path, block_seconds=30.0, windows_per_call=None, **options):
+        """``EncoderClassifier``'s result for a file of any length, decoded as a stream: the one head's
+        ``ClassResult`` ``(out_prob, score, index, text_lab)`` (``classify_file_by_head`` gives it by head)."""
+        return one_or_by_head(self.classify_file_by_head(path, block_seconds, windows_per_call, **options))
 
 
 #: Version 0.2's name of ``StreamingClassifier`` (it shared its name with SpeechBrain's own ``AudioClassifier``).
@@ -323,24 +304,20 @@ class AudioTagger(StreamingClassifier):
 
         tagger = AudioTagger.from_hparams(source="results/fsd50k_datar_tiny/1234/pretrained")
         probs, scores, indices, labels = tagger.classify_file("street.wav", threshold=0.3)
-        probs, resolution, found = tagger.timeline("street.wav")   # [(start, end, label, score), ...]
+        probs, resolution, found = tagger.timeline("street.wav")["labels"]   # [Segment(start, end, label, score)]
     """
 
     HPARAMS_NEEDED = ["label_keys", "threshold"]
-
-    def decode(self, scores, threshold=None):
-        """Every class's probability and the classes reaching ``threshold`` (default: the exported one)."""
-        threshold = self.hparams.threshold if threshold is None else float(threshold)
-        names = class_names(self.hparams)
-        return {name: tags(log_probs, names[name], threshold) for name, log_probs in keyed(scores, names).items()}
+    multi_label = True
 
     def classify_batch(self, wavs, wav_lens=None, threshold=None):
-        """Tags waveforms ``[batch, samples]``."""
-        return self.pack(self.decode(self.batch_scores(wavs, wav_lens), threshold=threshold))
+        """Tags waveforms ``[batch, samples]``: the one head's ``Tags``."""
+        return one_or_by_head(self.classify_batch_by_head(wavs, wav_lens, threshold=threshold))
 
     def classify_file(self, path, block_seconds=30.0, windows_per_call=None, threshold=None):
-        """Tags an audio file, or a video file's sound, of any length (decoded as a stream)."""
-        return super().classify_file(path, block_seconds, windows_per_call, threshold=threshold)
+        """Tags an audio file, or a video file's sound, of any length (decoded as a stream): the one head's
+        ``Tags``."""
+        return one_or_by_head(self.classify_file_by_head(path, block_seconds, windows_per_call, threshold=threshold))
 
 
 class MultiHeadAudioClassifier(StreamingInterface, Pretrained):
@@ -355,14 +332,6 @@ class MultiHeadAudioClassifier(StreamingInterface, Pretrained):
     MODULES_NEEDED = ["compute_features", "mean_var_norm", "embedding_model", "classifier"]
     HPARAMS_NEEDED = ["label_keys"]
 
-    def pack(self, results):
-        """Results by head, always."""
-        return results
-
-    def decode(self, scores):
-        """Per head: log-probabilities ``[batch, C]``, best score, best index, best label."""
-        return decode_heads(scores, self.label_encoders)
-
     def encode_batch(self, wavs, wav_lens=None):
         """Embeddings ``[batch, n_windows, dim]`` (``[batch, 1, dim]`` for clips up to one window)."""
         if wavs.dim() == 1:
@@ -374,25 +343,15 @@ class MultiHeadAudioClassifier(StreamingInterface, Pretrained):
         return self.mods.embedding_model(feats, wav_lens)
 
     def classify_batch(self, wavs, wav_lens=None):
-        """Per head: log-probabilities ``[batch, C]``, best score, best index, best label."""
-        return self.decode(self.batch_scores(wavs, wav_lens))
+        """``{head: ClassResult}`` of waveforms ``[batch, samples]``."""
+        return self.classify_batch_by_head(wavs, wav_lens)
 
     def forward(self, wavs, wav_lens=None):
         """Runs the classification."""
         return self.classify_batch(wavs, wav_lens)
 
 
-class ClassifiedClip(tuple):
-    """What ``EncoderClassifier.classify_file`` returns, ``(out_prob, score, index, text_lab)``, and
-    ``modalities``: what the file gave the model (``("audio", "video")``, or one of them)."""
-
-    def __new__(cls, values, modalities):
-        clip = super().__new__(cls, values)
-        clip.modalities = tuple(modalities)
-        return clip
-
-
-class AudioVisualClassifier(Pretrained):
+class AudioVisualClassifier(ClassifierInterface, Pretrained):
     """Serves an exported audio-visual model (``hparams/mbt.yaml``, ``hparams/late_fusion.yaml``).
 
     ``classify_file`` reads a video file's sound and frames and classifies it as the
@@ -403,7 +362,8 @@ class AudioVisualClassifier(Pretrained):
     Example (a folder exported by the recipe)::
 
         model = AudioVisualClassifier.from_hparams(source="results/mbt_base/1234/pretrained")
-        out_prob, score, index, label = result = model.classify_file("clip.mp4")
+        result = model.classify_file("clip.mp4")["label"]
+        out_prob, score, index, label = result
         result.modalities  # ("audio", "video")
     """
 
@@ -448,7 +408,7 @@ class AudioVisualClassifier(Pretrained):
         return wav, frames, starts, used
 
     def classify_batch(self, wavs=None, wav_lens=None, frames=None, starts=None):
-        """Per head: log-probabilities ``[batch, C]``, best score, best index, best label.
+        """``{head: ClassResult}``: per head, log-probabilities ``[batch, C]``, best score, best index, best label.
 
         Arguments
         ---------
@@ -470,10 +430,13 @@ class AudioVisualClassifier(Pretrained):
         frames = None if frames is None else frames.to(self.device)
         with torch.no_grad():
             scores = self.mods.classifier(self.mods.embedding_model(wavs, wav_lens, frames, starts.to(self.device)))
-        return decode_heads(scores, label_encoders_of(self.hparams))
+        return self.decode(scores)
 
-    def classify_file(self, path):
-        """Classifies a video (or audio) file; returns a ``ClassifiedClip``, or one per head by name."""
+    classify_batch_by_head = classify_batch
+
+    def classify_file_by_head(self, path):
+        """Classifies a video (or audio) file: ``{head: ClassifiedClip}``, each saying which modalities the file
+        gave."""
         wav, frames, starts, used = self.load_media(path)
         results = self.classify_batch(
             None if wav is None else wav.unsqueeze(0),
@@ -481,8 +444,7 @@ class AudioVisualClassifier(Pretrained):
             None if frames is None else frames.unsqueeze(0),
             torch.tensor([starts]),
         )
-        clips = {key: ClassifiedClip(result, used) for key, result in results.items()}
-        return one_or_by_head(clips)
+        return {key: ClassifiedClip(*result, modalities=used) for key, result in results.items()}
 
     def forward(self, wavs=None, wav_lens=None, frames=None, starts=None):
         """Runs the classification."""

@@ -19,7 +19,7 @@ from speechbrain_datar.dataio.streaming import StreamedAudio
 from speechbrain_datar.dataio.strict_json import parse_json
 from speechbrain_datar.deprecation import warn_moved
 from speechbrain_datar.errors import DataError
-from speechbrain_datar.inference.interfaces import best_class, tags
+from speechbrain_datar.inference.interfaces import ClassifierInterface
 from speechbrain_datar.inference.sliding_window import SampleSpans, average_window_scores, sliding_window_embeddings
 
 logger = logging.getLogger(__name__)
@@ -141,11 +141,11 @@ class OnnxWindows:
         return torch.from_numpy(np.concatenate(outputs[1:], axis=-1))[:, None]
 
 
-class OnnxAudioClassifier:
-    """An exported classifier run by onnxruntime: ``classify_file`` and ``classify_batch`` as SpeechBrain's
-    ``EncoderClassifier`` has them (``(out_prob, score, index, text_lab)``), or as ``AudioTagger`` has them
-    for a multi-label model (``(probs, scores, indices, labels)`` above ``threshold``); a dict of them per
-    head for a multi-head model.
+class OnnxAudioClassifier(ClassifierInterface):
+    """An exported classifier run by onnxruntime. ``classify_file`` and ``classify_batch`` return results by
+    head, as every interface's ``classify_file_by_head`` does: ``{head: ClassResult}`` (``(out_prob, score,
+    index, text_lab)``), or ``{head: Tags}`` for a multi-label model (``(probs, scores, indices, labels)``
+    above ``threshold``).
 
     Arguments
     ---------
@@ -159,7 +159,7 @@ class OnnxAudioClassifier:
     Example (a folder exported by a recipe, then to ONNX)::
 
         classifier = OnnxAudioClassifier("results/datar_tiny/1234/pretrained/onnx")
-        out_prob, score, index, label = classifier.classify_file("recording.flac")
+        out_prob, score, index, label = classifier.classify_file("recording.flac")["label"]
     """
 
     last_realtime_factor = None
@@ -218,30 +218,36 @@ class OnnxAudioClassifier:
         log_probs, valid = self._window_log_probs(spans)
         return {name: value.numpy() for name, value in self.split(log_probs[0][valid[0]]).items()}
 
-    def decode(self, scores, threshold=None):
-        """Each head's result: the best class, or the tags above ``threshold`` (multi-label models)."""
-        results = {}
-        for name, log_probs in scores.items():
-            names = self.labels[name]
-            if self.meta.get("multi_label"):
-                results[name] = tags(log_probs, names, self.meta["threshold"] if threshold is None else threshold)
-                continue
-            results[name] = best_class(log_probs, lambda index, names=names: [names[int(i)] for i in index])
-        return results if len(results) > 1 else next(iter(results.values()))
+    def class_names(self):
+        """``{head: [class name by index]}``."""
+        return self.labels
+
+    @property
+    def multi_label(self):
+        """Whether the heads are multi-label (``Tags`` above ``threshold``)."""
+        return bool(self.meta.get("multi_label"))
+
+    @property
+    def threshold(self):
+        """The probability a class needs to be a tag (multi-label models), as exported."""
+        return self.meta["threshold"]
 
     def classify_spans(self, spans):
         """Version 0.2's ``decode(scores(spans))``."""
         warn_moved("OnnxAudioClassifier.classify_spans(spans)", "decode(scores(spans))")
         return self.decode(self.scores(spans))
 
-    def classify_batch(self, wavs, threshold=None):
-        """Classifies one waveform (``[samples]`` or ``[1, samples]``, at the model's rate)."""
+    def classify_batch_by_head(self, wavs, threshold=None):
+        """Classifies one waveform (``[samples]`` or ``[1, samples]``, at the model's rate): results by head."""
         wavs = torch.as_tensor(wavs, dtype=torch.float32).reshape(1, -1)
         spans = SampleSpans(wavs, self.meta["hop_samples"], self.meta["n_fft"] // 2)
         return self.decode(self.scores(spans), threshold)
 
-    def classify_file(self, path, block_seconds=30.0, threshold=None):
-        """Classifies an audio file, or a video file's sound, of any length, decoded as a stream."""
+    classify_batch = classify_batch_by_head
+
+    def classify_file_by_head(self, path, block_seconds=30.0, threshold=None):
+        """Classifies an audio file, or a video file's sound, of any length, decoded as a stream: results by
+        head."""
         start = time.perf_counter()
         stream = StreamedAudio(path, self.meta["sample_rate"], block_seconds)
         result = self.decode(

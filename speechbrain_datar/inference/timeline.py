@@ -17,6 +17,7 @@ spreads a class over the columns its deformable attention reaches.
 
 import torch
 
+from speechbrain_datar.inference.results import Segment
 from speechbrain_datar.inference.sliding_window import windows_per_clip
 
 
@@ -115,7 +116,7 @@ def window_timeline(encoder, head, source, window, hop):
 
 
 def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0.0):
-    """Runs of columns where a class's probability reaches ``threshold``: ``[(start, end, label, score)]``.
+    """Runs of columns where a class's probability reaches ``threshold``: ``[Segment(start, end, label, score)]``.
 
     Arguments
     ---------
@@ -135,13 +136,13 @@ def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0
     Returns
     -------
     list
-        ``(start, end, label, score)`` in seconds, the score the segment's highest probability,
+        ``Segment(start, end, label, score)`` in seconds, the score the segment's highest probability,
         sorted by start.
 
     Example
     -------
     >>> probs = torch.tensor([[0.1, 0.9], [0.8, 0.7], [0.9, 0.2], [0.2, 0.1]])
-    >>> segments(probs, 0.5, ["dog", "cat"])
+    >>> [tuple(segment) for segment in segments(probs, 0.5, ["dog", "cat"])]
     [(0.0, 1.0, 'cat', 0.9), (0.5, 1.5, 'dog', 0.9)]
     """
     found = []
@@ -156,7 +157,7 @@ def segments(probs, resolution, labels, threshold=0.5, min_seconds=0.0, offset=0
                 if (i - start) * resolution >= min_seconds:
                     score = float(probs[start:i, c].max())
                     found.append(
-                        (
+                        Segment(
                             round(offset + start * resolution, 3),
                             round(offset + i * resolution, 3),
                             label,

@@ -87,15 +87,15 @@ def test_audio_visual_mbt_beats_each_modality_alone_and_its_export_reads_video_f
     test = json.load(open(os.path.join(out, "save", "test.json")))
     expected = predictions(out)
     for clip_id, entry in test.items():  # the recipe's label, from the mp4 itself
-        result = model.classify_file(entry["path"])
-        assert result[3][0] == expected[clip_id] and result.modalities == ("audio", "video")
+        result = model.classify_file(entry["path"])["label"]  # by head, as every interface's results
+        assert result.text_lab[0] == expected[clip_id] and result.modalities == ("audio", "video")
     # a file without picture, and a video without sound, are classified from what they have
     path = next(iter(test.values()))["path"]
     wav = load_clip(path, 16000)
     soundfile.write(str(tmp_path / "sound.wav"), wav.numpy(), 16000)
     write_video(str(tmp_path / "silent.mp4"), None, 16000, index_frames(75, 32), audio_codec=None)
     for file, used in (("sound.wav", ("audio",)), ("silent.mp4", ("video",))):
-        out_prob, score, index, label = result = model.classify_file(str(tmp_path / file))
+        out_prob, score, index, label = result = model.classify_file(str(tmp_path / file))["label"]
         assert result.modalities == used and label[0] in AUDIO_VISUAL_CLASSES and out_prob.shape == (1, 4)
 
 
@@ -131,7 +131,7 @@ def test_late_fusion_and_epic_heads_in_their_recipes(tmp_path):
     test = json.load(open(os.path.join(out, "save", "test.json")))
     expected = predictions(out)
     for clip_id, entry in test.items():
-        assert model.classify_file(entry["path"])[3][0] == expected[clip_id]
+        assert model.classify_file(entry["path"])["label"].text_lab[0] == expected[clip_id]
 
     epic = make_epic_kitchens_like(str(tmp_path / "epic"), media="video")
     out = str(tmp_path / "epic_exp")

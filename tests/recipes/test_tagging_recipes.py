@@ -159,7 +159,7 @@ def test_fsd50k_recipe_tags_the_generated_set_and_finds_when(tmp_path):
         assert probs.shape == (1, len(classes)) and labels[0] == [classes[i] for i in indices[0]]
         assert all(probs[0, i] >= 0.5 for i in indices[0]) and sorted(scores[0], reverse=True) == scores[0]
         assert len(tagger.classify_file(entry["path"], threshold=0.0)[3][0]) == len(classes)
-        _, resolution, found = tagger.timeline(entry["path"], threshold=0.5)
+        _, resolution, found = tagger.timeline(entry["path"], threshold=0.5)["labels"]
         for event in events[fname]:
             total += 1
             hits += any(

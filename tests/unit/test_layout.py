@@ -51,7 +51,8 @@ def test_every_module_function_and_class_has_a_docstring():
 
 
 def test_one_place_chooses_between_one_result_and_results_by_head():
-    pattern = re.compile(r"next\(iter\(.*\)\) if len\(.*\) == 1 else")  # one head's result, or all by name
+    # one head's result, or all by name, in either order
+    pattern = re.compile(r"next\(iter\(.*\)\) if len\(.*\) == 1 else|if len\(.*\) > 1 else next\(iter\(")
     offenders = [
         path
         for path, text in sources("speechbrain_datar/**/*.py")
@@ -62,3 +63,36 @@ def test_one_place_chooses_between_one_result_and_results_by_head():
 
 def test_no_private_torch_hooks_in_the_package():
     assert [path for path, text in sources("speechbrain_datar/**/*.py") if "torch._C" in text] == []
+
+
+def test_every_benchmark_takes_device():
+    offenders = [
+        path
+        for path, text in sources("benchmarks/*.py")
+        if '"--device"' not in text and "add_device_argument(" not in text
+    ]
+    assert offenders == []
+
+
+def test_device_option_refuses_what_a_benchmark_or_this_machine_cannot_run(monkeypatch, capsys):
+    import argparse
+
+    import pytest
+    import torch
+
+    from speechbrain_datar.benchmarking import add_device_argument
+
+    assert add_device_argument(argparse.ArgumentParser()).parse_args([]).device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for parser, message in (
+        (add_device_argument(argparse.ArgumentParser()), "no CUDA device is available"),
+        (add_device_argument(argparse.ArgumentParser(), cpu_only="decoding runs on the CPU"), "measures the CPU only"),
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--device", "cuda"])
+        assert message in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with a GPU still refuses a CPU-only one
+    with pytest.raises(SystemExit):
+        add_device_argument(argparse.ArgumentParser(), cpu_only="decoding runs on the CPU").parse_args(
+            ["--device", "cuda"]
+        )

@@ -35,6 +35,7 @@ def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
 
     from speechbrain_datar.dataio.normalization import DatasetNormalization
     from speechbrain_datar.inference.interfaces import MultiHeadAudioClassifier, StreamingClassifier
+    from speechbrain_datar.inference.results import Timeline
     from speechbrain_datar.lobes.models.datar import DATAR
     from speechbrain_datar.nnet.classifier import build_classifier
     from speechbrain_datar.pretrained.export import export_classifier
@@ -60,7 +61,8 @@ def test_every_audio_interface_has_a_timeline(tmp_path, heads, method):
     interface = StreamingClassifier if len(heads) == 1 else MultiHeadAudioClassifier
     model = interface.from_hparams(source=str(tmp_path / "m"), savedir=str(tmp_path / "l"))
     result = model.timeline(path, threshold=0.0, method=method)
-    for key, (probs, resolution, found) in result.items() if len(heads) > 1 else [("label", result)]:
+    assert set(result) == set(heads) and all(isinstance(timeline, Timeline) for timeline in result.values())
+    for key, (probs, resolution, found) in result.items():
         assert probs.shape[1] == heads[key] and abs(probs.shape[0] * resolution - 5.0) < 1.0
         assert {label for _, _, label, _ in found} == set(encoders[key].lab2ind)  # threshold 0: every class
         # Rows tile the file from the first row's start (timeline_rows), which is where segments begin;

@@ -13,6 +13,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain_datar.dataio.normalization import DatasetNormalization
 from speechbrain_datar.inference.interfaces import AudioTagger, MultiHeadAudioClassifier, StreamingClassifier
 from speechbrain_datar.inference.onnx_runtime import OnnxAudioClassifier
+from speechbrain_datar.inference.results import ClassResult, Tags
 from speechbrain_datar.lobes.models.ast import AST
 from speechbrain_datar.lobes.models.datar import DATAR
 from speechbrain_datar.nnet.classifier import build_classifier
@@ -122,9 +123,10 @@ def test_onnxruntime_classifies_as_the_exported_pytorch_model(datar_folder, tmp_
     with torch.no_grad():
         expected = eager.classify_file(path)
     runtime = OnnxAudioClassifier(os.path.join(datar_folder, "onnx"), windows_per_call=2)
-    got = runtime.classify_file(path)
-    assert got[0].shape == expected[0].shape
-    assert torch.allclose(got[0], expected[0], atol=1e-3) and got[3] == expected[3]
+    got = runtime.classify_file(path)["label"]  # by head, as every interface's classify_file_by_head
+    assert isinstance(got, ClassResult) and got.out_prob.shape == expected.out_prob.shape
+    assert torch.allclose(got.out_prob, expected.out_prob, atol=1e-3) and got.text_lab == expected.text_lab
+    assert runtime.classify_file_by_head(path)["label"].text_lab == eager.classify_file_by_head(path)["label"].text_lab
     assert runtime.last_realtime_factor > 0
 
 
@@ -148,12 +150,12 @@ def test_a_multi_label_export_gives_the_taggers_tags_at_its_threshold(tmp_path):
     runtime = OnnxAudioClassifier(os.path.join(folder, "onnx"))
     for threshold in (None, 0.5):
         expected = tagger.classify_file(path, threshold=threshold)
-        got = runtime.classify_file(path, threshold=threshold)
-        assert torch.allclose(got[0], expected[0], atol=1e-3)  # every class's probability
-        assert got[3] == expected[3] and got[2] == expected[2]  # the same tags, highest first
-    everything = runtime.classify_file(path, threshold=0.0)
-    assert len(everything[3][0]) == 6 and everything[1][0] == sorted(everything[1][0], reverse=True)
-    assert runtime.classify_file(path, threshold=1.01)[3] == [[]]
+        got = runtime.classify_file(path, threshold=threshold)["labels"]
+        assert isinstance(got, Tags) and torch.allclose(got.probs, expected.probs, atol=1e-3)  # every class
+        assert got.labels == expected.labels and got.indices == expected.indices  # the same tags, highest first
+    everything = runtime.classify_file(path, threshold=0.0)["labels"]
+    assert len(everything.labels[0]) == 6 and everything.scores[0] == sorted(everything.scores[0], reverse=True)
+    assert runtime.classify_file(path, threshold=1.01)["labels"].labels == [[]]
 
 
 def test_the_module_of_version_0_2_still_exports(tmp_path):
@@ -174,7 +176,7 @@ def test_the_window_scores_of_version_0_2_still_work(datar_folder):
         windows = runtime.window_scores(spans)
     averaged = runtime.scores(spans)
     with pytest.warns(DeprecationWarning, match="decode"):
-        assert runtime.classify_spans(spans)[3] == runtime.decode(averaged)[3]
+        assert runtime.classify_spans(spans)["label"].text_lab == runtime.decode(averaged)["label"].text_lab
     for name, per_window in windows.items():
         assert per_window.shape[0] > 1
         assert np.allclose(np.log(np.exp(per_window).mean(0)), averaged[name][0].numpy(), atol=1e-5)
@@ -207,7 +209,7 @@ def test_an_int8_onnx_export_streams_with_the_labels_of_fp32(datar_folder, tmp_p
     soundfile.write(path, recording(23.0), 16000)
     fp32 = OnnxAudioClassifier(os.path.join(datar_folder, "onnx")).classify_file(path)
     int8 = OnnxAudioClassifier(str(tmp_path / "int8")).classify_file(path)
-    assert int8[3] == fp32[3]
-    assert (int8[0].exp() - fp32[0].exp()).abs().max() < 0.05
+    assert int8["label"].text_lab == fp32["label"].text_lab
+    assert (int8["label"].out_prob.exp() - fp32["label"].out_prob.exp()).abs().max() < 0.05
     with pytest.raises(ValueError, match="fp32 or int8"):
         export_onnx(datar_folder, str(tmp_path / "bf16"), precision="bf16")
