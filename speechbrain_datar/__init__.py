@@ -1,3 +1,3 @@
 """SpeechBrain modules for DATAR, the Deformable Audio Transformer for audio event recognition."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

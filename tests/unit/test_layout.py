@@ -96,3 +96,11 @@ def test_device_option_refuses_what_a_benchmark_or_this_machine_cannot_run(monke
         add_device_argument(argparse.ArgumentParser(), cpu_only="decoding runs on the CPU").parse_args(
             ["--device", "cuda"]
         )
+
+
+def test_the_version_has_its_changelog_entry():
+    import speechbrain_datar
+
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as f:
+        headings = re.findall(r"^## (\S+)", f.read(), re.M)
+    assert headings[0] == speechbrain_datar.__version__
