@@ -117,6 +117,39 @@ def query_rows_cols(height, width, device):
     return rows, cols
 
 
+def broadcast_sum_as_product(query_xy, key_xy):
+    """``query_xy[None, :, None, :] + key_xy[:, None, :, :]`` as one matrix product.
+
+    ``[1, x, y] @ [keys; 1 0 1 0 ...; 0 1 0 1 ...]``: each sum is one addition as before (the other terms are
+    exact zeros), and onnxruntime writes the ``[N, Q, K, 2]`` grid with its matrix kernel at about a third of
+    the time of a broadcast addition whose innermost span is two values.
+
+    Arguments
+    ---------
+    query_xy : torch.Tensor
+        ``[Q, 2]``.
+    key_xy : torch.Tensor
+        ``[N, K, 2]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, Q, K, 2]``.
+
+    Example
+    -------
+    >>> q, k = torch.randn(3, 2), torch.randn(2, 4, 2)
+    >>> torch.equal(broadcast_sum_as_product(q, k), q[None, :, None] + k[:, None])
+    True
+    """
+    n, keys = key_xy.shape[:2]
+    ones = torch.ones_like(query_xy[:, :1])
+    left = torch.cat((ones, query_xy), dim=-1)  # Q, 3
+    axes = torch.eye(2, dtype=key_xy.dtype, device=key_xy.device)[:, None, :].expand(2, keys, 2)
+    right = torch.cat((key_xy.reshape(n, 1, keys * 2), axes.reshape(1, 2, keys * 2).expand(n, 2, keys * 2)), dim=1)
+    return torch.matmul(left, right).reshape(n, query_xy.shape[0], keys, 2)
+
+
 class OffsetGenerator(nn.Sequential):
     """DAT's offset network: depthwise kxk conv (stride r) -> LayerNorm -> GELU -> 1x1 conv without bias.
 
@@ -308,12 +341,13 @@ class DeformableAttention(nn.Module):
         return (positions + 1.0) * scale
 
     # -------------------------------------------------------------- the bias
-    def _relative_position_bias(self, positions, query_rows, query_cols, height, width):
+    def _relative_position_bias(self, positions, query_rows, query_cols, height, width, key_invalid=None):
         """Bias ``[batch*groups, group_heads, n_queries, n_keys]`` for the given queries.
 
         The table coordinate of a query-key pair is a per-query term plus a
         per-key term (in both conventions), so the sampling grid is one broadcast
-        addition.
+        addition. ``key_invalid`` (``[batch*groups, n_keys]``, exported graphs only) sets the bias of padded
+        keys to the attention mask's value.
         """
         batch_groups = positions.shape[0]
         keys_y = positions[..., 0].reshape(batch_groups, -1).float()
@@ -334,13 +368,77 @@ class DeformableAttention(nn.Module):
             query_terms = ((rows + 0.5) / height - 0.5, (cols + 0.5) / width - 0.5)
             key_terms = (keys_y * -0.5, keys_x * -0.5)
             padding_mode, align_corners = "zeros", True
+        table = self.rpe_table.float()
+        if self.exports_zero_padded_bias():
+            table, query_terms, key_terms = self._zero_padded_sampling(
+                table, query_terms, key_terms, height, width, key_invalid
+            )
+            padding_mode, align_corners = "zeros", False
         query_xy = torch.stack((query_terms[1], query_terms[0]), dim=-1)  # n_queries, 2 (x, y)
         key_xy = torch.stack((key_terms[1], key_terms[0]), dim=-1)  # batch*groups, n_keys, 2
-        grid = query_xy[None, :, None, :] + key_xy[:, None, :, :]
+        if torch.compiler.is_exporting():
+            grid = broadcast_sum_as_product(query_xy, key_xy)
+        else:
+            grid = query_xy[None, :, None, :] + key_xy[:, None, :, :]
         batch = batch_groups // self.num_groups
-        table = self.rpe_table.float().unsqueeze(0).expand(batch, -1, -1, -1)
-        table = table.reshape(batch_groups, self.group_heads, *self.rpe_table.shape[-2:])
+        table = table.unsqueeze(0).expand(batch, -1, -1, -1)
+        table = table.reshape(batch_groups, self.group_heads, *table.shape[-2:])
         return F.grid_sample(table, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
+
+    def exports_zero_padded_bias(self):
+        """Whether the graph being exported reads the bias in the form of ``_zero_padded_sampling``: offsets
+        bounded by ``tanh`` (``offset_range_factor > 0``) bound how far outside the table a key can send it."""
+        return torch.compiler.is_exporting() and self.rpe_table is not None and self.offset_range_factor > 0
+
+    def _zero_padded_sampling(self, table, query_terms, key_terms, height, width, key_invalid):
+        """The same bias read with zero padding and ``align_corners=False``, the one form onnxruntime's
+        ``GridSample`` samples through a precomputed plan (about 1.8x faster than border padding or aligned
+        corners on a stage-3 bias, ``docs/benchmarks.md``), and padded keys masked by the table itself.
+
+        Bilinear sampling depends only on the pixel coordinate and the padding, so each convention is rewritten
+        exactly in pixels of a larger table: ``pixel = a * normalised + b`` with ``a = S / 2`` (corners not
+        aligned) or ``(S - 1) / 2`` (aligned) and ``b = (S - 1) / 2``, split into its query and key terms.
+        Border padding (``token``) is the table extended by copies of its edge cells past any sample: ``P`` cells
+        on each side, the map's size plus the largest offset and two cells. Below the table, rows of the mask
+        value: a padded key's row term sends every query's four corners into them, so its bias is the mask value
+        (the weights sum to one) and no mask is applied to the ``[queries, keys]`` bias.
+        """
+        sizes = table.shape[-2:]
+        aligned = self.grid_convention != "token"
+        scales = [(size - 1) / 2.0 if aligned else size / 2.0 for size in sizes]
+        if self.grid_convention == "token":
+            reach = int(self.offset_range_factor * self.offset_stride / 2.0) + 2
+            pads = (height + reach, width + reach)
+            table = F.pad(table.unsqueeze(0), (pads[1], pads[1], pads[0], pads[0]), mode="replicate").squeeze(0)
+        else:
+            pads = (0, 0)
+        # query pixels: a * term + (S - 1) / 2 + P; key pixels: a * term
+        query_pixels = [
+            scale * term + ((size - 1) / 2.0 + pad) for term, scale, size, pad in zip(query_terms, scales, sizes, pads)
+        ]
+        key_pixels = [scale * term for term, scale in zip(key_terms, scales)]
+        if key_invalid is not None:
+            # The lowest pixel a query's term reaches on each axis, and how far above it the others go: token
+            # queries are whole pixels from the map's size; dat_v1's stay within half the table around its centre.
+            lowest = [
+                (size - 1) / 2.0 + pad - (scale / 2.0 if aligned else 0.0)
+                for size, pad, scale in zip(sizes, pads, scales)
+            ]
+            reach_rows = (sizes[0] + 1) // 2 if aligned else height
+            if aligned:  # zero padding: rows of zeros first, past any valid key's sample (offsets < s / H_k)
+                gap = int((sizes[0] - 1) * self.offset_range_factor / 4.0) + 2
+                table = torch.cat((table, table.new_zeros(table.shape[0], gap, table.shape[-1])), dim=-2)
+            fill = torch.full((table.shape[0], reach_rows + 3, table.shape[-1]), attention_mask_value(table.dtype))
+            first_fill = table.shape[-2] + 1
+            table = torch.cat((table, fill), dim=-2)
+            # a padded key sends every query into the rows of the mask value, and inside the table's width
+            key_pixels[0] = torch.where(key_invalid, first_fill - lowest[0], key_pixels[0])
+            key_pixels[1] = torch.where(key_invalid, -lowest[1], key_pixels[1])
+        final = table.shape[-2:]
+        # normalised, corners not aligned: (2 * pixel + 1) / S - 1
+        query_terms = tuple((2.0 * pixel + 1.0) / size - 1.0 for pixel, size in zip(query_pixels, final))
+        key_terms = tuple(2.0 * pixel / size for pixel, size in zip(key_pixels, final))
+        return table, query_terms, key_terms
 
     def sample_keys(self, x, queries):
         """Reads the map at the deformed reference points.
@@ -375,6 +473,10 @@ class DeformableAttention(nn.Module):
         n_keys = positions.shape[1] * positions.shape[2]
         sampled = sampled.reshape(batch, groups, n_keys, group_channels).transpose(1, 2)
         return sampled.reshape(batch, n_keys, dim), positions, references
+
+    def _per_group(self, key_invalid, batch, n_keys):
+        """``[batch, 1, 1, n_keys]`` key mask as ``[batch * groups, n_keys]``, the layout of the key terms."""
+        return key_invalid.reshape(batch, 1, n_keys).expand(batch, self.num_groups, n_keys).reshape(-1, n_keys)
 
     #: Queries per chunk in inference when ``query_chunk_size`` is not set: the
     #: whole stage-3 map of a 10 s clip, and temporaries proportional to clip length.
@@ -431,13 +533,21 @@ class DeformableAttention(nn.Module):
         outputs = []
         for start, stop in self._query_bounds(n_queries):
             attn_bias = None
+            masked_in_bias = key_invalid is not None and self.exports_zero_padded_bias()
             if self.rpe_table is not None:
                 attn_bias = (
-                    self._relative_position_bias(positions, rows[start:stop], cols[start:stop], height, width)
+                    self._relative_position_bias(
+                        positions,
+                        rows[start:stop],
+                        cols[start:stop],
+                        height,
+                        width,
+                        self._per_group(key_invalid, batch, n_keys) if masked_in_bias else None,
+                    )
                     .reshape(batch, self.num_heads, stop - start, n_keys)
                     .to(q.dtype)
                 )
-            if key_invalid is not None:
+            if key_invalid is not None and not masked_in_bias:
                 fill = attention_mask_value(q.dtype)
                 if attn_bias is None:
                     attn_bias = torch.zeros(batch, 1, 1, n_keys, dtype=q.dtype, device=x.device)

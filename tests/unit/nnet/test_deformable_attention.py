@@ -200,3 +200,26 @@ def test_a_clips_output_does_not_depend_on_its_batch_with_subsampled_offsets(str
         alone = attn(x)
         together = attn(torch.cat((torch.randn(1, 6, 11, 12), padded)), torch.cat((torch.ones_like(mask), mask)))
     assert torch.allclose(together[1, :, :7], alone[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("convention", ["token", "dat_v1"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("table", [(3, 4), (6, 14)])  # a table smaller and larger than the 5 x 11 map
+def test_the_exported_bias_form_gives_the_eager_outputs(convention, stride, table, monkeypatch):
+    """While a graph is exported the bias is read with zero padding from a table extended by its edges and by
+    rows of the mask value (padded keys masked through the table), and the grid is built by a product: the
+    attention's outputs are those of the eager form, offsets at their largest, with and without padding."""
+    torch.manual_seed(0)
+    attn = randomise_offsets(make(convention, stride, table), std=5.0).eval()
+    torch.nn.init.normal_(attn.rpe_table, std=1.0)
+    x = torch.randn(2, 5, 11, 12)
+    mask = torch.ones(2, 5, 11, dtype=torch.bool)
+    mask[1, :, 7:] = False
+    mask[1, 4:] = False
+    x = x * mask[..., None]
+    with torch.no_grad():
+        eager = [attn(x), attn(x, mask)]
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+        exported_form = [attn(x), attn(x, mask)]
+    for a, b in zip(eager, exported_form):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
