@@ -346,6 +346,37 @@ def validate_options(hparams):
         raise DataError(f"--tagging_threshold must be a probability in [0, 1], got {threshold!r}")
 
 
+#: Options that take an augmenter, given on the command line as an object (``"!ref <spec_augment>"``) or by
+#: its name in the file's ``augmentations`` (``--feature_augment=spec_augment``).
+AUGMENTATION_OPTIONS = ("wave_augment", "feature_augment")
+
+
+def choose_named_augmentations(hparams):
+    """Replaces an augmentation option given by name with the file's augmenter of that name, before anything
+    runs; ``DataError`` names an unknown one and the names the file defines.
+
+    Example
+    -------
+    >>> hparams = {"wave_augment": None, "feature_augment": "spec_augment", "augmentations": {"spec_augment": "masks"}}
+    >>> choose_named_augmentations(hparams)["feature_augment"]
+    'masks'
+    >>> choose_named_augmentations({"wave_augment": "noise", "feature_augment": None, "augmentations": {}})
+    Traceback (most recent call last):
+    ...
+    speechbrain_datar.errors.DataError: --wave_augment 'noise' is no augmentation of this file's; its augmentations: []
+    """
+    named = hparams.get("augmentations") or {}
+    for option in AUGMENTATION_OPTIONS:
+        value = hparams[option]
+        if isinstance(value, str):
+            if value not in named:
+                raise DataError(
+                    f"--{option} {value!r} is no augmentation of this file's; its augmentations: {sorted(named)}"
+                )
+            hparams[option] = named[value]
+    return hparams
+
+
 def dataset_options(hparams):
     """The arguments of the data set's preparation: ``data_folder``, ``prepare_options``, and ``need_video``
     when the recipe reads frames (so that videos without picture are reported, not trained on)."""
@@ -373,6 +404,7 @@ def recipe_main(argv, prepare, label_keys=None, main_metric=None, extra_statisti
         hparams = load_hparams(hparams_file, overrides)
         check_dataset(hparams, hparams_file, dataset)
         validate_options(hparams)
+        choose_named_augmentations(hparams)
         sb.create_experiment_directory(
             experiment_directory=hparams["output_folder"],
             hyperparams_to_save=hparams_file,

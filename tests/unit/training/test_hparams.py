@@ -62,6 +62,9 @@ with gzip.open(os.path.join(ROOT, "tests", "data", "resolved_hparams_v0_2.json.g
 #: Settings of 0.2 that nothing read, removed in 0.3: audio-visual models are evaluated on temporal crops,
 #: never on sliding windows (``test_speechbrain_consistency.py`` finds a setting no one reads).
 AUDIO_VISUAL_UNREAD_IN_0_2 = ("eval_hop_seconds", "eval_max_windows", "eval_hop_frames")
+#: A setting added in 0.3: the ESC-50 files' augmenters by name (``--feature_augment=spec_augment``). It
+#: only refers to augmenters the files already built, so every setting of 0.2 resolves as it did.
+ADDED_IN_0_3 = {"ESC50": ("augmentations",)}
 
 
 @pytest.mark.parametrize("command", sorted(BEFORE))
@@ -77,6 +80,8 @@ def test_documented_commands_resolve_as_they_did(command):
     now = resolved(path, parse_overrides(overrides))
     assert now.pop("dataset") == entry["recipe"]
     before = dict(entry["resolved"])
+    for key in ADDED_IN_0_3.get(entry["recipe"], ()):
+        now.pop(key)
     if before["n_frames"]:  # an audio-visual model
         assert not any(key in now for key in AUDIO_VISUAL_UNREAD_IN_0_2)
         for key in AUDIO_VISUAL_UNREAD_IN_0_2:
@@ -118,3 +123,31 @@ def test_a_mapping_from_the_command_line_goes_over_a_setting_that_was_none():
     hparams = load_hparams(path, overrides)
     assert hparams["init_from"] == {"audio": "/m/dat.pth", "video": "/m/vit.pth"}
     assert type(hparams["embedding_model"]).__name__ == "LateFusion"
+
+
+@pytest.mark.parametrize("model", ["ast", "cnn14", "datar"])
+def test_an_augmentation_named_on_the_command_line_is_the_files_augmenter(model):
+    """``--feature_augment=spec_augment --wave_augment=gain_shift_noise`` runs what the commands of 0.2 that
+    point the options at the augmenters (``"!ref <spec_augment>"``) run; an unknown name stops the run before
+    anything runs, naming the ones there are."""
+    import speechbrain as sb
+
+    from speechbrain_datar.training.recipe import choose_named_augmentations
+
+    path = os.path.join(ROOT, "hparams", "ESC50", f"{model}.yaml")
+    options = {
+        "by name": ["spec_augment", "gain_shift_noise"],
+        "by reference": ["!ref <spec_augment>", "!ref <gain_shift_noise>"],
+    }
+    chosen = {}
+    for form, (feature, wave) in options.items():
+        _, _, overrides = sb.parse_arguments(
+            [path, "--data_folder=/data", f"--feature_augment={feature}", f"--wave_augment={wave}"]
+        )
+        hparams = choose_named_augmentations(load_hparams(path, overrides))
+        assert hparams["feature_augment"] is hparams["spec_augment"]
+        assert hparams["wave_augment"] is hparams["gain_shift_noise"]
+        chosen[form] = [repr(hparams[key].augmentations) for key in ("feature_augment", "wave_augment")]
+    assert chosen["by name"] == chosen["by reference"]
+    with pytest.raises(DataError, match=r"--feature_augment 'specaugment' .*\['gain_shift_noise', 'spec_augment'\]"):
+        choose_named_augmentations(load_hparams(path, {"data_folder": "/data", "feature_augment": "specaugment"}))
