@@ -428,7 +428,7 @@ class DeformableAttention(nn.Module):
             if aligned:  # zero padding: rows of zeros first, past any valid key's sample (offsets < s / H_k)
                 gap = int((sizes[0] - 1) * self.offset_range_factor / 4.0) + 2
                 table = torch.cat((table, table.new_zeros(table.shape[0], gap, table.shape[-1])), dim=-2)
-            fill = torch.full((table.shape[0], reach_rows + 3, table.shape[-1]), attention_mask_value(table.dtype))
+            fill = table.new_full((table.shape[0], reach_rows + 3, table.shape[-1]), attention_mask_value(table.dtype))
             first_fill = table.shape[-2] + 1
             table = torch.cat((table, fill), dim=-2)
             # a padded key sends every query into the rows of the mask value, and inside the table's width
